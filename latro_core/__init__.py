@@ -1,0 +1,17 @@
+"""latro_core: a small, exact implementation of LaTent Reasoning Optimization (LaTRO).
+
+Modules, one job each:
+
+- ``tasks``      data sets, prompts, targets, answer extraction and checking
+- ``models``     loading any causal LM (hub id, folder, GGUF, embedded SmolLM2), tiny test models
+- ``logprobs``   log pi(z|x) and log pi(y|x+z) for a padded batch in one forward pass
+- ``rollout``    sampling K rationales per question with stop strings and a KV cache
+- ``objective``  self-reward, truncation penalty, RLOO advantages, the Eq. 4 loss
+- ``trainer``    the LaTRO / SFT / RFT training loops (accelerate), checkpoints, metrics
+- ``evaluate``   greedy and maj@k accuracy with intervals, self-evaluation AUROC, answer NLL
+- ``results``    tables from run outputs;  ``plots`` figures;  ``cli`` the ``latro`` command
+"""
+
+__version__ = "0.1.0"
+
+from .errors import ConfigError, DataError, LatroError, ModelError, NumericalError  # noqa: F401

@@ -1,0 +1,109 @@
+"""The ``latro`` command. Each sub-command fills one config dataclass from its flags.
+
+    latro train    --task arithmetic --steps 100 --lr 1e-5 ...   (LaTRO)
+    latro sft      --task gsm8k ...                               (supervised baseline)
+    latro rft      ...                                            (rejection-sampling baseline)
+    latro evaluate --model runs/latro/final --task gsm8k --split test --k 8
+    latro tables   --runs runs --out results
+    latro reproduce --profile demo
+
+Errors a user can fix (``LatroError``) print one line and exit with status 2; an interrupted
+training run exits with 130 after saving its checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import typing
+
+
+def _parse_bool(s: str) -> bool:
+    if s.lower() in ("1", "true", "yes", "on"):
+        return True
+    if s.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {s!r}")
+
+
+def add_dataclass_args(parser: argparse.ArgumentParser, cls, skip=()) -> None:
+    """One ``--flag`` per dataclass field (underscores become dashes), typed from the annotation."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        t = hints[f.name]
+        args = typing.get_args(t)
+        base = next((a for a in args if a is not type(None)), t) if args else t
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        flag = "--" + f.name.replace("_", "-")
+        if base is bool:
+            parser.add_argument(flag, type=_parse_bool, nargs="?", const=True, default=default,
+                                help=f"(default {default})")
+        elif base is dict:
+            parser.add_argument(flag, type=json.loads, default=default, help="JSON object")
+        elif base in (int, float, str):
+            parser.add_argument(flag, type=base, default=default, help=f"(default {default})")
+        else:  # unions such as str | list[str]
+            parser.add_argument(flag, type=str, default=default, help=f"(default {default})")
+
+
+def config_from_args(cls, ns: argparse.Namespace, **fixed):
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {k: v for k, v in vars(ns).items() if k in names}
+    values.update(fixed)
+    return cls(**values)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .evaluate import EvalConfig
+    from .reproduce import ReproduceConfig
+    from .results import TablesConfig
+    from .trainer import TrainConfig
+
+    p = argparse.ArgumentParser(prog="latro", description="LaTent Reasoning Optimization (arXiv 2411.04282)")
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, help_ in (("train", "LaTRO training"), ("sft", "supervised fine-tuning baseline"),
+                        ("rft", "rejection-sampling fine-tuning baseline (STaR/RFT)")):
+        sp = sub.add_parser(name, help=help_)
+        add_dataclass_args(sp, TrainConfig, skip=("method",))
+    add_dataclass_args(sub.add_parser("evaluate", help="greedy / maj@k accuracy, AUROC, NLL"), EvalConfig)
+    add_dataclass_args(sub.add_parser("tables", help="build results tables from run outputs"), TablesConfig)
+    add_dataclass_args(sub.add_parser("reproduce", help="run the notebooks headless for a profile"), ReproduceConfig)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .errors import LatroError
+
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command in ("train", "sft", "rft"):
+            from .trainer import TrainConfig, TrainingInterrupted, train
+            method = {"train": "latro"}.get(args.command, args.command)
+            try:
+                metrics = train(config_from_args(TrainConfig, args, method=method))
+            except TrainingInterrupted as e:
+                print(f"latro: {e}", file=sys.stderr)
+                return 130
+            print(json.dumps(metrics))
+        elif args.command == "evaluate":
+            from .evaluate import EvalConfig, run_evaluation
+            summary = run_evaluation(config_from_args(EvalConfig, args))
+            print(json.dumps(summary, indent=1))
+        elif args.command == "tables":
+            from .results import TablesConfig, build_tables
+            build_tables(config_from_args(TablesConfig, args))
+        elif args.command == "reproduce":
+            from .reproduce import ReproduceConfig, reproduce
+            reproduce(config_from_args(ReproduceConfig, args))
+    except LatroError as e:
+        print(f"latro: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

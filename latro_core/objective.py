@@ -1,0 +1,76 @@
+"""The LaTRO objective: self-reward, truncation penalty, RLOO advantages and the Eq. 4 loss.
+
+LaTRO maximises, per question x with gold answer y,
+
+    J(θ) = E_{z~πθ(·|x)} [ log πθ(y|x⊕z) ] − β · KL( πθ(z|x) ‖ π0(z|x) ).
+
+Its gradient (the paper's Eq. 4), estimated with K sampled rationales z_1..z_K, is
+
+    ∇J ≈ 1/K Σ_k [ ∇log πθ(z_k|x) · A_k + ∇log πθ(y|x⊕z_k) ],
+    r_k = log πθ(y|x⊕z_k) − β·(log πθ(z_k|x) − log π0(z_k|x)),
+    A_k = r_k − 1/(K−1) Σ_{j≠k} r_j                     (REINFORCE leave-one-out).
+
+(The −β∇log πθ(z|x) piece of ∇KL has zero mean, E_z[∇log πθ(z|x)] = 0, so only the score
+term carries β; ``tests/test_objective.py`` checks this against exact enumeration.)
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import ConfigError
+
+TRUNCATION_RULES = ("batch_mean", "constant", "none")
+
+
+def self_reward(logp_y: torch.Tensor, logp_z: torch.Tensor, ref_logp_z: torch.Tensor | None,
+                beta: float) -> torch.Tensor:
+    """r = log πθ(y|x⊕z) − β·(log πθ(z|x) − log π0(z|x)); all (N,), returns (N,) detached."""
+    # r_k = log πθ(y|x⊕z_k) − β·log(πθ(z_k|x) / π0(z_k|x))
+    kl = (logp_z - ref_logp_z) if (ref_logp_z is not None and beta != 0) else torch.zeros_like(logp_z)
+    return (logp_y - beta * kl).detach()
+
+
+def penalize_truncated(rewards: torch.Tensor, truncated: torch.Tensor, rule: str = "batch_mean",
+                       gamma: float = 2.0) -> torch.Tensor:
+    """Rewards (N,) with those of rationales cut at L replaced.
+
+    rule "batch_mean" (the authors' released code): r_trunc = γ · mean(r over the batch); rewards are
+        log-probabilities (< 0), so γ = 2 makes a cut rationale twice as bad as the average one.
+    rule "constant" (the paper's text): r_trunc = γ, a fixed (negative) reward.
+    rule "none": no penalty.
+    """
+    if rule not in TRUNCATION_RULES:
+        raise ConfigError(f"truncation rule {rule!r} is not one of {TRUNCATION_RULES}")
+    if rule == "none" or not bool(truncated.any()):
+        return rewards
+    # batch mean taken before penalising, as in the released trainer
+    value = gamma * rewards.mean() if rule == "batch_mean" else torch.tensor(gamma, dtype=rewards.dtype)
+    return torch.where(truncated.to(rewards.device), value.to(rewards.device), rewards)
+
+
+def rloo_advantages(rewards: torch.Tensor) -> torch.Tensor:
+    """REINFORCE leave-one-out advantages. rewards (Q, K) -> (Q, K), each row sums to zero.
+
+    A_k = r_k − 1/(K−1) Σ_{j≠k} r_j = K/(K−1) · (r_k − mean_j r_j)
+    """
+    K = rewards.shape[-1]
+    if K < 2:
+        raise ConfigError("RLOO needs K >= 2 rationales per question (the baseline leaves one out).")
+    # A_k = r_k − (Σ_j r_j − r_k) / (K − 1)
+    return rewards - (rewards.sum(-1, keepdim=True) - rewards) / (K - 1)
+
+
+def latro_loss(logp_z: torch.Tensor, logp_y: torch.Tensor, advantages: torch.Tensor,
+               lam: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Eq. 4 as a loss to minimise; logp_z, logp_y, advantages (N,) for N = Q·K samples.
+
+    loss = −mean_k(A_k · log πθ(z_k|x)) − λ · mean_k(log πθ(y|x⊕z_k)),  A detached.
+    λ = 1 is the paper's Eq. 4; λ = 0 is the released code (``sft_penalty`` = 0).
+    Returns (loss, {"policy_loss", "answer_loss"}).
+    """
+    # −1/N Σ_k A_k · log πθ(z_k|x)
+    policy_loss = -(advantages.detach() * logp_z).mean()
+    # −λ/N Σ_k log πθ(y|x⊕z_k)
+    answer_loss = -lam * logp_y.mean()
+    return policy_loss + answer_loss, {"policy_loss": policy_loss.detach(), "answer_loss": answer_loss.detach()}

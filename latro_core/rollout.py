@@ -1,0 +1,185 @@
+"""Sampling K rationales per question: z_k ~ pi(.|x), batched, with a KV cache and stop strings.
+
+A rationale ends at EOS, at the first answer-template stop string ("The answer is", ...), or
+after L = ``max_new_tokens`` tokens (then it is *truncated*, and the trainer penalises it).
+The stop string is found on the decoded text, so it is caught even when split across tokens,
+and it is not part of z: z keeps the longest token prefix whose text ends before it.
+
+Cost notes: the prompt is prefilled once per question and its cache repeated K times; finished
+rows leave the batch (and the cache); only the current step's logits exist at any time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .tasks import STOP_STRINGS
+
+
+@dataclass
+class Rollout:
+    """Rationales for ``n_questions`` x ``k`` samples, question-major (sample i is question i // k).
+
+    prompt_ids, rationale_ids: token id lists per sample (z excludes EOS and the stop string).
+    truncated: (n*k,) bool, True where the rationale hit L without EOS or stop string.
+    finish: "eos", "stop" or "length" per sample.  texts: decoded rationales (skip special tokens).
+    full_texts: decoded generations including the stop string and what followed (evaluation mode).
+    """
+
+    prompt_ids: list[list[int]]
+    rationale_ids: list[list[int]]
+    truncated: torch.Tensor
+    finish: list[str]
+    texts: list[str]
+    k: int
+    full_texts: list[str] = field(default_factory=list)
+    new_tokens: int = 0
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return torch.tensor([len(z) for z in self.rationale_ids], dtype=torch.float32)
+
+
+def find_stop(text: str, stop_strings=STOP_STRINGS) -> int | None:
+    """Character index of the earliest stop string in ``text`` (None when there is none)."""
+    hits = [i for s in stop_strings if (i := text.find(s)) >= 0]
+    return min(hits) if hits else None
+
+
+def _eos_ids(model, tokenizer) -> set[int]:
+    ids = {tokenizer.eos_token_id}
+    gen = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids |= set(gen) if isinstance(gen, (list, tuple)) else {gen}
+    return {i for i in ids if i is not None}
+
+
+def _sample_next(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None,
+                 generator: torch.Generator | None) -> torch.Tensor:
+    """logits (B, V) -> next token ids (B,). temperature 0 is greedy; else pure sampling at T
+    unless top_k / top_p are set."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    logits = logits.float() / temperature
+    if top_k:
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, idx = logits.sort(-1, descending=True)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cum - sorted_logits.softmax(-1) > top_p
+        logits = logits.scatter(-1, idx, sorted_logits.masked_fill(drop, float("-inf")))
+    probs = logits.softmax(-1)
+    if generator is not None and generator.device != probs.device:
+        probs_cpu = probs.cpu()
+        return torch.multinomial(probs_cpu, 1, generator=generator).squeeze(-1).to(probs.device)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def _cut_at_stop(tokenizer, tokens: list[int], stop_strings) -> tuple[list[int], bool]:
+    """Longest prefix of ``tokens`` whose text ends before the first stop string; (prefix, found)."""
+    text = tokenizer.decode(tokens, skip_special_tokens=False)
+    c = find_stop(text, stop_strings)
+    if c is None:
+        return tokens, False
+    n = len(tokens)
+    while n > 0 and len(tokenizer.decode(tokens[:n], skip_special_tokens=False)) > c:
+        n -= 1
+    return tokens[:n], True
+
+
+@torch.no_grad()
+def sample_rationales(model, tokenizer, prompts: list[str], *, k: int = 1, max_new_tokens: int = 128,
+                      temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+                      stop_strings=STOP_STRINGS, keep_going_after_stop: bool = False,
+                      generator: torch.Generator | None = None, progress=None) -> Rollout:
+    """Sample ``k`` continuations of each prompt (chat-formatted strings) with a KV cache.
+
+    stop_strings: rationale stops (None: stop at EOS or L only).
+    keep_going_after_stop: evaluation mode; rationale_ids are still cut at the stop string, but
+    generation goes on to EOS/L so that ``full_texts`` holds the answer after the template.
+    """
+    if k < 1 or max_new_tokens < 1:
+        from .errors import ConfigError
+        raise ConfigError(f"need k >= 1 and max_new_tokens (L) >= 1, got k={k}, L={max_new_tokens}")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    eos = _eos_ids(model, tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(eos))
+    enc = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    n_q, P = len(enc), max(len(e) for e in enc)
+    ids = torch.full((n_q, P), pad, dtype=torch.long)
+    att = torch.zeros(n_q, P, dtype=torch.long)
+    for i, e in enumerate(enc):                       # left padding
+        ids[i, P - len(e):] = torch.tensor(e)
+        att[i, P - len(e):] = 1
+    ids, att = ids.to(device), att.to(device)
+    pos = (att.cumsum(-1) - 1).clamp(min=0)
+
+    from transformers import DynamicCache
+    cache = DynamicCache()
+    out = model(input_ids=ids, attention_mask=att, position_ids=pos, past_key_values=cache, use_cache=True)
+    # prefill once per question, then repeat the cache K times (question-major order)
+    logits = out.logits[:, -1].repeat_interleave(k, 0)
+    if k > 1:
+        cache.batch_repeat_interleave(k)
+    att = att.repeat_interleave(k, 0)
+    next_pos = pos[:, -1:].repeat_interleave(k, 0) + 1
+    B = n_q * k
+    gen: list[list[int]] = [[] for _ in range(B)]
+    finish = ["length"] * B
+    stop_at = [None] * B                             # generated-token count when the stop string appeared
+    alive = torch.arange(B, device=device)           # rows of the original batch still generating
+    window = 2 + max((len(s) for s in (stop_strings or ())), default=0)
+    for step in range(max_new_tokens):
+        tok = _sample_next(logits, temperature, top_k, top_p, generator)
+        keep = []
+        for j, (row, t) in enumerate(zip(alive.tolist(), tok.tolist())):
+            if t in eos:
+                finish[row] = "eos" if stop_at[row] is None else "stop"
+                continue
+            gen[row].append(t)
+            if stop_strings and stop_at[row] is None:
+                tail = tokenizer.decode(gen[row][-window:], skip_special_tokens=False)
+                if find_stop(tail, stop_strings) is not None:
+                    stop_at[row] = len(gen[row])
+                    if not keep_going_after_stop:
+                        finish[row] = "stop"
+                        continue
+            keep.append(j)
+        if progress is not None:
+            progress.update(1)
+        if not keep or step == max_new_tokens - 1:
+            break
+        keep_t = torch.tensor(keep, device=device)
+        if len(keep) < len(alive):
+            cache.batch_select_indices(keep_t)
+            att, next_pos, alive, tok = att[keep_t], next_pos[keep_t], alive[keep_t], tok[keep_t]
+        att = torch.cat([att, att.new_ones(len(keep), 1)], 1)
+        out = model(input_ids=tok[:, None], attention_mask=att, position_ids=next_pos,
+                    past_key_values=cache, use_cache=True)
+        logits = out.logits[:, -1]
+        next_pos = next_pos + 1
+    for row in range(B):
+        if stop_at[row] is not None and finish[row] == "length":
+            finish[row] = "stop"
+    rationales, full = [], []
+    for row in range(B):
+        z = gen[row][:stop_at[row]] if stop_at[row] is not None else gen[row]
+        if stop_strings and stop_at[row] is not None:
+            z, _ = _cut_at_stop(tokenizer, z, stop_strings)
+        rationales.append(z)
+        full.append(tokenizer.decode(gen[row], skip_special_tokens=True))
+    model.train(was_training)
+    return Rollout(
+        prompt_ids=[e for e in enc for _ in range(k)],
+        rationale_ids=rationales,
+        truncated=torch.tensor([f == "length" for f in finish]),
+        finish=finish,
+        texts=tokenizer.batch_decode(rationales, skip_special_tokens=True),
+        k=k,
+        full_texts=full,
+        new_tokens=sum(len(g) for g in gen),
+    )

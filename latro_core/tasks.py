@@ -1,0 +1,463 @@
+"""Data sets, prompts, targets, answer extraction and checking.
+
+Three tasks share one interface (:class:`Task`):
+
+- ``gsm8k``          grade-school math; gold answer a number, gold rationale the worked solution
+- ``arc_challenge``  multiple-choice science; gold answer the option text, checked by label
+- ``arithmetic``     seeded multi-step word problems generated here (no download), for small models
+
+GSM8K and ARC are read from ``<data_dir>/gsm8k/<split>.jsonl`` and
+``<data_dir>/arc-challenge/<split>.jsonl`` (``data_dir`` argument, else ``$LATRO_DATA_DIR``),
+else from the Hugging Face hub (``openai/gsm8k``, ``allenai/ai2_arc``).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import random
+import re
+import warnings
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+from .errors import ConfigError, DataError
+
+ANSWER_TEMPLATE = "The answer is"
+# The authors' trainer stops a rationale at the earliest occurrence of any of these.
+STOP_STRINGS: tuple[str, ...] = (
+    "The answer is", "the answer is", "The answer is:", "Answer:",
+    "So, the answer is", "Therefore, the answer is", "so the final answer is",
+)
+TASKS: tuple[str, ...] = ("gsm8k", "arc_challenge", "arithmetic")
+_SPLITS = {"gsm8k": ("train", "test"), "arc_challenge": ("train", "validation", "test"),
+           "arithmetic": ("train", "validation", "test")}
+_ALIASES = {"arc-challenge": "arc_challenge", "arc": "arc_challenge"}
+# Default difficulty of the generated problems (one dict so it can be tuned in one place).
+DEFAULT_ARITH = {"steps": 2, "low": 2, "high": 20, "ops": "+-"}
+_ARITH_N = {"train": 1000, "validation": 200, "test": 500}
+COT_SUFFIX = "Let's think step by step."
+ARC_COT_SUFFIX = ("Let's think step by step first then print your answer like "
+                  "'The answer is (one of the options)'.")
+ARC_DIRECT_SUFFIX = "Answer with the text of the correct option."
+
+
+@dataclass(frozen=True)
+class Example:
+    question: str                 # question text (ARC: the stem only)
+    answer: str                   # normalized number string; ARC: the correct option text
+    rationale: str | None = None  # gold rationale (GSM8K: no "####" line, no <<...>> notes)
+    choices: tuple[tuple[str, str], ...] = ()  # ARC: ((label, text), ...)
+    label: str | None = None      # ARC gold label, e.g. "B"
+    id: str = ""                  # "gsm8k-train-17", the ARC id, "arith-test-3"
+
+
+# ----------------------------------------------------------------------------- numbers
+
+# A number: optional sign (not after a word char, so "16-3" gives 3), thousands groups, decimals, fraction.
+_NUM = re.compile(r"(?<![\w.])(-?)\$?((?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?)(?:/(\d+)(?![\d.]))?")
+# "the answer is", "the final answer is", "answer:" (any case), optional colon.
+_TEMPLATE = re.compile(r"(?:\bthe\s+(?:final\s+)?answer\s+is\b|\banswer\s*:)\s*:?", re.IGNORECASE)
+
+
+def _fmt(d: Decimal) -> str:
+    if d == d.to_integral_value():
+        return str(int(d))
+    return format(d.normalize(), "f")
+
+
+def normalize_number(s: str) -> str | None:
+    """First number in ``s`` as a canonical string, or None.
+
+    "1,234" -> "1234", "$5.00" -> "5", "72.0" -> "72", "3.50" -> "3.5", "-4" -> "-4",
+    "12 dollars" -> "12", "1/2" -> "0.5".
+    """
+    m = _NUM.search(s or "")
+    if not m:
+        return None
+    try:
+        d = Decimal(m.group(1) + m.group(2).replace(",", ""))
+        if m.group(3) and int(m.group(3)) != 0:
+            d = d / Decimal(m.group(3))
+    except InvalidOperation:
+        return None
+    return _fmt(d) if d != 0 else "0"
+
+
+def _numbers_equal(a: str | None, b: str | None) -> bool:
+    if a is None or b is None:
+        return False
+    try:
+        return abs(float(a) - float(b)) < 1e-6
+    except ValueError:
+        a, b = normalize_number(a), normalize_number(b)
+        return a is not None and b is not None and abs(float(a) - float(b)) < 1e-6
+
+
+def _after_templates(text: str):
+    """Yield, for each answer template in ``text``, the first non-blank line that follows it."""
+    for m in _TEMPLATE.finditer(text):
+        yield text[m.end():].lstrip().split("\n", 1)[0]
+
+
+def end_of_turn(tokenizer) -> str:
+    """The text that ends an assistant turn: ``tokenizer.eos_token``, or "" without one."""
+    return (getattr(tokenizer, "eos_token", None) or "") if tokenizer is not None else ""
+
+
+def _sentence(answer: str) -> str:
+    """``The answer is {answer}.`` (no second period when the answer already ends a sentence)."""
+    answer = answer.strip()
+    return f"{ANSWER_TEMPLATE} {answer}" + ("" if answer[-1:] in ".!?" else ".")
+
+
+_warned_no_template = False
+
+
+# ----------------------------------------------------------------------------- tasks
+
+class Task:
+    """A named split of a data set: a list of :class:`Example` plus its prompt and answer format.
+
+    The base class implements the numeric-answer tasks (GSM8K, arithmetic); ARC overrides
+    the prompt, the SFT target and the answer extraction/checking.
+    """
+
+    name = "task"
+
+    def __init__(self, split: str, examples: list[Example], **config):
+        self.split, self.examples, self.config = split, list(examples), dict(config)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i):
+        return self.examples[i]
+
+    def __iter__(self):
+        return iter(self.examples)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(split={self.split!r}, n={len(self)})"
+
+    def subset(self, n: int | None, seed: int = 0) -> "Task":
+        """The first ``n`` examples after a shuffle seeded by ``seed`` (``n`` None: all, shuffled)."""
+        if n is not None and (not isinstance(n, int) or n < 0):
+            raise ConfigError(f"subset size must be a non-negative integer or None, got {n!r}.")
+        examples = list(self.examples)
+        random.Random(seed).shuffle(examples)
+        new = copy.copy(self)
+        new.examples = examples if n is None else examples[:n]
+        return new
+
+    def question_text(self, ex: Example, direct: bool = False) -> str:
+        """Zero-shot CoT text: ``"{question} Let's think step by step."`` (direct: the question)."""
+        return ex.question if direct else f"{ex.question} {COT_SUFFIX}"
+
+    def prompt(self, ex: Example, tokenizer=None, direct: bool = False) -> str:
+        """:meth:`question_text` as one user turn of the tokenizer's chat template (with the
+        generation prompt), or ``text + "\\n"`` when there is no tokenizer or no chat template."""
+        text = self.question_text(ex, direct)
+        if tokenizer is None:
+            return f"{text}\n"
+        if getattr(tokenizer, "chat_template", None):
+            return tokenizer.apply_chat_template(
+                [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
+        global _warned_no_template
+        if not _warned_no_template:
+            _warned_no_template = True
+            warnings.warn("The tokenizer has no chat template, so plain-text prompts are used; "
+                          "use an instruct model or set tokenizer.chat_template for chat prompts.",
+                          stacklevel=2)
+        return f"{text}\n"
+
+    def answer_target(self, ex: Example, tokenizer=None) -> str:
+        """The self-reward target y: ``"The answer is {answer}." + eos``."""
+        return _sentence(ex.answer) + end_of_turn(tokenizer)
+
+    def sft_target(self, ex: Example, tokenizer=None) -> str:
+        """SFT completion: ``"{rationale} The answer is {answer}." + eos``."""
+        return f"{ex.rationale} {_sentence(ex.answer)}" + end_of_turn(tokenizer)
+
+    def extract_answer(self, text: str, ex: Example | None = None) -> str | None:
+        """Normalized number after the first answer template followed by one on its line,
+        else the last number in ``text``; None when there is no number."""
+        for segment in _after_templates(text or ""):
+            if (num := normalize_number(segment)) is not None:
+                return num
+        matches = list(_NUM.finditer(text or ""))
+        return normalize_number(matches[-1].group(0)) if matches else None
+
+    def is_correct(self, prediction: str | None, ex: Example) -> bool:
+        """Numeric equality (|a - b| < 1e-6) of the prediction and the gold answer."""
+        return _numbers_equal(prediction, ex.answer)
+
+
+class GSM8K(Task):
+    name = "gsm8k"
+
+
+class Arithmetic(Task):
+    name = "arithmetic"
+
+
+class ARCChallenge(Task):
+    name = "arc_challenge"
+
+    def question_text(self, ex: Example, direct: bool = False) -> str:
+        """``Question: {q}\\nOptions: (A) t1 (B) t2 ...\\n{instruction}``."""
+        options = " ".join(f"({label}) {text}" for label, text in ex.choices)
+        return f"Question: {ex.question}\nOptions: {options}\n" + (
+            ARC_DIRECT_SUFFIX if direct else ARC_COT_SUFFIX)
+
+    def sft_target(self, ex: Example, tokenizer=None) -> str:
+        """SFT completion: ``"The answer is {option text}." + eos``."""
+        return self.answer_target(ex, tokenizer)
+
+    def extract_answer(self, text: str, ex: Example | None = None) -> str | None:
+        """Predicted label after the first answer template that yields one (no template: the
+        last line that does). Accepts "(B)", "B)", "B.", "option B", the option text (needs
+        ``ex``), or a bare label alone. Without ``ex`` an unmatched answer text is returned
+        as is, and :meth:`is_correct` matches it to an option."""
+        text = text or ""
+        segments = list(_after_templates(text))
+        if not segments:
+            segments = [ln for ln in reversed(text.splitlines()) if ln.strip()]
+        for segment in segments:
+            if (label := _arc_label(segment, ex)) is not None:
+                return label
+        if ex is None and segments and _TEMPLATE.search(text):
+            return segments[0].strip().rstrip(".") or None
+        return None
+
+    def is_correct(self, prediction: str | None, ex: Example) -> bool:
+        """The predicted label (or option text) names the gold label."""
+        if prediction is None:
+            return False
+        labels = [label for label, _ in ex.choices]
+        if prediction.strip().upper() not in (x.upper() for x in labels):
+            prediction = _arc_label(prediction, ex) or ""
+        return prediction.strip().upper() == (ex.label or "").upper()
+
+
+def _clean(s: str, lower: bool = True) -> str:
+    """Without markdown, quotes, surrounding spaces and trailing punctuation (and lower-cased)."""
+    s = re.sub(r"[*_`\"']", "", s).strip().rstrip(".!,;:").strip()
+    return s.lower() if lower else s
+
+
+def _arc_label(segment: str, ex: Example | None) -> str | None:
+    """The label an answer segment names: "(B)" anywhere, "B)"/"B."/"option B" at its start, an
+    option text (the longest, exact case first), or the segment alone being a label; else None."""
+    labels = [label for label, _ in ex.choices] if ex else list("ABCDE12345")
+    by_upper = {label.upper(): label for label in labels}
+    alt = "|".join(re.escape(label) for label in labels)
+    s = re.sub(r"[*_`\"']", "", segment).strip()
+    m = (re.search(rf"\(({alt})\)", s, re.IGNORECASE)                                 # "(B)"
+         or re.match(rf"(?:(?:option|choice)\s+)?({alt})\s*[).:](?!\d)", s, re.IGNORECASE)  # "B)", "B."
+         or re.match(rf"(?:option|choice)\s+({alt})\b", s, re.IGNORECASE))             # "option B"
+    if m:
+        return by_upper[m.group(1).upper()]
+    if ex is not None:  # option text: the longest one in the answer, exact case first ("Rr" vs "RR")
+        for lower in (False, True):
+            seg = _clean(s, lower)
+            hits = [(len(t), label) for label, t in ex.choices if _clean(t, lower)
+                    and re.search(rf"(?<!\w){re.escape(_clean(t, lower))}(?!\w)", seg)]
+            if hits:
+                return max(hits)[1]
+    cleaned = _clean(s)
+    return by_upper.get(cleaned.upper())  # a bare label, alone
+
+
+# ----------------------------------------------------------------------------- loading
+
+def task_splits(name: str) -> tuple[str, ...]:
+    """The splits of task ``name`` (aliases accepted)."""
+    return _SPLITS[_canonical(name)]
+
+
+def _canonical(name: str) -> str:
+    key = _ALIASES.get(str(name).lower(), str(name).lower())
+    if key not in _SPLITS:
+        raise ConfigError(f"unknown task {name!r}; choose one of: {', '.join(TASKS)}.")
+    return key
+
+
+def load_task(name: str, split: str = "test", *, data_dir: str | os.PathLike | None = None,
+              **kwargs) -> Task:
+    """Load split ``split`` of task ``name`` (``gsm8k``, ``arc_challenge``, ``arithmetic``).
+
+    ``arithmetic`` takes ``n``, ``seed``, ``steps``, ``low``, ``high``, ``ops`` (defaults in
+    :data:`DEFAULT_ARITH`); the others take no keyword arguments besides ``data_dir``.
+    """
+    key = _canonical(name)
+    if split not in _SPLITS[key]:
+        raise ConfigError(f"task {key!r} has no split {split!r}; choose one of: "
+                          f"{', '.join(_SPLITS[key])}.")
+    if key == "arithmetic":
+        return _arithmetic(split, **kwargs)
+    if kwargs:
+        raise ConfigError(f"task {key!r} takes no options {sorted(kwargs)}; only 'arithmetic' does.")
+    folder, parse, hub, cls = {
+        "gsm8k": ("gsm8k", _gsm8k_row, ("openai/gsm8k", "main"), GSM8K),
+        "arc_challenge": ("arc-challenge", _arc_row, ("allenai/ai2_arc", "ARC-Challenge"), ARCChallenge),
+    }[key]
+    root = data_dir if data_dir is not None else os.environ.get("LATRO_DATA_DIR")
+    path = Path(root).expanduser() / folder / f"{split}.jsonl" if root else None
+    if path is not None and path.is_file():
+        examples = [parse(row, split, i, f"{path}, line {i + 1}") for i, row in _read_jsonl(path)]
+    else:
+        rows = _hub_rows(*hub, split, path)
+        examples = [parse(row, split, i, f"hub {hub[0]} {split}, row {i}") for i, row in enumerate(rows)]
+    return cls(split, examples)
+
+
+def _read_jsonl(path: Path):
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f):
+            if line.strip():
+                try:
+                    yield i, json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise DataError(f"{path}, line {i + 1}: not valid JSON ({e.msg}); "
+                                    "fix or remove that line.") from None
+
+
+def _hub_rows(repo: str, config: str, split: str, path: Path | None):
+    looked = f"no file {path}" if path else "LATRO_DATA_DIR is not set"
+    fix = (f"set LATRO_DATA_DIR=/path/to/data (folder with gsm8k/ and arc-challenge/ JSONL) "
+           f"or connect to the Hugging Face hub ({repo})")
+    offline = any(os.environ.get(v, "").upper() in ("1", "ON", "YES", "TRUE")
+                  for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+    try:
+        import datasets
+        if offline and not datasets.config.HF_HUB_OFFLINE:  # env set after import: don't hang
+            raise ConnectionError("offline mode is set (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE)")
+        return datasets.load_dataset(repo, config, split=split)
+    except Exception as e:  # noqa: BLE001 - any hub failure gets the same advice
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise DataError(f"cannot load {repo} split {split!r} ({looked}; hub: {reason}); {fix}.") from None
+
+
+def _field(row, key: str, kind, where: str):
+    if not isinstance(row, dict) or not isinstance(row.get(key), kind):
+        raise DataError(f"{where}: missing or invalid field {key!r}; "
+                        "each row needs the fields listed in the data README.")
+    return row[key]
+
+
+def _gsm8k_row(row, split: str, i: int, where: str) -> Example:
+    question, solution = (_field(row, k, str, where) for k in ("question", "answer"))
+    body, sep, final = solution.rpartition("####")
+    answer = normalize_number(final)
+    if not sep or answer is None:
+        raise DataError(f"{where}: the answer has no final '#### <number>' line; "
+                        "GSM8K solutions must end with one.")
+    rationale = re.sub(r"<<.*?>>", "", body).strip()
+    return Example(question=question.strip(), answer=answer, rationale=rationale,
+                   id=f"gsm8k-{split}-{i}")
+
+
+def _arc_row(row, split: str, i: int, where: str) -> Example:
+    question, key, id_ = (_field(row, k, str, where) for k in ("question", "answerKey", "id"))
+    choices = _field(row, "choices", dict, where)
+    texts, labels = (_field(choices, k, list, where + ", choices") for k in ("text", "label"))
+    if not labels or len(texts) != len(labels):
+        raise DataError(f"{where}: choices has {len(texts)} texts but {len(labels)} labels; "
+                        "they must pair up one to one.")
+    if key not in labels:
+        raise DataError(f"{where}: answerKey {key!r} is not one of the labels {labels}; "
+                        "fix the row's answerKey.")
+    pairs = tuple((str(label), str(text)) for label, text in zip(labels, texts))
+    return Example(question=question.strip(), answer=dict(pairs)[key], choices=pairs,
+                   label=key, id=id_)
+
+
+# ----------------------------------------------------------------------------- arithmetic
+
+_PEOPLE = (("Mia", "she", "her"), ("Liam", "he", "him"), ("Ava", "she", "her"), ("Noah", "he", "him"),
+           ("Zoe", "she", "her"), ("Omar", "he", "him"), ("Lena", "she", "her"), ("Ravi", "he", "him"))
+_OBJECTS = ("apples", "marbles", "stickers", "books", "pencils", "cookies", "coins", "shells")
+# op -> (question clause, rationale clause); {s}/{o}: pronouns, {k}: amount, {x}: object.
+_PHRASES = {
+    "+": (("{s} buys {k} more {x}", "buying {k} more"), ("{s} finds {k} more {x}", "finding {k} more"),
+          ("a friend gives {o} {k} more {x}", "getting {k} more from a friend")),
+    "-": (("{s} gives away {k} {x}", "giving away {k}"), ("{s} loses {k} {x}", "losing {k}"),
+          ("{s} sells {k} {x}", "selling {k}")),
+}
+_TIMES = {2: "doubles", 3: "triples", 4: "becomes 4 times as large"}
+
+
+def _arith_problem(rng: random.Random, steps: int, low: int, high: int, ops: str):
+    """One problem as (question, rationale, answer), or None when no op could keep it >= 0.
+
+    Amounts added/subtracted are in low..high (a subtraction never exceeds the current value);
+    multipliers are 2..4 ("doubles", "triples", "becomes 4 times as large").
+    """
+    name, s, o = rng.choice(_PEOPLE)
+    x = rng.choice(_OBJECTS)
+    value = rng.randint(low, high)
+    question = [f"{name} has {value} {x}."]
+    rationale = [f"{name} starts with {value} {x}."]
+    for step in range(steps):
+        feasible = [op for op in ops if op == "+" or (op == "-" and value >= low)
+                    or (op == "*" and value >= 1)]
+        if not feasible:
+            return None
+        op = rng.choice(feasible)
+        if op == "*":
+            k = rng.randint(2, 4)
+            clause = f"the number of {x} {name} has {_TIMES[k]}"
+            why = f"the number {_TIMES[k]}"
+            new = value * k
+        else:
+            k = rng.randint(low, high) if op == "+" else rng.randint(low, min(high, value))
+            clause, why = (p.format(s=s, o=o, k=k, x=x) for p in rng.choice(_PHRASES[op]))
+            new = value + k if op == "+" else value - k
+        clause = ("Then " if step else "") + clause
+        question.append(clause[0].upper() + clause[1:] + ".")
+        rationale.append(f"After {why} {s} has {value} {op} {k} = {new} {x}.")
+        value = new
+    question.append(f"How many {x} does {name} have now?")
+    return " ".join(question), " ".join(rationale), str(value)
+
+
+def _split_of(question: str) -> str:
+    """Stable split bucket of a question (70/10/20), so splits never share a problem."""
+    b = int(hashlib.sha256(question.encode()).hexdigest()[:8], 16) % 10
+    return "train" if b < 7 else "validation" if b < 8 else "test"
+
+
+def _arithmetic(split: str, n: int | None = None, seed: int = 0, steps: int | None = None,
+                low: int | None = None, high: int | None = None, ops: str | None = None) -> Arithmetic:
+    """``n`` distinct problems for ``split``; the same arguments give the same problems anywhere
+    (string-seeded ``random.Random``; questions are bucketed by SHA-256 so splits are disjoint)."""
+    cfg = {**DEFAULT_ARITH, **{k: v for k, v in
+                               (("steps", steps), ("low", low), ("high", high), ("ops", ops)) if v is not None}}
+    n = _ARITH_N[split] if n is None else n
+    steps, low, high, ops = cfg["steps"], cfg["low"], cfg["high"], cfg["ops"]
+    ints = all(isinstance(v, int) and not isinstance(v, bool) for v in (n, steps, low, high))
+    if not (ints and n >= 0 and steps >= 1 and 1 <= low <= high
+            and isinstance(ops, str) and ops and set(ops) <= set("+-*")):
+        raise ConfigError(f"invalid arithmetic options n={n!r}, steps={steps!r}, low={low!r}, high={high!r}, "
+                          f"ops={ops!r}; need integers n >= 0, steps >= 1, 1 <= low <= high, and ops "
+                          "a non-empty string of '+', '-', '*'.")
+    rng = random.Random(f"latro-arithmetic:{seed}:{split}")
+    seen, examples = set(), []
+    for _ in range(100 * n + 1000):
+        if len(examples) == n:
+            break
+        problem = _arith_problem(rng, steps, low, high, "".join(sorted(set(ops))))
+        if problem is None or problem[0] in seen or _split_of(problem[0]) != split:
+            continue
+        seen.add(problem[0])
+        examples.append(Example(question=problem[0], answer=problem[2], rationale=problem[1],
+                                id=f"arith-{split}-{len(examples)}"))
+    if len(examples) < n:
+        raise ConfigError(f"could only generate {len(examples)} of n={n} distinct arithmetic problems "
+                          f"with steps={steps}, low={low}, high={high}, ops={ops!r}; widen low..high, "
+                          "add ops or lower n.")
+    return Arithmetic(split, examples, n=n, seed=seed, steps=steps, low=low, high=high, ops=ops)

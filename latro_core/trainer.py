@@ -1,0 +1,422 @@
+"""Training loops: LaTRO (Eq. 4), and the SFT and rejection-sampling (RFT/STaR) baselines.
+
+One config dataclass (:class:`TrainConfig`) drives all three; the CLI (``latro train|sft|rft``) and
+a notebook's papermill parameters fill it. One optimizer step of LaTRO:
+
+1. take the next ``questions_per_step`` questions (a seeded permutation per epoch, so the data
+   position is a function of the step and resuming needs only the step number);
+2. sample K rationales per question with the current policy (no gradients);
+3. for each micro-batch of whole questions: one forward over x⊕z⊕y gives log πθ(z|x) and
+   log πθ(y|x⊕z) with gradients; one no-grad pass gives log π0(z|x) (adapter disabled under LoRA,
+   else a frozen copy); rewards → truncation penalty → RLOO advantages → loss → backward;
+4. clip, AdamW step, linear-decay schedule; metrics to ``metrics.jsonl``; atomic checkpoints.
+
+Scale-out is accelerate's: the same code runs under ``accelerate launch`` on several processes
+(DDP, FSDP, DeepSpeed); each process takes its share of the step's questions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+
+from .errors import ConfigError, NumericalError
+from .logprobs import PolicyScorer, pack, sequence_logprobs
+from .models import LoraSpec, frozen_copy, load_model
+from .objective import TRUNCATION_RULES, latro_loss, penalize_truncated, rloo_advantages, self_reward
+from .rollout import sample_rationales
+from .tasks import load_task
+
+METHODS = ("latro", "sft", "rft")
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run needs. Defaults: a CPU-sized LaTRO run of the embedded model."""
+
+    method: str = "latro"              # latro | sft | rft
+    model: str | None = None           # hub id, folder, .gguf, or None for the embedded SmolLM2-135M
+    task: str = "arithmetic"
+    split: str = "train"
+    data_dir: str | None = None
+    train_limit: int | None = None     # use only the first n (shuffled) training questions
+    out_dir: str = "runs/latro"
+    steps: int = 100                   # optimizer steps
+    questions_per_step: int = 4        # global batch of questions per optimizer step
+    k: int = 4                         # rationales per question (paper: 16)
+    max_new_tokens: int = 96           # L, rationale budget (paper: 500)
+    temperature: float = 1.0           # T (paper: 1)
+    top_k: int | None = None
+    top_p: float | None = None
+    beta: float = 0.05                 # KL weight β (paper: 0.05 GSM8K, 0.25 ARC)
+    lam: float = 1.0                   # λ on Σ∇log π(y|x⊕z) (Eq. 4: 1; released code: 0)
+    truncation: str = "batch_mean"     # penalty for rationales cut at L: batch_mean | constant | none
+    gamma: float = 2.0                 # batch_mean: r = γ·mean(r); constant: r = γ
+    lr: float = 1e-5                   # paper 5e-7 is for 7-8B models; see results/ for 135M
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    micro_batch: int = 16              # samples per forward/backward (a multiple of k)
+    grad_clip: float | None = 1.0
+    dtype: str = "fp32"                # fp32 measured fastest on CPUs without AMX (results/precision.md)
+    device: str = "auto"
+    lora: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    seed: int = 0
+    save_every: int = 50               # checkpoint every N steps (and at the end, and on SIGINT/SIGTERM)
+    eval_every: int = 0                # greedy accuracy on eval_split every N steps (0: off)
+    eval_split: str = "validation"
+    eval_limit: int = 100
+    resume: bool = False
+    progress: bool = True
+    task_kwargs: dict = field(default_factory=dict)
+
+    def validate(self, world_size: int = 1) -> None:
+        """Raise ConfigError, with the numbers, for settings that cannot work."""
+        if self.method not in METHODS:
+            raise ConfigError(f"method={self.method!r} is not one of {METHODS}")
+        if self.truncation not in TRUNCATION_RULES:
+            raise ConfigError(f"truncation={self.truncation!r} is not one of {TRUNCATION_RULES}")
+        for name in ("steps", "questions_per_step", "max_new_tokens", "micro_batch"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.method != "sft" and self.k < (2 if self.method == "latro" else 1):
+            raise ConfigError(f"k must be >= 2 for LaTRO (leave-one-out needs two samples), got k={self.k}")
+        if self.questions_per_step % world_size:
+            raise ConfigError(f"questions_per_step={self.questions_per_step} does not divide among "
+                              f"{world_size} processes; use a multiple of {world_size}.")
+        if self.method == "latro" and self.micro_batch % self.k:
+            raise ConfigError(
+                f"micro_batch={self.micro_batch} samples is not a multiple of k={self.k}: a micro-batch must hold "
+                f"whole questions (k samples each) for the leave-one-out baseline; e.g. micro_batch={self.k * max(1, self.micro_batch // self.k)}.")
+        if self.temperature < 0 or self.lr <= 0:
+            raise ConfigError(f"need temperature >= 0 and lr > 0, got T={self.temperature}, lr={self.lr}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ConfigError(f"unknown TrainConfig fields {sorted(unknown)}; known: {sorted(names)}")
+        return cls(**d)
+
+
+class TrainingInterrupted(Exception):
+    """Raised after SIGINT/SIGTERM once the checkpoint is safely written."""
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def save_checkpoint(path: Path, model, optimizer, scheduler, step: int, config: TrainConfig) -> None:
+    """Write model/adapter, optimizer, scheduler and step to ``path`` atomically: a temporary folder
+    is filled and then renamed, so a kill at any moment leaves either the old or the new checkpoint."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    old = path.with_name(path.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp / "model")
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "torch_rng": torch.get_rng_state()}, tmp / "state.pt")
+    (tmp / "trainer.json").write_text(json.dumps({"step": step, "config": asdict(config)}, indent=1))
+    if path.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def checkpoint_step(path: Path) -> int | None:
+    f = Path(path) / "trainer.json"
+    return json.loads(f.read_text())["step"] if f.exists() else None
+
+
+# ---------------------------------------------------------------- data order
+
+def question_indices(step: int, n_questions: int, per_step: int, seed: int) -> list[int]:
+    """Indices of the questions used at optimizer step ``step`` (0-based): a fresh seeded
+    permutation every epoch, consumed in order. Pure function of the step, so resume is exact."""
+    out = []
+    for pos in range(step * per_step, (step + 1) * per_step):
+        epoch, i = divmod(pos, n_questions)
+        g = torch.Generator().manual_seed(seed * 7919 + epoch)
+        out.append(int(torch.randperm(n_questions, generator=g)[i]))
+    return out
+
+
+# ---------------------------------------------------------------- the trainer
+
+class Trainer:
+    def __init__(self, config: TrainConfig, model=None, tokenizer=None, task=None):
+        from accelerate import Accelerator
+
+        self.cfg = config
+        self.acc = Accelerator(cpu=config.device == "cpu")
+        config.validate(self.acc.num_processes)
+        torch.manual_seed(config.seed)
+        self.out = Path(config.out_dir)
+        self.ckpt = self.out / "checkpoint"
+        resume_from = self.ckpt if (config.resume and checkpoint_step(self.ckpt) is not None) else None
+        self.task = task if task is not None else load_task(config.task, config.split, data_dir=config.data_dir,
+                                                            **config.task_kwargs)
+        if config.train_limit:
+            self.task = self.task.subset(config.train_limit, seed=config.seed)
+        if model is None:
+            lora = LoraSpec(r=config.lora_r, alpha=config.lora_alpha) if config.lora else None
+            if resume_from is not None and config.lora:
+                model, tokenizer = load_model(config.model, dtype=config.dtype, device="cpu",
+                                              adapter=str(resume_from / "model"))
+            elif resume_from is not None:
+                _, tokenizer = load_model(config.model, dtype=config.dtype, device="cpu")
+                from transformers import AutoModelForCausalLM
+                model = AutoModelForCausalLM.from_pretrained(resume_from / "model", dtype=_dtype(config.dtype))
+            else:
+                model, tokenizer = load_model(config.model, dtype=config.dtype, device="cpu", lora=lora)
+        self.tok = tokenizer
+        # π0: with LoRA the adapter is switched off; otherwise a frozen copy of the *starting* weights
+        self.ref = None
+        if config.method == "latro" and config.beta != 0 and not config.lora:
+            start = model
+            if resume_from is not None:
+                start, _ = load_model(config.model, dtype=config.dtype, device="cpu")
+            self.ref = frozen_copy(start).to(self.acc.device)
+        self.scorer = PolicyScorer(model)
+        params = [p for p in self.scorer.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, _linear_schedule(config.warmup_steps, config.steps))
+        self.scorer, self.opt, self.sched = self.acc.prepare(self.scorer, opt, sched)
+        self.step = 0
+        if resume_from is not None:
+            state = torch.load(resume_from / "state.pt", weights_only=False)
+            self.opt.load_state_dict(state["optimizer"])
+            self.sched.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["torch_rng"])
+            self.step = checkpoint_step(resume_from)
+        self._stop_signal = None
+
+    # -- helpers
+    @property
+    def lm(self):
+        return self.acc.unwrap_model(self.scorer).lm
+
+    def _ref_logp_z(self, batch):
+        with torch.no_grad():
+            if self.cfg.lora:
+                with self.lm.disable_adapter():
+                    return sequence_logprobs(self.lm, batch)[0]
+            return sequence_logprobs(self.ref, batch)[0]
+
+    def _generator(self, step: int) -> torch.Generator:
+        g = torch.Generator(device=self.acc.device)
+        return g.manual_seed(self.cfg.seed * 1_000_003 + step * 1009 + self.acc.process_index)
+
+    def _my_questions(self, step: int):
+        idx = question_indices(step, len(self.task), self.cfg.questions_per_step, self.cfg.seed)
+        share = len(idx) // self.acc.num_processes
+        mine = idx[self.acc.process_index * share:(self.acc.process_index + 1) * share]
+        return [self.task[i] for i in mine]
+
+    # -- one optimizer step per method
+    def _latro_step(self, step: int) -> dict:
+        cfg, tok = self.cfg, self.tok
+        exs = self._my_questions(step)
+        t0 = time.time()
+        roll = sample_rationales(self.lm, tok, [self.task.prompt(e, tok) for e in exs], k=cfg.k,
+                                 max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                                 top_k=cfg.top_k, top_p=cfg.top_p, generator=self._generator(step))
+        t_sample = time.time() - t0
+        answers = [tok(self.task.answer_target(e, tok), add_special_tokens=False)["input_ids"] for e in exs]
+        n_local = len(roll.rationale_ids)
+        n_global = n_local * self.acc.num_processes
+        qs_per_micro = cfg.micro_batch // cfg.k
+        rec = {k: [] for k in ("reward", "logp_y", "kl", "adv", "policy_loss", "answer_loss")}
+        for q0 in range(0, len(exs), qs_per_micro):
+            sl = slice(q0 * cfg.k, min(len(exs), q0 + qs_per_micro) * cfg.k)
+            ys = [answers[i // cfg.k] for i in range(sl.start, sl.stop)]
+            batch = pack(roll.prompt_ids[sl], roll.rationale_ids[sl], ys, tok.pad_token_id).to(self.acc.device)
+            last = sl.stop >= n_local
+            with (nullcontext() if last else self.acc.no_sync(self.scorer)):
+                logp_z, logp_y = self.scorer(batch.input_ids, batch.attention_mask, batch.z_mask, batch.y_mask)
+                ref = self._ref_logp_z(batch) if cfg.beta != 0 else None
+                r = self_reward(logp_y, logp_z, ref, cfg.beta)
+                r = penalize_truncated(r, roll.truncated[sl], cfg.truncation, cfg.gamma)
+                adv = rloo_advantages(r.view(-1, cfg.k)).view(-1)
+                loss, terms = latro_loss(logp_z, logp_y, adv, cfg.lam)
+                _check_finite(step, loss=loss, reward=r)
+                # scale so that the accumulated, process-averaged gradient is the mean over all samples
+                self.acc.backward(loss * (len(ys) / n_global) * self.acc.num_processes)
+            rec["reward"].append(r)
+            rec["logp_y"].append(logp_y.detach())
+            rec["kl"].append((logp_z.detach() - ref) if ref is not None else torch.zeros_like(r))
+            rec["adv"].append(adv)
+            rec["policy_loss"].append(terms["policy_loss"].expand(len(ys)))
+            rec["answer_loss"].append(terms["answer_loss"].expand(len(ys)))
+        t_update = time.time() - t0 - t_sample
+        cat = {k: self.acc.gather(torch.cat(v).float()) for k, v in rec.items()}
+        trunc = self.acc.gather(roll.truncated.float().to(self.acc.device))
+        lens = self.acc.gather(roll.lengths.to(self.acc.device))
+        return {"reward_mean": cat["reward"].mean(), "reward_std": cat["reward"].std(),
+                "logp_y_mean": cat["logp_y"].mean(), "kl_mean": cat["kl"].mean(),
+                "adv_std": cat["adv"].std(), "rationale_len": lens.mean(), "frac_truncated": trunc.mean(),
+                "policy_loss": cat["policy_loss"].mean(), "answer_loss": cat["answer_loss"].mean(),
+                "sample_s": t_sample, "update_s": t_update, "samples": float(n_global)}
+
+    def _sft_batch_loss(self, step, prompts, targets) -> dict:
+        """−mean over samples of (1/|t|) log π(t|x): token-averaged NLL of the targets."""
+        tok = self.tok
+        n_global = len(prompts) * self.acc.num_processes
+        losses = []
+        for s in range(0, len(prompts), self.cfg.micro_batch):
+            xs, ts = prompts[s:s + self.cfg.micro_batch], targets[s:s + self.cfg.micro_batch]
+            batch = pack(xs, [[] for _ in xs], ts, tok.pad_token_id).to(self.acc.device)
+            last = s + self.cfg.micro_batch >= len(prompts)
+            with (nullcontext() if last else self.acc.no_sync(self.scorer)):
+                _, logp_t = self.scorer(batch.input_ids, batch.attention_mask, batch.z_mask, batch.y_mask)
+                nll = -logp_t / batch.y_mask.sum(1).clamp(min=1)
+                _check_finite(step, loss=nll.sum())
+                self.acc.backward(nll.sum() / n_global * self.acc.num_processes)
+            losses.append(nll.detach())
+        return {"sft_loss": self.acc.gather(torch.cat(losses)).mean(), "samples": float(n_global)}
+
+    def _sft_step(self, step: int) -> dict:
+        tok, exs = self.tok, self._my_questions(step)
+        direct = self.task.name.startswith("arc")
+        xs = [tok(self.task.prompt(e, tok, direct=direct), add_special_tokens=False)["input_ids"] for e in exs]
+        ts = [tok(self.task.sft_target(e, tok), add_special_tokens=False)["input_ids"] for e in exs]
+        return self._sft_batch_loss(step, xs, ts)
+
+    def _rft_step(self, step: int) -> dict:
+        """Rejection sampling (STaR/RFT): sample K rationales, keep those whose answer is right,
+        fine-tune on x ⊕ z ⊕ "The answer is y." (skip the update when none is right)."""
+        cfg, tok, exs = self.cfg, self.tok, self._my_questions(step)
+        t0 = time.time()
+        roll = sample_rationales(self.lm, tok, [self.task.prompt(e, tok) for e in exs], k=cfg.k,
+                                 max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                                 keep_going_after_stop=True, generator=self._generator(step))
+        t_sample = time.time() - t0
+        xs, ts = [], []
+        for i, text in enumerate(roll.full_texts):
+            ex = exs[i // cfg.k]
+            if self.task.is_correct(self.task.extract_answer(text, ex), ex):
+                xs.append(roll.prompt_ids[i])
+                ts.append(roll.rationale_ids[i] + tok(self.task.answer_target(ex, tok), add_special_tokens=False)["input_ids"])
+        kept = self.acc.gather(torch.tensor([float(len(xs))], device=self.acc.device)).sum()
+        out = {"kept": kept, "sample_s": t_sample, "samples": float(len(roll.full_texts) * self.acc.num_processes)}
+        if xs:
+            out.update(self._sft_batch_loss(step, xs, ts))
+        return out
+
+    # -- the loop
+    def _on_signal(self, signum, frame):
+        self._stop_signal = signum
+
+    def train(self) -> dict:
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        metrics_path = self.out / "metrics.jsonl"
+        if self.acc.is_main_process:
+            (self.out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+            _truncate_metrics(metrics_path, self.step)
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        step_fn = {"latro": self._latro_step, "sft": self._sft_step, "rft": self._rft_step}[cfg.method]
+        bar = None
+        if cfg.progress and self.acc.is_main_process:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=cfg.steps, initial=self.step, desc=f"{cfg.method} {self.task.name}", unit="step")
+        last = {}
+        try:
+            self.scorer.train()
+            while self.step < cfg.steps:
+                t0 = time.time()
+                m = step_fn(self.step)
+                if "samples" in m and (m.get("kept", 1) > 0):
+                    if cfg.grad_clip:
+                        m["grad_norm"] = self.acc.clip_grad_norm_(self.scorer.parameters(), cfg.grad_clip)
+                    self.opt.step()
+                self.sched.step()
+                self.opt.zero_grad(set_to_none=True)
+                self.step += 1
+                m = {k: float(v) for k, v in m.items()}
+                m.update(step=self.step, lr=self.sched.get_last_lr()[0], step_s=time.time() - t0)
+                m["samples_per_s"] = m["samples"] / m["step_s"]
+                if cfg.eval_every and self.step % cfg.eval_every == 0:
+                    m.update(self.evaluate())
+                last = m
+                if self.acc.is_main_process:
+                    with open(metrics_path, "a") as f:
+                        f.write(json.dumps(m) + "\n")
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix({k: round(m[k], 3) for k in ("reward_mean", "logp_y_mean", "sft_loss", "eval_accuracy") if k in m})
+                if self._stop_signal is not None or self.step % cfg.save_every == 0 or self.step == cfg.steps:
+                    self.save()
+                if self._stop_signal is not None:
+                    raise TrainingInterrupted(f"stopped by signal {self._stop_signal} after step {self.step}; "
+                                              f"checkpoint saved in {self.ckpt}; continue with --resume")
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+            if bar is not None:
+                bar.close()
+        if self.acc.is_main_process:
+            self.lm.save_pretrained(self.out / "final")
+            self.tok.save_pretrained(self.out / "final")
+        return last
+
+    def save(self):
+        self.acc.wait_for_everyone()
+        if self.acc.is_main_process:
+            save_checkpoint(self.ckpt, self.lm, self.opt, self.sched, self.step, self.cfg)
+            self.tok.save_pretrained(self.ckpt / "model")
+
+    def evaluate(self) -> dict:
+        from .evaluate import greedy_accuracy
+        task = load_task(self.cfg.task, self.cfg.eval_split, data_dir=self.cfg.data_dir, **self.cfg.task_kwargs)
+        acc = greedy_accuracy(self.lm, self.tok, task.subset(self.cfg.eval_limit, seed=0),
+                              max_new_tokens=self.cfg.max_new_tokens + 32,
+                              direct=self.cfg.method == "sft" and task.name.startswith("arc"))
+        return {"eval_accuracy": acc}
+
+
+def _dtype(name):
+    from .models import resolve_dtype
+    return resolve_dtype(name)
+
+
+def _linear_schedule(warmup: int, total: int):
+    """lr multiplier: linear warm-up over ``warmup`` steps, then linear decay to 0 at ``total``."""
+    def f(step):
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+    return f
+
+
+def _check_finite(step: int, **quantities: torch.Tensor) -> None:
+    for name, v in quantities.items():
+        if not torch.isfinite(v).all():
+            raise NumericalError(f"non-finite {name} at step {step + 1} ({v.detach().flatten()[:4].tolist()}...); "
+                                 f"the run stopped and the last good checkpoint is kept. Lower the learning rate "
+                                 f"or use fp32.")
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric lines beyond ``step`` (after a resume) so the file has each step once."""
+    if not path.exists():
+        return
+    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
+    path.write_text("".join(ln + "\n" for ln in keep))
+
+
+def train(config: TrainConfig, **kw) -> dict:
+    """Run training from a config; returns the last step's metrics."""
+    return Trainer(config, **kw).train()

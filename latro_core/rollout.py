@@ -71,7 +71,7 @@ def _sample_next(logits: torch.Tensor, temperature: float, top_k: int | None, to
         drop = cum - sorted_logits.softmax(-1) > top_p
         logits = logits.scatter(-1, idx, sorted_logits.masked_fill(drop, float("-inf")))
     probs = logits.softmax(-1)
-    if generator is not None and generator.device != probs.device:
+    if generator is not None and generator.device.type != probs.device.type:
         probs_cpu = probs.cpu()
         return torch.multinomial(probs_cpu, 1, generator=generator).squeeze(-1).to(probs.device)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)

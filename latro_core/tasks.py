@@ -37,7 +37,7 @@ _SPLITS = {"gsm8k": ("train", "test"), "arc_challenge": ("train", "validation", 
            "arithmetic": ("train", "validation", "test")}
 _ALIASES = {"arc-challenge": "arc_challenge", "arc": "arc_challenge"}
 # Default difficulty of the generated problems (one dict so it can be tuned in one place).
-DEFAULT_ARITH = {"steps": 2, "low": 2, "high": 20, "ops": "+-"}
+DEFAULT_ARITH = {"steps": 1, "low": 2, "high": 12, "ops": "+-"}
 _ARITH_N = {"train": 1000, "validation": 200, "test": 500}
 COT_SUFFIX = "Let's think step by step."
 ARC_COT_SUFFIX = ("Let's think step by step first then print your answer like "

@@ -31,7 +31,7 @@ import torch
 
 from .errors import ConfigError, NumericalError
 from .logprobs import PolicyScorer, pack, sequence_logprobs
-from .models import LoraSpec, frozen_copy, load_model
+from .models import LoraSpec, add_lora, frozen_copy, load_model
 from .objective import TRUNCATION_RULES, latro_loss, penalize_truncated, rloo_advantages, self_reward
 from .rollout import sample_rationales
 from .tasks import load_task
@@ -116,18 +116,31 @@ class TrainingInterrupted(Exception):
 
 # ---------------------------------------------------------------- checkpoints
 
-def save_checkpoint(path: Path, model, optimizer, scheduler, step: int, config: TrainConfig) -> None:
-    """Write model/adapter, optimizer, scheduler and step to ``path`` atomically: a temporary folder
-    is filled and then renamed, so a kill at any moment leaves either the old or the new checkpoint."""
+def save_checkpoint(path: Path, model, optimizer, scheduler, step: int, config: TrainConfig,
+                    tokenizer=None) -> None:
+    """Write model/adapter (and tokenizer), optimizer, scheduler, RNG state and step to ``path``
+    atomically: a temporary folder is filled (``trainer.json`` last) and then renamed, so a kill at
+    any moment leaves either the old or the new checkpoint (:func:`checkpoint_step` recovers the
+    one complete folder if the kill fell between the two renames)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     old = path.with_name(path.name + ".old")
+    _recover_checkpoint(path)
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    model.save_pretrained(tmp / "model")
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "torch_rng": torch.get_rng_state()}, tmp / "state.pt")
-    (tmp / "trainer.json").write_text(json.dumps({"step": step, "config": asdict(config)}, indent=1))
+    try:
+        tmp.mkdir(parents=True)
+        model.save_pretrained(tmp / "model")
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp / "model")
+        rng = {"torch_rng": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda_rng"] = torch.cuda.get_rng_state_all()
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), **rng},
+                   tmp / "state.pt")
+        (tmp / "trainer.json").write_text(json.dumps({"step": step, "config": asdict(config)}, indent=1))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)   # the previous checkpoint is untouched
+        raise
     if path.exists():
         shutil.rmtree(old, ignore_errors=True)
         os.replace(path, old)
@@ -135,7 +148,20 @@ def save_checkpoint(path: Path, model, optimizer, scheduler, step: int, config: 
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _recover_checkpoint(path: Path) -> None:
+    """If a kill fell between save_checkpoint's two renames, ``path`` is missing while ``.old``
+    (previous) and/or a complete ``.tmp`` (new, trainer.json is written last) exist: restore one."""
+    path = Path(path)
+    if path.exists():
+        return
+    for cand in (path.with_name(path.name + ".tmp"), path.with_name(path.name + ".old")):
+        if (cand / "trainer.json").exists():
+            os.replace(cand, path)
+            return
+
+
 def checkpoint_step(path: Path) -> int | None:
+    _recover_checkpoint(Path(path))
     f = Path(path) / "trainer.json"
     return json.loads(f.read_text())["step"] if f.exists() else None
 
@@ -160,7 +186,9 @@ class Trainer:
         from accelerate import Accelerator
 
         self.cfg = config
-        self.acc = Accelerator(cpu=config.device == "cpu")
+        # one scheduler step per optimizer step: with the default (step_scheduler_with_optimizer=True)
+        # accelerate steps the schedule num_processes times per call, so N processes decayed N x faster
+        self.acc = Accelerator(cpu=config.device == "cpu", step_scheduler_with_optimizer=False)
         config.validate(self.acc.num_processes)
         torch.manual_seed(config.seed)
         self.out = Path(config.out_dir)
@@ -171,25 +199,25 @@ class Trainer:
         if config.train_limit:
             self.task = self.task.subset(config.train_limit, seed=config.seed)
         if model is None:
-            lora = LoraSpec(r=config.lora_r, alpha=config.lora_alpha) if config.lora else None
-            if resume_from is not None and config.lora:
-                model, tokenizer = load_model(config.model, dtype=config.dtype, device="cpu",
-                                              adapter=str(resume_from / "model"))
-            elif resume_from is not None:
-                _, tokenizer = load_model(config.model, dtype=config.dtype, device="cpu")
-                from transformers import AutoModelForCausalLM
-                model = AutoModelForCausalLM.from_pretrained(resume_from / "model", dtype=_dtype(config.dtype))
-            else:
-                model, tokenizer = load_model(config.model, dtype=config.dtype, device="cpu", lora=lora)
+            model, tokenizer = load_model(config.model, dtype=config.dtype, device="cpu")
+        elif tokenizer is None:
+            raise ConfigError("Trainer(model=...) also needs the model's tokenizer (tokenizer=...).")
         self.tok = tokenizer
-        # π0: with LoRA the adapter is switched off; otherwise a frozen copy of the *starting* weights
+        # π0 is the *starting* model (passed in, or loaded by name), also when resuming: with LoRA
+        # the adapter is switched off; otherwise a frozen copy taken before any checkpoint weights load
         self.ref = None
         if config.method == "latro" and config.beta != 0 and not config.lora:
-            start = model
-            if resume_from is not None:
-                start, _ = load_model(config.model, dtype=config.dtype, device="cpu")
-            self.ref = frozen_copy(start).to(self.acc.device)
+            self.ref = frozen_copy(model).to(self.acc.device)
+        if config.lora:
+            model = _with_adapter(model, LoraSpec(r=config.lora_r, alpha=config.lora_alpha),
+                                  resume_from / "model" if resume_from is not None else None)
+        elif resume_from is not None:
+            _load_weights(model, resume_from / "model")
         self.scorer = PolicyScorer(model)
+        # FSDP's transformer auto-wrap reads the prepared module's _no_split_modules (LlamaDecoderLayer,
+        # MistralDecoderLayer, Phi3DecoderLayer, ...): pass the language model's on
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self.scorer._no_split_modules = getattr(base, "_no_split_modules", None)
         params = [p for p in self.scorer.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _linear_schedule(config.warmup_steps, config.steps))
@@ -200,6 +228,8 @@ class Trainer:
             self.opt.load_state_dict(state["optimizer"])
             self.sched.load_state_dict(state["scheduler"])
             torch.set_rng_state(state["torch_rng"])
+            if "cuda_rng" in state and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(state["cuda_rng"])
             self.step = checkpoint_step(resume_from)
         self._stop_signal = None
 
@@ -215,24 +245,53 @@ class Trainer:
                     return sequence_logprobs(self.lm, batch)[0]
             return sequence_logprobs(self.ref, batch)[0]
 
-    def _generator(self, step: int) -> torch.Generator:
+    def _generator(self, step: int, question: int) -> torch.Generator:
+        """The sampling generator of the step's ``question``-th question (its position in the global
+        batch): seeded by (seed, step, question), not by the process, so a run samples the same
+        rationales whatever the number of processes."""
         g = torch.Generator(device=self.acc.device)
-        return g.manual_seed(self.cfg.seed * 1_000_003 + step * 1009 + self.acc.process_index)
+        return g.manual_seed(((self.cfg.seed * 1_000_003 + step) * 1_000_033 + question) % (2 ** 63))
 
     def _my_questions(self, step: int):
+        """(position of this process's first question in the step's global batch, its questions)."""
         idx = question_indices(step, len(self.task), self.cfg.questions_per_step, self.cfg.seed)
         share = len(idx) // self.acc.num_processes
-        mine = idx[self.acc.process_index * share:(self.acc.process_index + 1) * share]
-        return [self.task[i] for i in mine]
+        first = self.acc.process_index * share
+        return first, [self.task[i] for i in idx[first:first + share]]
+
+    def _sample(self, step: int, first: int, exs, **kw):
+        """K rationales per question, each question sampled with its own generator (see
+        :meth:`_generator`); also keeps a question's samples independent of its batch-mates' padding."""
+        try:
+            return _concat_rollouts([
+                sample_rationales(self.lm, self.tok, [self.task.prompt(e, self.tok)], k=self.cfg.k,
+                                  max_new_tokens=self.cfg.max_new_tokens, temperature=self.cfg.temperature,
+                                  top_k=self.cfg.top_k, top_p=self.cfg.top_p,
+                                  generator=self._generator(step, first + i), **kw)
+                for i, e in enumerate(exs)])
+        except RuntimeError as e:
+            if "probability tensor contains" not in str(e):
+                raise
+            raise NumericalError(f"non-finite sampling probabilities at step {step + 1}: the model's weights "
+                                 f"or logits hold NaN/inf; the run stopped and the last good checkpoint is "
+                                 f"kept. Check the starting model, lower the learning rate or use fp32.") from None
+
+    def _sync(self, last: bool):
+        """Context for one micro-batch's backward: no gradient all-reduce until the step's last one
+        (DDP/FSDP ``no_sync``; under DeepSpeed, whose backward also steps, no step before the last)."""
+        from accelerate.utils import DistributedType
+
+        if self.acc.distributed_type == DistributedType.DEEPSPEED:
+            self.acc.sync_gradients = last
+            return nullcontext()
+        return nullcontext() if last else self.acc.no_sync(self.scorer)
 
     # -- one optimizer step per method
     def _latro_step(self, step: int) -> dict:
         cfg, tok = self.cfg, self.tok
-        exs = self._my_questions(step)
+        first, exs = self._my_questions(step)
         t0 = time.time()
-        roll = sample_rationales(self.lm, tok, [self.task.prompt(e, tok) for e in exs], k=cfg.k,
-                                 max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                                 top_k=cfg.top_k, top_p=cfg.top_p, generator=self._generator(step))
+        roll = self._sample(step, first, exs)
         t_sample = time.time() - t0
         answers = [tok(self.task.answer_target(e, tok), add_special_tokens=False)["input_ids"] for e in exs]
         n_local = len(roll.rationale_ids)
@@ -244,7 +303,7 @@ class Trainer:
             ys = [answers[i // cfg.k] for i in range(sl.start, sl.stop)]
             batch = pack(roll.prompt_ids[sl], roll.rationale_ids[sl], ys, tok.pad_token_id).to(self.acc.device)
             last = sl.stop >= n_local
-            with (nullcontext() if last else self.acc.no_sync(self.scorer)):
+            with self._sync(last):
                 logp_z, logp_y = self.scorer(batch.input_ids, batch.attention_mask, batch.z_mask, batch.y_mask)
                 ref = self._ref_logp_z(batch) if cfg.beta != 0 else None
                 r = self_reward(logp_y, logp_z, ref, cfg.beta)
@@ -279,7 +338,7 @@ class Trainer:
             xs, ts = prompts[s:s + self.cfg.micro_batch], targets[s:s + self.cfg.micro_batch]
             batch = pack(xs, [[] for _ in xs], ts, tok.pad_token_id).to(self.acc.device)
             last = s + self.cfg.micro_batch >= len(prompts)
-            with (nullcontext() if last else self.acc.no_sync(self.scorer)):
+            with self._sync(last):
                 _, logp_t = self.scorer(batch.input_ids, batch.attention_mask, batch.z_mask, batch.y_mask)
                 nll = -logp_t / batch.y_mask.sum(1).clamp(min=1)
                 _check_finite(step, loss=nll.sum())
@@ -288,7 +347,7 @@ class Trainer:
         return {"sft_loss": self.acc.gather(torch.cat(losses)).mean(), "samples": float(n_global)}
 
     def _sft_step(self, step: int) -> dict:
-        tok, exs = self.tok, self._my_questions(step)
+        tok, (_, exs) = self.tok, self._my_questions(step)
         direct = self.task.name.startswith("arc")
         xs = [tok(self.task.prompt(e, tok, direct=direct), add_special_tokens=False)["input_ids"] for e in exs]
         ts = [tok(self.task.sft_target(e, tok), add_special_tokens=False)["input_ids"] for e in exs]
@@ -297,11 +356,10 @@ class Trainer:
     def _rft_step(self, step: int) -> dict:
         """Rejection sampling (STaR/RFT): sample K rationales, keep those whose answer is right,
         fine-tune on x ⊕ z ⊕ "The answer is y." (skip the update when none is right)."""
-        cfg, tok, exs = self.cfg, self.tok, self._my_questions(step)
+        cfg, tok = self.cfg, self.tok
+        first, exs = self._my_questions(step)
         t0 = time.time()
-        roll = sample_rationales(self.lm, tok, [self.task.prompt(e, tok) for e in exs], k=cfg.k,
-                                 max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                                 keep_going_after_stop=True, generator=self._generator(step))
+        roll = self._sample(step, first, exs, keep_going_after_stop=True)
         t_sample = time.time() - t0
         xs, ts = [], []
         for i, text in enumerate(roll.full_texts):
@@ -338,9 +396,14 @@ class Trainer:
             while self.step < cfg.steps:
                 t0 = time.time()
                 m = step_fn(self.step)
+                self.acc.sync_gradients = True
                 if "samples" in m and (m.get("kept", 1) > 0):
-                    if cfg.grad_clip:
-                        m["grad_norm"] = self.acc.clip_grad_norm_(self.scorer.parameters(), cfg.grad_clip)
+                    # the total gradient norm (max_norm inf: measure only); a non-finite one stops the
+                    # run before the optimizer writes NaN into the weights
+                    norm = self.acc.clip_grad_norm_(self.scorer.parameters(), cfg.grad_clip or float("inf"))
+                    if norm is not None:    # DeepSpeed clips (and steps) inside backward
+                        m["grad_norm"] = norm
+                        _check_finite(self.step, grad_norm=torch.as_tensor(norm))
                     self.opt.step()
                 self.sched.step()
                 self.opt.zero_grad(set_to_none=True)
@@ -375,8 +438,7 @@ class Trainer:
     def save(self):
         self.acc.wait_for_everyone()
         if self.acc.is_main_process:
-            save_checkpoint(self.ckpt, self.lm, self.opt, self.sched, self.step, self.cfg)
-            self.tok.save_pretrained(self.ckpt / "model")
+            save_checkpoint(self.ckpt, self.lm, self.opt, self.sched, self.step, self.cfg, tokenizer=self.tok)
 
     def evaluate(self) -> dict:
         from .evaluate import greedy_accuracy
@@ -387,9 +449,52 @@ class Trainer:
         return {"eval_accuracy": acc}
 
 
-def _dtype(name):
-    from .models import resolve_dtype
-    return resolve_dtype(name)
+def _with_adapter(model, spec: LoraSpec, adapter_dir: Path | None):
+    """``model`` with a trainable LoRA adapter: a fresh one, or the one saved in ``adapter_dir``
+    (resume). A model that is already a peft model keeps its adapter (weights from ``adapter_dir``)."""
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel):
+        if adapter_dir is not None:
+            from peft.utils import load_peft_weights, set_peft_model_state_dict
+            res = set_peft_model_state_dict(model, load_peft_weights(str(adapter_dir)))
+            if getattr(res, "unexpected_keys", None):
+                raise ConfigError(f"the adapter in {adapter_dir} does not fit the model "
+                                  f"(unexpected keys {res.unexpected_keys[:3]}...)")
+        return model
+    return add_lora(model, spec, str(adapter_dir) if adapter_dir is not None else None)
+
+
+def _load_weights(model, folder: Path) -> None:
+    """Load a ``save_pretrained`` folder's safetensors weights into ``model`` in place (resume
+    without a second copy of the model). Tied weights (lm_head = embeddings) may be absent."""
+    from safetensors.torch import load_file
+
+    files = sorted(Path(folder).glob("*.safetensors"))
+    if not files:
+        raise ConfigError(f"no *.safetensors weights in checkpoint folder {folder}; delete the "
+                          f"checkpoint or train without --resume.")
+    state = {}
+    for f in files:
+        state.update(load_file(str(f)))
+    own = model.state_dict()
+    res = model.load_state_dict(state, strict=False)
+    loaded = {own[k].data_ptr() for k in state if k in own}
+    missing = [k for k in res.missing_keys if own[k].data_ptr() not in loaded]
+    if missing or res.unexpected_keys:
+        raise ConfigError(f"checkpoint {folder} does not match the model: missing {missing[:3]}, "
+                          f"unexpected {list(res.unexpected_keys)[:3]}; resume with the same --model.")
+
+
+def _concat_rollouts(rolls):
+    from .rollout import Rollout
+
+    return Rollout(prompt_ids=[p for r in rolls for p in r.prompt_ids],
+                   rationale_ids=[z for r in rolls for z in r.rationale_ids],
+                   truncated=torch.cat([r.truncated for r in rolls]),
+                   finish=[f for r in rolls for f in r.finish], texts=[t for r in rolls for t in r.texts],
+                   k=rolls[0].k, full_texts=[t for r in rolls for t in r.full_texts],
+                   new_tokens=sum(r.new_tokens for r in rolls))
 
 
 def _linear_schedule(warmup: int, total: int):

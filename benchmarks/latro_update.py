@@ -1,0 +1,578 @@
+"""One full LaTRO update, timed two ways on the same sampled batch: latro_core's ("fast") and the
+authors' released trainer's ("literal").
+
+    .venv/bin/python benchmarks/latro_update.py --k 4 --questions 2 --L 128 --repeats 3
+    .venv/bin/python benchmarks/latro_update.py --lora --out results/benchmark_latro_update_lora
+
+An update is: sample K rationales for each question, score them, reward -> truncation penalty ->
+RLOO advantages -> Eq. 4 loss, backward, grad-norm clip, AdamW step.
+
+fast     latro_core: ``sample_rationales`` (prompt prefilled once per question, finished rows leave
+         the batch, no logits kept), then ONE forward over x⊕z⊕y for log pi(z|x) and log pi(y|x⊕z)
+         (``PolicyScorer``: vocab-sized logits only on z/y positions, checkpointed), one no-grad
+         pass of pi_0 for log pi0(z|x) (frozen copy; under ``--lora`` the adapter switched off).
+literal  the released LaTRO trainer's pattern: ``model.generate(do_sample=True,
+         output_scores=True, return_dict_in_generate=True)`` keeping every step's logits (stacked
+         to B x L x V) and running until every row hits EOS or L (no stop strings; the stop string
+         is cut afterwards); a full second copy of the model as pi_0; FIVE forwards per sample --
+         policy on x⊕z, pi_0 on x⊕z, policy on x⊕z⊕y (no grad, rollout), then policy on x⊕z and
+         on x⊕z⊕y again with gradients -- each with full-vocab ``logits.log_softmax(-1)`` over the
+         whole left-padded sequence and ``output_hidden_states=True``, and ``gc.collect()`` after
+         every pass as in that code.
+
+Same batch: the fast worker samples the rationales; the literal worker scores exactly those (its
+generate call replays them token by token through a logits processor, so both ways generate the
+same tokens; rows the fast sampler ended at a stop string then sample on freely until EOS/L, as
+the released trainer does). Both workers start from the same weights and take the same steps, so
+every update's loss must agree to 1e-5 (asserted), and the grad norms are compared too.
+
+Each way runs in its own worker process (peak RSS is per process: VmHWM, reset after model load);
+the two workers take turns update by update, so machine noise hits both alike. The script prints
+a table and writes ``<out>.md`` and ``<out>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gc
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from latro_core.logprobs import PolicyScorer, pack, sequence_logprobs  # noqa: E402
+from latro_core.models import LoraSpec, add_lora, frozen_copy, load_model  # noqa: E402
+from latro_core.objective import latro_loss, penalize_truncated, rloo_advantages, self_reward  # noqa: E402
+from latro_core.rollout import _eos_ids, sample_rationales  # noqa: E402
+from latro_core.tasks import load_task  # noqa: E402
+
+TOL = 1e-5          # loss agreement, relative or absolute
+GRAD_TOL = 1e-4     # grad-norm agreement (relative), reported; asserted only with --strict-grad
+
+
+@dataclass
+class Hyper:
+    """The update's settings (TrainConfig's defaults)."""
+
+    k: int = 4
+    L: int = 128
+    beta: float = 0.05
+    lam: float = 1.0
+    truncation: str = "batch_mean"
+    gamma: float = 2.0
+    lr: float = 1e-5
+    grad_clip: float = 1.0
+    temperature: float = 1.0
+
+
+@dataclass
+class Batch:
+    """One sampled batch, question-major; what the fast sampler produced, shared with the literal way."""
+
+    prompt_ids: list
+    rationale_ids: list
+    answer_ids: list
+    truncated: list
+    finish: list
+    k: int
+
+    def save(self, path) -> None:
+        Path(path).write_text(json.dumps(asdict(self)))
+
+    @classmethod
+    def load(cls, path) -> "Batch":
+        return cls(**json.loads(Path(path).read_text()))
+
+
+def _trainable(module):
+    return [p for p in module.parameters() if p.requires_grad]
+
+
+def _step(loss, params, opt, clip) -> float:
+    """backward, clip (returns the pre-clip total grad norm), AdamW step, zero_grad."""
+    loss.backward()
+    gn = torch.nn.utils.clip_grad_norm_(params, clip if clip else float("inf"))
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return float(gn)
+
+
+# ------------------------------------------------------------------------------------ fast way
+
+class FastWay:
+    """latro_core's update (the trainer's ``_latro_step`` with one micro-batch)."""
+
+    name = "fast"
+
+    def __init__(self, model, tok, hp: Hyper, *, lora: bool):
+        self.model, self.tok, self.hp, self.lora = model, tok, hp, lora
+        self.ref = None if lora or hp.beta == 0 else frozen_copy(model)
+        self.scorer = PolicyScorer(model)
+        self.params = _trainable(self.scorer)
+        self.opt = torch.optim.AdamW(self.params, lr=hp.lr, weight_decay=0.0)
+        self.scorer.train()
+
+    def sample(self, prompts: list[str], answers: list[list[int]], seed: int) -> tuple[Batch, dict]:
+        t0 = time.perf_counter()
+        roll = sample_rationales(self.model, self.tok, prompts, k=self.hp.k, max_new_tokens=self.hp.L,
+                                 temperature=self.hp.temperature, generator=torch.Generator().manual_seed(seed))
+        dt = time.perf_counter() - t0
+        batch = Batch(roll.prompt_ids, roll.rationale_ids, [answers[i // self.hp.k] for i in range(len(roll.prompt_ids))],
+                      roll.truncated.tolist(), roll.finish, self.hp.k)
+        return batch, {"sampling_s": dt, "new_tokens": roll.new_tokens, "gen_steps": None}
+
+    def _ref_logp_z(self, pb):
+        with torch.no_grad():
+            if self.lora:
+                with self.model.disable_adapter():
+                    return sequence_logprobs(self.model, pb)[0]
+            return sequence_logprobs(self.ref, pb)[0]
+
+    def update(self, batch: Batch) -> dict:
+        hp = self.hp
+        t0 = time.perf_counter()
+        pb = pack(batch.prompt_ids, batch.rationale_ids, batch.answer_ids, self.tok.pad_token_id)
+        logp_z, logp_y = self.scorer(pb.input_ids, pb.attention_mask, pb.z_mask, pb.y_mask)
+        ref = self._ref_logp_z(pb) if hp.beta != 0 else None
+        r = self_reward(logp_y, logp_z, ref, hp.beta)
+        r = penalize_truncated(r, torch.tensor(batch.truncated), hp.truncation, hp.gamma)
+        adv = rloo_advantages(r.view(-1, hp.k)).view(-1)
+        loss, _ = latro_loss(logp_z, logp_y, adv, hp.lam)
+        t1 = time.perf_counter()
+        gn = _step(loss, self.params, self.opt, hp.grad_clip)
+        t2 = time.perf_counter()
+        return {"scoring_s": t1 - t0, "backward_step_s": t2 - t1, "loss": float(loss.detach()), "grad_norm": gn,
+                "reward_mean": float(r.mean()), "forwards": 2}
+
+
+# --------------------------------------------------------------------------------- literal way
+
+def _left_pad(seqs: list[list[int]], spans: list[tuple[int, int]]):
+    """Left-padded ids (pad positions 0), attention mask, position ids and a mask of the scored span
+    (start, end) of each sequence (the released trainer's layout, masks from lengths)."""
+    T = max(len(s) for s in seqs)
+    B = len(seqs)
+    ids = torch.zeros(B, T, dtype=torch.long)
+    att = torch.zeros(B, T, dtype=torch.long)
+    score = torch.zeros(B, T, dtype=torch.bool)
+    for i, (s, (a, b)) in enumerate(zip(seqs, spans)):
+        off = T - len(s)
+        ids[i, off:] = torch.tensor(s, dtype=torch.long)
+        att[i, off:] = 1
+        score[i, off + a:off + b] = True
+    pos = (att.cumsum(1) - att).clamp(min=0)
+    return ids, att, pos, score
+
+
+def literal_logprob_sum(model, ids, att, pos, score, collect: bool = True) -> torch.Tensor:
+    """The released trainer's ``get_logprob_reward``: full forward with hidden states, full-vocab
+    log_softmax, gather, masked sum; ``gc.collect()`` after each stage. Returns (B,)."""
+    logits = model(input_ids=ids, attention_mask=att, position_ids=pos, return_dict=True,
+                   output_hidden_states=True).logits
+    _collect(collect)
+    logprobs = torch.log_softmax(logits, dim=-1)
+    del logits
+    _collect(collect)
+    token_lp = torch.gather(logprobs[:, :-1], 2, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+    del logprobs
+    _collect(collect)
+    out = (token_lp * score[:, 1:]).sum(1)
+    del token_lp
+    _collect(collect)
+    return out
+
+
+def _collect(on: bool) -> None:
+    if on:
+        gc.collect()
+
+
+class _Replay:
+    """Logits processor forcing row i's token at step t to ``forced[i, t]`` (-1: sample freely)."""
+
+    def __init__(self, forced: torch.Tensor, prompt_len: int):
+        self.forced, self.prompt_len = forced, prompt_len
+
+    def __call__(self, input_ids, scores):
+        t = input_ids.shape[1] - self.prompt_len
+        if t >= self.forced.shape[1]:
+            return scores
+        f = self.forced[:, t].to(scores.device)
+        rows = (f >= 0).nonzero().squeeze(-1)
+        if rows.numel():
+            scores[rows] = float("-inf")
+            scores[rows, f[rows]] = 0.0
+        return scores
+
+
+class LiteralWay:
+    """The released LaTRO trainer's update pattern (see module doc), with latro_core's objective."""
+
+    name = "literal"
+
+    def __init__(self, model, tok, hp: Hyper, *, ref, collect: bool = True):
+        self.model, self.tok, self.hp, self.ref = model, tok, hp, ref   # ref: a full frozen copy
+        self.collect = collect                                         # gc.collect() as the released code
+        self.params = _trainable(model)
+        self.opt = torch.optim.AdamW(self.params, lr=hp.lr, weight_decay=0.0)
+        self.model.train()
+
+    def sample(self, prompts: list[str], batch: Batch, seed: int) -> dict:
+        """generate() on the same prompts (K copies each), every step's scores kept; it replays the
+        fast sampler's rationales, then (rows the fast way stopped at a stop string) samples on to EOS/L."""
+        from transformers import GenerationConfig, LogitsProcessorList
+
+        hp, tok, model = self.hp, self.tok, self.model
+        eos = sorted(_eos_ids(model, tok))
+        B = len(batch.prompt_ids)
+        forced = torch.full((B, hp.L), -1, dtype=torch.long)
+        for i, (z, fin) in enumerate(zip(batch.rationale_ids, batch.finish)):
+            forced[i, :len(z)] = torch.tensor(z, dtype=torch.long)
+            if fin == "eos" and len(z) < hp.L:
+                forced[i, len(z)] = eos[0]
+        P = max(len(x) for x in batch.prompt_ids)
+        ids, att, _, _ = _left_pad(batch.prompt_ids, [(0, 0)] * B)
+        ids = ids.masked_fill(att == 0, tok.pad_token_id)
+        cfg = GenerationConfig(max_new_tokens=hp.L, temperature=hp.temperature, top_k=0, top_p=1.0, do_sample=True,
+                               pad_token_id=tok.pad_token_id, eos_token_id=eos)
+        torch.manual_seed(seed)
+        t0 = time.perf_counter()
+        was = model.training
+        model.eval()
+        with torch.no_grad():
+            out = model.generate(input_ids=ids, attention_mask=att, generation_config=cfg,
+                                 logits_processor=LogitsProcessorList([_Replay(forced, P)]),
+                                 return_dict_in_generate=True, output_scores=True)
+            logits = torch.stack(out.scores, 1)                     # (B, steps, V), as the released code
+            seqs = out.sequences[:, P:]
+            del out, logits
+            _collect(self.collect)
+        model.train(was)
+        dt = time.perf_counter() - t0
+        new = seqs != tok.pad_token_id
+        for i, z in enumerate(batch.rationale_ids):                  # it generated exactly the fast way's z
+            if seqs[i, :len(z)].tolist() != list(z):
+                raise AssertionError(f"generate did not replay rationale {i}")
+        return {"sampling_s": dt, "new_tokens": int(new.sum()), "gen_steps": int(seqs.shape[1])}
+
+    def update(self, batch: Batch) -> dict:
+        hp, model = self.hp, self.model
+        t0 = time.perf_counter()
+        xs, zs, ys = batch.prompt_ids, batch.rationale_ids, batch.answer_ids
+        xz = _left_pad([x + z for x, z in zip(xs, zs)], [(len(x), len(x) + len(z)) for x, z in zip(xs, zs)])
+        xzy = _left_pad([x + z + y for x, z, y in zip(xs, zs, ys)],
+                        [(len(x) + len(z), len(x) + len(z) + len(y)) for x, z, y in zip(xs, zs, ys)])
+        c = self.collect
+        with torch.no_grad():                                        # rollout: 3 no-grad passes
+            roll_z = literal_logprob_sum(model, *xz, collect=c)
+            ref_z = literal_logprob_sum(self.ref, *xz, collect=c) if hp.beta != 0 else None
+            roll_y = literal_logprob_sum(model, *xzy, collect=c)
+        _collect(c)
+        r = self_reward(roll_y, roll_z, ref_z, hp.beta)
+        r = penalize_truncated(r, torch.tensor(batch.truncated), hp.truncation, hp.gamma)
+        adv = rloo_advantages(r.view(-1, hp.k)).view(-1)
+        logp_z = literal_logprob_sum(model, *xz, collect=c)           # training: 2 passes with grad
+        logp_y = literal_logprob_sum(model, *xzy, collect=c)
+        loss, _ = latro_loss(logp_z, logp_y, adv, hp.lam)
+        t1 = time.perf_counter()
+        gn = _step(loss, self.params, self.opt, hp.grad_clip)
+        del logp_z, logp_y
+        _collect(c)
+        t2 = time.perf_counter()
+        return {"scoring_s": t1 - t0, "backward_step_s": t2 - t1, "loss": float(loss.detach()), "grad_norm": gn,
+                "reward_mean": float(r.mean()), "forwards": 5}
+
+
+# ------------------------------------------------------------------------------ building ways
+
+def build_way(way: str, model, tok, hp: Hyper, *, lora: bool, seed: int = 0, collect: bool = True):
+    """A fresh way around ``model`` (plain weights). LoRA is added here, seeded, so both ways get the
+    same adapter init; the literal way's pi_0 is always a full frozen copy of the plain weights."""
+    if way == "literal":
+        ref = frozen_copy(model) if hp.beta != 0 else None
+        if lora:
+            torch.manual_seed(seed)
+            model = add_lora(model, LoraSpec())
+        return LiteralWay(model, tok, hp, ref=ref, collect=collect)
+    if lora:
+        torch.manual_seed(seed)
+        model = add_lora(model, LoraSpec())
+    return FastWay(model, tok, hp, lora=lora)
+
+
+def questions(n: int, tok, task_name: str = "arithmetic", split: str = "train"):
+    """Prompts and answer token ids of the first ``n`` questions."""
+    task = load_task(task_name, split)
+    exs = [task[i] for i in range(n)]
+    prompts = [task.prompt(e, tok) for e in exs]
+    answers = [tok(task.answer_target(e, tok), add_special_tokens=False)["input_ids"] for e in exs]
+    return prompts, answers
+
+
+def losses_agree(a: float, b: float, tol: float = TOL) -> bool:
+    return abs(a - b) <= tol or abs(a - b) <= tol * max(abs(a), abs(b))
+
+
+def run_pair(fast: FastWay, literal: LiteralWay, prompts, answers, seed: int = 0) -> dict:
+    """One update both ways in this process (the smoke test's path): same batch, loss compared."""
+    batch, fs = fast.sample(prompts, answers, seed)
+    ls = literal.sample(prompts, batch, seed)
+    fu, lu = fast.update(batch), literal.update(batch)
+    if not losses_agree(fu["loss"], lu["loss"]):
+        raise AssertionError(f"loss differs: fast {fu['loss']!r} vs literal {lu['loss']!r}")
+    return {"fast": {**fs, **fu}, "literal": {**ls, **lu}, "batch": batch}
+
+
+# ------------------------------------------------------------------------------------ workers
+
+def _mem() -> dict:
+    st = Path("/proc/self/status").read_text() if Path("/proc/self/status").exists() else ""
+    kb = {ln.split(":")[0]: int(ln.split()[1]) for ln in st.splitlines() if ln.startswith(("VmRSS", "VmHWM"))}
+    import resource
+    return {"rss_mb": kb.get("VmRSS", 0) / 1024, "hwm_mb": kb.get("VmHWM", 0) / 1024,
+            "ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _reset_hwm() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def worker(args) -> None:
+    """Serve update requests on stdin (JSON lines); answer on the original stdout."""
+    proto = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)                                   # library prints go to stderr
+    hp = Hyper(k=args.k, L=args.L, lr=args.lr)
+    torch.manual_seed(args.seed)
+    t0 = time.perf_counter()
+    model, tok = load_model(device="cpu", dtype="fp32")
+    way = build_way(args.way, model, tok, hp, lora=args.lora, seed=args.seed)
+    prompts, answers = questions(args.questions, tok)
+    load_s = time.perf_counter() - t0
+    gc.collect()
+    after_load = _mem()
+    reset_ok = _reset_hwm()
+    proto.write(json.dumps({"ready": True, "load_s": load_s, "mem_after_load": after_load,
+                            "hwm_reset": reset_ok, "threads": torch.get_num_threads()}) + "\n")
+    for line in sys.stdin:
+        msg = json.loads(line)
+        if msg["cmd"] == "exit":
+            proto.write(json.dumps({"bye": True, "mem": _mem()}) + "\n")
+            return
+        seed = args.seed * 1000 + msg["r"]
+        t0 = time.perf_counter()
+        if args.way == "fast":
+            batch, s = way.sample(prompts, answers, seed)
+            batch.save(msg["batch"])
+        else:
+            batch = Batch.load(msg["batch"])
+            s = way.sample(prompts, batch, seed)
+        u = way.update(batch)
+        total = time.perf_counter() - t0
+        proto.write(json.dumps({**s, **u, "total_s": total, "samples": len(batch.prompt_ids), "mem": _mem()}) + "\n")
+
+
+class _Worker:
+    def __init__(self, way: str, args):
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--way", way, "--k", str(args.k), "--questions",
+               str(args.questions), "--L", str(args.L), "--seed", str(args.seed), "--lr", str(args.lr)]
+        if args.lora:
+            cmd.append("--lora")
+        self.way = way
+        self.p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+
+    def recv(self) -> dict:
+        line = self.p.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.way} worker died (exit code {self.p.wait()})")
+        return json.loads(line)
+
+    def ask(self, msg: dict) -> dict:
+        self.p.stdin.write(json.dumps(msg) + "\n")
+        self.p.stdin.flush()
+        return self.recv()
+
+
+# ------------------------------------------------------------------------------------- driver
+
+def _git_commit() -> str:
+    try:
+        c = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "latro_core"], cwd=ROOT, capture_output=True,
+                               text=True).stdout.strip()
+        return c + (" (latro_core has uncommitted changes)" if dirty else "")
+    except OSError:
+        return "unknown"
+
+
+def machine_info() -> dict:
+    model = platform.processor()
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        model = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), model)
+    except OSError:
+        pass
+    import transformers
+    return {"cpu": model, "cpus": os.cpu_count(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "torch_threads": torch.get_num_threads(), "python": platform.python_version()}
+
+
+def _med(rows, key):
+    return statistics.median(r[key] for r in rows)
+
+
+def drive(args) -> dict:
+    tmp = tempfile.mkdtemp(prefix="latro_bench_")
+    workers = {w: _Worker(w, args) for w in ("fast", "literal")}
+    ready = {w: wk.recv() for w, wk in workers.items()}
+    rows = {"fast": [], "literal": []}
+    checks = []
+    try:
+        for r in range(args.warmup + args.repeats):
+            path = os.path.join(tmp, f"batch{r}.json")
+            res = {}
+            for w in ("fast", "literal"):                           # fast first: it samples the batch
+                res[w] = workers[w].ask({"cmd": "update", "r": r, "batch": path})
+            f, lt = res["fast"], res["literal"]
+            ok = losses_agree(f["loss"], lt["loss"])
+            g_rel = abs(f["grad_norm"] - lt["grad_norm"]) / max(abs(f["grad_norm"]), 1e-30)
+            checks.append({"update": r, "warmup": r < args.warmup, "loss_fast": f["loss"], "loss_literal": lt["loss"],
+                           "loss_abs_diff": abs(f["loss"] - lt["loss"]), "grad_norm_fast": f["grad_norm"],
+                           "grad_norm_literal": lt["grad_norm"], "grad_norm_rel_diff": g_rel, "loss_ok": ok})
+            tag = "warm-up" if r < args.warmup else f"rep {r - args.warmup + 1}"
+            print(f"[{tag}] fast {f['total_s']:.2f}s (sample {f['sampling_s']:.2f} score {f['scoring_s']:.2f} "
+                  f"bwd+step {f['backward_step_s']:.2f})  literal {lt['total_s']:.2f}s (sample {lt['sampling_s']:.2f} "
+                  f"score {lt['scoring_s']:.2f} bwd+step {lt['backward_step_s']:.2f})  loss {f['loss']:.6f} vs "
+                  f"{lt['loss']:.6f}  grad-norm rel diff {g_rel:.1e}", flush=True)
+            if not ok:
+                raise AssertionError(f"update {r}: loss differs: fast {f['loss']!r} vs literal {lt['loss']!r}")
+            if args.strict_grad and g_rel > GRAD_TOL:
+                raise AssertionError(f"update {r}: grad norms differ by {g_rel:.2e} (relative)")
+            if r >= args.warmup:
+                rows["fast"].append(f)
+                rows["literal"].append(lt)
+        bye = {w: wk.ask({"cmd": "exit"}) for w, wk in workers.items()}
+    finally:
+        for wk in workers.values():
+            if wk.p.poll() is None:
+                wk.p.kill()
+    summary = {}
+    for w in ("fast", "literal"):
+        rs = rows[w]
+        tot = _med(rs, "total_s")
+        summary[w] = {"sampling_s": _med(rs, "sampling_s"), "scoring_s": _med(rs, "scoring_s"),
+                      "backward_step_s": _med(rs, "backward_step_s"), "total_s": tot,
+                      "samples_per_s": rs[0]["samples"] / tot,
+                      "peak_rss_mb": bye[w]["mem"]["hwm_mb"] if ready[w]["hwm_reset"] else bye[w]["mem"]["ru_maxrss_mb"],
+                      "ru_maxrss_mb": bye[w]["mem"]["ru_maxrss_mb"], "rss_after_load_mb": ready[w]["mem_after_load"]["rss_mb"],
+                      "load_peak_mb": ready[w]["mem_after_load"]["hwm_mb"],
+                      "new_tokens": [r_["new_tokens"] for r_ in rs], "gen_steps": [r_["gen_steps"] for r_ in rs],
+                      "forwards_per_sample": rs[0]["forwards"], "per_update": rs}
+    ratio = {"time_literal_over_fast": summary["literal"]["total_s"] / summary["fast"]["total_s"],
+             "peak_mem_fast_over_literal": summary["fast"]["peak_rss_mb"] / summary["literal"]["peak_rss_mb"]}
+    for ph in ("sampling_s", "scoring_s", "backward_step_s"):
+        ratio[f"{ph[:-2]}_literal_over_fast"] = summary["literal"][ph] / summary["fast"][ph]
+    return {"command": "python " + " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]),
+            "settings": {"k": args.k, "questions": args.questions, "L": args.L, "samples": args.k * args.questions,
+                         "repeats": args.repeats, "warmup": args.warmup, "lora": args.lora, "lr": args.lr,
+                         "seed": args.seed, "dtype": "fp32", "task": "arithmetic/train", "model": "SmolLM2-135M-Instruct (embedded)"},
+            "git_commit": _git_commit(), "machine": machine_info(), "summary": summary, "ratio": ratio,
+            "checks": checks, "hwm_reset": all(r["hwm_reset"] for r in ready.values())}
+
+
+def report_md(res: dict, notes: str | None = None) -> str:
+    s, rt, st = res["summary"], res["ratio"], res["settings"]
+    m = res["machine"]
+    lines = [f"# One LaTRO update: latro_core (fast) vs the released trainer's pattern (literal)", "",
+             f"Command: `{res['command']}`  ", f"Commit: `{res['git_commit']}`  ",
+             f"Machine: {m['cpu']}, {m['cpus']} CPUs, torch {m['torch']} ({m['torch_threads']} threads), "
+             f"transformers {m['transformers']}, Python {m['python']}  ",
+             f"Settings: {st['model']}, {st['dtype']}, {st['task']}, {st['questions']} questions x K={st['k']} = "
+             f"{st['samples']} samples, L={st['L']}, {'LoRA (r=16, all-linear)' if st['lora'] else 'full fine-tuning'}, "
+             f"AdamW lr={st['lr']}, grad clip 1.0; median of {st['repeats']} updates after {st['warmup']} warm-up, the "
+             f"two ways alternating update by update, each in its own process.", "",
+             "| | sampling s | scoring s | backward+step s | total s | samples/s | peak RSS MB | forwards/sample |",
+             "|---|---|---|---|---|---|---|---|"]
+    for w in ("fast", "literal"):
+        x = s[w]
+        lines.append(f"| {w} | {x['sampling_s']:.2f} | {x['scoring_s']:.2f} | {x['backward_step_s']:.2f} | "
+                     f"{x['total_s']:.2f} | {x['samples_per_s']:.3f} | {x['peak_rss_mb']:.0f} | {x['forwards_per_sample']} |")
+    lines += ["", f"**literal / fast time: {rt['time_literal_over_fast']:.2f}x** (sampling {rt['sampling_literal_over_fast']:.2f}x, "
+              f"scoring {rt['scoring_literal_over_fast']:.2f}x, backward+step {rt['backward_step_literal_over_fast']:.2f}x)  ",
+              f"**fast / literal peak memory: {rt['peak_mem_fast_over_literal']:.2f}x**  ",
+              f"Issue target: >= 3x faster and <= 0.4x peak memory -> time {'met' if rt['time_literal_over_fast'] >= 3 else 'NOT met'}, "
+              f"memory {'met' if rt['peak_mem_fast_over_literal'] <= 0.4 else 'NOT met'}.", "",
+              "Peak RSS is VmHWM of each worker process, reset after the model (and copies, optimizer) were built, so it is "
+              "the high-water mark of the updates themselves" if res["hwm_reset"] else
+              "Peak RSS is ru_maxrss of each worker process (includes model loading).",
+              f"RSS after setup: fast {s['fast']['rss_after_load_mb']:.0f} MB, literal {s['literal']['rss_after_load_mb']:.0f} MB "
+              f"(peak during setup {s['fast']['load_peak_mb']:.0f} / {s['literal']['load_peak_mb']:.0f} MB; AdamW state is "
+              f"allocated lazily at the first step).", "",
+              f"Generated tokens per update (fast / literal): {s['fast']['new_tokens']} / {s['literal']['new_tokens']}; "
+              f"decode steps: {s['fast']['gen_steps']} / {s['literal']['gen_steps']} (literal keeps finished rows in the batch "
+              f"and samples on past the stop string to EOS or L).", "",
+              "## Same batch, same loss", "",
+              "| update | loss fast | loss literal | abs diff | grad norm fast | grad norm literal | rel diff |",
+              "|---|---|---|---|---|---|---|"]
+    for c in res["checks"]:
+        lines.append(f"| {c['update']}{' (warm-up)' if c['warmup'] else ''} | {c['loss_fast']:.6f} | {c['loss_literal']:.6f} | "
+                     f"{c['loss_abs_diff']:.1e} | {c['grad_norm_fast']:.6f} | {c['grad_norm_literal']:.6f} | {c['grad_norm_rel_diff']:.1e} |")
+    lines += ["", f"Loss agreement asserted to {TOL:g} (relative or absolute) on every update."]
+    if notes:
+        lines += ["", notes.strip()]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--k", type=int, default=4, help="rationales per question")
+    ap.add_argument("--questions", type=int, default=2, help="questions per update (arithmetic/train, the first n)")
+    ap.add_argument("--L", type=int, default=128, help="rationale token budget")
+    ap.add_argument("--repeats", type=int, default=3, help="timed updates per way (median reported)")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed updates first")
+    ap.add_argument("--lora", action="store_true", help="LoRA (fast: pi_0 = adapter off; literal: still a full copy)")
+    ap.add_argument("--lr", type=float, default=1e-5)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--strict-grad", action="store_true", help=f"also assert grad norms agree to {GRAD_TOL:g}")
+    ap.add_argument("--out", default="results/benchmark_latro_update", help="writes OUT.md and OUT.json")
+    ap.add_argument("--notes", default=None, help="a markdown file appended to OUT.md (analysis)")
+    ap.add_argument("--way", choices=("fast", "literal"), help=argparse.SUPPRESS)   # worker mode
+    args = ap.parse_args(argv)
+    if args.way:
+        return worker(args)
+    res = drive(args)
+    s, rt = res["summary"], res["ratio"]
+    for w in ("fast", "literal"):
+        x = s[w]
+        print(f"{w:8s} sampling {x['sampling_s']:.2f}s scoring {x['scoring_s']:.2f}s backward+step "
+              f"{x['backward_step_s']:.2f}s total {x['total_s']:.2f}s  {x['samples_per_s']:.3f} samples/s  "
+              f"peak RSS {x['peak_rss_mb']:.0f} MB")
+    print(f"literal/fast time {rt['time_literal_over_fast']:.2f}x   fast/literal peak memory {rt['peak_mem_fast_over_literal']:.2f}x")
+    out = Path(args.out)
+    if not out.is_absolute():
+        out = ROOT / out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(res, indent=1))
+    notes = Path(args.notes).read_text() if args.notes else None
+    out.with_suffix(".md").write_text(report_md(res, notes))
+    print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.json')}")
+
+
+if __name__ == "__main__":
+    main()

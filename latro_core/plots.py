@@ -1,0 +1,155 @@
+"""Figures (matplotlib, Agg backend; PNG files). Each function returns the path it wrote.
+
+- :func:`figure2`            the paper's Figure 2: NLL of the gold answer by rationale kind, per model
+- :func:`plot_training`      training curves from ``metrics.jsonl`` (small multiples)
+- :func:`plot_maj_at_k`      maj@k accuracy vs k (log2 axis), from evaluation summaries
+- :func:`plot_accuracy_vs_L` accuracy vs the rationale budget L
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+NLL_CONDITIONS = {"no_rationale": "no rationale", "gold_rationale": "gold rationale",
+                  "own_correct": "own rationale, right", "own_wrong": "own rationale, wrong"}
+TRAINING_PANELS = {"reward_mean": "self-reward (mean)", "logp_y_mean": "log p(y|x⊕z)",
+                   "kl_mean": "KL(πθ‖π0) estimate", "frac_truncated": "fraction truncated at L",
+                   "eval_accuracy": "eval accuracy (greedy)", "sft_loss": "SFT loss (token NLL)"}
+
+
+def _save(fig, path) -> str:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return str(path)
+
+
+def _load_summary(s) -> dict:
+    return json.loads(Path(s).read_text()) if isinstance(s, (str, Path)) else s
+
+
+def _number(x) -> float:
+    """x as a float; nan for None (JSON null) and non-numbers."""
+    return float(x) if isinstance(x, (int, float)) else float("nan")
+
+
+def figure2(results_by_model: dict, path="figures/figure2.png") -> str:
+    """Grouped bars: for each model (group) the mean NLL of the gold answer under each rationale
+    condition (bar), with standard-error bars. ``results_by_model``: {label: answer_nll result}
+    (:func:`latro_core.evaluate.answer_nll`) or {label: summary with an "answer_nll" entry}."""
+    data = {m: (r.get("answer_nll", r)) for m, r in ((m, _load_summary(r)) for m, r in results_by_model.items())}
+    conds = [c for c in NLL_CONDITIONS if any(c in d and d[c].get("n") for d in data.values())]
+    fig, ax = plt.subplots(figsize=(1.5 + 1.2 * len(data) * max(1, len(conds)) / 2, 3.6))
+    width = 0.8 / max(1, len(conds))
+    for j, c in enumerate(conds):
+        xs = [i + (j - (len(conds) - 1) / 2) * width for i in range(len(data))]
+        means = [_number(d.get(c, {}).get("mean")) for d in data.values()]   # nan: no bar
+        ses = [_number(d.get(c, {}).get("se")) for d in data.values()]
+        ax.bar(xs, means, width, yerr=[0.0 if math.isnan(e) else e for e in ses], capsize=3,
+               label=NLL_CONDITIONS[c])
+    ax.set_xticks(range(len(data)), list(data))
+    ax.set_ylabel("NLL of gold answer (nats)")
+    ax.set_title("−log p(y | x ⊕ z) by rationale z")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _read_metrics(src) -> list[dict]:
+    if isinstance(src, (str, Path)):
+        return [json.loads(ln) for ln in Path(src).read_text().splitlines() if ln.strip()]
+    return list(src)
+
+
+def plot_training(metrics_jsonl_path_or_list, path="figures/training.png") -> str:
+    """Small multiples of the training metrics over optimizer steps: self-reward, log p(y|x⊕z),
+    KL, fraction truncated, eval accuracy (and SFT loss); panels without data are left out.
+    Input: a metrics.jsonl path, a list of metric dicts, or {label: either} to overlay runs."""
+    src = metrics_jsonl_path_or_list
+    runs = ({k: _read_metrics(v) for k, v in src.items()} if isinstance(src, dict) else {None: _read_metrics(src)})
+    panels = [k for k in TRAINING_PANELS if any(k in m for rows in runs.values() for m in rows)]
+    if not panels:
+        raise ValueError(f"no known metric ({', '.join(TRAINING_PANELS)}) in the training records")
+    cols = min(3, len(panels))
+    nrows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.6 * cols, 2.6 * nrows), squeeze=False)
+    for ax, key in zip(axes.flat, panels):
+        for label, rows in runs.items():
+            pts = [(m.get("step", i + 1), m[key]) for i, m in enumerate(rows) if m.get(key) is not None]
+            if pts:
+                ax.plot(*zip(*pts), marker="o" if key == "eval_accuracy" else None, ms=3, lw=1.2, label=label)
+        ax.set_title(TRAINING_PANELS[key], fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        if len(runs) > 1:
+            ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    return _save(fig, path)
+
+
+def _summary_label(s: dict) -> str:
+    return f"{s.get('model_label', '?')} {s.get('method', '')}".strip()
+
+
+def plot_maj_at_k(summaries, path="figures/maj_at_k.png") -> str:
+    """maj@k accuracy vs k (log2 x-axis) with Wilson 95% bars, one line per summary; the greedy
+    accuracy as a dashed line of the same colour. ``summaries``: list of summary dicts/paths, or
+    {label: summary}."""
+    items = summaries.items() if isinstance(summaries, dict) else [(None, s) for s in summaries]
+    fig, ax = plt.subplots(figsize=(4.8, 3.4))
+    for label, s in items:
+        s = _load_summary(s)
+        label = label or _summary_label(s)
+        pts = sorted((int(k), v) for k, v in (s.get("maj_at_k") or {}).items())
+        if not pts:
+            continue
+        ks, accs = [k for k, _ in pts], [v["accuracy"] for _, v in pts]
+        err = [[a - v["ci95"][0] for a, (_, v) in zip(accs, pts)], [v["ci95"][1] - a for a, (_, v) in zip(accs, pts)]]
+        line = ax.errorbar(ks, accs, yerr=err, marker="o", ms=4, capsize=3, label=label)
+        if s.get("greedy"):
+            ax.axhline(s["greedy"]["accuracy"], ls="--", lw=1, color=line[0].get_color())
+    ax.set_xscale("log", base=2)
+    ticks = sorted({int(k) for _, s in items for k in (_load_summary(s).get("maj_at_k") or {})})
+    ax.set_xticks(ticks, [str(k) for k in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("k (samples in the majority vote)")
+    ax.set_ylabel("accuracy")
+    ax.set_title("maj@k (dashed: greedy)")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_accuracy_vs_L(rows, path="figures/accuracy_vs_L.png") -> str:
+    """Accuracy vs the rationale budget L, one line per label. ``rows``: dicts with "L",
+    "accuracy", optional "label", "lo", "hi"; or evaluation summaries (L = max_new_tokens,
+    accuracy = greedy, label = model and method)."""
+    lines: dict[str, list] = {}
+    for r in rows:
+        r = _load_summary(r)
+        if "greedy" in r:
+            g = r["greedy"]
+            r = {"L": r["max_new_tokens"], "accuracy": g["accuracy"], "lo": g["ci95"][0], "hi": g["ci95"][1],
+                 "label": _summary_label(r)}
+        lines.setdefault(r.get("label") or "", []).append(r)
+    fig, ax = plt.subplots(figsize=(4.8, 3.4))
+    for label, pts in lines.items():
+        pts.sort(key=lambda r: r["L"])
+        acc = [r["accuracy"] for r in pts]
+        err = None
+        if all("lo" in r and "hi" in r for r in pts):
+            err = [[a - r["lo"] for a, r in zip(acc, pts)], [r["hi"] - a for a, r in zip(acc, pts)]]
+        ax.errorbar([r["L"] for r in pts], acc, yerr=err, marker="o", ms=4, capsize=3, label=label or None)
+    ax.set_xlabel("rationale budget L (max new tokens)")
+    ax.set_ylabel("accuracy")
+    ax.set_title("accuracy vs L")
+    if any(lines):
+        ax.legend(fontsize=8)
+    return _save(fig, path)

@@ -1,0 +1,383 @@
+"""``latro reproduce``: run the notebooks headless for a profile, plus the helpers the notebooks share.
+
+:func:`reproduce` executes ``notebooks/*.ipynb`` in order with papermill (``-p profile <profile>``),
+writing each executed notebook to ``<out>/<profile>/<name>.ipynb``. A notebook that completed
+before (its ``<name>.done`` marker exists and its source is unchanged) is skipped unless
+``force``; a failing notebook stops the run with its name and the executed notebook to inspect.
+It ends with a summary: wall time per notebook and the files written under ``figures/`` and
+``results/``. The ``paper`` profile needs a CUDA GPU (``force`` overrides the check).
+
+Notebook helpers (the notebooks call these rather than re-implementing them):
+
+- :func:`resolve_data_dir`, :func:`task_available`  where GSM8K / ARC live, and whether they load;
+- :func:`train_run`  one training run, either in-process with model selection on the validation
+  split (the best checkpoint by ``eval_accuracy`` is kept in ``<run>/best``, see
+  :class:`SelectingTrainer`), or, in the paper profile, as an ``accelerate launch`` subprocess;
+- :func:`run_report`, :func:`selection_markdown`  what each run selected, and the paper's rule.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import MISSING, dataclass, fields
+from pathlib import Path
+
+from .errors import ConfigError, LatroError
+from .profiles import ACCELERATE_CONFIG, check_profile, notebook_name
+
+
+class ReproduceError(LatroError):
+    """A notebook failed during ``latro reproduce`` (the message names it and its executed copy)."""
+
+
+@dataclass
+class ReproduceConfig:
+    """``latro reproduce``: execute the notebooks for a profile (smoke | demo | paper)."""
+
+    profile: str = "demo"
+    notebooks: str = ""               # comma list of names (or unique prefixes, "04"); empty: all, in order
+    out: str = "runs/reproduce"       # executed notebooks and .done markers go to <out>/<profile>/
+    force: bool = False               # rerun completed notebooks; run the paper profile without a GPU
+    kernel: str | None = None         # Jupyter kernel name; None: the notebook's own (python3)
+    notebook_dir: str = "notebooks"
+
+
+# ============================================================================ small helpers
+
+def has_gpu() -> bool:
+    try:
+        import torch
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+def resolve_data_dir(root: str | Path | None = None) -> str | None:
+    """The GSM8K / ARC data folder: ``$LATRO_DATA_DIR``, else ``<root>/../shared/data`` when that
+    folder exists (the layout of this project's workspace), else None (the Hugging Face hub)."""
+    if os.environ.get("LATRO_DATA_DIR"):
+        return os.environ["LATRO_DATA_DIR"]
+    if root is not None and (cand := Path(root).resolve().parent / "shared" / "data").is_dir():
+        return str(cand)
+    return None
+
+
+_DATA_FOLDERS = {"gsm8k": "gsm8k", "arc_challenge": "arc-challenge", "arc": "arc-challenge",
+                 "arc-challenge": "arc-challenge"}
+
+
+def task_available(task: str, split: str = "test", data_dir: str | None = None, allow_hub: bool = True) -> bool:
+    """Whether ``task``/``split`` can be loaded: the arithmetic task always; GSM8K / ARC from
+    ``<data_dir>/<task>/<split>.jsonl``, or (``allow_hub``) from the Hugging Face hub. Prints how to
+    make it available when it is not."""
+    folder = _DATA_FOLDERS.get(task)
+    if folder is None:
+        return True
+    if data_dir and (Path(data_dir) / folder / f"{split}.jsonl").is_file():
+        return True
+    if allow_hub:
+        from .tasks import load_task
+        try:
+            load_task(task, split, data_dir=data_dir)
+            return True
+        except LatroError as e:
+            print(f"{task} unavailable: {e}")
+            return False
+    print(f"{task} {split} is not available locally (data_dir={data_dir!r}), and the hub is not tried in "
+          f"this profile. To enable it: set LATRO_DATA_DIR to a folder holding {folder}/{split}.jsonl "
+          f"(see the data README), or run the demo profile, which also downloads from the Hugging Face hub.")
+    return False
+
+
+def run_name(method: str, seed: int, model: str | None = None, tag: str = "") -> str:
+    """Folder name of one training run: ``latro-seed0``, ``sft-Phi-3.5-mini-instruct-seed1``, ``latro-L24-seed0``."""
+    parts = [method] + ([Path(model).name] if model else []) + ([tag] if tag else []) + [f"seed{seed}"]
+    return "-".join(parts)
+
+
+def cli_flags(cfg, skip=()) -> list[str]:
+    """``--flag value`` pairs for the fields of dataclass ``cfg`` that differ from their defaults."""
+    out = []
+    for f in fields(cfg):
+        v = getattr(cfg, f.name)
+        default = f.default if f.default is not MISSING else f.default_factory()
+        if f.name in skip or v == default or v is None:
+            continue
+        out.append("--" + f.name.replace("_", "-"))
+        out.append(json.dumps(v, separators=(",", ":")) if isinstance(v, dict)
+                   else str(v).lower() if isinstance(v, bool) else str(v))
+    return out
+
+
+def launch_command(cfg, accelerate_config: str = ACCELERATE_CONFIG, num_processes: int | None = None) -> list[str]:
+    """``accelerate launch --config_file <yaml> -m latro_core.cli train|sft|rft --flag value ...`` for a
+    :class:`~latro_core.trainer.TrainConfig`."""
+    sub = {"latro": "train", "sft": "sft", "rft": "rft"}[cfg.method]
+    return (["accelerate", "launch", "--config_file", str(accelerate_config)]
+            + (["--num_processes", str(num_processes)] if num_processes else [])
+            + ["-m", "latro_core.cli", sub] + cli_flags(cfg, skip=("method",)))
+
+
+# ============================================================================ model selection
+
+def _selecting_trainer():
+    from .evaluate import greedy_accuracy
+    from .tasks import load_task
+    from .trainer import Trainer
+
+    class SelectingTrainer(Trainer):
+        """The trainer, keeping the best model by validation accuracy.
+
+        Each periodic evaluation (``eval_every``, on ``eval_split``) that beats the best so far
+        saves the model to ``<out>/best`` (with ``best.json``: step and accuracies); ties keep the
+        earlier step. With ``test_limit`` it also measures greedy accuracy on the first
+        ``test_limit`` test questions (``test_accuracy`` in metrics.jsonl), only to report the
+        paper's selection rule (best on test) next to ours; it never selects anything.
+        """
+
+        def __init__(self, config, *, test_limit: int = 0, test_max_new_tokens: int | None = None, **kw):
+            super().__init__(config, **kw)
+            self.test_limit, self.test_max_new_tokens = test_limit, test_max_new_tokens
+            self.best = None
+            best_json = self.out / "best.json"
+            if config.resume and best_json.exists():
+                self.best = json.loads(best_json.read_text())
+            elif self.acc.is_main_process:
+                shutil.rmtree(self.out / "best", ignore_errors=True)
+                best_json.unlink(missing_ok=True)
+
+        def evaluate(self) -> dict:
+            m = super().evaluate()
+            cfg = self.cfg
+            if self.test_limit:
+                task = load_task(cfg.task, "test", data_dir=cfg.data_dir, **cfg.task_kwargs)
+                m["test_accuracy"] = greedy_accuracy(
+                    self.lm, self.tok, task.subset(self.test_limit, seed=0),
+                    max_new_tokens=self.test_max_new_tokens or cfg.max_new_tokens + 32,
+                    direct=cfg.method == "sft" and task.name.startswith("arc"))
+            if self.acc.is_main_process and (self.best is None or m["eval_accuracy"] > self.best["eval_accuracy"]):
+                self.best = {"step": self.step, "eval_split": cfg.eval_split, **m}
+                tmp, best = self.out / "best.tmp", self.out / "best"
+                shutil.rmtree(tmp, ignore_errors=True)
+                self.lm.save_pretrained(tmp)
+                self.tok.save_pretrained(tmp)
+                shutil.rmtree(best, ignore_errors=True)
+                os.replace(tmp, best)
+                (self.out / "best.json").write_text(json.dumps(self.best, indent=1))
+            return m
+
+    return SelectingTrainer
+
+
+def train_run(cfg, *, launch: str = "inline", accelerate_config: str = ACCELERATE_CONFIG,
+              num_processes: int | None = None, test_limit: int = 0, test_max_new_tokens: int | None = None,
+              keep_resume_state: bool = True, cwd: str | Path | None = None, **trainer_kw) -> dict:
+    """Train one run and return :func:`run_report` of it.
+
+    launch="inline": in this process, keeping the best checkpoint by validation accuracy
+    (:class:`SelectingTrainer`; ``test_limit`` > 0 also logs test accuracy for the paper's rule).
+    ``keep_resume_state=False`` deletes the resumable ``checkpoint/`` (optimizer state) at the end.
+    launch="accelerate": print and run :func:`launch_command` (needs a GPU; the plain trainer keeps
+    only the final model, so the report selects ``final``).
+    """
+    if launch == "accelerate":
+        cmd = launch_command(cfg, accelerate_config, num_processes)
+        print("$ " + shlex.join(cmd), flush=True)
+        if not Path(cwd or ".", accelerate_config).exists():
+            print(f"warning: accelerate config {accelerate_config} not found (relative to {cwd or os.getcwd()})")
+        if not has_gpu():
+            raise ConfigError("the paper profile trains 3.8-8B models with accelerate on GPUs, and no CUDA GPU is "
+                              "visible; run the command above on a GPU machine (or use --profile demo).")
+        r = subprocess.run(cmd, cwd=cwd)
+        if r.returncode != 0:
+            raise LatroError(f"training command failed with exit status {r.returncode}: {shlex.join(cmd)}")
+    elif launch == "inline":
+        trainer = _selecting_trainer()(cfg, test_limit=test_limit, test_max_new_tokens=test_max_new_tokens,
+                                       **trainer_kw)
+        trainer.train()
+        del trainer
+        if not keep_resume_state:
+            shutil.rmtree(Path(cfg.out_dir) / "checkpoint", ignore_errors=True)
+    else:
+        raise ConfigError(f"launch={launch!r} is not one of 'inline', 'accelerate'")
+    return run_report(cfg.out_dir)
+
+
+def run_report(out_dir: str | Path) -> dict:
+    """What a finished run selected: ``model`` (the folder to evaluate: ``best`` when validation
+    selection kept one, else ``final``), ``selected_by``, ``best_step`` / ``best_eval``, the
+    evaluation ``history`` [(step, eval_accuracy, test_accuracy)], and ``paper_rule``: the best
+    test accuracy over the evaluations (the paper's rule, optimistic), when test was measured."""
+    out = Path(out_dir)
+    cfg = json.loads((out / "config.json").read_text()) if (out / "config.json").exists() else {}
+    rows = []
+    if (out / "metrics.jsonl").exists():
+        rows = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+    split = cfg.get("eval_split", "validation")
+    hist = [(m["step"], m["eval_accuracy"], m.get("test_accuracy", m["eval_accuracy"] if split == "test" else None))
+            for m in rows if "eval_accuracy" in m]
+    report = {"out": str(out), "config": cfg, "method": cfg.get("method"), "seed": cfg.get("seed"), "eval_split": split,
+              "steps": cfg.get("steps"), "history": hist, "model": str(out / "final"),
+              "selected_by": "final", "best_step": cfg.get("steps"), "best_eval": None, "paper_rule": None}
+    best = json.loads((out / "best.json").read_text()) if (out / "best.json").exists() else None
+    if best is not None and (out / "best").exists():
+        report.update(model=str(out / "best"), selected_by=f"{best.get('eval_split', split)} accuracy",
+                      best_step=best["step"], best_eval=best["eval_accuracy"])
+    tested = [(s, t) for s, _, t in hist if t is not None]
+    if tested:
+        s, t = max(tested, key=lambda st: (st[1], -st[0]))
+        report["paper_rule"] = {"step": s, "test_accuracy": t}
+    return report
+
+
+def selection_markdown(reports: dict[str, dict]) -> str:
+    """A Markdown table: per run, the step chosen on validation, its validation and test accuracy,
+    and the paper's rule (the best test accuracy over all evaluated steps, labelled as such)."""
+    def pct(x):
+        return "–" if x is None else f"{100 * x:.1f}"
+
+    lines = ["| run | selected by | step | validation acc | test acc at that step | "
+             "paper's rule: best test acc over steps (step) |", "|---|---|---|---|---|---|"]
+    for label, r in reports.items():
+        at = {s: t for s, _, t in r["history"]}
+        pr = r["paper_rule"]
+        lines.append(f"| {label} | {r['selected_by']} | {r['best_step']} | "
+                     f"{pct(r['best_eval']) if r['eval_split'] != 'test' else '–'} | {pct(at.get(r['best_step']))} | "
+                     + (f"{pct(pr['test_accuracy'])} ({pr['step']})" if pr else "–") + " |")
+    return "\n".join(lines) + "\n"
+
+
+# ============================================================================ reproduce
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def select_notebooks(notebook_dir: str | Path, names: str = "") -> list[Path]:
+    """The notebooks to run, in order: every ``*.ipynb`` in ``notebook_dir`` (sorted), or those named
+    in the comma list ``names`` (a full name or a unique prefix such as ``04``)."""
+    folder = Path(notebook_dir)
+    found = sorted(p for p in folder.glob("*.ipynb") if not p.name.startswith("."))
+    if not found:
+        raise ConfigError(f"no notebooks (*.ipynb) in {folder.resolve()}; run from the repository root "
+                          f"or pass --notebook-dir.")
+    if not names.strip():
+        return found
+    chosen = []
+    for want in (notebook_name(n.strip()) for n in names.split(",") if n.strip()):
+        hits = [p for p in found if p.stem == want] or [p for p in found if p.stem.startswith(want)]
+        if len(hits) != 1:
+            raise ConfigError(f"notebook {want!r} {'is ambiguous' if hits else 'not found'} in {folder}; "
+                              f"available: {', '.join(p.stem for p in found)}.")
+        if hits[0] not in chosen:
+            chosen.append(hits[0])
+    return sorted(chosen)
+
+
+def _snapshot(*folders: Path) -> dict[str, int]:
+    return {str(p): p.stat().st_mtime_ns for f in folders if f.is_dir() for p in f.rglob("*") if p.is_file()}
+
+
+def _skip(nb: Path, executed: Path, marker: Path, force: bool) -> dict | None:
+    """The marker's record when ``nb`` completed before with the same source, else None."""
+    if force or not (marker.exists() and executed.exists()):
+        return None
+    try:
+        done = json.loads(marker.read_text())
+    except ValueError:
+        return None
+    return done if done.get("source_sha256") == _sha256(nb) else None
+
+
+def _fmt_s(s: float | None) -> str:
+    if s is None:
+        return "–"
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
+
+
+def format_summary(summary: dict) -> str:
+    rows = summary["notebooks"]
+    w = max([len("notebook")] + [len(r["notebook"]) for r in rows])
+    lines = [f"latro reproduce: profile {summary['profile']}, {len(rows)} notebook(s), "
+             f"{_fmt_s(summary['wall_s'])} in all", "",
+             f"{'notebook':<{w}}  {'status':<8}  {'wall':>9}  executed notebook"]
+    for r in rows:
+        wall = _fmt_s(r.get("wall_s")) + (" (before)" if r["status"] == "skipped" else "")
+        lines.append(f"{r['notebook']:<{w}}  {r['status']:<8}  {wall:>9}  {r['executed']}")
+    lines += ["", f"files written or updated in figures/ and results/ ({len(summary['files'])}):"]
+    lines += [f"  {f}" for f in summary["files"]] or ["  (none)"]
+    return "\n".join(lines)
+
+
+def reproduce(cfg: ReproduceConfig) -> dict:
+    """Execute the notebooks for ``cfg.profile`` (see the module docstring); returns the summary
+    {"profile", "notebooks": [{notebook, status, wall_s, executed}], "files", "wall_s"}, also
+    written to ``<out>/<profile>/summary.json``."""
+    import papermill
+    from tqdm.auto import tqdm
+
+    profile = check_profile(cfg.profile)
+    if profile == "paper" and not cfg.force and not has_gpu():
+        raise ConfigError("the paper profile trains 3.8-8B models and needs a CUDA GPU, and none is visible; "
+                          "use --profile demo on a CPU, or pass --force to run it anyway.")
+    nb_dir = Path(cfg.notebook_dir).resolve()
+    notebooks = select_notebooks(nb_dir, cfg.notebooks)
+    out = Path(cfg.out) / profile
+    out.mkdir(parents=True, exist_ok=True)
+    watched = (nb_dir.parent / "figures", nb_dir.parent / "results")
+    before = _snapshot(*watched)
+    t_all = time.time()
+    rows = []
+
+    def summary() -> dict:
+        after = _snapshot(*watched)
+        files = sorted(os.path.relpath(p, nb_dir.parent) for p, t in after.items() if before.get(p) != t)
+        s = {"profile": profile, "notebooks": rows, "files": files, "wall_s": time.time() - t_all}
+        (out / "summary.json").write_text(json.dumps(s, indent=1))
+        print("\n" + format_summary(s), flush=True)
+        return s
+
+    bar = tqdm(notebooks, desc=f"reproduce {profile}", unit="notebook", position=0)
+    for nb in bar:
+        name, executed, marker = nb.stem, out / f"{nb.stem}.ipynb", out / f"{nb.stem}.done"
+        bar.set_postfix_str(name)
+        done = _skip(nb, executed, marker, cfg.force)
+        if done is not None:
+            rows.append({"notebook": name, "status": "skipped", "wall_s": done.get("wall_s"), "executed": str(executed)})
+            tqdm.write(f"{name}: completed before ({done.get('finished')}), skipped; --force reruns it")
+            continue
+        marker.unlink(missing_ok=True)
+        started, t0 = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.time()
+        try:
+            papermill.execute_notebook(str(nb), str(executed), parameters={"profile": profile},
+                                       kernel_name=cfg.kernel, cwd=str(nb_dir), progress_bar=True)
+        except Exception as e:  # noqa: BLE001 - any failure stops the run with the same message
+            rows.append({"notebook": name, "status": "FAILED", "wall_s": time.time() - t0, "executed": str(executed)})
+            bar.close()
+            summary()
+            what = (f"{e.ename}: {e.evalue}" if hasattr(e, "ename") else f"{type(e).__name__}: {e}").strip()
+            cell = f" in cell [{e.exec_count}]" if getattr(e, "exec_count", None) else ""
+            raise ReproduceError(f"notebook {name} failed{cell} ({what.splitlines()[0][:300]}); the notebooks after "
+                                 f"it were not run. Inspect the executed notebook {executed}, fix, and rerun "
+                                 f"(completed notebooks are skipped).") from None
+        wall = time.time() - t0
+        marker.write_text(json.dumps({"notebook": name, "profile": profile, "started": started,
+                                      "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "wall_s": round(wall, 1),
+                                      "source": str(nb), "source_sha256": _sha256(nb), "executed": str(executed),
+                                      "python": sys.executable}, indent=1))
+        rows.append({"notebook": name, "status": "ran", "wall_s": wall, "executed": str(executed)})
+    bar.close()
+    return summary()
+
+
+__all__ = ["ReproduceConfig", "ReproduceError", "reproduce", "select_notebooks", "format_summary",
+           "resolve_data_dir", "task_available", "has_gpu", "run_name", "cli_flags", "launch_command",
+           "train_run", "run_report", "selection_markdown"]
+

@@ -1,0 +1,209 @@
+"""Results tables (the paper's Table 2) built from evaluation summaries: ``latro tables``.
+
+Every ``summary.json`` written by ``latro evaluate`` under ``runs`` is read; summaries are grouped
+by (model label, method, task, split) and, within a group, by seed (training seed, sampling seed;
+the newest summary wins when one seed was evaluated twice). Rows are model × method (Base, SFT,
+RFT, LaTRO), columns "GD" (greedy) and "maj@8" for each task. A cell is
+
+    mean accuracy over seeds  [95% interval]   (n questions, number of seeds)
+
+with the Wilson interval of the single seed, or, for ≥ 2 seeds, the Wilson interval pooled over
+all questions × seeds (which treats them as independent, so it ignores between-seed variance)
+together with the standard deviation of the per-seed accuracies. Nothing is typed by hand: the
+.md, .csv and .json files each record the command, the git commit and the source summaries.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .errors import ConfigError
+from .evaluate import SUMMARY_KIND, command_line, git_commit, wilson_interval
+
+METHOD_NAMES = {"base": "Base", "sft": "SFT", "rft": "RFT", "latro": "LaTRO"}
+
+
+@dataclass
+class TablesConfig:
+    """``latro tables``: scan ``runs`` for evaluation summaries, write ``out/<name>.{md,csv,json}``."""
+
+    runs: str = "runs"          # folder scanned (recursively) for summary.json
+    out: str = "results"
+    name: str = "table2"
+    split: str = "test"         # only summaries of this split; "all": every split (columns per split)
+    maj_k: int = 8              # the maj@k column (shown where some summary has k >= maj_k)
+
+
+# ----------------------------------------------------------------------------- reading
+
+def find_summaries(root: str | Path) -> list[tuple[Path, dict]]:
+    """(path, summary) of every evaluation summary.json under ``root``, sorted by path."""
+    found = []
+    for path in sorted(Path(root).rglob("summary.json")):
+        try:
+            s = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(s, dict) and (s.get("kind") == SUMMARY_KIND or ("task" in s and "greedy" in s)):
+            found.append((path, s))
+    return found
+
+
+def _seed_key(s: dict) -> tuple:
+    return (s.get("train_seed"), s.get("seed"))
+
+
+def _group(found, split: str) -> tuple[dict, list[Path], list[Path]]:
+    """{(label, method, task, split): {seed key: (path, summary)}}, used paths, superseded paths."""
+    groups: dict[tuple, dict] = {}
+    superseded = []
+    for path, s in found:
+        if split != "all" and s.get("split") != split:
+            continue
+        key = (s.get("model_label") or "?", (s.get("method") or "base").lower(), s["task"], s.get("split"))
+        seeds = groups.setdefault(key, {})
+        new = (s.get("created") or "", path.stat().st_mtime)
+        old = seeds.get(_seed_key(s))
+        if old is not None:
+            old_when = (old[1].get("created") or "", old[0].stat().st_mtime)
+            if old_when >= new:
+                superseded.append(path)
+                continue
+            superseded.append(old[0])
+        seeds[_seed_key(s)] = (path, s)
+    used = sorted(p for seeds in groups.values() for p, _ in seeds.values())
+    return groups, used, sorted(superseded)
+
+
+# ----------------------------------------------------------------------------- cells
+
+def cell_stats(results: list[tuple[int, int]]) -> dict:
+    """One table cell from per-seed (correct, n) pairs.
+
+    mean = (1/S) Σ_s c_s/n_s;  ci95 = Wilson(c_1, n_1) for S = 1, else Wilson(Σc_s, Σn_s) (pooled);
+    seed_std = sample std of c_s/n_s (S ≥ 2, else None).
+    """
+    accs = [c / n for c, n in results if n > 0]
+    if not accs:
+        return {"mean": None, "ci95": [None, None], "seed_std": None, "n": [], "seeds": 0, "correct": 0, "total": 0}
+    correct, total = sum(c for c, _ in results), sum(n for _, n in results)
+    lo, hi = wilson_interval(*results[0]) if len(results) == 1 else wilson_interval(correct, total)
+    return {"mean": statistics.fmean(accs), "ci95": [lo, hi],
+            "seed_std": statistics.stdev(accs) if len(accs) > 1 else None,
+            "n": sorted({n for _, n in results}), "seeds": len(results), "correct": correct, "total": total}
+
+
+def _metric(s: dict, metric: str, maj_k: int) -> tuple[int, int] | None:
+    """(correct, n) of a summary for metric "GD" (greedy) or "maj" (maj@maj_k); None when not run."""
+    entry = s.get("greedy") if metric == "GD" else (s.get("maj_at_k") or {}).get(str(maj_k))
+    if not entry or entry.get("n") is None:
+        return None
+    return int(entry["correct"]), int(entry["n"])
+
+
+def format_cell(c: dict) -> str:
+    """'45.2 [41.0, 49.5] (n=500)' or '45.2 ± 1.3 sd [43.1, 47.3] (n=500 × 3 seeds)' (percent)."""
+    if c is None or c["mean"] is None:
+        return "–"
+    n = "/".join(str(x) for x in c["n"])
+    ci = f"[{100 * c['ci95'][0]:.1f}, {100 * c['ci95'][1]:.1f}]"
+    if c["seeds"] == 1:
+        return f"{100 * c['mean']:.1f} {ci} (n={n})"
+    return f"{100 * c['mean']:.1f} ± {100 * c['seed_std']:.1f} sd {ci} (n={n} × {c['seeds']} seeds)"
+
+
+def _method_order(m: str) -> tuple:
+    order = list(METHOD_NAMES)
+    return (order.index(m), m) if m in order else (len(order), m)
+
+
+# ----------------------------------------------------------------------------- building
+
+def build_tables(cfg: TablesConfig) -> dict:
+    """Build the table from ``cfg.runs``/**/summary.json and write ``cfg.out``/``cfg.name``.{md,csv,json}.
+
+    Returns the JSON content (with ``"paths"``, the files written, added).
+    """
+    found = find_summaries(cfg.runs)
+    groups, used, superseded = _group(found, cfg.split)
+    if not groups:
+        raise ConfigError(f"no evaluation summaries (summary.json from `latro evaluate`) with split={cfg.split!r} "
+                          f"under {cfg.runs!r}; run `latro evaluate` first or pass --runs / --split all.")
+    task_splits = sorted({(t, sp) for _, _, t, sp in groups})
+    many_splits = {t for t, _ in task_splits if sum(1 for u, _ in task_splits if u == t) > 1}
+    columns = []  # (label, task, split, metric)
+    for t, sp in task_splits:
+        base = f"{t}/{sp}" if t in many_splits else t
+        metrics = ["GD"] + ([f"maj@{cfg.maj_k}"] if any(
+            _metric(s, "maj", cfg.maj_k) for (_, _, t2, sp2), seeds in groups.items() if (t2, sp2) == (t, sp)
+            for _, s in seeds.values()) else [])
+        columns += [(f"{base} {m}", t, sp, m) for m in metrics]
+    rows = []
+    for label, method in sorted({(k[0], k[1]) for k in groups}, key=lambda lm: (lm[0], _method_order(lm[1]))):
+        cells = {}
+        for col, t, sp, m in columns:
+            seeds = groups.get((label, method, t, sp), {})
+            res = [r for _, s in sorted(seeds.values(), key=lambda ps: str(ps[0]))
+                   if (r := _metric(s, "GD" if m == "GD" else "maj", cfg.maj_k)) is not None]
+            cells[col] = cell_stats(res) if res else None
+        rows.append({"model": label, "method": METHOD_NAMES.get(method, method), "cells": cells})
+    table = {"command": command_line("tables", cfg), "git_commit": git_commit(),
+             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": asdict(cfg),
+             "columns": [c[0] for c in columns], "rows": rows,
+             "sources": [str(p) for p in used], "superseded": [str(p) for p in superseded]}
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {ext: out / f"{cfg.name}.{ext}" for ext in ("md", "csv", "json")}
+    paths["md"].write_text(to_markdown(table))
+    paths["csv"].write_text(to_csv(table, columns))
+    paths["json"].write_text(json.dumps(table, indent=1))
+    table["paths"] = {k: str(v) for k, v in paths.items()}
+    print(f"latro tables: {len(rows)} rows x {len(columns)} columns from {len(used)} summaries -> "
+          + ", ".join(str(p) for p in paths.values()))
+    return table
+
+
+def _provenance_lines(table: dict) -> list[str]:
+    return ([f"command: {table['command']}", f"git commit: {table['git_commit'] or 'unknown'}",
+             f"created: {table['created']}"] + [f"source: {p}" for p in table["sources"]]
+            + [f"superseded (same seed, older): {p}" for p in table["superseded"]])
+
+
+def to_markdown(table: dict) -> str:
+    """The table as Markdown: a header with provenance, one row per model × method."""
+    head = ["Model", "Method"] + table["columns"]
+    lines = [f"# Zero-shot accuracy (%) — {table['config']['name']}", "",
+             "Cells: mean accuracy over seeds [95% interval] (n questions; seeds). One seed: Wilson "
+             "interval; ≥ 2 seeds: ± sd of per-seed accuracies and the Wilson interval pooled over "
+             "questions × seeds. GD: greedy decoding; maj@k: majority vote over k samples at T = 1.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in table["rows"]:
+        lines.append("| " + " | ".join([r["model"], r["method"]] + [format_cell(r["cells"][c]) for c in table["columns"]])
+                     + " |")
+    lines += [""] + [f"- {ln}" for ln in _provenance_lines(table)]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(table: dict, columns) -> str:
+    """Long format, one line per cell, after ``# `` comment lines with the provenance."""
+    buf = io.StringIO()
+    for ln in _provenance_lines(table):
+        buf.write(f"# {ln}\n")
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["model", "method", "task", "split", "metric", "mean", "ci95_lo", "ci95_hi", "seed_std",
+                "n", "seeds", "correct", "total"])
+    for r in table["rows"]:
+        for col, t, sp, m in columns:
+            c = r["cells"][col]
+            if c is None:
+                continue
+            w.writerow([r["model"], r["method"], t, sp, m, c["mean"], c["ci95"][0], c["ci95"][1],
+                        "" if c["seed_std"] is None else c["seed_std"], "/".join(map(str, c["n"])),
+                        c["seeds"], c["correct"], c["total"]])
+    return buf.getvalue()

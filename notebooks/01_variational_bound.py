@@ -1,0 +1,381 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 01 · The variational bound behind LaTRO
+#
+# LaTRO (*Language Models are Hidden Reasoners*, arXiv 2411.04282) treats a chain-of-thought
+# rationale $z$ as a **latent variable**. A question $x$ has a gold answer $y$; a language model
+# reaches $y$ by first writing some rationale $z$ and then the answer after it, so the probability it
+# gives to $y$ is a sum over all rationales:
+#
+# $$\log \pi_\theta(y \mid x) \;=\; \log \sum_{z} \pi_\theta(y \mid x \oplus z)\,\pi_0(z \mid x).
+# \qquad\text{(paper, Eq. 2)}$$
+#
+# The sum has astronomically many terms for a real model, so LaTRO maximises a **lower bound**
+# instead (Eq. 3), with the rationale distribution $q(z\mid x)$ being the model itself, $q = \pi_\theta$:
+#
+# $$\log \pi_\theta(y \mid x) \;\ge\; \mathbb{E}_{z\sim q(z\mid x)}\big[\log \pi_\theta(y \mid x \oplus z)\big]
+#   \;-\; D_{\mathrm{KL}}\big(q(z\mid x)\,\|\,\pi_0(z\mid x)\big).$$
+#
+# This notebook checks that argument step by step, on a model small enough to enumerate exactly:
+# a handful of rationales with explicit probabilities. Then it checks the paper's **Proposition 1**:
+# chain-of-thought with self-consistency (majority vote over sampled rationales) approximates
+# $\arg\max_y$ of the same marginal.
+#
+# Every formula is followed by a cell that computes both sides and compares them.
+#
+# | profile | what changes | time |
+# |---|---|---|
+# | `smoke` | 1,000 simulated votes per $K$ | seconds |
+# | `demo`  | 10,000 votes per $K$, more values of $K$ | seconds to a minute |
+# | `paper` | as `demo` (no model here: the toy is exact) | same |
+
+# %%
+import os
+import subprocess
+import sys
+
+if "google.colab" in sys.modules:  # on Colab: install latro_core from its git repository
+    url = os.environ.get("LATRO_REPO_URL", "https://github.com/latro-repro/latro")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "git+" + url], check=True)
+
+# %% tags=["parameters"]
+profile = "smoke"  # smoke | demo | paper   (papermill: -p profile demo)
+# Knobs left at None take the profile's value (next cell); set one to override it.
+seed = None        # random seed of the simulations
+n_votes = None     # simulated CoT-SC runs (majority votes) per K
+ks = None          # the numbers of samples K per vote
+n_marginal = None  # (rationale, answer) samples used to compare the answer frequencies with p_M
+n_path = None      # points on the path from prior to posterior
+
+# %%
+NOTEBOOK = "01_variational_bound"
+LOCAL = {  # this notebook's defaults per profile
+    "smoke": dict(seed=0, n_votes=1000, ks=[1, 2, 4, 8, 16, 32, 64], n_marginal=20_000, n_path=21),
+    "demo": dict(seed=0, n_votes=10_000, ks=[1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128],
+                 n_marginal=200_000, n_path=51),
+    "paper": dict(seed=0, n_votes=10_000, ks=[1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128],
+                  n_marginal=200_000, n_path=51),
+}
+if profile not in LOCAL:
+    raise ValueError(f"profile must be one of {list(LOCAL)}, got {profile!r}")
+try:  # the project's table of settings (latro_core/profiles.py), for the keys this notebook uses
+    from latro_core.profiles import settings as project_settings
+    table = {k: v for k, v in project_settings(NOTEBOOK, profile).items() if k in LOCAL[profile]}
+except ImportError:
+    table = {}
+for name, value in {**LOCAL[profile], **table}.items():
+    if globals()[name] is None:  # a knob set in the parameters cell (or by papermill -p) wins
+        globals()[name] = value
+print({name: globals()[name] for name in LOCAL[profile]})
+
+# %%
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import torch
+
+from latro_core.evaluate import majority_vote, wilson_interval
+from latro_core.objective import self_reward
+
+ROOT = Path.cwd() if (Path.cwd() / "latro_core").exists() else Path.cwd().parent
+FIG = ROOT / "figures"
+FIG.mkdir(exist_ok=True)
+torch.set_default_dtype(torch.float64)  # exact checks: float64 throughout
+
+
+def kl(q, p):
+    """KL(q || p) for two distributions over the same finite set (tensors of probabilities)."""
+    return (q * (q.log() - p.log())).sum(-1)
+
+
+# %% [markdown]
+# ## 1. A latent-rationale model you can enumerate
+#
+# One question $x$, six possible rationales $z_0, \dots, z_5$ and four possible answers. The
+# **prior** $\pi_0(z\mid x)$ is how likely the (untrained) model is to write each rationale; the
+# **likelihood** $\pi(y \mid x\oplus z)$ is a row per rationale: how likely each answer is after it.
+#
+# The gold answer is `"21"`. The single most likely rationale, $z_0$, leads to the wrong answer `"17"`,
+# but most of the remaining probability mass leads to `"21"`: a situation where summing over
+# rationales matters.
+
+# %%
+answers = ["17", "21", "13", "7"]
+gold = answers.index("21")
+prior = torch.tensor([0.30, 0.20, 0.15, 0.15, 0.10, 0.10])      # pi_0(z | x), z = 0..5
+lik = torch.tensor([[0.70, 0.10, 0.10, 0.10],                  # pi(y | x + z_0): mostly "17"
+                    [0.05, 0.85, 0.05, 0.05],                  # z_1..z_3 mostly give "21"
+                    [0.10, 0.70, 0.10, 0.10],
+                    [0.10, 0.60, 0.20, 0.10],
+                    [0.25, 0.25, 0.25, 0.25],                  # z_4: a vague rationale
+                    [0.05, 0.15, 0.75, 0.05]])                 # z_5 mostly gives "13"
+assert torch.allclose(prior.sum(), torch.tensor(1.0)) and torch.allclose(lik.sum(1), torch.ones(6))
+log_lik_gold = lik[:, gold].log()                              # log pi(y | x + z) for the gold y
+
+# %% [markdown]
+# ### The marginal likelihood (Eq. 2)
+#
+# $$p(y\mid x) = \sum_z \pi(y\mid x\oplus z)\,\pi_0(z\mid x), \qquad \sum_y p(y \mid x) = 1.$$
+
+# %%
+p_marginal = prior @ lik                                       # p(y | x) for every answer y
+log_p = torch.logsumexp(log_lik_gold + prior.log(), 0)          # log p(gold | x), computed in log space
+print("p(y|x):", {a: round(float(p), 4) for a, p in zip(answers, p_marginal)})
+print(f"log p(gold|x) = {log_p:.6f}  =  log {p_marginal[gold]:.4f}")
+assert torch.allclose(p_marginal.sum(), torch.tensor(1.0))
+assert torch.allclose(log_p, p_marginal[gold].log())
+
+# %% [markdown]
+# ## 2. Jensen's inequality gives the bound (Eq. 3)
+#
+# Multiply and divide by any distribution $q(z\mid x)$ that covers the rationales, then use that
+# $\log$ is concave ($\log \mathbb{E} \ge \mathbb{E} \log$):
+#
+# $$\log p(y\mid x) = \log \mathbb{E}_{q}\!\left[\frac{\pi(y\mid x\oplus z)\,\pi_0(z\mid x)}{q(z\mid x)}\right]
+# \;\ge\; \mathbb{E}_{q}\!\left[\log \pi(y\mid x\oplus z)\right] - D_{\mathrm{KL}}(q\,\|\,\pi_0)
+# \;=:\; \mathrm{ELBO}(q).$$
+#
+# Check: for the prior itself, the uniform distribution and random $q$'s, the bound holds.
+
+# %%
+def elbo(q):
+    """E_q[log pi(y|x+z)] - KL(q || pi_0), exactly (sum over the six rationales)."""
+    return (q * log_lik_gold).sum(-1) - kl(q, prior)
+
+
+torch.manual_seed(seed)
+g = torch.Generator().manual_seed(seed)
+random_qs = torch.distributions.Dirichlet(torch.ones(6)).sample((1000,))  # 1000 random q's
+uniform = torch.full((6,), 1 / 6)
+print(f"log p(y|x)      = {log_p:.4f}")
+print(f"ELBO(prior)     = {elbo(prior):.4f}")
+print(f"ELBO(uniform)   = {elbo(uniform):.4f}")
+print(f"max ELBO over 1000 random q = {elbo(random_qs).max():.4f}")
+assert (elbo(random_qs) <= log_p + 1e-12).all() and elbo(prior) <= log_p and elbo(uniform) <= log_p
+
+# %% [markdown]
+# ### How loose is it? The gap is a KL divergence to the posterior
+#
+# Define the **posterior** over rationales given the answer,
+# $p(z\mid x, y) = \pi(y\mid x\oplus z)\,\pi_0(z\mid x) / p(y\mid x)$. Then for every $q$
+#
+# $$\log p(y\mid x) - \mathrm{ELBO}(q)
+# = \mathbb{E}_q\big[\log q(z\mid x) - \log \pi_0(z \mid x) - \log \pi(y\mid x\oplus z) + \log p(y \mid x)\big]
+# = D_{\mathrm{KL}}\big(q(z\mid x)\,\|\,p(z\mid x,y)\big) \;\ge 0,$$
+#
+# so the bound is tight exactly when $q$ is the posterior: the rationales that *explain the gold
+# answer*, weighted by how plausible they were a priori.
+
+# %%
+posterior = torch.softmax(log_lik_gold + prior.log(), 0)        # p(z | x, y)
+gap = log_p - elbo(random_qs)
+print("posterior p(z|x,y):", [round(float(p), 4) for p in posterior])
+print(f"ELBO(posterior) = {elbo(posterior):.6f}   log p(y|x) = {log_p:.6f}")
+print(f"max |gap - KL(q || posterior)| over 1000 random q: {(gap - kl(random_qs, posterior)).abs().max():.2e}")
+assert torch.allclose(gap, kl(random_qs, posterior))
+assert torch.allclose(elbo(posterior), log_p)
+
+# %% [markdown]
+# ### The bound is the expected self-reward
+#
+# LaTRO writes the bound as an expectation of a per-rationale **self-reward** (β = 1 here; the paper
+# uses a smaller β, see below):
+#
+# $$r(z) = \log \pi_\theta(y\mid x\oplus z) - \beta\,\big[\log q(z\mid x) - \log \pi_0(z\mid x)\big],
+# \qquad \mathrm{ELBO}(q) = \mathbb{E}_{z\sim q}[r(z)].$$
+#
+# `latro_core.objective.self_reward` computes $r$; its expectation under $q$ reproduces the bound.
+
+# %%
+for name, q in [("prior", prior), ("uniform", uniform), ("posterior", posterior)]:
+    r = self_reward(logp_y=log_lik_gold, logp_z=q.log(), ref_logp_z=prior.log(), beta=1.0)
+    print(f"q = {name:9s}: E_q[r] = {(q * r).sum():.6f}   ELBO(q) = {elbo(q):.6f}")
+    assert torch.allclose((q * r).sum(), elbo(q))
+
+# %% [markdown]
+# ## 3. From the prior to the posterior
+#
+# Move $q$ along the geometric path $q_t \propto \pi_0^{\,1-t}\, p(z\mid x,y)^{\,t}$, $t\in[0,1]$.
+# At $t = 0$ the rationales are sampled as the untrained model would ($q = \pi_0$; the bound is then
+# $\mathbb{E}_{\pi_0}[\log\pi(y\mid x\oplus z)]$); at $t = 1$ the bound touches $\log p(y\mid x)$.
+# Along the way the gap is $D_{\mathrm{KL}}(q_t\|p(z\mid x,y))$, plotted on the right.
+
+# %%
+ts = torch.linspace(0, 1, n_path)
+path = torch.softmax((1 - ts[:, None]) * prior.log() + ts[:, None] * posterior.log(), -1)  # (n_path, 6)
+bound = elbo(path)
+assert torch.allclose(log_p - bound, kl(path, posterior)) and torch.allclose(bound[-1], log_p)
+
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4))
+ax1.axhline(float(log_p), color="k", lw=1.2, label=r"$\log p(y\mid x)$ (exact)")
+ax1.plot(ts, bound, lw=2, label=r"ELBO$(q_t)$")
+ax1.fill_between(ts, bound, float(log_p), alpha=0.2, label="gap")
+ax1.set_xlabel(r"$t$  ($q_0=\pi_0$ … $q_1=p(z\mid x,y)$)")
+ax1.set_ylabel("nats")
+ax1.legend(fontsize=8)
+ax2.plot(ts, log_p - bound, lw=3, alpha=0.5, label=r"$\log p(y\mid x) - $ELBO")
+ax2.plot(ts, kl(path, posterior), "k--", lw=1, label=r"KL$(q_t\,\|\,p(z\mid x,y))$")
+ax2.set_xlabel(r"$t$")
+ax2.legend(fontsize=8)
+fig.suptitle("The variational bound tightens as q moves from the prior to the posterior")
+fig.tight_layout()
+fig.savefig(FIG / "01_elbo_path.png", dpi=150)
+plt.show()
+
+# %% [markdown]
+# ### Maximising the bound over $q$ recovers the posterior
+#
+# LaTRO does not know the posterior: it *climbs* the bound by gradient ascent on $\theta$ (notebook 02
+# estimates that gradient by sampling). On the toy we can climb it exactly: parameterise
+# $q = \mathrm{softmax}(\phi)$, start at the prior, and follow $\nabla_\phi\,\mathrm{ELBO}$.
+#
+# With a KL weight β the maximiser and the maximum are known in closed form,
+#
+# $$q^*_\beta(z) \propto \pi_0(z\mid x)\,\pi(y\mid x\oplus z)^{1/\beta}, \qquad
+# \max_q \Big(\mathbb{E}_q[\log\pi(y\mid x\oplus z)] - \beta\,D_{\mathrm{KL}}(q\|\pi_0)\Big)
+# = \beta \log \mathbb{E}_{\pi_0}\big[\pi(y\mid x\oplus z)^{1/\beta}\big],$$
+#
+# which for β = 1 is $\log p(y\mid x)$ and the posterior. A small β (the paper uses 0.05 on GSM8K)
+# lets $q$ move further from $\pi_0$ towards the rationales that make the gold answer most likely.
+
+# %%
+def climb(beta, steps=400, lr=0.5):
+    phi = prior.log().clone().requires_grad_(True)
+    opt = torch.optim.Adam([phi], lr=lr)
+    for _ in range(steps):
+        q = phi.softmax(0)
+        objective = (q * log_lik_gold).sum() - beta * kl(q, prior)   # exact: a sum over the six z
+        opt.zero_grad()
+        (-objective).backward()
+        opt.step()
+    q = phi.detach().softmax(0)
+    return q, (q * self_reward(log_lik_gold, q.log(), prior.log(), beta)).sum()
+
+
+for beta in (1.0, 0.5, 0.1):
+    q_star = torch.softmax(prior.log() + log_lik_gold / beta, 0)
+    best = beta * torch.logsumexp(prior.log() + log_lik_gold / beta, 0)
+    q_hat, value = climb(beta)
+    print(f"beta={beta:4.2f}: climbed value {value:.5f}, closed form {best:.5f}; "
+          f"max |q_hat - q*| = {(q_hat - q_star).abs().max():.1e}; q*(gold-giving z_1..z_3) = {q_star[1:4].sum():.3f}")
+    assert abs(value - best) < 1e-4 and (q_hat - q_star).abs().max() < 1e-2
+assert torch.allclose(torch.softmax(prior.log() + log_lik_gold, 0), posterior)
+
+# %% [markdown]
+# ## 4. Proposition 1: self-consistency approximates $\arg\max_y$ of the marginal
+#
+# Chain-of-thought with self-consistency (CoT-SC) samples $K$ rationales $z_k \sim \pi(z\mid x)$, then
+# an answer after each, $y_k \sim \pi(y\mid x\oplus z_k)$, and returns the most frequent answer. Each
+# $y_k$ is an independent draw from the marginal
+#
+# $$p_M(y\mid x) = \mathbb{E}_{z\sim\pi(\cdot\mid x)}\big[\pi(y\mid x\oplus z)\big] = \sum_z \pi(y\mid x\oplus z)\,\pi(z\mid x),$$
+#
+# so by the law of large numbers the answer frequencies converge to $p_M$ and the majority vote to
+# $\arg\max_y p_M(y\mid x)$ as $K\to\infty$ (the probability of a wrong vote falls exponentially in $K$).
+# This is the same marginal whose log LaTRO bounds: CoT-SC *estimates* it at inference time, LaTRO
+# *trains* the model to put more of it on the gold answer.
+#
+# In the toy, let the model sample rationales from $\pi(z\mid x) = \pi_0$. Greedy decoding of the
+# rationale would pick $z_0$ and then answer `"17"`; the marginal's mode is `"21"`.
+
+# %%
+greedy_answer = answers[int(lik[prior.argmax()].argmax())]
+mode = answers[int(p_marginal.argmax())]
+print(f"answer after the most likely rationale: {greedy_answer!r};  argmax_y p_M(y|x): {mode!r}")
+
+
+def cot_sc_samples(n, k):
+    """n independent CoT-SC runs of k samples: z ~ pi(z|x), then y ~ pi(y|x+z). Returns answer strings."""
+    z = torch.multinomial(prior, n * k, replacement=True, generator=g)
+    y = torch.multinomial(lik[z], 1, generator=g).squeeze(1)
+    return [[answers[i] for i in row] for row in y.view(n, k).tolist()]
+
+
+# %% [markdown]
+# ### The answers are draws from $p_M$
+#
+# Sample many $(z, y)$ pairs and compare the answer frequencies with $p_M(y\mid x)$, in units of the
+# binomial standard error $\sqrt{p_M(1-p_M)/n}$.
+
+# %%
+flat = cot_sc_samples(n_marginal, 1)
+freq = torch.tensor([sum(row[0] == a for row in flat) / n_marginal for a in answers])
+se = (p_marginal * (1 - p_marginal) / n_marginal).sqrt()
+for a, f, p, s in zip(answers, freq, p_marginal, se):
+    print(f"answer {a:>2s}: frequency {f:.4f}   p_M {p:.4f}   ({(f - p) / s:+.1f} s.e.)")
+assert ((freq - p_marginal).abs() < 5 * se).all()
+
+# %% [markdown]
+# ### The majority vote converges to $\arg\max_y p_M$
+#
+# For each $K$, run `n_votes` independent CoT-SC votes (`latro_core.evaluate.majority_vote`, the vote
+# used by the evaluator; ties go to the answer sampled first) and count how often the vote is the
+# marginal's mode. 95% Wilson intervals.
+
+# %%
+hits, intervals = [], []
+for k in ks:
+    votes = [majority_vote(run) for run in cot_sc_samples(n_votes, k)]
+    h = sum(v == mode for v in votes)
+    hits.append(h / n_votes)
+    intervals.append(wilson_interval(h, n_votes))
+    print(f"K = {k:3d}: P(vote = {mode!r}) = {h / n_votes:.3f}  "
+          f"[{intervals[-1][0]:.3f}, {intervals[-1][1]:.3f}]")
+p_mode = float(p_marginal.max())
+assert abs(hits[0] - p_mode) < 5 * (p_mode * (1 - p_mode) / n_votes) ** 0.5  # K = 1: one draw, P = p_M(mode)
+assert hits[-1] > 0.9 and hits[-1] > hits[0]
+
+# %%
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4))
+lo = [h - a for h, (a, _) in zip(hits, intervals)]
+hi = [b - h for h, (_, b) in zip(hits, intervals)]
+ax1.errorbar(ks, hits, yerr=[lo, hi], marker="o", ms=4, capsize=3, label="majority vote = argmax $p_M$")
+ax1.axhline(1.0, color="k", lw=0.8)
+ax1.axhline(float(p_marginal.max()), color="gray", ls=":", lw=1, label=r"$K=1$: $\max_y p_M(y\mid x)$")
+ax1.set_xscale("log", base=2)
+ax1.set_xticks(ks, [str(k) for k in ks], fontsize=7)
+ax1.minorticks_off()
+ax1.set_xlabel("K (samples per vote)")
+ax1.set_ylabel("probability")
+ax1.set_ylim(0, 1.05)
+ax1.legend(fontsize=8, loc="lower right")
+x = torch.arange(len(answers))
+ax2.bar(x - 0.2, p_marginal, 0.4, label=r"$p_M(y\mid x)$ (exact)")
+ax2.bar(x + 0.2, freq, 0.4, label=f"frequency in {n_marginal:,} samples")
+ax2.set_xticks(x, answers)
+ax2.set_xlabel("answer y")
+ax2.legend(fontsize=8)
+fig.suptitle("CoT with self-consistency estimates the marginal over rationales (Proposition 1)")
+fig.tight_layout()
+fig.savefig(FIG / "01_self_consistency.png", dpi=150)
+plt.show()
+
+# %% [markdown]
+# ## Summary
+#
+# - The marginal likelihood of the gold answer sums over rationales (Eq. 2). For any rationale
+#   distribution $q$, Jensen's inequality bounds it from below by
+#   $\mathbb{E}_q[\log \pi(y\mid x\oplus z)] - D_{\mathrm{KL}}(q\|\pi_0)$ (Eq. 3), and the gap is exactly
+#   $D_{\mathrm{KL}}(q\,\|\,p(z\mid x,y))$: checked to machine precision above.
+# - The bound is the expectation of the self-reward $r(z)$ that LaTRO computes per sampled rationale
+#   (`objective.self_reward`); maximising it over $q$ moves $q$ to the posterior and closes the gap.
+# - Self-consistency's majority vote estimates $\arg\max_y p_M(y\mid x)$, the mode of the same marginal
+#   (Proposition 1), and can disagree with the answer of the single most likely rationale.
+#
+# Next, notebook 02: LaTRO cannot enumerate rationales, so it estimates the gradient of the bound from
+# $K$ samples, with the REINFORCE leave-one-out (RLOO) estimator.

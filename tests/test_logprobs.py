@@ -1,0 +1,220 @@
+"""Tests for latro_core.logprobs: packed, chunked, checkpointed log π(z|x), log π(y|x⊕z) against a
+plain one-sequence-at-a-time computation (values and gradients), with pad == EOS as in SmolLM2."""
+
+import pytest
+import torch
+
+from latro_core import logprobs as lp_mod
+from latro_core.logprobs import PolicyScorer, pack, sequence_logprobs, token_logprobs
+from latro_core.models import tiny_model
+
+
+@pytest.fixture(scope="module")
+def tiny(smol_tokenizer):
+    model, tok = tiny_model(smol_tokenizer, seed=0)
+    model.eval()
+    assert tok.pad_token_id == tok.eos_token_id  # SmolLM2: pad == eos == <|im_end|>
+    return model, tok
+
+
+def _random_batch(seed, eos, vocab, z_lens=(0, 1, 5, 3, 7, 2), y_lens=(1, 3, 2, 4, 1, 2),
+                  x_lens=(4, 1, 7, 2, 3, 5)):
+    """Random x, z, y token lists of different lengths; every answer ends with EOS; one empty z."""
+    g = torch.Generator().manual_seed(seed)
+
+    def rnd(n):
+        return torch.randint(3, vocab, (n,), generator=g).tolist()
+
+    xs = [rnd(n) for n in x_lens]
+    zs = [rnd(n) for n in z_lens]
+    ys = [rnd(n - 1) + [eos] for n in y_lens]
+    return xs, zs, ys
+
+
+def _naive(model, x, z, y):
+    """log π(z|x), log π(y|x⊕z) for one unpadded sequence: model(ids).logits.log_softmax gathered."""
+    ids = torch.tensor([x + z + y])
+    logp = model(ids).logits[0].float().log_softmax(-1)
+    tok = logp[:-1].gather(-1, ids[0, 1:, None]).squeeze(-1)   # tok[t-1] = log π(s_t | s_<t)
+    nx, nz = len(x), len(z)
+    return tok[nx - 1:nx + nz - 1].sum(), tok[nx + nz - 1:].sum()
+
+
+def _naive_tokens(model, xs, zs, ys, T):
+    """(B, T) naive per-token log-probs laid out like the right-padded pack (0 on prompt and pad)."""
+    out = torch.zeros(len(xs), T)
+    for i, (x, z, y) in enumerate(zip(xs, zs, ys)):
+        ids = torch.tensor([x + z + y])
+        logp = model(ids).logits[0].float().log_softmax(-1)
+        out[i, len(x):ids.shape[1]] = logp[:-1].gather(-1, ids[0, 1:, None]).squeeze(-1)[len(x) - 1:]
+    return out
+
+
+# sums of ~10 log-probs of size ~log(49152) ≈ 10.8 reach ~100, where one fp32 ulp is ~8e-6: per-token
+# values are compared at 1e-5 absolute, sums at 1e-5 absolute plus one part in 1e6.
+SUM_TOL = dict(atol=1e-5, rtol=1e-6)
+
+
+def _naive_batch(model, xs, zs, ys):
+    out = [_naive(model, x, z, y) for x, z, y in zip(xs, zs, ys)]
+    return torch.stack([a for a, _ in out]), torch.stack([b for _, b in out])
+
+
+def test_pack_layout_and_errors():
+    b = pack([[5, 6], [7]], [[8], []], [[9, 2], [2]], pad_id=2)
+    assert b.input_ids.tolist() == [[5, 6, 8, 9, 2], [7, 2, 2, 2, 2]]
+    assert b.attention_mask.tolist() == [[1, 1, 1, 1, 1], [1, 1, 0, 0, 0]]
+    assert b.z_mask.tolist() == [[False, False, True, False, False], [False] * 5]
+    assert b.y_mask.tolist() == [[False, False, False, True, True], [False, True, False, False, False]]
+    with pytest.raises(ValueError):
+        pack([[]], [[1]], [[2]], pad_id=2)
+    with pytest.raises(ValueError):
+        pack([[1]], [[1], [2]], [[2]], pad_id=2)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sequence_logprobs_equals_unpadded_per_sequence(tiny, seed):
+    model, tok = tiny
+    eos = tok.eos_token_id
+    xs, zs, ys = _random_batch(seed, eos, len(tok))
+    batch = pack(xs, zs, ys, pad_id=tok.pad_token_id)
+    # the padding really is EOS tokens, right after answers that end with EOS
+    assert (batch.input_ids[batch.attention_mask == 0] == eos).all()
+    with torch.no_grad():
+        lz, ly = sequence_logprobs(model, batch)
+        lz3, ly3 = sequence_logprobs(model, batch, chunk=3)
+        nz, ny = _naive_batch(model, xs, zs, ys)
+    assert lz.dtype == torch.float32 and lz.shape == (len(xs),)
+    torch.testing.assert_close(lz, nz, **SUM_TOL)
+    torch.testing.assert_close(ly, ny, **SUM_TOL)
+    torch.testing.assert_close(lz3, nz, **SUM_TOL)
+    torch.testing.assert_close(ly3, ny, **SUM_TOL)
+    with torch.no_grad():
+        t = token_logprobs(model, batch.input_ids, batch.attention_mask, batch.z_mask | batch.y_mask, chunk=3)
+        nt = _naive_tokens(model, xs, zs, ys, batch.input_ids.shape[1])
+    torch.testing.assert_close(t, nt, atol=1e-5, rtol=0)
+    assert lz[zs.index([])] == 0.0  # empty rationale: log π(∅|x) = 0
+    assert (ly < 0).all() and (lz[[i for i, z in enumerate(zs) if z]] < 0).all()
+
+
+def test_token_logprobs_zero_outside_score_mask(tiny):
+    model, tok = tiny
+    xs, zs, ys = _random_batch(5, tok.eos_token_id, len(tok))
+    b = pack(xs, zs, ys, pad_id=tok.pad_token_id)
+    with torch.no_grad():
+        t = token_logprobs(model, b.input_ids, b.attention_mask, b.z_mask | b.y_mask, chunk=4)
+    scored = b.z_mask | b.y_mask
+    assert (t[~scored] == 0).all()
+    assert (t[scored] < 0).all()
+
+
+def test_final_eos_of_answer_is_scored(tiny):
+    """Raising the EOS logit must raise log π(y|x⊕z) by about as much: the EOS ending y (which
+    equals the pad id) is a scored token, not mistaken for padding."""
+    model, tok = tiny
+    eos = tok.eos_token_id
+    xs, zs, ys = _random_batch(7, eos, len(tok))
+    batch = pack(xs, zs, ys, pad_id=tok.pad_token_id)
+    delta = 4.0
+    head = model.get_output_embeddings()
+
+    def bump(module, inputs, output):
+        output = output.clone()
+        output[..., eos] += delta
+        return output
+
+    with torch.no_grad():
+        lz0, ly0 = sequence_logprobs(model, batch)
+        h = head.register_forward_hook(bump)
+        try:
+            lz1, ly1 = sequence_logprobs(model, batch)
+            nz1, ny1 = _naive_batch(model, xs, zs, ys)
+        finally:
+            h.remove()
+    # each y holds exactly one EOS (its last token): log π(EOS) goes up by ≈ delta, the rest drop a bit
+    assert ((ly1 - ly0) > delta - 0.1).all(), ly1 - ly0
+    assert ((ly1 - ly0) < delta).all()
+    # z holds no EOS: its log-prob only goes down slightly
+    assert (lz1 <= lz0 + 1e-6).all()
+    torch.testing.assert_close(ly1, ny1, **SUM_TOL)
+    torch.testing.assert_close(lz1, nz1, **SUM_TOL)
+    # and the last scored position of every row is exactly the answer's EOS
+    last = batch.attention_mask.sum(1) - 1
+    assert batch.y_mask[torch.arange(len(xs)), last].all()
+    assert (batch.input_ids[torch.arange(len(xs)), last] == eos).all()
+
+
+def test_gradients_through_chunked_checkpoint_match_naive(tiny, monkeypatch):
+    model, tok = tiny
+    model.zero_grad(set_to_none=True)
+    xs, zs, ys = _random_batch(11, tok.eos_token_id, len(tok))
+    batch = pack(xs, zs, ys, pad_id=tok.pad_token_id)
+    g = torch.Generator().manual_seed(0)
+    wz, wy = torch.randn(len(xs), generator=g), torch.randn(len(xs), generator=g)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    calls = []
+    real_checkpoint = lp_mod.checkpoint
+
+    def spy(*a, **kw):
+        calls.append(a[2].shape[0])
+        return real_checkpoint(*a, **kw)
+
+    monkeypatch.setattr(lp_mod, "checkpoint", spy)
+    lz, ly = sequence_logprobs(model, batch, chunk=3)
+    n_scored = int((batch.z_mask | batch.y_mask).sum())
+    assert sum(calls) == n_scored and len(calls) == -(-n_scored // 3) and max(calls) == 3
+    grads = torch.autograd.grad((wz * lz).sum() + (wy * ly).sum(), params)
+
+    nz, ny = _naive_batch(model, xs, zs, ys)
+    torch.testing.assert_close(lz.detach(), nz.detach(), **SUM_TOL)
+    torch.testing.assert_close(ly.detach(), ny.detach(), **SUM_TOL)
+    ngrads = torch.autograd.grad((wz * nz).sum() + (wy * ny).sum(), params)
+    # fp32 gradients accumulated over different summation orders: compare each tensor relative to
+    # its own scale (1e-4 of its largest entry), which a wrong gradient (missing term, wrong
+    # position) exceeds by orders of magnitude
+    for a, b in zip(grads, ngrads):
+        scale = b.abs().max()
+        assert scale > 0
+        assert (a - b).abs().max() <= 1e-4 * scale, ((a - b).abs().max(), scale)
+
+
+def test_policy_scorer_forward_matches(tiny):
+    model, tok = tiny
+    xs, zs, ys = _random_batch(3, tok.eos_token_id, len(tok))
+    batch = pack(xs, zs, ys, pad_id=tok.pad_token_id)
+    scorer = PolicyScorer(model)
+    assert scorer.lm is model
+    assert {id(p) for p in scorer.parameters()} == {id(p) for p in model.parameters()}
+    lz, ly = scorer(batch.input_ids, batch.attention_mask, batch.z_mask, batch.y_mask)
+    with torch.no_grad():
+        nz, ny = _naive_batch(model, xs, zs, ys)
+    torch.testing.assert_close(lz.detach(), nz, **SUM_TOL)
+    torch.testing.assert_close(ly.detach(), ny, **SUM_TOL)
+    (lz.sum() + ly.sum()).backward()
+    assert model.get_input_embeddings().weight.grad is not None
+    model.zero_grad(set_to_none=True)
+
+
+def test_lora_wrapped_model_keeps_adapter_active(smol_tokenizer):
+    """Through a peft wrapper, the decoder/lm_head split must still apply the LoRA weights."""
+    pytest.importorskip("peft")
+    from latro_core.models import LoraSpec, add_lora
+
+    model, tok = tiny_model(smol_tokenizer, seed=1, hidden_size=32, layers=1)
+    peft_model = add_lora(model, LoraSpec(r=4, alpha=8, target_modules=["q_proj", "v_proj", "down_proj"]))
+    with torch.no_grad():
+        for n, p in peft_model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.5, generator=torch.Generator().manual_seed(0))
+    peft_model.eval()
+    xs, zs, ys = _random_batch(4, tok.eos_token_id, len(tok))
+    batch = pack(xs, zs, ys, pad_id=tok.pad_token_id)
+    with torch.no_grad():
+        lz, ly = sequence_logprobs(peft_model, batch)
+        nz, ny = _naive_batch(peft_model, xs, zs, ys)
+        with peft_model.disable_adapter():
+            bz, by = sequence_logprobs(peft_model, batch)
+    torch.testing.assert_close(lz, nz, **SUM_TOL)
+    torch.testing.assert_close(ly, ny, **SUM_TOL)
+    assert (ly - by).abs().max() > 1e-3  # the adapter changes the numbers

@@ -1,0 +1,245 @@
+"""Tests for latro_core.objective: RLOO, truncation penalty, self-reward, the Eq. 4 loss, and an
+exact-enumeration check that the estimator's expected gradient is the true gradient of J(θ)."""
+
+import copy
+import itertools
+
+import pytest
+import torch
+
+from latro_core.errors import ConfigError
+from latro_core.logprobs import pack, sequence_logprobs
+from latro_core.objective import (TRUNCATION_RULES, latro_loss, penalize_truncated, rloo_advantages,
+                                  self_reward)
+
+# ----------------------------------------------------------------------------- RLOO
+
+
+def test_rloo_rows_sum_to_zero_and_match_leave_one_out_formula():
+    g = torch.Generator().manual_seed(0)
+    r = torch.randn(5, 4, generator=g, dtype=torch.float64)
+    a = rloo_advantages(r)
+    assert a.shape == r.shape
+    torch.testing.assert_close(a.sum(-1), torch.zeros(5, dtype=torch.float64), atol=1e-12, rtol=0)
+    K = r.shape[1]
+    explicit = torch.stack([r[:, k] - torch.cat([r[:, :k], r[:, k + 1:]], 1).mean(1) for k in range(K)], 1)
+    torch.testing.assert_close(a, explicit, atol=1e-12, rtol=0)
+    # the identity in the docstring: K/(K-1) (r_k - mean_j r_j)
+    torch.testing.assert_close(a, K / (K - 1) * (r - r.mean(1, keepdim=True)), atol=1e-12, rtol=0)
+
+
+def test_rloo_k2_is_pairwise_difference():
+    r = torch.tensor([[1.0, -3.0], [0.5, 0.25]])
+    torch.testing.assert_close(rloo_advantages(r), torch.tensor([[4.0, -4.0], [0.25, -0.25]]))
+
+
+def test_rloo_identical_rewards_give_zero_advantages():
+    r = torch.full((3, 6), -2.75)
+    assert torch.equal(rloo_advantages(r), torch.zeros(3, 6))
+
+
+def test_rloo_needs_two_samples():
+    with pytest.raises(ConfigError):
+        rloo_advantages(torch.randn(4, 1))
+
+
+# ----------------------------------------------------------------------------- truncation
+
+
+def test_penalize_truncated_batch_mean_uses_mean_before_penalty():
+    r = torch.tensor([-1.0, -2.0, -3.0, -6.0])
+    tr = torch.tensor([False, True, False, True])
+    out = penalize_truncated(r, tr, "batch_mean", gamma=2.0)
+    m = r.mean()  # -3.0, over all rewards, truncated ones included, before any replacement
+    torch.testing.assert_close(out, torch.tensor([-1.0, 2 * m, -3.0, 2 * m]))
+    assert torch.equal(r, torch.tensor([-1.0, -2.0, -3.0, -6.0]))  # input not modified
+
+
+def test_penalize_truncated_constant():
+    r = torch.tensor([-1.0, -2.0, -3.0])
+    tr = torch.tensor([True, False, True])
+    torch.testing.assert_close(penalize_truncated(r, tr, "constant", gamma=-7.5),
+                               torch.tensor([-7.5, -2.0, -7.5]))
+
+
+def test_penalize_truncated_none_and_no_truncation_are_identity():
+    r = torch.tensor([-1.0, -2.0, -3.0])
+    assert torch.equal(penalize_truncated(r, torch.tensor([True, True, False]), "none", gamma=5.0), r)
+    for rule in TRUNCATION_RULES:
+        assert torch.equal(penalize_truncated(r, torch.zeros(3, dtype=torch.bool), rule, gamma=5.0), r)
+
+
+def test_penalize_truncated_unknown_rule_raises():
+    with pytest.raises(ConfigError):
+        penalize_truncated(torch.zeros(2), torch.ones(2, dtype=torch.bool), "mean", gamma=1.0)
+
+
+# ----------------------------------------------------------------------------- reward and loss
+
+
+def test_self_reward_formula_and_detached():
+    ly = torch.tensor([-1.0, -2.0, -0.5], requires_grad=True)
+    lz = torch.tensor([-4.0, -3.0, -6.0], requires_grad=True)
+    lref = torch.tensor([-5.0, -3.5, -4.0])
+    r = self_reward(ly, lz, lref, beta=0.25)
+    torch.testing.assert_close(r, ly.detach() - 0.25 * (lz.detach() - lref))
+    assert not r.requires_grad
+    torch.testing.assert_close(self_reward(ly, lz, lref, beta=0.0), ly.detach())
+    torch.testing.assert_close(self_reward(ly, lz, None, beta=0.3), ly.detach())
+
+
+def test_latro_loss_formula_and_advantages_detached():
+    g = torch.Generator().manual_seed(3)
+    lz = torch.randn(6, generator=g, requires_grad=True)
+    ly = torch.randn(6, generator=g, requires_grad=True)
+    adv = torch.randn(6, generator=g, requires_grad=True)
+    lam = 0.7
+    loss, terms = latro_loss(lz, ly, adv, lam=lam)
+    expect = -(adv.detach() * lz.detach()).mean() - lam * ly.detach().mean()
+    torch.testing.assert_close(loss.detach(), expect)
+    torch.testing.assert_close(terms["policy_loss"], -(adv.detach() * lz.detach()).mean())
+    torch.testing.assert_close(terms["answer_loss"], -lam * ly.detach().mean())
+    loss.backward()
+    assert adv.grad is None  # no gradient flows into the advantages
+    torch.testing.assert_close(lz.grad, -adv.detach() / 6)
+    torch.testing.assert_close(ly.grad, torch.full((6,), -lam / 6))
+
+
+# ----------------------------------------------------------------------------- exactness
+#
+# A toy policy small enough to enumerate every rationale. Vocabulary {0, 1, 2, EOS=3}; a rationale
+# is up to L=3 tokens: either it ends with EOS (the EOS counts as one of its tokens and in its
+# probability) or it is 3 ordinary tokens (truncated). That is 1+3+9+27 = 40 rationales per prompt,
+# whose πθ(z|x) sum to 1. y = [1, EOS] (EOS is also the pad id, as with SmolLM2). All log-probs come
+# from latro_core.logprobs.sequence_logprobs on pack(...).
+#
+#   J(θ) = mean_x Σ_z πθ(z|x) [ log πθ(y|x⊕z) − β (log πθ(z|x) − log π0(z|x)) ]
+#
+# ∇J is taken by autograd through the exact sum. The estimator is latro_loss(rloo_advantages(
+# self_reward(...))) on K sampled rationales per prompt; its gradient is assembled by the chain rule
+# from ∂loss/∂logp (autograd through the real functions) and per-rationale gradients ∇log π, and is
+# averaged over M independent batches.
+
+V, EOS, L = 4, 3, 3
+PROMPTS = [[0, 1], [2]]
+ANSWER = [1, EOS]
+K, M = 3, 20000
+Z_TOL = 4.5          # every component within 4.5 standard errors of the MC mean ...
+ABS_EPS = 1e-6       # ... plus a tiny absolute slack (fp32 log-probs)
+REL_TOL = 0.02       # and ‖mean − ∇J‖ / ‖∇J‖ below 2% (the MC noise level here is ~0.3%)
+
+
+def _flat(grads):
+    return torch.cat([g.reshape(-1) for g in grads]).double()
+
+
+@pytest.fixture(scope="module")
+def toy():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=V, hidden_size=8, intermediate_size=16, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=16,
+                      tie_word_embeddings=False, initializer_range=0.5,
+                      bos_token_id=0, eos_token_id=EOS, pad_token_id=EOS)
+    ref = LlamaForCausalLM(cfg).double().eval()               # π0, frozen
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    model = copy.deepcopy(ref)                                 # θ = θ0 + perturbation, so KL ≠ 0
+    for p in model.parameters():
+        p.requires_grad_(True)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    params = list(model.parameters())
+
+    rats = ([list(s) + [EOS] for m in range(L) for s in itertools.product(range(3), repeat=m)]
+            + [list(s) for s in itertools.product(range(3), repeat=L)])
+    S, Q = len(rats), len(PROMPTS)
+    xs = [x for x in PROMPTS for _ in rats]
+    zs = [z for _ in PROMPTS for z in rats]
+    batch = pack(xs, zs, [ANSWER] * len(xs), pad_id=EOS)
+    logp_z, logp_y = sequence_logprobs(model, batch, chunk=7)
+    with torch.no_grad():
+        ref_z, _ = sequence_logprobs(ref, batch)
+    # the enumeration is complete: Σ_z πθ(z|x) = 1 for every prompt
+    torch.testing.assert_close(logp_z.detach().double().exp().view(Q, S).sum(1),
+                               torch.ones(Q, dtype=torch.float64), atol=1e-5, rtol=0)
+    # per-rationale gradients, rows [∇log πθ(z_s|x) for all s] + [∇log πθ(y|x⊕z_s) for all s]
+    G = torch.stack([_flat(torch.autograd.grad(v, params, retain_graph=True))
+                     for v in list(logp_z) + list(logp_y)])
+    return dict(params=params, logp_z=logp_z, logp_y=logp_y, ref_z=ref_z, G=G, S=S, Q=Q,
+                truncated=torch.tensor([z[-1] != EOS for z in zs]))
+
+
+def _exact_grad(toy, beta):
+    lz, ly = toy["logp_z"], toy["logp_y"]
+    J = (lz.exp() * (ly - beta * (lz - toy["ref_z"]))).view(toy["Q"], toy["S"]).sum(1).mean()
+    return _flat(torch.autograd.grad(J, toy["params"], retain_graph=True))
+
+
+def _estimator_moments(toy, beta, *, lam=1.0, advantages="rloo", kl_in_reward=True, seed=1):
+    """Mean and standard error, per parameter, of the gradient estimate −∇loss over M batches."""
+    Q, S, G = toy["Q"], toy["S"], toy["G"]
+    R = Q * S
+    lz_all, ly_all = toy["logp_z"].detach(), toy["logp_y"].detach()
+    g = torch.Generator().manual_seed(seed)
+    p = lz_all.double().exp().view(Q, S)
+    # sampled rationale rows, (M, Q, K): batch m holds K samples z ~ πθ(·|x_q) for each prompt
+    idx = torch.stack([torch.multinomial(p[q], M * K, replacement=True, generator=g).view(M, K) + q * S
+                       for q in range(Q)], 1)
+    rows = idx.reshape(-1)
+    lz = lz_all[rows].clone().requires_grad_(True)
+    ly = ly_all[rows].clone().requires_grad_(True)
+    r = self_reward(ly, lz, toy["ref_z"][rows] if kl_in_reward else None, beta)
+    r = penalize_truncated(r, toy["truncated"][rows], "none")
+    if advantages == "rloo":
+        adv = rloo_advantages(r.view(M * Q, K)).view(-1)
+    else:  # deliberately wrong: baseline includes the sample itself
+        rr = r.view(M * Q, K)
+        adv = (rr - rr.mean(-1, keepdim=True)).view(-1)
+    # all M batches in one call: loss = mean over M of the per-batch losses, so ∂loss_m = M ∂loss
+    loss, _ = latro_loss(lz, ly, adv, lam=lam)
+    dz, dy = torch.autograd.grad(loss, [lz, ly])
+    b = torch.arange(M).repeat_interleave(Q * K)
+    C = torch.zeros(M, 2 * R, dtype=torch.float64)   # estimate_m = C[m] @ G  (= −∇loss_m)
+    C.index_put_((b, rows), -M * dz.double(), accumulate=True)
+    C.index_put_((b, rows + R), -M * dy.double(), accumulate=True)
+    mean_c = C.mean(0)
+    Cc = C - mean_c
+    cov = Cc.T @ Cc / (M - 1)
+    var = torch.einsum("sp,st,tp->p", G, cov, G).clamp(min=0)
+    return mean_c @ G, (var / M).sqrt()
+
+
+def _check(exact, mean, se):
+    """(ok, max z-score, relative error): ok when every component is within Z_TOL·SE + ABS_EPS."""
+    diff = (mean - exact).abs()
+    ok = bool((diff <= Z_TOL * se + ABS_EPS).all())
+    z = (diff / se.clamp(min=1e-12)).max().item()
+    return ok, z, ((mean - exact).norm() / exact.norm()).item()
+
+
+@pytest.mark.parametrize("beta", [0.1, 0.0])
+def test_latro_gradient_is_unbiased_by_exact_enumeration(toy, beta):
+    exact = _exact_grad(toy, beta)
+    assert exact.norm() > 1e-2
+    ok, z, rel = _check(exact, *_estimator_moments(toy, beta))
+    assert ok, f"estimator mean differs from exact ∇J: max z-score {z:.2f}"
+    assert rel < REL_TOL, rel
+
+
+def test_exactness_check_rejects_wrong_estimators(toy):
+    beta = 0.1
+    exact = _exact_grad(toy, beta)
+    # (a) baseline includes the sample itself: score term scaled by (K−1)/K
+    ok, z, rel = _check(exact, *_estimator_moments(toy, beta, advantages="mean_all"))
+    assert not ok and z > 10, z
+    # (b) λ = 0: the answer term ∇log πθ(y|x⊕z) is dropped
+    ok, z, rel = _check(exact, *_estimator_moments(toy, beta, lam=0.0))
+    assert not ok and z > 10, z
+    # (c) KL term left out of the reward although J has β > 0
+    ok, z, rel = _check(exact, *_estimator_moments(toy, beta, kl_in_reward=False))
+    assert not ok and z > 10, z
+    # and the exact gradient itself depends on β (the KL term is not negligible here)
+    assert (exact - _exact_grad(toy, 0.0)).norm() > 0.05 * exact.norm()

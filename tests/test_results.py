@@ -1,0 +1,132 @@
+"""Tests for latro_core.results (tables from hand-made summary.json files) and latro_core.plots."""
+
+import csv
+import json
+import statistics
+
+import pytest
+
+from latro_core.errors import ConfigError
+from latro_core.evaluate import SUMMARY_KIND, wilson_interval
+from latro_core.results import TablesConfig, build_tables, cell_stats, format_cell
+
+
+def _acc(c, n):
+    return {"accuracy": c / n, "correct": c, "n": n, "ci95": list(wilson_interval(c, n))}
+
+
+def write_summary(root, name, *, label="SmolLM2-135M-Instruct", method="base", task="gsm8k", split="test",
+                  train_seed=None, seed=0, greedy=(50, 100), maj8=None, created="2025-01-01T00:00:00"):
+    """A summary.json shaped like run_evaluation's (only the fields tables read, plus a few)."""
+    s = {"kind": SUMMARY_KIND, "name": name, "model_label": label, "method": method, "task": task,
+         "split": split, "train_seed": train_seed, "seed": seed, "n": greedy[1], "greedy": _acc(*greedy),
+         "k": 8 if maj8 else 0, "created": created}
+    if maj8:
+        s["maj_at_k"] = {"1": _acc(*greedy), "8": _acc(*maj8)}
+    path = root / "eval" / name / "summary.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(s))
+    return path
+
+
+@pytest.fixture
+def runs(tmp_path):
+    root = tmp_path / "runs"
+    write_summary(root, "base-gsm8k", greedy=(50, 100), maj8=(60, 100))
+    for i, c in enumerate([40, 50, 60]):
+        write_summary(root, f"latro-s{i}-gsm8k", method="latro", train_seed=i, greedy=(c, 100), maj8=(c + 10, 100))
+    # the same seed evaluated twice: only the newer one counts
+    write_summary(root, "latro-s0-gsm8k-old", method="latro", train_seed=0, greedy=(0, 100), maj8=(0, 100),
+                  created="2024-01-01T00:00:00")
+    write_summary(root, "base-arc", task="arc_challenge", greedy=(30, 40))           # no maj@8 run
+    write_summary(root, "base-gsm8k-val", split="validation", greedy=(1, 2))         # other split: ignored
+    (root / "train" / "x").mkdir(parents=True)
+    (root / "train" / "x" / "summary.json").write_text(json.dumps({"foo": 1}))      # not an evaluation
+    return root
+
+
+def test_cell_stats():
+    one = cell_stats([(50, 100)])
+    assert one["mean"] == 0.5 and one["ci95"] == list(wilson_interval(50, 100))
+    assert one["seed_std"] is None and one["seeds"] == 1 and one["n"] == [100]
+    three = cell_stats([(40, 100), (50, 100), (60, 100)])
+    assert three["mean"] == pytest.approx(0.5) and three["seed_std"] == pytest.approx(0.1)
+    assert three["ci95"] == list(wilson_interval(150, 300)) and three["seeds"] == 3
+    assert (three["correct"], three["total"]) == (150, 300)
+    assert format_cell(one) == "50.0 [40.4, 59.6] (n=100)"
+    assert format_cell(three).startswith("50.0 ± 10.0 sd [44.4, 55.6] (n=100 × 3 seeds)")
+    assert format_cell(None) == "–"
+
+
+def test_build_tables(runs, tmp_path):
+    out = tmp_path / "results"
+    t = build_tables(TablesConfig(runs=str(runs), out=str(out), name="t2"))
+    assert t["columns"] == ["arc_challenge GD", "gsm8k GD", "gsm8k maj@8"]
+    assert [(r["model"], r["method"]) for r in t["rows"]] == [("SmolLM2-135M-Instruct", "Base"),
+                                                              ("SmolLM2-135M-Instruct", "LaTRO")]
+    base, latro = (r["cells"] for r in t["rows"])
+    assert base["gsm8k GD"]["mean"] == 0.5 and base["gsm8k GD"]["seeds"] == 1
+    assert base["gsm8k GD"]["ci95"] == pytest.approx(list(wilson_interval(50, 100)))
+    assert base["gsm8k maj@8"]["mean"] == 0.6
+    assert base["arc_challenge GD"]["mean"] == 0.75 and base["arc_challenge GD"]["n"] == [40]
+    assert latro["arc_challenge GD"] is None
+    g = latro["gsm8k GD"]
+    assert g["seeds"] == 3 and g["n"] == [100] and g["mean"] == pytest.approx(0.5)        # old s0 (0/100) dropped
+    assert g["seed_std"] == pytest.approx(statistics.stdev([0.4, 0.5, 0.6]))
+    assert g["ci95"] == pytest.approx(list(wilson_interval(150, 300)))
+    assert latro["gsm8k maj@8"]["mean"] == pytest.approx(0.6)
+    assert len(t["sources"]) == 5 and len(t["superseded"]) == 1 and t["superseded"][0].endswith("old/summary.json")
+    assert t["command"] == f"latro tables --runs {runs} --out {out} --name t2"
+
+    md = (out / "t2.md").read_text()
+    assert "| Model | Method | arc_challenge GD | gsm8k GD | gsm8k maj@8 |" in md
+    assert "| SmolLM2-135M-Instruct | Base | 75.0 [59.8, 85.8] (n=40) | 50.0 [40.4, 59.6] (n=100) |" in md
+    assert "| SmolLM2-135M-Instruct | LaTRO | – | 50.0 ± 10.0 sd [44.4, 55.6] (n=100 × 3 seeds) |" in md
+    assert f"- command: latro tables --runs {runs}" in md and "- git commit: " in md
+    assert md.count("- source: ") == 5
+
+    text = (out / "t2.csv").read_text()
+    comments = [ln for ln in text.splitlines() if ln.startswith("#")]
+    assert comments[0].startswith("# command: latro tables") and comments[1].startswith("# git commit: ")
+    assert sum(ln.startswith("# source: ") for ln in comments) == 5
+    rows = list(csv.DictReader(ln for ln in text.splitlines() if not ln.startswith("#")))
+    assert len(rows) == 5                                   # 3 base cells + 2 LaTRO cells
+    r = next(r for r in rows if r["method"] == "LaTRO" and r["metric"] == "GD")
+    assert float(r["mean"]) == pytest.approx(0.5) and r["seeds"] == "3" and r["n"] == "100"
+
+    j = json.loads((out / "t2.json").read_text())
+    assert j["command"] == t["command"] and "git_commit" in j and len(j["sources"]) == 5
+    assert j["rows"][1]["cells"]["gsm8k GD"]["seeds"] == 3
+
+
+def test_build_tables_all_splits_and_errors(runs, tmp_path):
+    t = build_tables(TablesConfig(runs=str(runs), out=str(tmp_path / "r"), split="all"))
+    assert "gsm8k/validation GD" in t["columns"] and "gsm8k/test GD" in t["columns"]
+    assert "arc_challenge GD" in t["columns"]             # only one split of ARC: no split in its name
+    with pytest.raises(ConfigError):
+        build_tables(TablesConfig(runs=str(tmp_path / "empty"), out=str(tmp_path / "r")))
+
+
+# ----------------------------------------------------------------------------- plots
+
+def test_plots(tmp_path):
+    from latro_core import plots
+
+    nll = {"no_rationale": {"mean": 9.0, "se": 0.5, "n": 10}, "gold_rationale": {"mean": 3.0, "se": 0.2, "n": 10},
+           "own_correct": {"mean": 2.0, "se": 0.3, "n": 6}, "own_wrong": {"mean": 6.0, "se": None, "n": 1}}
+    s = {"model_label": "M", "method": "latro", "max_new_tokens": 64, "greedy": _acc(5, 10),
+         "maj_at_k": {"1": _acc(4, 10), "2": _acc(5, 10), "4": _acc(6, 10)}, "answer_nll": nll}
+    metrics = [{"step": i, "reward_mean": -3.0 + i, "logp_y_mean": -2.0, "kl_mean": 0.1 * i,
+                "frac_truncated": 0.5, **({"eval_accuracy": 0.3} if i % 2 else {})} for i in range(1, 5)]
+    mfile = tmp_path / "metrics.jsonl"
+    mfile.write_text("".join(json.dumps(m) + "\n" for m in metrics))
+    paths = [plots.figure2({"base": {"answer_nll": {"no_rationale": nll["no_rationale"]}}, "latro": s},
+                           tmp_path / "figures" / "figure2.png"),
+             plots.plot_training(str(mfile), tmp_path / "training.png"),
+             plots.plot_training({"a": metrics, "b": str(mfile)}, tmp_path / "training2.png"),
+             plots.plot_maj_at_k([s, {**s, "method": "base"}], tmp_path / "maj.png"),
+             plots.plot_accuracy_vs_L([{"L": 32, "accuracy": 0.2, "label": "x"}, {"L": 64, "accuracy": 0.3, "label": "x"},
+                                       s], tmp_path / "L.png")]
+    for p in paths:
+        with open(p, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"

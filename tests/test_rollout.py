@@ -1,0 +1,338 @@
+"""Tests for latro_core.rollout: stop strings, sampling order, seeding, KV-cache greedy decoding
+against a cache-free reference, truncation flags, and scripted rollouts that hit stop strings."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from latro_core.errors import ConfigError
+from latro_core.models import tiny_model
+from latro_core.rollout import _cut_at_stop, _sample_next, find_stop, sample_rationales
+from latro_core.tasks import STOP_STRINGS
+
+
+def _enc(tok, text):
+    return tok(text, add_special_tokens=False)["input_ids"]
+
+
+@pytest.fixture(scope="module")
+def tiny(smol_tokenizer):
+    model, tok = tiny_model(smol_tokenizer, seed=0)
+    model.eval()
+    return model, tok
+
+
+PROMPTS = ["Q B", "Question A: 2+2?", "Longer question C: what is 3 times 4 plus 1? Think."]
+
+
+# ----------------------------------------------------------------------------- find_stop / _cut_at_stop
+
+
+def test_find_stop_earliest():
+    assert find_stop("no stop here") is None
+    assert find_stop("so 3+4=7. The answer is 7") == len("so 3+4=7. ")
+    # "So, the answer is" starts before its substring "the answer is"
+    assert find_stop("x. So, the answer is 3") == 3
+    # several different stop strings: the earliest position wins, not the first in the list
+    assert find_stop("Answer: 4. The answer is 4") == 0
+    assert find_stop("a the answer is b. The answer is c") == 2
+    assert find_stop("xx STOP yy END", stop_strings=("END", "STOP")) == 3
+    assert find_stop("anything", stop_strings=()) is None
+
+
+_CUT_CASES = [
+    # (text, list of pieces whose separate encodings are concatenated)
+    ("so 3+4=7. The answer is 7", None),
+    ("so 3+4=7. The answer is 7", ["so 3+4=7. The ans", "wer is 7"]),
+    ("so 3+4=7. The answer is 7", ["so 3+4=7. The", " answer is 7"]),
+    ("so 3+4=7. The answer is 7", ["so 3+4=7. T", "he answer i", "s 7"]),
+    ("so 3+4=7. The answer is 7", "chars"),
+    ("x=2, so the answer is 2", None),
+    ("x=2, so the answer is 2", "chars"),
+    ("We get 5. Answer: 5", None),
+    ("We get 5. Answer: 5", ["We get 5. Ans", "wer", ": 5"]),
+    ("Therefore, the answer is 9", None),
+    ("Therefore, the answer is 9", ["There", "fore, the answer is 9"]),
+]
+
+
+@pytest.mark.parametrize("text,pieces", _CUT_CASES)
+def test_cut_at_stop_split_across_tokens(smol_tokenizer, text, pieces):
+    tok = smol_tokenizer
+    if pieces is None:
+        ids = _enc(tok, text)
+    elif pieces == "chars":
+        ids = [i for c in text for i in _enc(tok, c)]
+    else:
+        ids = [i for p in pieces for i in _enc(tok, p)]
+    full = tok.decode(ids)
+    assert full == text
+    c = find_stop(full)
+    prefix, found = _cut_at_stop(tok, ids, STOP_STRINGS)
+    assert found
+    assert prefix == ids[:len(prefix)]
+    ptxt = tok.decode(prefix)
+    assert full.startswith(ptxt)
+    assert find_stop(ptxt) is None and len(ptxt) <= c       # ends before the stop string
+    assert ptxt.rstrip() == full[:c].rstrip()              # ... and right before it
+    assert len(tok.decode(ids[:len(prefix) + 1])) > c       # the longest such prefix
+
+
+def test_cut_at_stop_without_stop(smol_tokenizer):
+    ids = _enc(smol_tokenizer, "so 3+4=7, the result")
+    assert _cut_at_stop(smol_tokenizer, ids, STOP_STRINGS) == (ids, False)
+    ids = _enc(smol_tokenizer, "Answer: 5")
+    assert _cut_at_stop(smol_tokenizer, ids, STOP_STRINGS) == ([], True)
+
+
+def test_sample_next_greedy_and_filters():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 50, generator=g)
+    assert torch.equal(_sample_next(logits, 0, None, None, None), logits.argmax(-1))
+    assert torch.equal(_sample_next(logits, 1.0, 1, None, g), logits.argmax(-1))
+    assert torch.equal(_sample_next(logits, 1.0, None, 1e-6, g), logits.argmax(-1))
+    top3 = logits.topk(3, -1).indices
+    for _ in range(20):
+        t = _sample_next(logits, 1.5, 3, None, g)
+        assert (top3 == t[:, None]).any(-1).all()
+
+
+# ----------------------------------------------------------------------------- real tiny model
+
+
+def test_rollout_shape_and_question_major_order(tiny):
+    model, tok = tiny
+    k, L = 3, 4
+    roll = sample_rationales(model, tok, PROMPTS, k=k, max_new_tokens=L,
+                             generator=torch.Generator().manual_seed(0))
+    n = len(PROMPTS)
+    assert roll.k == k
+    assert len(roll.rationale_ids) == len(roll.prompt_ids) == len(roll.finish) == len(roll.texts) == n * k
+    assert roll.truncated.shape == (n * k,) and roll.truncated.dtype == torch.bool
+    for i in range(n * k):
+        assert roll.prompt_ids[i] == _enc(tok, PROMPTS[i // k])
+        assert len(roll.rationale_ids[i]) <= L
+        assert tok.eos_token_id not in roll.rationale_ids[i]
+    assert roll.lengths.tolist() == [len(z) for z in roll.rationale_ids]
+    with pytest.raises(ConfigError):
+        sample_rationales(model, tok, PROMPTS, k=0)
+    with pytest.raises(ConfigError):
+        sample_rationales(model, tok, PROMPTS, max_new_tokens=0)
+
+
+def test_rollout_seeded_generator_reproducible(tiny):
+    model, tok = tiny
+
+    def run(seed):
+        return sample_rationales(model, tok, PROMPTS, k=2, max_new_tokens=6, temperature=1.0,
+                                 generator=torch.Generator().manual_seed(seed)).rationale_ids
+
+    a, b, c = run(123), run(123), run(124)
+    assert a == b
+    assert a != c
+    assert len({tuple(z) for z in a}) > 1  # samples of one question differ too
+
+
+def _greedy_no_cache(model, ids, L, eos):
+    ids = list(ids)
+    out = []
+    with torch.no_grad():
+        for _ in range(L):
+            t = int(model(torch.tensor([ids])).logits[0, -1].argmax())
+            if t in eos:
+                return out, "eos"
+            out.append(t)
+            ids.append(t)
+    return out, "length"
+
+
+@pytest.fixture(scope="module")
+def sharp(smol_tokenizer):
+    """A tiny model with large random weights (std 0.3): its greedy choices depend strongly on the
+    context and on relative positions, so an off-by-one position or a mixed-up cache row changes
+    the decoded tokens (with the default std 0.02 init, such bugs leave the argmax unchanged)."""
+    model, tok = tiny_model(smol_tokenizer, seed=0)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0, 0.3, generator=g)
+    model.eval()
+    return model, tok
+
+
+def test_greedy_rollout_matches_cache_free_decoding(sharp):
+    """KV cache + left padding + position ids + rows leaving the batch: prompts of 2, 8 and 16
+    tokens, k=2, greedy, against full-forward decoding of each prompt alone without a cache."""
+    model, tok = sharp
+    L, k = 10, 2
+    eos = {tok.eos_token_id}
+    refs = [_greedy_no_cache(model, _enc(tok, p), L, eos)[0] for p in PROMPTS]
+    # declare an extra EOS id (via generation_config, as a list) that the second prompt's greedy
+    # output reaches at step 4, so that its rows leave the batch mid-way while the others go on
+    extra = refs[1][3]
+    assert extra not in refs[1][:3]
+    eos = {tok.eos_token_id, extra}
+    model.generation_config.eos_token_id = [tok.eos_token_id, extra]
+    try:
+        model.train()  # sample_rationales must switch to eval and restore the mode
+        roll = sample_rationales(model, tok, PROMPTS, k=k, max_new_tokens=L, temperature=0,
+                                 stop_strings=None)
+        assert model.training
+    finally:
+        model.eval()
+        model.generation_config.eos_token_id = tok.eos_token_id
+    assert len({len(_enc(tok, p)) for p in PROMPTS}) == len(PROMPTS)
+    finishes = set()
+    for i, p in enumerate(PROMPTS):
+        ref, fin = _greedy_no_cache(model, _enc(tok, p), L, eos)
+        finishes.add(fin)
+        for j in range(k):
+            assert roll.rationale_ids[i * k + j] == ref, (p, roll.rationale_ids[i * k + j], ref)
+            assert roll.finish[i * k + j] == fin
+            assert roll.truncated[i * k + j].item() == (fin == "length")
+    assert roll.rationale_ids[2] == refs[1][:3] and roll.finish[2] == "eos"
+    assert finishes == {"eos", "length"}
+
+
+def test_greedy_rollout_default_init_runs_to_length(tiny):
+    model, tok = tiny
+    L = 6
+    roll = sample_rationales(model, tok, PROMPTS, k=1, max_new_tokens=L, temperature=0, stop_strings=None)
+    for i, p in enumerate(PROMPTS):
+        assert roll.rationale_ids[i] == _greedy_no_cache(model, _enc(tok, p), L, {tok.eos_token_id})[0]
+    # a random tiny model never says EOS here: every sample runs to L and is truncated
+    assert roll.truncated.all() and all(len(z) == L for z in roll.rationale_ids)
+    assert roll.finish == ["length"] * len(PROMPTS)
+
+
+def test_truncated_flag_exactly_at_length(tiny):
+    model, tok = tiny
+    L = 5
+    roll = sample_rationales(model, tok, PROMPTS, k=2, max_new_tokens=L,
+                             generator=torch.Generator().manual_seed(1))
+    for z, f, t in zip(roll.rationale_ids, roll.finish, roll.truncated.tolist()):
+        assert t == (f == "length")
+        if f == "length":
+            assert len(z) == L
+
+
+# ----------------------------------------------------------------------------- scripted model
+
+
+class ScriptedLM(nn.Module):
+    """A deterministic stand-in LM: after prompt p it says ``scripts[p]`` token by token (then
+    ``filler`` forever). It keeps each row's token history in the DynamicCache (as key states), so a
+    cache that is not repeated/selected in step with the batch gives a wrong history, which fails
+    an assertion; it also checks the attention mask and position ids against that history."""
+
+    def __init__(self, scripts: dict, vocab: int, eos: int, filler: int):
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(1))
+        self.scripts = {tuple(p): list(s) for p, s in scripts.items()}
+        self.vocab, self.filler = vocab, filler
+        self.generation_config = SimpleNamespace(eos_token_id=eos)
+        self.calls = 0
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None,
+                use_cache=None):
+        self.calls += 1
+        B, T = input_ids.shape
+        kv = input_ids[:, None, :, None].double()
+        hist, _ = past_key_values.update(kv, kv.clone(), 0)
+        hist = hist[:, 0, :, 0].long()
+        assert attention_mask.shape == hist.shape
+        real_new = attention_mask[:, -T:] == 1
+        assert torch.equal(position_ids[real_new], (attention_mask.cumsum(-1) - 1)[:, -T:][real_new])
+        logits = torch.zeros(B, T, self.vocab)
+        for i in range(B):
+            seq = hist[i][attention_mask[i] == 1].tolist()
+            (p, script), = [(p, s) for p, s in self.scripts.items() if tuple(seq[:len(p)]) == p]
+            gen = seq[len(p):]
+            assert gen == script[:len(gen)], "cache history out of step with the batch"
+            nxt = script[len(gen)] if len(gen) < len(script) else self.filler
+            logits[i, -1, nxt] = 20.0
+        return SimpleNamespace(logits=logits)
+
+
+L_SCRIPT = 16
+
+
+@pytest.fixture(scope="module")
+def scripted(smol_tokenizer):
+    tok = smol_tokenizer
+    eos = tok.eos_token_id
+    e = lambda s: _enc(tok, s)  # noqa: E731
+    cases = {
+        # prompt text: (script tokens, expected z text, finish, full text at EOS, full text when
+        # generation stops at the stop string)
+        "Q stop?": (e("x The answer is 5") + [eos], "x", "stop", "x The answer is 5", "x The answer is"),
+        "Q split?": (e("so 3+4=7. The ans") + e("wer is 7") + [eos], "so 3+4=7.", "stop",
+                    "so 3+4=7. The answer is 7", "so 3+4=7. The answer is"),
+        "Q colon?": (e("We get 5. Ans") + e("wer: 5") + [eos], "We get 5.", "stop", "We get 5. Answer: 5",
+                    "We get 5. Answer:"),
+        "Q first?": (e("Answer: 5") + [eos], "", "stop", "Answer: 5", "Answer:"),
+        "Q eos?": (e("ok 12") + [eos], "ok 12", "eos", "ok 12", None),
+        "Q empty?": ([eos], "", "eos", "", None),
+        "Q eos at L?": (e(" 1 2 3 4 5 6 7 8")[:L_SCRIPT - 1] + [eos], None, "eos", None, None),
+        "Q length?": (e(" 1 2 3 4 5 6 7 8 9 10")[:L_SCRIPT] + [eos], None, "length", None, None),
+        "Q long?": (e(" 1 2 3 4 5 6 7 8 9 10 11 12 13 14"), None, "length", None, None),
+    }
+    assert len(cases["Q eos at L?"][0]) == L_SCRIPT and len(cases["Q length?"][0]) == L_SCRIPT + 1
+    prompts = list(cases)
+    keys = [tuple(e(p)) for p in prompts]
+    assert all(not b[:len(a)] == a for a in keys for b in keys if a != b)  # no prompt prefixes another
+    model = ScriptedLM({tuple(e(p)): cases[p][0] for p in prompts}, len(tok), eos, filler=e("a")[0])
+    return model, tok, prompts, cases
+
+
+@pytest.mark.parametrize("keep_going", [False, True])
+def test_scripted_rollout_stops_eos_and_length(scripted, keep_going):
+    model, tok, prompts, cases = scripted
+    k = 2
+    model.calls = 0
+    roll = sample_rationales(model, tok, prompts, k=k, max_new_tokens=L_SCRIPT, temperature=0,
+                             keep_going_after_stop=keep_going)
+    for i, p in enumerate(prompts):
+        script, ztext, finish, full, full_stopped = cases[p]
+        for j in range(k):
+            s = i * k + j
+            z, f = roll.rationale_ids[s], roll.finish[s]
+            assert f == finish, (p, f)
+            assert roll.truncated[s].item() == (finish == "length")
+            if finish == "stop":
+                assert tok.decode(z) == ztext and roll.texts[s] == ztext, (p, tok.decode(z))
+                assert find_stop(roll.texts[s]) is None
+                assert z == script[:len(z)]
+                # keep_going: generation went on to EOS, so the answer after the template is kept;
+                # otherwise the row left the batch as soon as the stop string was complete
+                assert roll.full_texts[s] == (full if keep_going else full_stopped), roll.full_texts[s]
+            elif finish == "eos":
+                assert z == script[:-1]                       # everything but the EOS
+                assert len(z) <= L_SCRIPT - 1
+                if ztext is not None:
+                    assert roll.texts[s] == ztext and roll.full_texts[s] == full
+            else:
+                assert len(z) == L_SCRIPT and z == script[:L_SCRIPT]
+    assert model.calls <= L_SCRIPT  # one prefill, then one call per step; finished rows leave
+
+
+def test_scripted_rollout_stop_excludes_template_exactly(scripted):
+    """Without keep_going, the row leaves the batch at the stop string: no tokens after it."""
+    model, tok, prompts, cases = scripted
+    roll = sample_rationales(model, tok, ["Q stop?", "Q split?"], k=1, max_new_tokens=L_SCRIPT, temperature=0)
+    assert roll.finish == ["stop", "stop"]
+    assert roll.full_texts == ["x The answer is", "so 3+4=7. The answer is"]
+    assert roll.texts == ["x", "so 3+4=7."]
+    assert roll.rationale_ids == [_enc(tok, "x"), _enc(tok, "so 3+4=7.")]
+    roll = sample_rationales(model, tok, ["Q stop?", "Q split?"], k=1, max_new_tokens=L_SCRIPT, temperature=0,
+                             keep_going_after_stop=True)
+    assert roll.full_texts == ["x The answer is 5", "so 3+4=7. The answer is 7"]
+    assert roll.rationale_ids == [_enc(tok, "x"), _enc(tok, "so 3+4=7.")]
+    assert roll.finish == ["stop", "stop"] and not roll.truncated.any()
+    # with stop strings off, the template is just text and the rationale runs to EOS
+    roll = sample_rationales(model, tok, ["Q stop?"], k=1, max_new_tokens=L_SCRIPT, temperature=0,
+                             stop_strings=None)
+    assert roll.finish == ["eos"] and roll.texts == ["x The answer is 5"]

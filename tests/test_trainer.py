@@ -1,0 +1,555 @@
+"""Tests for latro_core.trainer: the LaTRO / SFT / RFT loops on a tiny random Llama model.
+
+Everything runs on CPU with a 2-layer, 64-wide model and the real SmolLM2 tokenizer, K=2,
+L=6 tokens, two questions per step: a step takes well under a second. Covered: metrics and
+output files, exact resume (passed-in model, model loaded by name, LoRA), SIGINT/SIGTERM in a
+subprocess (through the CLI) then resume, atomic checkpoints, NaN/inf guards, SFT and RFT, LoRA's
+reference policy, 1 vs 2 processes (gloo) and same-seed determinism (see docs/determinism.md).
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import latro_core.trainer as trainer_mod
+from latro_core.errors import ConfigError, NumericalError
+from latro_core.models import prepare_tokenizer, tiny_model
+from latro_core.tasks import load_task
+from latro_core.trainer import (TrainConfig, Trainer, TrainingInterrupted, checkpoint_step,
+                                question_indices, save_checkpoint)
+
+ROOT = Path(__file__).resolve().parents[1]
+METRIC_FIELDS = ("reward_mean", "reward_std", "logp_y_mean", "kl_mean", "adv_std", "rationale_len",
+                 "frac_truncated", "policy_loss", "answer_loss", "samples_per_s")
+TIMING = {"sample_s", "update_s", "step_s", "samples_per_s"}
+
+
+# ----------------------------------------------------------------------------- helpers
+
+@pytest.fixture(scope="module")
+def tok(smol_tokenizer):
+    return prepare_tokenizer(smol_tokenizer)
+
+
+@pytest.fixture(scope="module")
+def tok_dir(tok, tmp_path_factory):
+    """The tokenizer saved as a plain folder: subprocesses load it in a fraction of a second."""
+    d = tmp_path_factory.mktemp("tokenizer")
+    tok.save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def task():
+    return load_task("arithmetic", "train", n=16)
+
+
+def make_cfg(out, **kw) -> TrainConfig:
+    base = dict(out_dir=str(out), steps=3, k=2, questions_per_step=2, max_new_tokens=6, micro_batch=4,
+                save_every=2, device="cpu", progress=False, seed=0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def run(cfg, tok, task, model=None):
+    model = model if model is not None else tiny_model(tok)[0]
+    tr = Trainer(cfg, model=model, tokenizer=tok, task=task)
+    return tr, tr.train()
+
+
+def metrics(out) -> list[dict]:
+    return [json.loads(ln) for ln in (Path(out) / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+
+
+def no_timing(rows):
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
+
+
+def weights(folder) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    out = {}
+    for f in sorted(Path(folder).glob("*.safetensors")):
+        out.update(load_file(str(f)))
+    assert out, f"no weights in {folder}"
+    return out
+
+
+def assert_same_weights(a: dict, b: dict, atol=0.0):
+    assert a.keys() == b.keys()
+    for k in a:
+        if atol == 0:
+            assert torch.equal(a[k], b[k]), k
+        else:
+            torch.testing.assert_close(a[k], b[k], atol=atol, rtol=0, msg=k)
+
+
+def stop_after(monkeypatch, n_steps: int, signum=signal.SIGTERM):
+    """Make the trainer behave as if ``signum`` arrived during its ``n_steps``-th step."""
+    orig = Trainer._latro_step
+
+    def step(self, s):
+        out = orig(self, s)
+        if s + 1 == n_steps:
+            self._on_signal(signum, None)
+        return out
+
+    monkeypatch.setattr(Trainer, "_latro_step", step)
+
+
+# ----------------------------------------------------------------------------- subprocess runs
+# The subprocess runs (SIGINT, SIGTERM, two gloo ranks) start when this module's first test does and
+# run alongside the in-process tests (importing torch + transformers costs each one several
+# seconds); the tests at the end of this file collect them.
+
+SIGNAL_SCRIPT = r"""
+import sys, time
+from transformers import AutoTokenizer
+tok = AutoTokenizer.from_pretrained(sys.argv[1])
+import latro_core.trainer as T
+from latro_core.models import tiny_model
+T.load_model = lambda *a, **k: tiny_model(tok)        # the CLI run, on the tiny model
+step = T.Trainer._latro_step
+def gated_step(self, s):
+    if s == 1:   # before the 2nd step, wait for the test's signal (it comes after metrics line 1)
+        t = time.time()
+        while self._stop_signal is None and time.time() - t < 600:
+            time.sleep(0.02)
+    return step(self, s)
+T.Trainer._latro_step = gated_step
+from latro_core.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+SIGNAL_STEPS = 4
+SIGNAL_ARGS = ["train", "--task", "arithmetic", "--task-kwargs", '{"n": 16}', "--steps", str(SIGNAL_STEPS),
+               "--k", "2", "--questions-per-step", "2", "--max-new-tokens", "6", "--micro-batch", "4",
+               "--save-every", "100", "--truncation", "none", "--lr", "1e-3", "--device", "cpu",
+               "--progress", "false"]
+SIGNAL_KW = dict(steps=SIGNAL_STEPS, save_every=100, truncation="none", lr=1e-3)
+
+DDP_SCRIPT = r"""
+import json, sys
+from transformers import AutoTokenizer
+tok = AutoTokenizer.from_pretrained(sys.argv[1])
+from latro_core.models import tiny_model
+from latro_core.tasks import load_task
+from latro_core.trainer import TrainConfig, Trainer
+tr = Trainer(TrainConfig(**json.loads(sys.argv[2])), model=tiny_model(tok)[0], tokenizer=tok,
+             task=load_task("arithmetic", "train", n=16))
+assert tr.acc.num_processes == 2, tr.acc.num_processes
+tr.train()
+"""
+DDP_KW = dict(steps=2, save_every=100, truncation="none", lr=1e-3, max_new_tokens=8)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _popen(args, **env):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **env}
+    return subprocess.Popen([sys.executable, *map(str, args)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def background(request, tok_dir, tmp_path_factory):
+    selected = {item.name.split("[")[0] for item in request.session.items}
+    d = tmp_path_factory.mktemp("background")
+    runs = {}
+    if "test_sigint_and_sigterm_save_checkpoint_exit_130_and_resume_matches" in selected:
+        (d / "latro_signal_run.py").write_text(SIGNAL_SCRIPT)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            out = d / signum.name
+            runs[signum] = (out, _popen([d / "latro_signal_run.py", tok_dir, *SIGNAL_ARGS, "--out-dir", out]))
+    if "test_two_gloo_processes_match_one_process" in selected:
+        (d / "latro_ddp_run.py").write_text(DDP_SCRIPT)
+        out, port = d / "ddp", str(_free_port())
+        cfg_json = json.dumps(vars(make_cfg(out, **DDP_KW)))
+        runs["ddp"] = (out, [_popen([d / "latro_ddp_run.py", tok_dir, cfg_json], MASTER_ADDR="127.0.0.1", MASTER_PORT=port,
+                                    RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2")
+                             for r in range(2)])
+    yield runs
+    for _, procs in runs.values():
+        for p in (procs if isinstance(procs, list) else [procs]):
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+
+
+# ----------------------------------------------------------------------------- a LaTRO run
+
+def test_latro_run_writes_metrics_config_checkpoint_final(tok, task, tmp_path):
+    cfg = make_cfg(tmp_path)
+    tr, last = run(cfg, tok, task)
+    rows = metrics(tmp_path)
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    for r in rows:
+        for f in METRIC_FIELDS:
+            assert f in r and isinstance(r[f], float) and r[f] == r[f], f
+        assert r["samples"] == 4.0                       # 2 questions x K=2 per step
+        assert r["rationale_len"] <= 6 and 0 <= r["frac_truncated"] <= 1
+        assert r["logp_y_mean"] < 0 and r["answer_loss"] > 0
+    assert last["step"] == 3 and last["lr"] == 0.0      # linear decay to 0 at the last step
+    assert json.loads((tmp_path / "config.json").read_text())["k"] == 2
+    assert checkpoint_step(tmp_path / "checkpoint") == 3
+    for f in ("model/config.json", "model/tokenizer.json", "state.pt", "trainer.json"):
+        assert (tmp_path / "checkpoint" / f).exists(), f
+    assert (tmp_path / "final" / "config.json").exists() and (tmp_path / "final" / "tokenizer.json").exists()
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob("*.old"))
+    # the saved final weights are the trained ones
+    assert_same_weights(weights(tmp_path / "final"),
+                        {k: v for k, v in tr.lm.state_dict().items() if k in weights(tmp_path / "final")})
+
+
+def test_question_indices_cover_each_epoch_once():
+    per_epoch = [i for s in range(4) for i in question_indices(s, 8, 2, seed=3)]
+    assert sorted(per_epoch) == list(range(8))
+    assert question_indices(5, 8, 2, seed=3) == question_indices(5, 8, 2, seed=3)
+    assert question_indices(0, 8, 2, seed=3) != question_indices(0, 8, 2, seed=4)
+
+
+# ----------------------------------------------------------------------------- resume
+
+@pytest.mark.parametrize("variant", ["passed_in", "by_name", "lora"])
+def test_resume_is_exact(variant, tok, task, tmp_path, monkeypatch):
+    """4 steps in one go == 2 steps, stop (as on SIGTERM), resume to 4: same weights, same metrics."""
+    kw = dict(steps=4, save_every=100, truncation="none", lr=1e-3)
+    if variant == "lora":
+        kw.update(lora=True, lora_r=4, lora_alpha=8, lr=1e-2)
+    model_dir = None
+    if variant == "by_name":
+        model_dir = tmp_path / "start"
+        m, _ = tiny_model(tok)
+        m.save_pretrained(model_dir)
+        tok.save_pretrained(model_dir)
+        kw["model"] = str(model_dir)
+
+    def new_trainer(out, **extra):
+        c = make_cfg(out, **kw, **extra)
+        if variant == "by_name":
+            return Trainer(c, task=task)
+        return Trainer(c, model=tiny_model(tok)[0], tokenizer=tok, task=task)
+
+    full = new_trainer(tmp_path / "full")
+    full.train()
+
+    with monkeypatch.context() as mp:
+        stop_after(mp, 2)
+        with pytest.raises(TrainingInterrupted, match="after step 2"):
+            new_trainer(tmp_path / "split").train()
+    assert checkpoint_step(tmp_path / "split" / "checkpoint") == 2
+    assert len(metrics(tmp_path / "split")) == 2
+    resumed = new_trainer(tmp_path / "split", resume=True)
+    assert resumed.step == 2
+    resumed.train()
+
+    assert_same_weights(weights(tmp_path / "full" / "final"), weights(tmp_path / "split" / "final"))
+    assert no_timing(metrics(tmp_path / "full")) == no_timing(metrics(tmp_path / "split"))
+    if variant != "lora":
+        # the run did train (the weights moved), and after the resume π0 is still the starting
+        # model, not the checkpoint's weights (the by-name run saved the same seeded tiny model)
+        start = tiny_model(tok)[0].state_dict()
+        end = weights(tmp_path / "full" / "final")
+        assert any(not torch.equal(end[k], start[k]) for k in end)
+        for k, v in resumed.ref.state_dict().items():
+            assert torch.equal(v, start[k]), k
+
+
+def test_resume_without_checkpoint_starts_fresh(tok, task, tmp_path):
+    tr = Trainer(make_cfg(tmp_path, resume=True, steps=1), model=tiny_model(tok)[0], tokenizer=tok, task=task)
+    assert tr.step == 0
+
+
+def test_resume_of_finished_run_does_nothing_more(tok, task, tmp_path):
+    run(make_cfg(tmp_path, steps=2), tok, task)
+    before = metrics(tmp_path)
+    tr, _ = run(make_cfg(tmp_path, steps=2, resume=True), tok, task)
+    assert tr.step == 2 and metrics(tmp_path) == before
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def _opt_sched(model):
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+
+
+def test_save_checkpoint_is_atomic(tok, tmp_path, monkeypatch):
+    model, _ = tiny_model(tok)
+    opt, sched = _opt_sched(model)
+    ck = tmp_path / "checkpoint"
+    cfg = make_cfg(tmp_path)
+    save_checkpoint(ck, model, opt, sched, 1, cfg, tokenizer=tok)
+    assert checkpoint_step(ck) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]      # no .tmp / .old left
+    saved = weights(ck / "model")
+
+    # a crash in the middle of the next save: the step-1 checkpoint is intact and still read
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+
+    def boom(*a, **k):
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(torch, "save", boom)
+    with pytest.raises(OSError, match="simulated"):
+        save_checkpoint(ck, model, opt, sched, 2, cfg, tokenizer=tok)
+    monkeypatch.undo()
+    assert checkpoint_step(ck) == 1
+    assert_same_weights(weights(ck / "model"), saved)
+    assert (ck / "state.pt").exists()
+    assert not (tmp_path / "checkpoint.tmp").exists()
+
+    # a kill between the two renames (only checkpoint.old left): recovered on read
+    os.replace(ck, tmp_path / "checkpoint.old")
+    assert checkpoint_step(ck) == 1 and (ck / "trainer.json").exists()
+    # and a complete new .tmp with no checkpoint (kill after old was removed): the newer one wins
+    save_checkpoint(ck, model, opt, sched, 2, cfg)
+    os.replace(ck, tmp_path / "checkpoint.tmp")
+    assert checkpoint_step(ck) == 2
+    # an incomplete .tmp (no trainer.json) is never taken for a checkpoint
+    (tmp_path / "x.tmp").mkdir()
+    assert checkpoint_step(tmp_path / "x") is None
+
+
+# ----------------------------------------------------------------------------- numerical guards
+
+def test_nan_loss_raises_and_keeps_last_good_checkpoint(tok, task, tmp_path, monkeypatch):
+    real = trainer_mod.latro_loss
+    calls = {"n": 0}
+
+    def nan_on_step3(logp_z, logp_y, adv, lam):
+        calls["n"] += 1
+        loss, terms = real(logp_z, logp_y, adv, lam)
+        return (loss * float("nan") if calls["n"] >= 3 else loss), terms   # one micro-batch per step
+
+    monkeypatch.setattr(trainer_mod, "latro_loss", nan_on_step3)
+    cfg = make_cfg(tmp_path, steps=4, save_every=2)
+    with pytest.raises(NumericalError) as e:
+        run(cfg, tok, task)
+    assert "step 3" in str(e.value) and "loss" in str(e.value)
+    assert checkpoint_step(tmp_path / "checkpoint") == 2
+    assert all(torch.isfinite(v).all() for v in weights(tmp_path / "checkpoint" / "model").values())
+    assert len(metrics(tmp_path)) == 2 and not (tmp_path / "final").exists()
+
+
+def test_nan_parameter_raises_numerical_error(tok, task, tmp_path):
+    model, _ = tiny_model(tok)
+    with torch.no_grad():
+        model.model.norm.weight[0] = float("nan")
+    with pytest.raises(NumericalError, match=r"non-finite .* at step 1"):
+        run(make_cfg(tmp_path, steps=1), tok, task, model)
+
+
+def test_inf_gradient_stops_before_the_optimizer_step(tok, task, tmp_path):
+    model, _ = tiny_model(tok)
+    w = model.model.layers[0].mlp.down_proj.weight
+    w.register_hook(lambda g: g * float("inf"))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(NumericalError, match="non-finite grad_norm at step 1"):
+        run(make_cfg(tmp_path, steps=1), tok, task, model)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k            # nothing written into the weights
+
+
+# ----------------------------------------------------------------------------- SFT and RFT
+
+def test_sft_two_steps(tok, task, tmp_path):
+    tr, last = run(make_cfg(tmp_path, method="sft", steps=2, micro_batch=1), tok, task)
+    rows = metrics(tmp_path)
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all(r["sft_loss"] > 0 and r["samples"] == 2.0 for r in rows)
+    assert (tmp_path / "final" / "config.json").exists()
+
+
+def test_rft_two_steps_skips_update_without_correct_samples(tok, task, tmp_path):
+    model, _ = tiny_model(tok)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    run(make_cfg(tmp_path, method="rft", steps=2), tok, task, model)
+    rows = metrics(tmp_path)
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all(r["kept"] == 0 and "sft_loss" not in r for r in rows)     # random model: nothing right
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_rft_two_steps_trains_on_kept_samples(tok, task, tmp_path, monkeypatch):
+    monkeypatch.setattr(type(task), "is_correct", lambda self, pred, ex: True)
+    model, _ = tiny_model(tok)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    run(make_cfg(tmp_path, method="rft", steps=2, lr=1e-3), tok, task, model)
+    rows = metrics(tmp_path)
+    assert all(r["kept"] == 4 and r["sft_loss"] > 0 for r in rows)
+    assert any(not torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+# ----------------------------------------------------------------------------- LoRA
+
+def test_lora_trains_only_the_adapter_and_pi0_is_the_disabled_adapter(tok, task, tmp_path):
+    model, _ = tiny_model(tok)
+    base_before = {k: v.clone() for k, v in model.state_dict().items()}
+    tr, _ = run(make_cfg(tmp_path, lora=True, lora_r=4, lora_alpha=8, steps=2, lr=1e-2, truncation="none"),
+                tok, task, model)
+    assert tr.ref is None                                               # no second copy of the model
+    trainable = [n for n, p in tr.lm.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    # the base weights did not move; the adapter did
+    sd = tr.lm.get_base_model().state_dict()
+    for k, v in base_before.items():
+        key = next(n for n in sd if n.replace(".base_layer", "") == k)
+        assert torch.equal(sd[key], v), k
+    assert any(v.abs().sum() > 0 for n, v in tr.lm.state_dict().items() if "lora_B" in n)
+    rows = metrics(tmp_path)
+    assert rows[0]["kl_mean"] == 0.0            # LoRA B starts at zero: πθ = π0 exactly at step 1
+    assert rows[1]["kl_mean"] != 0.0            # after one update the adapter-off π0 differs
+    assert (tmp_path / "final" / "adapter_config.json").exists()
+
+
+# ----------------------------------------------------------------------------- processes
+
+def test_questions_per_step_must_divide_among_processes():
+    with pytest.raises(ConfigError, match=r"questions_per_step=3 .* 2 processes"):
+        TrainConfig(questions_per_step=3).validate(world_size=2)
+    TrainConfig(questions_per_step=4).validate(world_size=2)
+
+
+# ----------------------------------------------------------------------------- determinism
+
+def test_same_seed_same_rationales_and_metrics(tok, task, tmp_path, monkeypatch):
+    """Same seed -> the same sampled rationales and identical metrics on CPU (docs/determinism.md
+    lists what is not bit-reproducible on GPU). A different seed samples differently."""
+    real = trainer_mod.sample_rationales
+    seen = []
+
+    def record(*a, **k):
+        r = real(*a, **k)
+        seen.append([list(z) for z in r.rationale_ids])
+        return r
+
+    monkeypatch.setattr(trainer_mod, "sample_rationales", record)
+    texts = {}
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        seen.clear()
+        run(make_cfg(tmp_path / name, seed=seed, steps=2, truncation="none", lr=1e-3), tok, task,
+            tiny_model(tok)[0])
+        texts[name] = list(seen)
+    assert texts["a"] == texts["b"] and len(texts["a"]) == 4       # 2 steps x 2 questions
+    assert no_timing(metrics(tmp_path / "a")) == no_timing(metrics(tmp_path / "b"))
+    assert_same_weights(weights(tmp_path / "a" / "final"), weights(tmp_path / "b" / "final"))
+    assert texts["c"] != texts["a"]
+
+
+def test_checkpoint_weights_must_fit_the_model(tok, tmp_path):
+    small, _ = tiny_model(tok, hidden_size=32, heads=2)
+    small.save_pretrained(tmp_path / "m")
+    with pytest.raises(Exception, match="size mismatch|does not match"):
+        trainer_mod._load_weights(tiny_model(tok)[0], tmp_path / "m")
+    with pytest.raises(ConfigError, match="no \\*.safetensors"):
+        trainer_mod._load_weights(tiny_model(tok)[0], tmp_path)
+
+
+def test_passed_in_model_needs_its_tokenizer(tok, task, tmp_path):
+    with pytest.raises(ConfigError, match="tokenizer"):
+        Trainer(make_cfg(tmp_path), model=tiny_model(tok)[0], task=task)
+
+
+# ----------------------------------------------------------------------------- accelerate configs
+
+@pytest.mark.parametrize("name,kind", [("accelerate_ddp", "MULTI_GPU"), ("accelerate_fsdp", "FSDP"),
+                                       ("deepspeed_zero3", "DEEPSPEED")])
+def test_accelerate_configs_load_and_show_the_launch_command(name, kind):
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    path = ROOT / "configs" / f"{name}.yaml"
+    cfg = ClusterConfig.from_yaml_file(str(path))
+    assert cfg.distributed_type.value == kind
+    header = path.read_text().split("compute_environment")[0]
+    assert f"accelerate launch --config_file configs/{name}.yaml -m latro_core.cli train" in header
+    if kind == "FSDP":
+        assert cfg.fsdp_config["fsdp_sharding_strategy"] == "FULL_SHARD" and cfg.mixed_precision == "bf16"
+        assert cfg.fsdp_config["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
+        for cls in ("LlamaDecoderLayer", "MistralDecoderLayer", "Phi3DecoderLayer"):
+            assert cls in header
+    if kind == "DEEPSPEED":
+        assert cfg.deepspeed_config["zero_stage"] == 3
+
+
+def test_fsdp_auto_wrap_finds_the_decoder_layer(tok, task, tmp_path):
+    """The prepared module carries the LM's _no_split_modules, which FSDP's transformer auto-wrap
+    (configs/accelerate_fsdp.yaml, no explicit class list) wraps."""
+    tr = Trainer(make_cfg(tmp_path), model=tiny_model(tok)[0], tokenizer=tok, task=task)
+    scorer = tr.acc.unwrap_model(tr.scorer)
+    assert set(scorer._no_split_modules) == {"LlamaDecoderLayer"}
+    from accelerate.utils.dataclasses import get_module_class_from_name
+
+    assert get_module_class_from_name(scorer, "LlamaDecoderLayer") is not None
+
+
+# ----------------------------------------------------------------------------- collected subprocess runs
+
+def test_sigint_and_sigterm_save_checkpoint_exit_130_and_resume_matches(background, tok_dir, task, tmp_path):
+    """CLI training subprocesses get SIGINT / SIGTERM after their first metrics line: each finishes
+    the step it is in, writes a complete checkpoint, prints how to resume and exits with 130;
+    resuming from that checkpoint reproduces an uninterrupted run's weights and metrics."""
+    from transformers import AutoTokenizer
+
+    tok2 = AutoTokenizer.from_pretrained(tok_dir)          # the subprocesses' tokenizer
+    ref = tmp_path / "uninterrupted"
+    run(make_cfg(ref, **SIGNAL_KW), tok2, task, tiny_model(tok2)[0])
+    deadline = time.time() + 170
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        out, proc = background[signum]
+        while not ((out / "metrics.jsonl").exists() and (out / "metrics.jsonl").read_text().strip()):
+            assert proc.poll() is None, proc.communicate()
+            assert time.time() < deadline, "no metrics line in time"
+            time.sleep(0.05)
+        proc.send_signal(signum)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        out, proc = background[signum]
+        _, stderr = proc.communicate(timeout=max(10, deadline - time.time()))
+        assert proc.returncode == 130, stderr
+        assert f"stopped by signal {int(signum)} after step 2" in stderr and "continue with --resume" in stderr
+        assert "Traceback" not in stderr
+        assert checkpoint_step(out / "checkpoint") == 2
+        assert len(metrics(out)) == 2 and not (out / "final").exists()
+        # resume (in this process): the same weights and metrics as the uninterrupted run
+        run(make_cfg(out, resume=True, **SIGNAL_KW), tok2, task, tiny_model(tok2)[0])
+        assert_same_weights(weights(ref / "final"), weights(out / "final"), atol=1e-6)
+        for a, b in zip(no_timing(metrics(ref)), no_timing(metrics(out)), strict=True):
+            assert a.keys() == b.keys()
+            for k in a:
+                assert a[k] == pytest.approx(b[k], rel=1e-6, abs=1e-6), k
+
+
+def test_two_gloo_processes_match_one_process(background, tok_dir, task, tmp_path):
+    """Same global batch (2 questions) on 1 process and on 2 (gloo, one question each): rationales
+    are seeded per question, gradients averaged over the global batch, the LR schedule steps once
+    per optimizer step, so both take the same optimizer steps."""
+    from transformers import AutoTokenizer
+
+    tok2 = AutoTokenizer.from_pretrained(tok_dir)
+    one = tmp_path / "one"
+    run(make_cfg(one, **DDP_KW), tok2, task, tiny_model(tok2)[0])
+    two, procs = background["ddp"]
+    outs = [p.communicate(timeout=170) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    assert_same_weights(weights(one / "final"), weights(two / "final"), atol=1e-5)
+    m1, m2 = no_timing(metrics(one)), no_timing(metrics(two))
+    assert len(m1) == len(m2) == 2
+    for a, b in zip(m1, m2):
+        for k in ("reward_mean", "reward_std", "logp_y_mean", "kl_mean", "adv_std", "rationale_len",
+                  "frac_truncated", "policy_loss", "answer_loss", "grad_norm", "samples", "lr"):
+            assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-6), k

@@ -7,8 +7,9 @@ authors' released trainer's ("literal").
 An update is: sample K rationales for each question, score them, reward -> truncation penalty ->
 RLOO advantages -> Eq. 4 loss, backward, grad-norm clip, AdamW step.
 
-fast     latro_core: ``sample_rationales`` (prompt prefilled once per question, finished rows leave
-         the batch, no logits kept), then ONE forward over x⊕z⊕y for log pi(z|x) and log pi(y|x⊕z)
+fast     latro_core: ``sample_rationales`` as the trainer calls it, once per question with its own
+         generator (prompt prefilled once, K rows share its cache, finished rows leave the batch, no
+         logits kept; ``--also-batched`` also times one call over all questions), then ONE forward over x⊕z⊕y for log pi(z|x) and log pi(y|x⊕z)
          (``PolicyScorer``: vocab-sized logits only on z/y positions, checkpointed), one no-grad
          pass of pi_0 for log pi0(z|x) (frozen copy; under ``--lora`` the adapter switched off).
 literal  the released LaTRO trainer's pattern: ``model.generate(do_sample=True,
@@ -117,22 +118,38 @@ class FastWay:
 
     name = "fast"
 
-    def __init__(self, model, tok, hp: Hyper, *, lora: bool):
+    def __init__(self, model, tok, hp: Hyper, *, lora: bool, grad_ckpt: bool = False):
         self.model, self.tok, self.hp, self.lora = model, tok, hp, lora
         self.ref = None if lora or hp.beta == 0 else frozen_copy(model)
+        if grad_ckpt:      # not latro_core's default: activation checkpointing of the decoder layers
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            if lora:
+                model.enable_input_require_grads()
         self.scorer = PolicyScorer(model)
         self.params = _trainable(self.scorer)
         self.opt = torch.optim.AdamW(self.params, lr=hp.lr, weight_decay=0.0)
         self.scorer.train()
 
     def sample(self, prompts: list[str], answers: list[list[int]], seed: int) -> tuple[Batch, dict]:
+        """As the trainer's ``_sample``: one ``sample_rationales`` call per question, each with its own
+        generator (a question's samples do not depend on its batch-mates)."""
+        hp = self.hp
+        t0 = time.perf_counter()
+        rolls = [sample_rationales(self.model, self.tok, [p], k=hp.k, max_new_tokens=hp.L, temperature=hp.temperature,
+                                   generator=torch.Generator().manual_seed(seed * 1009 + q))
+                 for q, p in enumerate(prompts)]
+        dt = time.perf_counter() - t0
+        batch = Batch([x for r in rolls for x in r.prompt_ids], [z for r in rolls for z in r.rationale_ids],
+                      [answers[q] for q, r in enumerate(rolls) for _ in r.prompt_ids],
+                      [t for r in rolls for t in r.truncated.tolist()], [f for r in rolls for f in r.finish], hp.k)
+        return batch, {"sampling_s": dt, "new_tokens": sum(r.new_tokens for r in rolls), "gen_steps": None}
+
+    def sample_batched(self, prompts: list[str], seed: int) -> dict:
+        """For comparison only: all questions in ONE ``sample_rationales`` call (one generator)."""
         t0 = time.perf_counter()
         roll = sample_rationales(self.model, self.tok, prompts, k=self.hp.k, max_new_tokens=self.hp.L,
                                  temperature=self.hp.temperature, generator=torch.Generator().manual_seed(seed))
-        dt = time.perf_counter() - t0
-        batch = Batch(roll.prompt_ids, roll.rationale_ids, [answers[i // self.hp.k] for i in range(len(roll.prompt_ids))],
-                      roll.truncated.tolist(), roll.finish, self.hp.k)
-        return batch, {"sampling_s": dt, "new_tokens": roll.new_tokens, "gen_steps": None}
+        return {"batched_sampling_s": time.perf_counter() - t0, "batched_new_tokens": roll.new_tokens}
 
     def _ref_logp_z(self, pb):
         with torch.no_grad():
@@ -299,6 +316,7 @@ class LiteralWay:
 # ------------------------------------------------------------------------------ building ways
 
 def build_way(way: str, model, tok, hp: Hyper, *, lora: bool, seed: int = 0, collect: bool = True):
+    """``way``: "fast", "literal", or "fast-ckpt" (fast with activation checkpointing)."""
     """A fresh way around ``model`` (plain weights). LoRA is added here, seeded, so both ways get the
     same adapter init; the literal way's pi_0 is always a full frozen copy of the plain weights."""
     if way == "literal":
@@ -310,7 +328,7 @@ def build_way(way: str, model, tok, hp: Hyper, *, lora: bool, seed: int = 0, col
     if lora:
         torch.manual_seed(seed)
         model = add_lora(model, LoraSpec())
-    return FastWay(model, tok, hp, lora=lora)
+    return FastWay(model, tok, hp, lora=lora, grad_ckpt=way == "fast-ckpt")
 
 
 def questions(n: int, tok, task_name: str = "arithmetic", split: str = "train"):
@@ -359,6 +377,8 @@ def worker(args) -> None:
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)                                   # library prints go to stderr
     hp = Hyper(k=args.k, L=args.L, lr=args.lr)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     t0 = time.perf_counter()
     model, tok = load_model(device="cpu", dtype="fp32")
@@ -380,20 +400,27 @@ def worker(args) -> None:
         if args.way == "fast":
             batch, s = way.sample(prompts, answers, seed)
             batch.save(msg["batch"])
-        else:
+        elif args.way == "literal":
             batch = Batch.load(msg["batch"])
             s = way.sample(prompts, batch, seed)
+        else:                                       # fast-ckpt: fast's sampler, so only its update is timed
+            batch, s = Batch.load(msg["batch"]), {"sampling_s": 0.0, "new_tokens": None, "gen_steps": None}
         u = way.update(batch)
         total = time.perf_counter() - t0
-        proto.write(json.dumps({**s, **u, "total_s": total, "samples": len(batch.prompt_ids), "mem": _mem()}) + "\n")
+        extra = way.sample_batched(prompts, seed) if (args.also_batched and args.way == "fast") else {}
+        proto.write(json.dumps({**s, **u, **extra, "total_s": total, "samples": len(batch.prompt_ids),
+                                "mem": _mem()}) + "\n")
 
 
 class _Worker:
     def __init__(self, way: str, args):
         cmd = [sys.executable, str(Path(__file__).resolve()), "--way", way, "--k", str(args.k), "--questions",
-               str(args.questions), "--L", str(args.L), "--seed", str(args.seed), "--lr", str(args.lr)]
+               str(args.questions), "--L", str(args.L), "--seed", str(args.seed), "--lr", str(args.lr),
+               "--threads", str(args.threads)]
         if args.lora:
             cmd.append("--lora")
+        if args.also_batched:
+            cmd.append("--also-batched")
         self.way = way
         self.p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
 
@@ -439,41 +466,46 @@ def _med(rows, key):
 
 def drive(args) -> dict:
     tmp = tempfile.mkdtemp(prefix="latro_bench_")
-    workers = {w: _Worker(w, args) for w in ("fast", "literal")}
+    names = ["fast", "literal"] + (["fast-ckpt"] if args.fast_ckpt else [])
+    workers = {w: _Worker(w, args) for w in names}
     ready = {w: wk.recv() for w, wk in workers.items()}
-    rows = {"fast": [], "literal": []}
+    rows = {w: [] for w in names}
     checks = []
     try:
         for r in range(args.warmup + args.repeats):
             path = os.path.join(tmp, f"batch{r}.json")
             res = {}
-            for w in ("fast", "literal"):                           # fast first: it samples the batch
+            for w in names:                                          # fast first: it samples the batch
                 res[w] = workers[w].ask({"cmd": "update", "r": r, "batch": path})
             f, lt = res["fast"], res["literal"]
-            ok = losses_agree(f["loss"], lt["loss"])
+            if "fast-ckpt" in res:                                   # same sampler as fast
+                c = res["fast-ckpt"]
+                c.update(sampling_s=f["sampling_s"], new_tokens=f["new_tokens"], total_s=c["total_s"] + f["sampling_s"])
+            ok = all(losses_agree(f["loss"], res[w]["loss"]) for w in names)
             g_rel = abs(f["grad_norm"] - lt["grad_norm"]) / max(abs(f["grad_norm"]), 1e-30)
             checks.append({"update": r, "warmup": r < args.warmup, "loss_fast": f["loss"], "loss_literal": lt["loss"],
                            "loss_abs_diff": abs(f["loss"] - lt["loss"]), "grad_norm_fast": f["grad_norm"],
-                           "grad_norm_literal": lt["grad_norm"], "grad_norm_rel_diff": g_rel, "loss_ok": ok})
+                           "grad_norm_literal": lt["grad_norm"], "grad_norm_rel_diff": g_rel, "loss_ok": ok,
+                           **({"loss_fast_ckpt": res["fast-ckpt"]["loss"]} if "fast-ckpt" in res else {})})
             tag = "warm-up" if r < args.warmup else f"rep {r - args.warmup + 1}"
-            print(f"[{tag}] fast {f['total_s']:.2f}s (sample {f['sampling_s']:.2f} score {f['scoring_s']:.2f} "
-                  f"bwd+step {f['backward_step_s']:.2f})  literal {lt['total_s']:.2f}s (sample {lt['sampling_s']:.2f} "
-                  f"score {lt['scoring_s']:.2f} bwd+step {lt['backward_step_s']:.2f})  loss {f['loss']:.6f} vs "
-                  f"{lt['loss']:.6f}  grad-norm rel diff {g_rel:.1e}", flush=True)
+            print(f"[{tag}] " + "  ".join(
+                f"{w} {res[w]['total_s']:.2f}s (sample {res[w]['sampling_s']:.2f} score {res[w]['scoring_s']:.2f} "
+                f"bwd+step {res[w]['backward_step_s']:.2f}, loss {res[w]['loss']:.6f})" for w in names)
+                + f"  grad-norm rel diff fast/literal {g_rel:.1e}", flush=True)
             if not ok:
-                raise AssertionError(f"update {r}: loss differs: fast {f['loss']!r} vs literal {lt['loss']!r}")
+                raise AssertionError(f"update {r}: losses differ: " + ", ".join(f"{w} {res[w]['loss']!r}" for w in names))
             if args.strict_grad and g_rel > GRAD_TOL:
                 raise AssertionError(f"update {r}: grad norms differ by {g_rel:.2e} (relative)")
             if r >= args.warmup:
-                rows["fast"].append(f)
-                rows["literal"].append(lt)
+                for w in names:
+                    rows[w].append(res[w])
         bye = {w: wk.ask({"cmd": "exit"}) for w, wk in workers.items()}
     finally:
         for wk in workers.values():
             if wk.p.poll() is None:
                 wk.p.kill()
     summary = {}
-    for w in ("fast", "literal"):
+    for w in names:
         rs = rows[w]
         tot = _med(rs, "total_s")
         summary[w] = {"sampling_s": _med(rs, "sampling_s"), "scoring_s": _med(rs, "scoring_s"),
@@ -483,57 +515,78 @@ def drive(args) -> dict:
                       "ru_maxrss_mb": bye[w]["mem"]["ru_maxrss_mb"], "rss_after_load_mb": ready[w]["mem_after_load"]["rss_mb"],
                       "load_peak_mb": ready[w]["mem_after_load"]["hwm_mb"],
                       "new_tokens": [r_["new_tokens"] for r_ in rs], "gen_steps": [r_["gen_steps"] for r_ in rs],
-                      "forwards_per_sample": rs[0]["forwards"], "per_update": rs}
+                      "forwards_per_sample": rs[0]["forwards"], "threads": ready[w]["threads"], "per_update": rs}
+        if "batched_sampling_s" in rs[0]:
+            summary[w]["batched_sampling_s"] = _med(rs, "batched_sampling_s")
     ratio = {"time_literal_over_fast": summary["literal"]["total_s"] / summary["fast"]["total_s"],
              "peak_mem_fast_over_literal": summary["fast"]["peak_rss_mb"] / summary["literal"]["peak_rss_mb"]}
     for ph in ("sampling_s", "scoring_s", "backward_step_s"):
         ratio[f"{ph[:-2]}_literal_over_fast"] = summary["literal"][ph] / summary["fast"][ph]
+    if "fast-ckpt" in summary:
+        ratio["time_literal_over_fast_ckpt"] = summary["literal"]["total_s"] / summary["fast-ckpt"]["total_s"]
+        ratio["peak_mem_fast_ckpt_over_literal"] = summary["fast-ckpt"]["peak_rss_mb"] / summary["literal"]["peak_rss_mb"]
+    if "batched_sampling_s" in summary["fast"]:
+        t = summary["fast"]["total_s"] - summary["fast"]["sampling_s"] + summary["fast"]["batched_sampling_s"]
+        ratio["time_literal_over_fast_batched_sampling"] = summary["literal"]["total_s"] / t
+    info = machine_info()
+    info["torch_threads"] = ready["fast"]["threads"]
     return {"command": "python " + " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]),
             "settings": {"k": args.k, "questions": args.questions, "L": args.L, "samples": args.k * args.questions,
                          "repeats": args.repeats, "warmup": args.warmup, "lora": args.lora, "lr": args.lr,
-                         "seed": args.seed, "dtype": "fp32", "task": "arithmetic/train", "model": "SmolLM2-135M-Instruct (embedded)"},
-            "git_commit": _git_commit(), "machine": machine_info(), "summary": summary, "ratio": ratio,
+                         "seed": args.seed, "dtype": "fp32", "task": "arithmetic/train",
+                         "model": "SmolLM2-135M-Instruct (embedded)"},
+            "git_commit": _git_commit(), "machine": info, "summary": summary, "ratio": ratio,
             "checks": checks, "hwm_reset": all(r["hwm_reset"] for r in ready.values())}
 
 
 def report_md(res: dict, notes: str | None = None) -> str:
     s, rt, st = res["summary"], res["ratio"], res["settings"]
     m = res["machine"]
-    lines = [f"# One LaTRO update: latro_core (fast) vs the released trainer's pattern (literal)", "",
+    lines = ["# One LaTRO update: latro_core (fast) vs the released trainer's pattern (literal)", "",
              f"Command: `{res['command']}`  ", f"Commit: `{res['git_commit']}`  ",
-             f"Machine: {m['cpu']}, {m['cpus']} CPUs, torch {m['torch']} ({m['torch_threads']} threads), "
+             f"Machine: {m['cpu']}, {m['cpus']} CPUs, torch {m['torch']} ({m['torch_threads']} threads per worker), "
              f"transformers {m['transformers']}, Python {m['python']}  ",
              f"Settings: {st['model']}, {st['dtype']}, {st['task']}, {st['questions']} questions x K={st['k']} = "
              f"{st['samples']} samples, L={st['L']}, {'LoRA (r=16, all-linear)' if st['lora'] else 'full fine-tuning'}, "
              f"AdamW lr={st['lr']}, grad clip 1.0; median of {st['repeats']} updates after {st['warmup']} warm-up, the "
-             f"two ways alternating update by update, each in its own process.", "",
+             f"ways alternating update by update, each in its own process.", "",
              "| | sampling s | scoring s | backward+step s | total s | samples/s | peak RSS MB | forwards/sample |",
              "|---|---|---|---|---|---|---|---|"]
-    for w in ("fast", "literal"):
-        x = s[w]
+    for w, x in s.items():
         lines.append(f"| {w} | {x['sampling_s']:.2f} | {x['scoring_s']:.2f} | {x['backward_step_s']:.2f} | "
                      f"{x['total_s']:.2f} | {x['samples_per_s']:.3f} | {x['peak_rss_mb']:.0f} | {x['forwards_per_sample']} |")
     lines += ["", f"**literal / fast time: {rt['time_literal_over_fast']:.2f}x** (sampling {rt['sampling_literal_over_fast']:.2f}x, "
               f"scoring {rt['scoring_literal_over_fast']:.2f}x, backward+step {rt['backward_step_literal_over_fast']:.2f}x)  ",
               f"**fast / literal peak memory: {rt['peak_mem_fast_over_literal']:.2f}x**  ",
               f"Issue target: >= 3x faster and <= 0.4x peak memory -> time {'met' if rt['time_literal_over_fast'] >= 3 else 'NOT met'}, "
-              f"memory {'met' if rt['peak_mem_fast_over_literal'] <= 0.4 else 'NOT met'}.", "",
-              "Peak RSS is VmHWM of each worker process, reset after the model (and copies, optimizer) were built, so it is "
-              "the high-water mark of the updates themselves" if res["hwm_reset"] else
+              f"memory {'met' if rt['peak_mem_fast_over_literal'] <= 0.4 else 'NOT met'}.", ""]
+    if "fast-ckpt" in s:
+        lines += [f"fast-ckpt = the fast update with activation checkpointing of the decoder layers "
+                  f"(`gradient_checkpointing_enable`, not latro_core's default; it scores the fast sampler's batch, so its "
+                  f"sampling time is the fast row's): literal / fast-ckpt time {rt['time_literal_over_fast_ckpt']:.2f}x, "
+                  f"fast-ckpt / literal peak memory {rt['peak_mem_fast_ckpt_over_literal']:.2f}x.", ""]
+    if "batched_sampling_s" in s["fast"]:
+        lines += [f"latro_core samples each question in its own `sample_rationales` call (the trainer's `_sample`: "
+                  f"per-question generators, so a question's samples do not depend on its batch-mates). One call over all "
+                  f"{st['questions']} questions (timed after each update, not in the totals) takes median "
+                  f"{s['fast']['batched_sampling_s']:.2f}s instead of {s['fast']['sampling_s']:.2f}s; with it, literal / fast "
+                  f"time would be {rt['time_literal_over_fast_batched_sampling']:.2f}x.", ""]
+    lines += ["Peak RSS is VmHWM of each worker process, reset after the model (and copies, optimizer) were built, so it is "
+              "the high-water mark of the updates themselves." if res["hwm_reset"] else
               "Peak RSS is ru_maxrss of each worker process (includes model loading).",
-              f"RSS after setup: fast {s['fast']['rss_after_load_mb']:.0f} MB, literal {s['literal']['rss_after_load_mb']:.0f} MB "
-              f"(peak during setup {s['fast']['load_peak_mb']:.0f} / {s['literal']['load_peak_mb']:.0f} MB; AdamW state is "
-              f"allocated lazily at the first step).", "",
+              "RSS after setup: " + ", ".join(f"{w} {x['rss_after_load_mb']:.0f} MB" for w, x in s.items())
+              + " (AdamW state is allocated at the first step, inside the measured window).", "",
               f"Generated tokens per update (fast / literal): {s['fast']['new_tokens']} / {s['literal']['new_tokens']}; "
-              f"decode steps: {s['fast']['gen_steps']} / {s['literal']['gen_steps']} (literal keeps finished rows in the batch "
-              f"and samples on past the stop string to EOS or L).", "",
+              f"literal decode steps {s['literal']['gen_steps']} (generate keeps finished rows in the batch and samples on "
+              f"past the stop string to EOS or L).", "",
               "## Same batch, same loss", "",
               "| update | loss fast | loss literal | abs diff | grad norm fast | grad norm literal | rel diff |",
               "|---|---|---|---|---|---|---|"]
     for c in res["checks"]:
         lines.append(f"| {c['update']}{' (warm-up)' if c['warmup'] else ''} | {c['loss_fast']:.6f} | {c['loss_literal']:.6f} | "
                      f"{c['loss_abs_diff']:.1e} | {c['grad_norm_fast']:.6f} | {c['grad_norm_literal']:.6f} | {c['grad_norm_rel_diff']:.1e} |")
-    lines += ["", f"Loss agreement asserted to {TOL:g} (relative or absolute) on every update."]
+    lines += ["", f"Loss agreement asserted to {TOL:g} (relative or absolute) on every update"
+              + (" (fast-ckpt's loss too)." if "fast-ckpt" in s else ".")]
     if notes:
         lines += ["", notes.strip()]
     return "\n".join(lines) + "\n"
@@ -549,18 +602,22 @@ def main(argv=None) -> None:
     ap.add_argument("--lora", action="store_true", help="LoRA (fast: pi_0 = adapter off; literal: still a full copy)")
     ap.add_argument("--lr", type=float, default=1e-5)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads in each worker (0: torch's default)")
+    ap.add_argument("--also-batched", action="store_true",
+                    help="fast worker also times one batched sample_rationales call over all questions (after the update)")
+    ap.add_argument("--fast-ckpt", action="store_true",
+                    help="a third worker: the fast update with activation checkpointing (memory/time trade-off)")
     ap.add_argument("--strict-grad", action="store_true", help=f"also assert grad norms agree to {GRAD_TOL:g}")
     ap.add_argument("--out", default="results/benchmark_latro_update", help="writes OUT.md and OUT.json")
     ap.add_argument("--notes", default=None, help="a markdown file appended to OUT.md (analysis)")
-    ap.add_argument("--way", choices=("fast", "literal"), help=argparse.SUPPRESS)   # worker mode
+    ap.add_argument("--way", choices=("fast", "literal", "fast-ckpt"), help=argparse.SUPPRESS)   # worker mode
     args = ap.parse_args(argv)
     if args.way:
         return worker(args)
     res = drive(args)
     s, rt = res["summary"], res["ratio"]
-    for w in ("fast", "literal"):
-        x = s[w]
-        print(f"{w:8s} sampling {x['sampling_s']:.2f}s scoring {x['scoring_s']:.2f}s backward+step "
+    for w, x in s.items():
+        print(f"{w:9s} sampling {x['sampling_s']:.2f}s scoring {x['scoring_s']:.2f}s backward+step "
               f"{x['backward_step_s']:.2f}s total {x['total_s']:.2f}s  {x['samples_per_s']:.3f} samples/s  "
               f"peak RSS {x['peak_rss_mb']:.0f} MB")
     print(f"literal/fast time {rt['time_literal_over_fast']:.2f}x   fast/literal peak memory {rt['peak_mem_fast_over_literal']:.2f}x")

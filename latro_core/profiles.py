@@ -69,69 +69,89 @@ DEMO_LATRO = dict(task="arithmetic", steps=30,       # TUNE
                   max_new_tokens=64,                 # TUNE (L)
                   lr=1e-5,                           # TUNE
                   beta=0.05, temperature=1.0, micro_batch=16, save_every=10_000,
-                  eval_every=10, eval_split="validation", eval_limit=40)
+                  eval_every=15, eval_split="validation", eval_limit=30)   # eval_every: TUNE with steps
 DEMO_SFT = dict(task="arithmetic", steps=30,         # TUNE
                 questions_per_step=4,                # TUNE
                 lr=1e-5,                             # TUNE
-                micro_batch=4, save_every=10_000, eval_every=10, eval_split="validation", eval_limit=40)
+                max_new_tokens=64,                   # only sets the validation budget (L + 32), as for LaTRO
+                micro_batch=4, save_every=10_000, eval_every=15, eval_split="validation", eval_limit=30)
 DEMO_SEEDS = [0, 1, 2]
 
 # ----------------------------------------------------------------------------- the table
 
 _SETTINGS: dict[str, dict[str, dict]] = {
-    # ---- 01-03 (notebooks by another engineer; keys are theirs to extend) -------------------
+    # ---- 01-03: the values of each notebook's own LOCAL defaults (this table wins for a key both
+    # define, so tune them here) --------------------------------------------------------------
     "01_variational_bound": {
-        "smoke": dict(task="arithmetic", model=None, n_questions=2, k=2, max_new_tokens=16, seed=0),
-        "demo": dict(task="arithmetic", model=None, n_questions=16, k=8, max_new_tokens=64, seed=0),
-        "paper": dict(task="gsm8k", model=PAPER_MODELS[0], n_questions=64, k=16, max_new_tokens=500, seed=0),
+        "smoke": dict(seed=0, n_votes=1000, ks=[1, 2, 4, 8, 16, 32, 64], n_marginal=20_000, n_path=21),
+        "demo": dict(seed=0, n_votes=10_000, ks=[1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128],
+                     n_marginal=200_000, n_path=51),
+        "paper": dict(seed=0, n_votes=10_000, ks=[1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128],
+                      n_marginal=200_000, n_path=51),
     },
     "02_rloo_estimator": {
-        "smoke": dict(task="arithmetic", model=None, n_questions=2, k=4, max_new_tokens=16, repeats=2, seed=0),
-        "demo": dict(task="arithmetic", model=None, n_questions=8, k=8, max_new_tokens=48, repeats=8, seed=0),
-        "paper": dict(task="gsm8k", model=PAPER_MODELS[0], n_questions=64, k=16, max_new_tokens=500,
-                      repeats=16, seed=0),
+        "smoke": dict(seed=0, beta=0.1, n_batches=4000, ks=[2, 4, 8, 16, 32], model=None, task="arithmetic",
+                      n_questions=2, k=4, max_new_tokens=32, temperature=1.0, repeats=1, backward="last_block",
+                      dtype="fp32", device="auto"),
+        "demo": dict(seed=0, beta=0.1, n_batches=20_000, ks=[2, 4, 8, 16, 32], model=None, task="arithmetic",
+                     n_questions=3, k=8, max_new_tokens=96, temperature=1.0, repeats=2, backward="all",
+                     dtype="fp32", device="auto"),
+        "paper": dict(seed=0, beta=0.05, n_batches=20_000, ks=[2, 4, 8, 16, 32], model=PAPER_MODELS[0],
+                      task="gsm8k", n_questions=8, k=16, max_new_tokens=500, temperature=1.0, repeats=4,
+                      backward="last_block", dtype="bf16", device="auto"),
     },
     "03_self_rewarding": {
-        "smoke": dict(task="arithmetic", model=None, limit=4, k=2, max_new_tokens=16, seed=0),
-        "demo": dict(task="gsm8k", model=None, limit=40, k=4, max_new_tokens=96, seed=0),
-        "paper": dict(task="gsm8k", model=PAPER_MODELS[0], limit=None, k=8, max_new_tokens=500, seed=0),
+        "smoke": dict(model=None, task="arithmetic", limit=6, k=4, max_new_tokens=48, temperature=1.0, seed=0,
+                      n_boot=500, n_cases=2, dtype="fp32", device="auto"),
+        "demo": dict(model=None, task=["arithmetic", "gsm8k"], limit=16, k=4, max_new_tokens=96, temperature=1.0,
+                     seed=0, n_boot=2000, n_cases=3, dtype="fp32", device="auto"),
+        "paper": dict(model=PAPER_MODELS[0], task="gsm8k", limit=None, k=8, max_new_tokens=500,
+                      temperature=1.0, seed=0, n_boot=2000, n_cases=3, dtype="bf16", device="auto"),
     },
     # ---- 04: LaTRO vs SFT vs base (the paper's Table 2, GSM8K column) -----------------------
     # run: options of reproduce.train_run. test_limit / test_max_new_tokens: also log greedy test
-    # accuracy at every evaluation (same questions and L as the table's greedy column), only to
-    # report the paper's selection rule next to ours (validation).
+    # accuracy at every evaluation (the first test_limit of the table's questions, same L), only to
+    # report the paper's selection rule next to ours (validation). maj_seeds: the training seeds
+    # whose models also get the maj@k sampling pass (the others: greedy only).
     "04_train_latro": {
         "smoke": dict(
             models=[None], seeds=[0],
             latro=dict(task="arithmetic", steps=2, questions_per_step=2, k=2, max_new_tokens=16, lr=1e-5,
-                       micro_batch=4, save_every=10_000, eval_every=1, eval_split="validation", eval_limit=4),
-            sft=dict(task="arithmetic", steps=2, questions_per_step=2, lr=1e-5, micro_batch=2,
-                     save_every=10_000, eval_every=1, eval_split="validation", eval_limit=4),
-            eval=dict(task="arithmetic", split="test", limit=4, max_new_tokens=24, k=2, batch_questions=4),
-            run=dict(launch="inline", keep_resume_state=False, test_limit=4, test_max_new_tokens=24)),
+                       micro_batch=4, save_every=10_000, eval_every=2, eval_split="validation", eval_limit=2),
+            sft=dict(task="arithmetic", steps=2, questions_per_step=2, lr=1e-5, max_new_tokens=16, micro_batch=2,
+                     save_every=10_000, eval_every=2, eval_split="validation", eval_limit=2),
+            eval=dict(task="arithmetic", split="test", limit=4, max_new_tokens=24, k=2, batch_questions=4,
+                      auroc=False),
+            maj_seeds=[0],
+            run=dict(launch="inline", keep_resume_state=False, test_limit=2, test_max_new_tokens=24)),
         "demo": dict(
             models=[None], seeds=DEMO_SEEDS,
             latro=DEMO_LATRO, sft=DEMO_SFT,
-            # the table: greedy + maj@8 on 50 test questions (TUNE with the time budget)
-            eval=dict(task="arithmetic", split="test", limit=50, max_new_tokens=96, k=8, batch_questions=16),
-            run=dict(launch="inline", keep_resume_state=False, test_limit=50, test_max_new_tokens=96)),
+            # the table: greedy on 50 test questions for every model; maj@8 (8x the generation) for the
+            # base model and the training seeds in maj_seeds only (TUNE with the time budget)
+            eval=dict(task="arithmetic", split="test", limit=50, max_new_tokens=96, k=8, batch_questions=16,
+                      auroc=False),
+            maj_seeds=[0],
+            run=dict(launch="inline", keep_resume_state=False, test_limit=30, test_max_new_tokens=96)),
         "paper": dict(
             models=list(PAPER_MODELS), seeds=[0],
             # GSM8K has no validation split, so the per-epoch evaluation is on test: the paper's rule
             latro=dict(_paper_train("gsm8k", 0.05, GSM8K_TRAIN_SIZE), eval_split="test"),
             sft=dict(_paper_train("gsm8k", 0.05, GSM8K_TRAIN_SIZE), eval_split="test"),  # ASSUMED: SFT lr/epochs = LaTRO's
             eval=dict(task="gsm8k", split="test", limit=None, max_new_tokens=500, k=8, batch_questions=16,
-                      dtype="bf16"),
+                      dtype="bf16", auroc=False),
+            maj_seeds=[0],
             run=dict(_PAPER_LAUNCH)),
     },
     # ---- 05: ARC-Challenge (CoT for base/LaTRO, direct answers for SFT) --------------------
     "05_arc_challenge": {
         "smoke": dict(
             models=[None], seeds=[0],
-            eval=dict(task="arc_challenge", split="test", limit=2, max_new_tokens=16, k=2, batch_questions=2),
+            eval=dict(task="arc_challenge", split="test", limit=2, max_new_tokens=16, k=2, batch_questions=2,
+                      auroc=False),
             direct_max_new_tokens=12,
-            sft=dict(task="arc_challenge", steps=2, questions_per_step=2, lr=1e-5, micro_batch=2, train_limit=8,
-                     save_every=10_000, eval_every=2, eval_split="validation", eval_limit=2),
+            sft=dict(task="arc_challenge", steps=2, questions_per_step=2, lr=1e-5, max_new_tokens=8, micro_batch=2,
+                     train_limit=8, save_every=10_000, eval_every=2, eval_split="validation", eval_limit=2),
             latro=dict(task="arc_challenge", steps=1, questions_per_step=2, k=2, max_new_tokens=16, lr=1e-5,
                        beta=0.25, micro_batch=4, train_limit=8, save_every=10_000, eval_every=1,
                        eval_split="validation", eval_limit=2),
@@ -140,8 +160,8 @@ _SETTINGS: dict[str, dict[str, dict]] = {
             models=[None], seeds=[0],
             eval=dict(task="arc_challenge", split="test", limit=50, max_new_tokens=128, k=0, batch_questions=16),
             direct_max_new_tokens=24,
-            sft=dict(task="arc_challenge", steps=20, questions_per_step=4, lr=1e-5, micro_batch=4, train_limit=200,
-                     save_every=10_000, eval_every=10, eval_split="validation", eval_limit=30),
+            sft=dict(task="arc_challenge", steps=20, questions_per_step=4, lr=1e-5, max_new_tokens=8, micro_batch=4,
+                     train_limit=200, save_every=10_000, eval_every=10, eval_split="validation", eval_limit=30),
             # a short LaTRO run: TUNE (steps=0 leaves LaTRO out when the budget is short)
             latro=dict(task="arc_challenge", steps=5, questions_per_step=2, k=4, max_new_tokens=64, lr=1e-5,
                        beta=0.25, micro_batch=8, train_limit=200, save_every=10_000, eval_every=5,
@@ -150,7 +170,7 @@ _SETTINGS: dict[str, dict[str, dict]] = {
         "paper": dict(
             models=list(PAPER_MODELS), seeds=[0],
             eval=dict(task="arc_challenge", split="test", limit=None, max_new_tokens=500, k=8, batch_questions=16,
-                      dtype="bf16"),
+                      dtype="bf16", auroc=False),
             direct_max_new_tokens=32,
             sft=dict(_paper_train("arc_challenge", 0.25, ARC_TRAIN_SIZE), eval_split="validation"),  # ASSUMED
             latro=dict(_paper_train("arc_challenge", 0.25, ARC_TRAIN_SIZE), eval_split="validation"),

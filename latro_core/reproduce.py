@@ -11,8 +11,9 @@ Notebook helpers (the notebooks call these rather than re-implementing them):
 
 - :func:`resolve_data_dir`, :func:`task_available`  where GSM8K / ARC live, and whether they load;
 - :func:`train_run`  one training run, either in-process with model selection on the validation
-  split (the best checkpoint by ``eval_accuracy`` is kept in ``<run>/best``, see
-  :class:`SelectingTrainer`), or, in the paper profile, as an ``accelerate launch`` subprocess;
+  split (the checkpoint with the best ``eval_accuracy`` is written to ``<run>/best`` when it is not
+  the final one; see ``SelectingTrainer``), or, in the paper profile, as an ``accelerate launch``
+  subprocess;
 - :func:`run_report`, :func:`selection_markdown`  what each run selected, and the paper's rule.
 """
 
@@ -136,22 +137,28 @@ def _selecting_trainer():
         """The trainer, keeping the best model by validation accuracy.
 
         Each periodic evaluation (``eval_every``, on ``eval_split``) that beats the best so far
-        saves the model to ``<out>/best`` (with ``best.json``: step and accuracies); ties keep the
-        earlier step. With ``test_limit`` it also measures greedy accuracy on the first
+        keeps a copy of the weights in memory (ties keep the earlier step); :meth:`finish` writes
+        ``best.json`` (step and accuracies) and, when the best is not the final step, the model to
+        ``<out>/best``. With ``test_limit`` it also measures greedy accuracy on the first
         ``test_limit`` test questions (``test_accuracy`` in metrics.jsonl), only to report the
         paper's selection rule (best on test) next to ours; it never selects anything.
+        ``keep_resume_state=False`` skips the resumable checkpoints (optimizer state, ~3x the
+        model's size on disk): the run cannot be resumed, and writes a third as much.
         """
 
-        def __init__(self, config, *, test_limit: int = 0, test_max_new_tokens: int | None = None, **kw):
+        def __init__(self, config, *, test_limit: int = 0, test_max_new_tokens: int | None = None,
+                     keep_resume_state: bool = True, **kw):
             super().__init__(config, **kw)
             self.test_limit, self.test_max_new_tokens = test_limit, test_max_new_tokens
-            self.best = None
-            best_json = self.out / "best.json"
-            if config.resume and best_json.exists():
-                self.best = json.loads(best_json.read_text())
-            elif self.acc.is_main_process:
-                shutil.rmtree(self.out / "best", ignore_errors=True)
-                best_json.unlink(missing_ok=True)
+            self.keep_resume_state = keep_resume_state
+            self.best, self.best_state = None, None
+            for stale in ("best", "best.tmp"):
+                shutil.rmtree(self.out / stale, ignore_errors=True)
+            (self.out / "best.json").unlink(missing_ok=True)
+
+        def save(self):
+            if self.keep_resume_state:
+                super().save()
 
         def evaluate(self) -> dict:
             m = super().evaluate()
@@ -162,16 +169,23 @@ def _selecting_trainer():
                     self.lm, self.tok, task.subset(self.test_limit, seed=0),
                     max_new_tokens=self.test_max_new_tokens or cfg.max_new_tokens + 32,
                     direct=cfg.method == "sft" and task.name.startswith("arc"))
-            if self.acc.is_main_process and (self.best is None or m["eval_accuracy"] > self.best["eval_accuracy"]):
+            if self.best is None or m["eval_accuracy"] > self.best["eval_accuracy"]:
                 self.best = {"step": self.step, "eval_split": cfg.eval_split, **m}
-                tmp, best = self.out / "best.tmp", self.out / "best"
-                shutil.rmtree(tmp, ignore_errors=True)
+                self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.lm.state_dict().items()}
+            return m
+
+        def finish(self) -> None:
+            """Write the selected model (after :meth:`train`)."""
+            if self.best is None or not self.acc.is_main_process:
+                return
+            if self.best["step"] != self.step:
+                self.lm.load_state_dict(self.best_state)
+                tmp = self.out / "best.tmp"
                 self.lm.save_pretrained(tmp)
                 self.tok.save_pretrained(tmp)
-                shutil.rmtree(best, ignore_errors=True)
-                os.replace(tmp, best)
-                (self.out / "best.json").write_text(json.dumps(self.best, indent=1))
-            return m
+                os.replace(tmp, self.out / "best")
+            self.best_state = None
+            (self.out / "best.json").write_text(json.dumps(self.best, indent=1))
 
     return SelectingTrainer
 
@@ -183,7 +197,8 @@ def train_run(cfg, *, launch: str = "inline", accelerate_config: str = ACCELERAT
 
     launch="inline": in this process, keeping the best checkpoint by validation accuracy
     (:class:`SelectingTrainer`; ``test_limit`` > 0 also logs test accuracy for the paper's rule).
-    ``keep_resume_state=False`` deletes the resumable ``checkpoint/`` (optimizer state) at the end.
+    ``keep_resume_state=False`` writes no resumable ``checkpoint/`` (optimizer state), only the
+    models (``final``, and ``best`` when it differs).
     launch="accelerate": print and run :func:`launch_command` (needs a GPU; the plain trainer keeps
     only the final model, so the report selects ``final``).
     """
@@ -200,11 +215,10 @@ def train_run(cfg, *, launch: str = "inline", accelerate_config: str = ACCELERAT
             raise LatroError(f"training command failed with exit status {r.returncode}: {shlex.join(cmd)}")
     elif launch == "inline":
         trainer = _selecting_trainer()(cfg, test_limit=test_limit, test_max_new_tokens=test_max_new_tokens,
-                                       **trainer_kw)
+                                       keep_resume_state=keep_resume_state, **trainer_kw)
         trainer.train()
+        trainer.finish()
         del trainer
-        if not keep_resume_state:
-            shutil.rmtree(Path(cfg.out_dir) / "checkpoint", ignore_errors=True)
     else:
         raise ConfigError(f"launch={launch!r} is not one of 'inline', 'accelerate'")
     return run_report(cfg.out_dir)
@@ -227,8 +241,9 @@ def run_report(out_dir: str | Path) -> dict:
               "steps": cfg.get("steps"), "history": hist, "model": str(out / "final"),
               "selected_by": "final", "best_step": cfg.get("steps"), "best_eval": None, "paper_rule": None}
     best = json.loads((out / "best.json").read_text()) if (out / "best.json").exists() else None
-    if best is not None and (out / "best").exists():
-        report.update(model=str(out / "best"), selected_by=f"{best.get('eval_split', split)} accuracy",
+    if best is not None:
+        report.update(model=str(out / "best") if (out / "best").exists() else str(out / "final"),
+                      selected_by=f"{best.get('eval_split', split)} accuracy",
                       best_step=best["step"], best_eval=best["eval_accuracy"])
     tested = [(s, t) for s, _, t in hist if t is not None]
     if tested:

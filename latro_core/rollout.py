@@ -5,8 +5,9 @@ after L = ``max_new_tokens`` tokens (then it is *truncated*, and the trainer pen
 The stop string is found on the decoded text, so it is caught even when split across tokens,
 and it is not part of z: z keeps the longest token prefix whose text ends before it.
 
-Cost notes: the prompt is prefilled once per question and its cache repeated K times; finished
-rows leave the batch (and the cache); only the current step's logits exist at any time.
+Cost notes: the prompt is prefilled once per question and its cache repeated K times (the prefill
+projects only its last position onto the vocabulary); finished rows leave the batch (and the
+cache); only the current step's logits exist at any time.
 """
 
 from __future__ import annotations
@@ -56,9 +57,10 @@ def _eos_ids(model, tokenizer) -> set[int]:
 
 
 def _sample_next(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None,
-                 generator: torch.Generator | None) -> torch.Tensor:
+                 generator, row_groups: list[int] | None = None) -> torch.Tensor:
     """logits (B, V) -> next token ids (B,). temperature 0 is greedy; else pure sampling at T
-    unless top_k / top_p are set."""
+    unless top_k / top_p are set. ``generator``: one torch.Generator (or None), or a list of them
+    with ``row_groups`` giving each row's index into it (rows of a group draw in row order)."""
     if temperature == 0:
         return logits.argmax(-1)
     logits = logits.float() / temperature
@@ -71,10 +73,35 @@ def _sample_next(logits: torch.Tensor, temperature: float, top_k: int | None, to
         drop = cum - sorted_logits.softmax(-1) > top_p
         logits = logits.scatter(-1, idx, sorted_logits.masked_fill(drop, float("-inf")))
     probs = logits.softmax(-1)
+    if isinstance(generator, (list, tuple)):
+        out = torch.empty(probs.shape[0], dtype=torch.long, device=probs.device)
+        for g in dict.fromkeys(row_groups):
+            rows = [i for i, x in enumerate(row_groups) if x == g]
+            out[rows] = _multinomial(probs[rows], generator[g])
+        return out
+    return _multinomial(probs, generator)
+
+
+def _multinomial(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     if generator is not None and generator.device.type != probs.device.type:
         probs_cpu = probs.cpu()
         return torch.multinomial(probs_cpu, 1, generator=generator).squeeze(-1).to(probs.device)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def _last_logits_only(model) -> dict:
+    """``logits_to_keep=1`` when the model takes it: the prefill then projects only the last
+    position onto the vocabulary (the logits sampling needs) instead of all prompt positions; the
+    same numbers as slicing the full logits (the hidden state is the same; measured bit-identical,
+    results/generation_speed.md)."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        params = inspect.signature(base.forward).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {"logits_to_keep": 1} if "logits_to_keep" in params else {}
 
 
 def _cut_at_stop(tokenizer, tokens: list[int], stop_strings) -> tuple[list[int], bool]:
@@ -93,16 +120,23 @@ def _cut_at_stop(tokenizer, tokens: list[int], stop_strings) -> tuple[list[int],
 def sample_rationales(model, tokenizer, prompts: list[str], *, k: int = 1, max_new_tokens: int = 128,
                       temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                       stop_strings=STOP_STRINGS, keep_going_after_stop: bool = False,
-                      generator: torch.Generator | None = None, progress=None) -> Rollout:
+                      generator: torch.Generator | list[torch.Generator] | None = None,
+                      progress=None) -> Rollout:
     """Sample ``k`` continuations of each prompt (chat-formatted strings) with a KV cache.
 
     stop_strings: rationale stops (None: stop at EOS or L only).
     keep_going_after_stop: evaluation mode; rationale_ids are still cut at the stop string, but
     generation goes on to EOS/L so that ``full_texts`` holds the answer after the template.
+    generator: one torch.Generator for the batch, or a list with one per prompt: each question's
+    K samples then draw only from its own generator, so they do not depend on which questions
+    share the batch (the trainer's per-question seeding, equal for 1 and N processes).
     """
     if k < 1 or max_new_tokens < 1:
         from .errors import ConfigError
         raise ConfigError(f"need k >= 1 and max_new_tokens (L) >= 1, got k={k}, L={max_new_tokens}")
+    per_question = isinstance(generator, (list, tuple))
+    if per_question and len(generator) != len(prompts):
+        raise ValueError(f"got {len(generator)} generators for {len(prompts)} prompts; pass one per prompt")
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -120,7 +154,8 @@ def sample_rationales(model, tokenizer, prompts: list[str], *, k: int = 1, max_n
 
     from transformers import DynamicCache
     cache = DynamicCache()
-    out = model(input_ids=ids, attention_mask=att, position_ids=pos, past_key_values=cache, use_cache=True)
+    out = model(input_ids=ids, attention_mask=att, position_ids=pos, past_key_values=cache, use_cache=True,
+                **_last_logits_only(model))
     # prefill once per question, then repeat the cache K times (question-major order)
     logits = out.logits[:, -1].repeat_interleave(k, 0)
     if k > 1:
@@ -134,7 +169,8 @@ def sample_rationales(model, tokenizer, prompts: list[str], *, k: int = 1, max_n
     alive = torch.arange(B, device=device)           # rows of the original batch still generating
     window = 2 + max((len(s) for s in (stop_strings or ())), default=0)
     for step in range(max_new_tokens):
-        tok = _sample_next(logits, temperature, top_k, top_p, generator)
+        tok = _sample_next(logits, temperature, top_k, top_p, generator,
+                           [row // k for row in alive.tolist()] if per_question else None)
         keep = []
         for j, (row, t) in enumerate(zip(alive.tolist(), tok.tolist())):
             if t in eos:

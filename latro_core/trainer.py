@@ -5,7 +5,8 @@ a notebook's papermill parameters fill it. One optimizer step of LaTRO:
 
 1. take the next ``questions_per_step`` questions (a seeded permutation per epoch, so the data
    position is a function of the step and resuming needs only the step number);
-2. sample K rationales per question with the current policy (no gradients);
+2. sample K rationales per question with the current policy (no gradients), each question from its
+   own generator seeded by (seed, step, its position in the global batch);
 3. for each micro-batch of whole questions: one forward over x⊕z⊕y gives log πθ(z|x) and
    log πθ(y|x⊕z) with gradients; one no-grad pass gives log π0(z|x) (adapter disabled under LoRA,
    else a frozen copy); rewards → truncation penalty → RLOO advantages → loss → backward;
@@ -260,15 +261,13 @@ class Trainer:
         return first, [self.task[i] for i in idx[first:first + share]]
 
     def _sample(self, step: int, first: int, exs, **kw):
-        """K rationales per question, each question sampled with its own generator (see
-        :meth:`_generator`); also keeps a question's samples independent of its batch-mates' padding."""
+        """K rationales per question, in one batch, each question drawing from its own generator
+        (see :meth:`_generator`)."""
         try:
-            return _concat_rollouts([
-                sample_rationales(self.lm, self.tok, [self.task.prompt(e, self.tok)], k=self.cfg.k,
-                                  max_new_tokens=self.cfg.max_new_tokens, temperature=self.cfg.temperature,
-                                  top_k=self.cfg.top_k, top_p=self.cfg.top_p,
-                                  generator=self._generator(step, first + i), **kw)
-                for i, e in enumerate(exs)])
+            return sample_rationales(self.lm, self.tok, [self.task.prompt(e, self.tok) for e in exs], k=self.cfg.k,
+                                     max_new_tokens=self.cfg.max_new_tokens, temperature=self.cfg.temperature,
+                                     top_k=self.cfg.top_k, top_p=self.cfg.top_p,
+                                     generator=[self._generator(step, first + i) for i in range(len(exs))], **kw)
         except RuntimeError as e:
             if "probability tensor contains" not in str(e):
                 raise
@@ -478,23 +477,17 @@ def _load_weights(model, folder: Path) -> None:
     for f in files:
         state.update(load_file(str(f)))
     own = model.state_dict()
-    res = model.load_state_dict(state, strict=False)
+    try:
+        res = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:   # shape mismatches
+        first = str(e).strip().splitlines()[-1].strip()
+        raise ConfigError(f"checkpoint {folder} does not match the model ({first[:200]}); "
+                          f"resume with the same --model.") from None
     loaded = {own[k].data_ptr() for k in state if k in own}
     missing = [k for k in res.missing_keys if own[k].data_ptr() not in loaded]
     if missing or res.unexpected_keys:
         raise ConfigError(f"checkpoint {folder} does not match the model: missing {missing[:3]}, "
                           f"unexpected {list(res.unexpected_keys)[:3]}; resume with the same --model.")
-
-
-def _concat_rollouts(rolls):
-    from .rollout import Rollout
-
-    return Rollout(prompt_ids=[p for r in rolls for p in r.prompt_ids],
-                   rationale_ids=[z for r in rolls for z in r.rationale_ids],
-                   truncated=torch.cat([r.truncated for r in rolls]),
-                   finish=[f for r in rolls for f in r.finish], texts=[t for r in rolls for t in r.texts],
-                   k=rolls[0].k, full_texts=[t for r in rolls for t in r.full_texts],
-                   new_tokens=sum(r.new_tokens for r in rolls))
 
 
 def _linear_schedule(warmup: int, total: int):

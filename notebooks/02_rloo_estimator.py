@@ -42,7 +42,7 @@
 # | profile | toy policy | real model | time |
 # |---|---|---|---|
 # | `smoke` | 4,000 batches per K | SmolLM2-135M, 2 arithmetic questions, K = 4, L = 32 | ~1 min on a CPU |
-# | `demo`  | 20,000 batches per K | SmolLM2-135M, 4 questions, K = 8, L = 96 | a few minutes |
+# | `demo`  | 20,000 batches per K | SmolLM2-135M, 3 questions × 2 batches, K = 8, L = 96 | a few minutes |
 # | `paper` | 20,000 batches per K | Phi-3.5-mini on GSM8K, K = 16, L = 500 (GPU) | GPU minutes |
 
 # %%
@@ -80,7 +80,7 @@ LOCAL = {  # this notebook's defaults per profile
                   n_questions=2, k=4, max_new_tokens=32, temperature=1.0, repeats=1, backward="last_block",
                   dtype="fp32", device="auto"),
     "demo": dict(seed=0, beta=0.1, n_batches=20_000, ks=[2, 4, 8, 16, 32], model=None, task="arithmetic",
-                 n_questions=4, k=8, max_new_tokens=96, temperature=1.0, repeats=2, backward="all",
+                 n_questions=3, k=8, max_new_tokens=96, temperature=1.0, repeats=2, backward="last_block",
                  dtype="fp32", device="auto"),
     "paper": dict(seed=0, beta=0.05, n_batches=20_000, ks=[2, 4, 8, 16, 32],
                   model="microsoft/Phi-3.5-mini-instruct", task="gsm8k", n_questions=8, k=16,
@@ -359,19 +359,31 @@ for ex in questions:
 
 # %%
 t0 = time.time()
-KK = repeats * k           # sample all repeats at once; batch b of question q is samples b*k..(b+1)*k-1
+KK = repeats * k   # per question: `repeats` batches of K; batch b is samples b*K .. (b+1)*K - 1
 gen = torch.Generator(device=dev).manual_seed(seed)
-roll = sample_rationales(lm, tok, [questions.prompt(ex, tok) for ex in questions], k=KK,
-                         max_new_tokens=max_new_tokens, temperature=temperature, generator=gen)
-answer_ids = [tok(questions.answer_target(ex, tok), add_special_tokens=False)["input_ids"] for ex in questions]
-ys = [answer_ids[i // KK] for i in range(len(roll.rationale_ids))]
-batch = pack(roll.prompt_ids, roll.rationale_ids, ys, tok.pad_token_id).to(dev)
+prompt_ids, z_ids, texts, finish, truncated, ys = [], [], [], [], [], []
+for ex in questions:       # one question at a time keeps memory flat for large K and L
+    roll = sample_rationales(lm, tok, [questions.prompt(ex, tok)], k=KK, max_new_tokens=max_new_tokens,
+                             temperature=temperature, generator=gen)
+    y = tok(questions.answer_target(ex, tok), add_special_tokens=False)["input_ids"]
+    prompt_ids += roll.prompt_ids
+    z_ids += roll.rationale_ids
+    texts += roll.texts
+    finish += roll.finish
+    truncated.append(roll.truncated)
+    ys += [y] * KK
+truncated = torch.cat(truncated)
+t_sample = time.time() - t0
+logp_z, logp_y = torch.zeros(len(ys)), torch.zeros(len(ys))
 with torch.no_grad():
-    logp_z, logp_y = (t.float().cpu() for t in sequence_logprobs(lm, batch))
+    for s0 in range(0, len(ys), 16):  # score 16 sequences per forward pass
+        sl = slice(s0, s0 + 16)
+        batch = pack(prompt_ids[sl], z_ids[sl], ys[sl], tok.pad_token_id).to(dev)
+        logp_z[sl], logp_y[sl] = (t.float().cpu() for t in sequence_logprobs(lm, batch))
 r = self_reward(logp_y, logp_z, ref_logp_z=logp_z, beta=beta)      # pi_0 = pi_theta here: KL = 0
 A = rloo_advantages(r.view(-1, k)).view(-1)                        # one row per batch of K
-print(f"sampled and scored {len(ys)} rationales in {time.time() - t0:.1f} s; "
-      f"{int(roll.truncated.sum())} of them cut at L = {max_new_tokens}")
+print(f"sampled {len(ys)} rationales in {t_sample:.1f} s, scored them in {time.time() - t0 - t_sample:.1f} s; "
+      f"{int(truncated.sum())} of them cut at L = {max_new_tokens}")
 
 # %% [markdown]
 # The table shows the first batch of each question: rewards, the RLOO advantages, and
@@ -385,8 +397,8 @@ def short(text, n=70):
 
 
 first = [q * KK + j for q in range(len(questions)) for j in range(k)]
-df = pd.DataFrame({"question": [i // KK for i in first], "rationale z": [short(roll.texts[i]) for i in first],
-                   "finish": [roll.finish[i] for i in first], "tokens": [len(roll.rationale_ids[i]) for i in first],
+df = pd.DataFrame({"question": [i // KK for i in first], "rationale z": [short(texts[i]) for i in first],
+                   "finish": [finish[i] for i in first], "tokens": [len(z_ids[i]) for i in first],
                    "log π(z|x)": logp_z[first].numpy(), "reward r = log π(y|x⊕z)": r[first].numpy(),
                    "RLOO advantage A": A[first].numpy()})
 display(df.round(3))
@@ -425,11 +437,14 @@ print(f"E[w²] ratio REINFORCE / RLOO: {stats['E[w²]'].iloc[0] / stats['E[w²]'
 
 # %%
 r_pen = torch.cat([penalize_truncated(rr, tt, "batch_mean", 2.0)
-                   for rr, tt in zip(r.view(-1, k), roll.truncated.view(-1, k))])
+                   for rr, tt in zip(r.view(-1, k), truncated.view(-1, k))])
 A_pen = rloo_advantages(r_pen.view(-1, k))
-for b, (tr, ap) in enumerate(zip(roll.truncated.view(-1, k), A_pen)):
+all_cut = truncated.view(-1, k).all(1)
+print(f"{int(all_cut.sum())} of {len(all_cut)} batches have all K rationales truncated (their advantages become 0)")
+for b, (tr, ap) in list(enumerate(zip(truncated.view(-1, k), A_pen)))[:6]:
     print(f"batch {b}: truncated {int(tr.sum())}/{k}; advantages after the penalty "
           f"{[round(float(a), 2) for a in ap]}")
+assert not all_cut.any() or A_pen[all_cut].abs().max() < 1e-3
 
 # %% [markdown]
 # ### Through the real network
@@ -437,11 +452,12 @@ for b, (tr, ap) in enumerate(zip(roll.truncated.view(-1, k), A_pen)):
 # Finally, back-propagate `latro_loss` through the model for the first question's batch, with and
 # without the baseline (λ = 0: the rationale term only). Without a baseline all weights are
 # negative, so the update mostly *lowers the probability of every sampled rationale*: its gradient is
-# nearly parallel to $\nabla\frac1K\sum_k\log\pi_\theta(z_k\mid x)$ and much larger than RLOO's, which
-# only moves probability between the rationales.
+# nearly parallel to $\nabla\frac1K\sum_k\log\pi_\theta(z_k\mid x)$ and several times larger than
+# RLOO's, which only moves probability between the rationales.
 #
-# `backward = "last_block"` (smoke) takes gradients with respect to the last transformer block only,
-# which keeps the backward pass short on a CPU; `backward = "all"` uses every parameter.
+# `backward = "last_block"` (the profiles' choice) takes gradients with respect to the last transformer
+# block only, which keeps the backward pass short; `backward = "all"` uses every parameter (on the
+# CPU, about a minute more for the demo).
 
 # %%
 def dot(a, b):
@@ -452,7 +468,7 @@ def dot(a, b):
 if backward:
     t0 = time.time()
     sl = slice(0, k)
-    sub = pack(roll.prompt_ids[sl], roll.rationale_ids[sl], ys[sl], tok.pad_token_id).to(dev)
+    sub = pack(prompt_ids[sl], z_ids[sl], ys[sl], tok.pad_token_id).to(dev)
     lp_z, lp_y = sequence_logprobs(lm, sub)                       # with gradients this time
     if backward == "last_block":
         decoder = lm.get_decoder()
@@ -482,9 +498,10 @@ if backward:
 #
 # - The Eq. 4 estimator is unbiased for $\nabla J$ with or without a baseline, because
 #   $\mathbb{E}_z[\nabla\log\pi_\theta(z\mid x)] = 0$; the KL term needs no separate gradient.
-# - A leave-one-out baseline keeps it unbiased (it does not depend on $z_k$) and removes the reward's
-#   shared offset: lower variance at every $K$. Including $r_k$ in its own baseline shrinks the
-#   rationale gradient by $\frac{K-1}{K}$, a bias that is large for small $K$.
+# - A leave-one-out baseline keeps it unbiased (it does not depend on $z_k$) and removes the rewards'
+#   shared offset, so the variance no longer grows with it (at $K = 2$ and small rewards it can cost a
+#   little). Including $r_k$ in its own baseline shrinks the rationale gradient by $\frac{K-1}{K}$:
+#   a bias, large for small $K$.
 # - Real self-rewards are large negative log-probabilities with a comparatively small spread within a
 #   question, which is exactly the regime where the baseline matters most.
 #

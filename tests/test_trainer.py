@@ -252,6 +252,8 @@ def test_resume_is_exact(variant, tok, task, tmp_path, monkeypatch):
     assert len(metrics(tmp_path / "split")) == 2
     resumed = new_trainer(tmp_path / "split", resume=True)
     assert resumed.step == 2
+    saved = torch.load(tmp_path / "split" / "checkpoint" / "state.pt", weights_only=False)
+    assert torch.equal(torch.get_rng_state(), saved["torch_rng"])        # the RNG continues too
     resumed.train()
 
     assert_same_weights(weights(tmp_path / "full" / "final"), weights(tmp_path / "split" / "final"))
@@ -374,6 +376,7 @@ def test_sft_two_steps(tok, task, tmp_path):
     assert (tmp_path / "final" / "config.json").exists()
 
 
+@pytest.mark.filterwarnings("ignore:Detected call of:UserWarning")   # no optimizer step: nothing kept
 def test_rft_two_steps_skips_update_without_correct_samples(tok, task, tmp_path):
     model, _ = tiny_model(tok)
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -419,6 +422,25 @@ def test_lora_trains_only_the_adapter_and_pi0_is_the_disabled_adapter(tok, task,
 
 # ----------------------------------------------------------------------------- processes
 
+def test_per_question_generators_make_samples_independent_of_batch_mates(tok):
+    """sample_rationales with one generator per prompt (the trainer's seeding): a question's K
+    rationales are the same whether it is sampled alone or next to other questions (which is what
+    makes 1 and N processes sample alike)."""
+    from latro_core.rollout import sample_rationales
+
+    model, _ = tiny_model(tok)
+    prompts = ["Tom has 3 apples. How many now?", "A longer question: Mia has 12 coins and finds 7 more."]
+    gens = lambda: [torch.Generator().manual_seed(s) for s in (11, 22)]     # noqa: E731
+    both = sample_rationales(model, tok, prompts, k=3, max_new_tokens=8, generator=gens())
+    for i, p in enumerate(prompts):
+        alone = sample_rationales(model, tok, [p], k=3, max_new_tokens=8, generator=[gens()[i]])
+        assert both.rationale_ids[3 * i:3 * i + 3] == alone.rationale_ids
+    swapped = sample_rationales(model, tok, prompts[::-1], k=3, max_new_tokens=8, generator=gens()[::-1])
+    assert swapped.rationale_ids == both.rationale_ids[3:] + both.rationale_ids[:3]
+    with pytest.raises(ValueError, match="one per prompt"):
+        sample_rationales(model, tok, prompts, k=3, max_new_tokens=8, generator=gens()[:1])
+
+
 def test_questions_per_step_must_divide_among_processes():
     with pytest.raises(ConfigError, match=r"questions_per_step=3 .* 2 processes"):
         TrainConfig(questions_per_step=3).validate(world_size=2)
@@ -445,7 +467,7 @@ def test_same_seed_same_rationales_and_metrics(tok, task, tmp_path, monkeypatch)
         run(make_cfg(tmp_path / name, seed=seed, steps=2, truncation="none", lr=1e-3), tok, task,
             tiny_model(tok)[0])
         texts[name] = list(seen)
-    assert texts["a"] == texts["b"] and len(texts["a"]) == 4       # 2 steps x 2 questions
+    assert texts["a"] == texts["b"] and len(texts["a"]) == 2 and len(texts["a"][0]) == 4   # 2 steps, 2 x K
     assert no_timing(metrics(tmp_path / "a")) == no_timing(metrics(tmp_path / "b"))
     assert_same_weights(weights(tmp_path / "a" / "final"), weights(tmp_path / "b" / "final"))
     assert texts["c"] != texts["a"]
@@ -454,7 +476,7 @@ def test_same_seed_same_rationales_and_metrics(tok, task, tmp_path, monkeypatch)
 def test_checkpoint_weights_must_fit_the_model(tok, tmp_path):
     small, _ = tiny_model(tok, hidden_size=32, heads=2)
     small.save_pretrained(tmp_path / "m")
-    with pytest.raises(Exception, match="size mismatch|does not match"):
+    with pytest.raises(ConfigError, match="does not match the model .*size mismatch"):
         trainer_mod._load_weights(tiny_model(tok)[0], tmp_path / "m")
     with pytest.raises(ConfigError, match="no \\*.safetensors"):
         trainer_mod._load_weights(tiny_model(tok)[0], tmp_path)

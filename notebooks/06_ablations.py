@@ -1,0 +1,139 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 06 · Ablations: the rationale budget L, and majority voting
+#
+# Two questions from the paper's Figure 3:
+#
+# - **(a) How long must the model reason?** Greedy accuracy as a function of the inference budget L
+#   (the most tokens a rationale may use), for the base model, the LaTRO model of notebook 04, and a
+#   LaTRO model *trained* with a short budget — the paper's "LaTRO-200" (trained with L = 200 rather
+#   than 500). If LaTRO teaches the model to reason more concisely, the short-L model should hold up
+#   at small inference budgets.
+# - **(b) How much does voting add?** maj@k accuracy for k = 1, 2, 4, …: one sampling pass with K
+#   samples per question serves every k ≤ K (the first k samples vote).
+#
+# | profile | (a) | (b) | time |
+# |---|---|---|---|
+# | `smoke` | L ∈ {8, 16}, 4 questions | K = 4, 2 questions | ~1 min |
+# | `demo` | L ∈ {16, 32, 64, 128}, 32 questions, short-L model trained with L = 24 | K = 32, 12 questions | ~8 min on 2 cores |
+# | `paper` | Phi-3.5-mini, L ∈ {100, …, 500}, LaTRO-200 | K = 32, full GSM8K test | GPUs |
+#
+# The LaTRO model is notebook 04's seed-0 run (`runs/<profile>/04_train_latro/`) when it exists;
+# otherwise it is trained here with the same recipe.
+
+# %%
+import os
+import subprocess
+import sys
+
+if "google.colab" in sys.modules:  # on Colab: install latro from its git repository
+    url = os.environ.get("LATRO_REPO_URL")
+    assert url, "set os.environ['LATRO_REPO_URL'] to the git URL of the latro repository, then rerun this cell"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "git+" + url], check=True)
+
+# %% tags=["parameters"]
+profile = "smoke"  # smoke | demo | paper   (papermill: -p profile demo)
+overrides = {}     # optional changes to the profile's settings, e.g. {"L_values": [16, 64]}
+
+# %%
+import json
+from pathlib import Path
+
+from IPython.display import Image, display
+
+from latro_core.evaluate import EvalConfig, run_evaluation
+from latro_core.plots import plot_accuracy_vs_L, plot_maj_at_k
+from latro_core.profiles import settings
+from latro_core.reproduce import resolve_data_dir, run_name, run_report, task_available, train_run
+from latro_core.trainer import TrainConfig
+
+ROOT = Path.cwd() if (Path.cwd() / "latro_core").exists() else Path.cwd().parent
+S = {**settings("06_ablations", profile), **overrides}
+DATA = resolve_data_dir(ROOT)
+RUNS = ROOT / "runs" / profile / "06_ablations"
+FIG = ROOT / "figures"
+assert task_available(S["eval"]["task"], "test", DATA), f"{S['eval']['task']} is needed for this profile"
+print(json.dumps(S, indent=1))
+
+# %% [markdown]
+# ## The models
+#
+# The LaTRO model from notebook 04 (or trained here), and the same recipe trained with the short
+# budget `short_L`.
+
+# %%
+model, L_train = S["model"], S["latro"]["max_new_tokens"]
+from_04 = ROOT / "runs" / profile / "04_train_latro" / run_name("latro", 0, model)
+if (from_04 / "final").exists():
+    latro = run_report(from_04)
+    L_train = latro["config"]["max_new_tokens"]
+    print(f"using notebook 04's LaTRO run {from_04} (trained with L={L_train}, model {latro['model']})")
+else:
+    cfg = TrainConfig(method="latro", model=model, seed=0, data_dir=DATA,
+                      out_dir=str(RUNS / run_name("latro", 0, model)), **S["latro"])
+    latro = train_run(cfg, cwd=ROOT, **S["run"])
+
+cfg = TrainConfig(method="latro", model=model, seed=0, data_dir=DATA,
+                  out_dir=str(RUNS / run_name("latro", 0, model, tag=f"L{S['short_L']}")),
+                  **{**S["latro"], "max_new_tokens": S["short_L"]})
+short = train_run(cfg, cwd=ROOT, **S["run"])
+MODELS = {"Base": ("base", model),                                   # label: (folder name, model)
+          f"LaTRO (trained L={L_train})": (f"latro-L{L_train}", latro["model"]),
+          f"LaTRO (trained L={S['short_L']})": (f"latro-L{S['short_L']}", short["model"])}
+
+# %% [markdown]
+# ## (a) Accuracy vs the inference budget L
+#
+# Greedy decoding, the same test questions at every L. A rationale cut at L before the answer
+# template gets no "The answer is …", so the checker falls back to the last number in the text.
+
+# %%
+rows = []
+for label, (name, path) in MODELS.items():
+    for L in S["L_values"]:
+        s = run_evaluation(EvalConfig(model=path, data_dir=DATA, out=str(RUNS / "eval" / f"{name}-infer-L{L}"),
+                                      **{**S["eval"], "max_new_tokens": L, "k": 0}))
+        g = s["greedy"]
+        rows.append({"label": label, "L": L, "accuracy": g["accuracy"], "lo": g["ci95"][0], "hi": g["ci95"][1]})
+        print(f"{label:28s} L={L:4d}: {g['accuracy']:.3f}  (truncated {g['frac_truncated']:.2f})")
+display(Image(plot_accuracy_vs_L(rows, FIG / f"06_accuracy_vs_L_{profile}.png")))
+
+# %% [markdown]
+# ## (b) maj@k
+#
+# One pass of K samples per question at T = 1; maj@k votes over the first k. The dashed lines are
+# greedy accuracy.
+
+# %%
+maj = {}
+for label in ("Base", f"LaTRO (trained L={L_train})"):
+    name, path = MODELS[label]
+    kw = {**S["eval"], "limit": S["maj"]["limit"], "max_new_tokens": S["maj"]["max_new_tokens"], "k": S["maj"]["k"]}
+    maj[label] = run_evaluation(EvalConfig(model=path, data_dir=DATA, auroc=False,
+                                           out=str(RUNS / "eval" / f"{name}-maj{S['maj']['k']}"), **kw))
+    print(label, {k: round(v["accuracy"], 3) for k, v in maj[label]["maj_at_k"].items()})
+display(Image(plot_maj_at_k(maj, FIG / f"06_maj_at_k_{profile}.png")))
+
+# %% [markdown]
+# ## Reading the results
+#
+# The paper's Figure 3 makes two points: LaTRO's gain over the base model holds across inference
+# budgets, and a model trained with a shorter budget (LaTRO-200) reaches good accuracy with shorter
+# rationales, moving some computation from inference to training; and majority voting adds to
+# LaTRO's gain rather than replacing it. With the 135M demo model, read the curves together with
+# their 95% intervals: 32 questions give intervals about ±15 points wide.

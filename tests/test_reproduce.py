@@ -1,0 +1,224 @@
+"""``latro reproduce`` (papermill over the notebooks, done markers, summary) and the profile table,
+with tiny stand-in notebooks in a temporary folder (no model is loaded)."""
+
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pytest
+
+from latro_core import profiles
+from latro_core.cli import build_parser, config_from_args, main
+from latro_core.errors import ConfigError
+from latro_core.reproduce import (ReproduceConfig, ReproduceError, cli_flags, launch_command, reproduce,
+                                  run_report, select_notebooks, selection_markdown)
+
+
+def _notebook(path, body: str):
+    """A notebook with a papermill parameters cell (profile) and one code cell."""
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('profile = "demo"')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell("# test"), params, nbformat.v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, str(path))
+
+
+@pytest.fixture
+def project(tmp_path):
+    nbs = tmp_path / "notebooks"
+    nbs.mkdir()
+    _notebook(nbs / "01_tiny.ipynb", "from pathlib import Path\n"
+              "(Path('..') / 'figures').mkdir(exist_ok=True)\n"
+              "(Path('..') / 'figures' / f'01_tiny_{profile}.png').write_text(profile)\n"
+              "print('profile is', profile)")
+    _notebook(nbs / "02_other.ipynb", "x = 1")
+    return tmp_path
+
+
+def _cfg(project, **kw):
+    return ReproduceConfig(**{"profile": "smoke", "out": str(project / "out"),
+                              "notebook_dir": str(project / "notebooks"), **kw})
+
+
+def test_runs_writes_marker_and_skips_second_time(project, capsys):
+    s = reproduce(_cfg(project, notebooks="01_tiny"))
+    executed = project / "out" / "smoke" / "01_tiny.ipynb"
+    marker = project / "out" / "smoke" / "01_tiny.done"
+    assert executed.exists() and marker.exists()
+    done = json.loads(marker.read_text())
+    assert done["profile"] == "smoke" and done["wall_s"] >= 0 and done["source_sha256"]
+    assert [r["status"] for r in s["notebooks"]] == ["ran"]
+    assert "figures/01_tiny_smoke.png" in s["files"]
+    assert (project / "figures" / "01_tiny_smoke.png").read_text() == "smoke"   # the profile was injected
+    out = json.loads(executed.read_text())
+    assert any("profile is smoke" in "".join(o.get("text", "")) for c in out["cells"] for o in c.get("outputs", []))
+    assert "01_tiny" in capsys.readouterr().out                            # the summary table
+
+    mtime = executed.stat().st_mtime_ns
+    s2 = reproduce(_cfg(project, notebooks="01_tiny"))
+    assert [r["status"] for r in s2["notebooks"]] == ["skipped"]
+    assert executed.stat().st_mtime_ns == mtime
+    assert s2["files"] == []
+
+    s3 = reproduce(_cfg(project, notebooks="01", force=True))                # prefix; force reruns
+    assert [r["status"] for r in s3["notebooks"]] == ["ran"]
+
+
+def test_all_notebooks_in_order_and_source_change_reruns(project):
+    s = reproduce(_cfg(project))
+    assert [r["notebook"] for r in s["notebooks"]] == ["01_tiny", "02_other"]
+    _notebook(project / "notebooks" / "02_other.ipynb", "x = 2")
+    s = reproduce(_cfg(project))
+    assert [r["status"] for r in s["notebooks"]] == ["skipped", "ran"]
+
+
+def test_failure_names_notebook_and_stops(project):
+    _notebook(project / "notebooks" / "01_tiny.ipynb", "raise ValueError('boom')")
+    with pytest.raises(ReproduceError, match=r"01_tiny.*boom.*01_tiny\.ipynb") as e:
+        reproduce(_cfg(project))
+    assert "out/smoke/01_tiny.ipynb" in str(e.value)
+    assert not (project / "out" / "smoke" / "01_tiny.done").exists()
+    assert not (project / "out" / "smoke" / "02_other.ipynb").exists()      # stopped at the failure
+
+
+def test_config_errors(project, monkeypatch):
+    with pytest.raises(ConfigError, match="unknown profile"):
+        reproduce(_cfg(project, profile="fast"))
+    with pytest.raises(ConfigError, match="not found"):
+        reproduce(_cfg(project, notebooks="07_missing"))
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="GPU"):
+        reproduce(_cfg(project, profile="paper"))
+    assert main(["reproduce", "--profile", "paper", "--notebook-dir", str(project / "notebooks"),
+                 "--out", str(project / "out")]) == 2
+
+
+def test_cli_fills_config():
+    ns = build_parser().parse_args(["reproduce", "--profile", "smoke", "--notebooks", "04_train_latro", "--force"])
+    cfg = config_from_args(ReproduceConfig, ns)
+    assert (cfg.profile, cfg.notebooks, cfg.force, cfg.kernel) == ("smoke", "04_train_latro", True, None)
+
+
+def test_select_notebooks(project):
+    nbs = project / "notebooks"
+    assert [p.stem for p in select_notebooks(nbs, "02_other, 01_tiny.ipynb")] == ["01_tiny", "02_other"]
+    with pytest.raises(ConfigError, match="ambiguous"):
+        select_notebooks(nbs, "0")
+
+
+# ----------------------------------------------------------------------------- profiles
+
+def test_profiles_cover_every_notebook():
+    for p in profiles.PROFILES:
+        for nb in profiles.NOTEBOOKS:
+            s = profiles.settings(nb, p)
+            assert s["profile"] == p and s["notebook"] == nb
+    assert profiles.settings("notebooks/04_train_latro.ipynb", "smoke")["notebook"] == "04_train_latro"
+    with pytest.raises(ConfigError, match="unknown profile"):
+        profiles.settings("04_train_latro", "full")
+    with pytest.raises(ConfigError, match="no settings"):
+        profiles.settings("99_nothing", "smoke")
+
+
+def test_settings_are_copies():
+    s = profiles.settings("04_train_latro", "demo")
+    s["latro"]["steps"] = -1
+    assert profiles.settings("04_train_latro", "demo")["latro"]["steps"] > 0
+
+
+def test_training_settings_are_valid_configs():
+    from latro_core.evaluate import EvalConfig
+    from latro_core.trainer import TrainConfig
+
+    for p in profiles.PROFILES:
+        for nb in ("04_train_latro", "05_arc_challenge", "06_ablations"):
+            s = profiles.settings(nb, p)
+            for method in ("sft", "latro"):
+                if method in s and s[method].get("steps", 1):
+                    TrainConfig(method=method, **s[method]).validate()
+            EvalConfig(**{**s["eval"], "max_new_tokens": 8}).validate()
+    demo = profiles.settings("04_train_latro", "demo")
+    assert len(demo["seeds"]) >= 3
+
+
+def test_paper_profile_numbers():
+    s = profiles.settings("04_train_latro", "paper")
+    assert s["models"] == list(profiles.PAPER_MODELS)
+    lat = s["latro"]
+    assert (lat["k"], lat["max_new_tokens"], lat["temperature"], lat["lr"], lat["beta"]) == (16, 500, 1.0, 5e-7, 0.05)
+    assert lat["steps"] == 6 * -(-7473 // profiles.PAPER_BATCH)
+    arc = profiles.settings("05_arc_challenge", "paper")["latro"]
+    assert arc["beta"] == 0.25 and arc["steps"] == 12 * -(-1119 // profiles.PAPER_BATCH)
+
+
+def test_launch_command_parses_with_the_cli():
+    from latro_core.trainer import TrainConfig
+
+    s = profiles.settings("04_train_latro", "paper")
+    cfg = TrainConfig(method="latro", model=s["models"][0], out_dir="runs/paper/x", **s["latro"])
+    cmd = launch_command(cfg)
+    assert cmd[:4] == ["accelerate", "launch", "--config_file", profiles.ACCELERATE_CONFIG]
+    i = cmd.index("latro_core.cli")
+    ns = build_parser().parse_args(cmd[i + 1:])
+    back = config_from_args(TrainConfig, ns, method="latro")
+    assert back == cfg
+    assert "--method" not in cli_flags(TrainConfig(method="sft"), skip=("method",))
+
+
+def test_run_report_and_selection_table(tmp_path):
+    run = tmp_path / "latro-seed0"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"method": "latro", "seed": 0, "steps": 4,
+                                                 "eval_split": "validation", "max_new_tokens": 16}))
+    rows = [{"step": 2, "eval_accuracy": 0.5, "test_accuracy": 0.4},
+            {"step": 4, "eval_accuracy": 0.25, "test_accuracy": 0.6}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (run / "best.json").write_text(json.dumps({"step": 2, "eval_split": "validation", "eval_accuracy": 0.5}))
+    (run / "best").mkdir()
+    r = run_report(run)
+    assert r["model"] == str(run / "best") and r["best_step"] == 2 and r["best_eval"] == 0.5
+    assert r["paper_rule"] == {"step": 4, "test_accuracy": 0.6}
+    md = selection_markdown({"latro seed 0": r})
+    assert "| latro seed 0 | validation accuracy | 2 | 50.0 | 40.0 | 60.0 (4) |" in md
+
+
+# ----------------------------------------------------------------------------- model selection
+
+def _tiny_run(tmp_path, monkeypatch, smol_tokenizer, val, test, **kw):
+    """train_run on a tiny random model for len(val) steps, with scripted greedy accuracies."""
+    import latro_core.evaluate as ev
+    from latro_core.models import prepare_tokenizer, tiny_model
+    from latro_core.reproduce import train_run
+    from latro_core.trainer import TrainConfig
+
+    calls = {"validation": iter(val), "test": iter(test)}
+    monkeypatch.setattr(ev, "greedy_accuracy", lambda model, tok, task, **_: next(calls[task.split]))
+    tok = prepare_tokenizer(smol_tokenizer)
+    cfg = TrainConfig(out_dir=str(tmp_path / "run"), steps=len(val), k=2, questions_per_step=2, max_new_tokens=4,
+                      micro_batch=4, eval_every=1, eval_limit=2, device="cpu", progress=False, **kw)
+    return train_run(cfg, model=tiny_model(tok)[0], tokenizer=tok, test_limit=2, keep_resume_state=False)
+
+
+def test_train_run_keeps_the_best_checkpoint_by_validation(tmp_path, monkeypatch, smol_tokenizer):
+    from safetensors.torch import load_file
+
+    r = _tiny_run(tmp_path, monkeypatch, smol_tokenizer, val=[0.2, 0.6, 0.6, 0.4], test=[0.1, 0.3, 0.2, 0.5])
+    run = tmp_path / "run"
+    assert r["best_step"] == 2 and r["best_eval"] == 0.6                     # ties keep the earlier step
+    assert r["model"] == str(run / "best") and r["selected_by"] == "validation accuracy"
+    assert r["paper_rule"] == {"step": 4, "test_accuracy": 0.5}
+    assert json.loads((run / "best.json").read_text())["step"] == 2
+    assert not (run / "checkpoint").exists()                                 # keep_resume_state=False
+    best, final = (load_file(str(next((run / d).glob("*.safetensors")))) for d in ("best", "final"))
+    assert best.keys() == final.keys() and any(not (best[k] == final[k]).all() for k in best)
+    lines = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["test_accuracy"] for m in lines] == [0.1, 0.3, 0.2, 0.5]
+
+
+def test_train_run_best_at_the_end_points_to_final(tmp_path, monkeypatch, smol_tokenizer):
+    r = _tiny_run(tmp_path, monkeypatch, smol_tokenizer, val=[0.1, 0.5], test=[0.0, 0.0], method="sft")
+    assert r["best_step"] == 2 and r["model"] == str(tmp_path / "run" / "final")
+    assert not (tmp_path / "run" / "best").exists()

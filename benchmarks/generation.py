@@ -116,11 +116,11 @@ def way_rollout(mod=None, impl: str | None = None, inference: bool = False):
         ctx_attn = attention(model, impl) if impl else contextlib.nullcontext()
         ctx_inf = torch.inference_mode() if inference else contextlib.nullcontext()
         with ctx_attn, ctx_inf, no_model_eos(model):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             roll = m.sample_rationales(model, NoEos(tok), prompts, k=1, max_new_tokens=L, temperature=1.0,
                                        stop_strings=None, generator=torch.Generator().manual_seed(seed))
-            dt = time.perf_counter() - t0
-        return dt, roll.new_tokens, roll.rationale_ids
+            dt, dc = time.perf_counter() - t0, time.process_time() - c0
+        return dt, dc, roll.new_tokens, roll.rationale_ids
     return run
 
 
@@ -141,11 +141,11 @@ def way_generate(impl: str | None = None, cache: str | None = None, compile_: bo
         ctx_attn = attention(model, impl) if impl else contextlib.nullcontext()
         torch.manual_seed(seed)
         with ctx_attn, torch.no_grad():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             out = model.generate(input_ids=ids, attention_mask=att, **kw)
-            dt = time.perf_counter() - t0
+            dt, dc = time.perf_counter() - t0, time.process_time() - c0
         new = out[:, ids.shape[1]:]
-        return dt, int(new.numel()), new.tolist()
+        return dt, dc, int(new.numel()), new.tolist()
     return run
 
 
@@ -166,6 +166,7 @@ COMPILE_WAYS = {
 def run_rounds(model, tok, ways: dict, prompts, L, repeats, seed, warmup=True, log=print) -> dict:
     names = list(ways)
     times = {n: [] for n in names}
+    cpus = {n: [] for n in names}
     toks = {}
     first = {}
     if warmup:
@@ -178,22 +179,48 @@ def run_rounds(model, tok, ways: dict, prompts, L, repeats, seed, warmup=True, l
     for r in range(repeats):
         order = names[r % len(names):] + names[:r % len(names)]
         for n in order:
-            dt, nt, out = ways[n](model, tok, prompts, L, seed + r)
+            dt, dc, nt, out = ways[n](model, tok, prompts, L, seed + r)
             times[n].append(dt)
+            cpus[n].append(dc)
             toks[n] = nt
             outputs.setdefault(n, []).append(out)
-            log(f"  round {r + 1} {n}: {nt} tokens in {dt:.2f}s = {nt / dt:.1f} tok/s")
+            log(f"  round {r + 1} {n}: {nt} tokens in {dt:.2f}s ({dc:.2f} CPU s) = {nt / dt:.1f} tok/s")
     res = {}
     for n in names:
-        med = statistics.median(times[n])
+        med, cmed = statistics.median(times[n]), statistics.median(cpus[n])
         res[n] = {"median_s": med, "tokens": toks[n], "tokens_per_s": toks[n] / med, "times_s": times[n],
-                  "warmup_s": first.get(n)}
+                  "median_cpu_s": cmed, "tokens_per_cpu_s": toks[n] / cmed, "cpu_s": cpus[n], "warmup_s": first.get(n)}
     # the rollout variants must sample exactly what the plain rollout samples
     base = outputs.get("rollout (sample_rationales)")
     for n in names:
         if n.startswith("rollout") and base is not None:
             res[n]["same_tokens_as_rollout"] = outputs[n] == base
     return res
+
+
+def prefill_bench(model, tok, prompts, repeats: int) -> dict:
+    """The rollout's prefill with all prompt positions projected onto the vocabulary (as before) vs
+    ``logits_to_keep=1`` (now): time, and whether the last position's logits are bit-identical."""
+    ids, att = _left_batch(tok, prompts)
+    pos = (att.cumsum(-1) - 1).clamp(min=0)
+    res = {"full": {"wall": [], "cpu": []}, "last_only": {"wall": [], "cpu": []}}
+    same = True
+    with torch.no_grad():
+        for r in range(repeats + 1):
+            outs = {}
+            for name, kw in (("full", {}), ("last_only", {"logits_to_keep": 1}))[::1 if r % 2 else -1]:
+                t0, c0 = time.perf_counter(), time.process_time()
+                outs[name] = model(input_ids=ids, attention_mask=att, position_ids=pos, **kw).logits[:, -1]
+                if r:                                          # r == 0: warm-up
+                    res[name]["wall"].append(time.perf_counter() - t0)
+                    res[name]["cpu"].append(time.process_time() - c0)
+            same &= torch.equal(outs["full"], outs["last_only"])
+    out = {k: {"median_s": statistics.median(v["wall"]), "median_cpu_s": statistics.median(v["cpu"]),
+               "runs_s": v["wall"]} for k, v in res.items()}
+    out["bit_identical"] = bool(same)
+    out["prompts"] = len(prompts)
+    out["prompt_tokens"] = int(att.sum())
+    return out
 
 
 def machine_info() -> dict:
@@ -235,6 +262,7 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--baseline-rev", default=None, help="also time latro_core/rollout.py as of this git revision")
+    ap.add_argument("--prefill-repeats", type=int, default=5, help="prefill-only comparison (0: skip)")
     ap.add_argument("--compile", action="store_true", help="also try torch.compile (subprocess, capped)")
     ap.add_argument("--compile-timeout", type=int, default=480)
     ap.add_argument("--out", default="results/generation_speed", help="writes OUT.md and OUT.json")
@@ -255,6 +283,12 @@ def main(argv=None) -> None:
     if args.baseline_rev:
         res[f"rollout @ {args.baseline_rev}"]["same_tokens_as_rollout"] = res[f"rollout @ {args.baseline_rev}"].get(
             "same_tokens_as_rollout")
+    pre = None
+    if args.prefill_repeats:
+        pre = {str(n): prefill_bench(model, tok, prompts[:n], args.prefill_repeats) for n in sorted({1, len(prompts)})}
+        for n, p_ in pre.items():
+            print(f"prefill {n} prompt(s): full logits {p_['full']['median_s']:.3f}s, last only "
+                  f"{p_['last_only']['median_s']:.3f}s, bit-identical {p_['bit_identical']}")
     compile_res, compile_note = None, None
     if args.compile:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--compile-child", "--prompts", str(args.prompts),
@@ -272,7 +306,7 @@ def main(argv=None) -> None:
     out = {"command": "python " + " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]),
            "git_commit": _git_commit(), "machine": machine_info(),
            "settings": {"prompts": args.prompts, "L": args.L, "repeats": args.repeats, "seed": args.seed},
-           "results": res, "compile": compile_res, "compile_note": compile_note}
+           "results": res, "prefill": pre, "compile": compile_res, "compile_note": compile_note}
     ref = res["generate (sdpa, dynamic cache)"]["tokens_per_s"]
     lines = ["# Decoding speed: sample_rationales vs model.generate", "",
              f"Command: `{out['command']}`  ", f"Commit: `{out['git_commit']}`  ",
@@ -280,17 +314,33 @@ def main(argv=None) -> None:
              f"({out['machine']['torch_threads']} threads), transformers {out['machine']['transformers']}  ",
              f"Batch: {args.prompts} prompts (arithmetic/train), exactly {args.L} new tokens each, SmolLM2-135M fp32, "
              f"pure sampling T=1; median of {args.repeats} rounds (order rotating).", "",
-             "| way | tokens | median s | tokens/s | vs generate | same tokens as rollout |", "|---|---|---|---|---|---|"]
+             "| way | tokens | median s | tokens/s | vs generate | median CPU s | tokens per CPU s | vs generate (CPU) | "
+             "runs (s) | same tokens as rollout |", "|---|---|---|---|---|---|---|---|---|---|"]
+    cref = res["generate (sdpa, dynamic cache)"].get("tokens_per_cpu_s")
     for n, r in res.items():
         same = r.get("same_tokens_as_rollout")
         lines.append(f"| {n} | {r['tokens']} | {r['median_s']:.2f} | {r['tokens_per_s']:.1f} | "
-                     f"{r['tokens_per_s'] / ref:.2f}x | {'' if same is None else ('yes' if same else 'NO')} |")
+                     f"{r['tokens_per_s'] / ref:.2f}x | {r['median_cpu_s']:.2f} | {r['tokens_per_cpu_s']:.1f} | "
+                     f"{r['tokens_per_cpu_s'] / cref:.2f}x | {', '.join(f'{t:.1f}' for t in r['times_s'])} | "
+                     f"{'' if same is None else ('yes' if same else 'NO')} |")
+    if pre:
+        lines += ["", "Rollout prefill, all prompt positions projected onto the vocabulary (before) vs only the last "
+                  "(`logits_to_keep=1`, now), interleaved, median of "
+                  f"{args.prefill_repeats}:", "",
+                  "| prompts (tokens) | full logits s (CPU s) | last position only s (CPU s) | saved | last logits bit-identical |",
+                  "|---|---|---|---|---|"]
+        for n, p_ in pre.items():
+            f_, l_ = p_["full"], p_["last_only"]
+            lines.append(f"| {n} ({p_['prompt_tokens']}) | {f_['median_s']:.3f} ({f_['median_cpu_s']:.3f}) | "
+                         f"{l_['median_s']:.3f} ({l_['median_cpu_s']:.3f}) | {1 - l_['median_cpu_s'] / f_['median_cpu_s']:.0%} CPU | "
+                         f"{'yes' if p_['bit_identical'] else 'NO'} |")
     if args.compile:
         lines += ["", "torch.compile (separate process, static cache, `CompileConfig(mode='default')` forced on CPU):", ""]
         if compile_res:
-            lines += ["| way | median s | tokens/s | first call s (includes compiling) |", "|---|---|---|---|"]
+            lines += ["| way | median s | tokens/s | median CPU s | first call s (includes compiling) |", "|---|---|---|---|---|"]
             for n, r in compile_res.items():
-                lines.append(f"| {n} | {r['median_s']:.2f} | {r['tokens_per_s']:.1f} | {r['warmup_s']:.1f} |")
+                lines.append(f"| {n} | {r['median_s']:.2f} | {r['tokens_per_s']:.1f} | {r.get('median_cpu_s', float('nan')):.2f} | "
+                             f"{r['warmup_s']:.1f} |")
         else:
             lines.append(compile_note)
     path = Path(args.out)
@@ -300,7 +350,8 @@ def main(argv=None) -> None:
     notes = ("\n" + Path(args.notes).read_text()) if args.notes else ""
     path.with_suffix(".md").write_text("\n".join(lines) + "\n" + notes)
     for n, r in res.items():
-        print(f"{n:38s} {r['tokens_per_s']:7.1f} tok/s  ({r['median_s']:.2f}s)  same={r.get('same_tokens_as_rollout')}")
+        print(f"{n:38s} {r['tokens_per_s']:7.1f} tok/s  ({r['median_s']:.2f}s, {r['median_cpu_s']:.2f} CPU s)  "
+              f"same={r.get('same_tokens_as_rollout')}")
     print(f"wrote {path.with_suffix('.md')}")
 
 

@@ -134,22 +134,24 @@ class FastWay:
         """As the trainer's ``_sample``: one ``sample_rationales`` call per question, each with its own
         generator (a question's samples do not depend on its batch-mates)."""
         hp = self.hp
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         rolls = [sample_rationales(self.model, self.tok, [p], k=hp.k, max_new_tokens=hp.L, temperature=hp.temperature,
                                    generator=torch.Generator().manual_seed(seed * 1009 + q))
                  for q, p in enumerate(prompts)]
-        dt = time.perf_counter() - t0
+        dt, dc = time.perf_counter() - t0, time.process_time() - c0
         batch = Batch([x for r in rolls for x in r.prompt_ids], [z for r in rolls for z in r.rationale_ids],
                       [answers[q] for q, r in enumerate(rolls) for _ in r.prompt_ids],
                       [t for r in rolls for t in r.truncated.tolist()], [f for r in rolls for f in r.finish], hp.k)
-        return batch, {"sampling_s": dt, "new_tokens": sum(r.new_tokens for r in rolls), "gen_steps": None}
+        return batch, {"sampling_s": dt, "sampling_cpu_s": dc, "new_tokens": sum(r.new_tokens for r in rolls),
+                       "gen_steps": None}
 
     def sample_batched(self, prompts: list[str], seed: int) -> dict:
         """For comparison only: all questions in ONE ``sample_rationales`` call (one generator)."""
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         roll = sample_rationales(self.model, self.tok, prompts, k=self.hp.k, max_new_tokens=self.hp.L,
                                  temperature=self.hp.temperature, generator=torch.Generator().manual_seed(seed))
-        return {"batched_sampling_s": time.perf_counter() - t0, "batched_new_tokens": roll.new_tokens}
+        return {"batched_sampling_s": time.perf_counter() - t0, "batched_sampling_cpu_s": time.process_time() - c0,
+                "batched_new_tokens": roll.new_tokens}
 
     def _ref_logp_z(self, pb):
         with torch.no_grad():
@@ -160,7 +162,7 @@ class FastWay:
 
     def update(self, batch: Batch) -> dict:
         hp = self.hp
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         pb = pack(batch.prompt_ids, batch.rationale_ids, batch.answer_ids, self.tok.pad_token_id)
         logp_z, logp_y = self.scorer(pb.input_ids, pb.attention_mask, pb.z_mask, pb.y_mask)
         ref = self._ref_logp_z(pb) if hp.beta != 0 else None
@@ -168,11 +170,11 @@ class FastWay:
         r = penalize_truncated(r, torch.tensor(batch.truncated), hp.truncation, hp.gamma)
         adv = rloo_advantages(r.view(-1, hp.k)).view(-1)
         loss, _ = latro_loss(logp_z, logp_y, adv, hp.lam)
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         gn = _step(loss, self.params, self.opt, hp.grad_clip)
-        t2 = time.perf_counter()
-        return {"scoring_s": t1 - t0, "backward_step_s": t2 - t1, "loss": float(loss.detach()), "grad_norm": gn,
-                "reward_mean": float(r.mean()), "forwards": 2}
+        t2, c2 = time.perf_counter(), time.process_time()
+        return {"scoring_s": t1 - t0, "backward_step_s": t2 - t1, "scoring_cpu_s": c1 - c0, "backward_step_cpu_s": c2 - c1,
+                "loss": float(loss.detach()), "grad_norm": gn, "reward_mean": float(r.mean()), "forwards": 2}
 
 
 # --------------------------------------------------------------------------------- literal way
@@ -266,7 +268,7 @@ class LiteralWay:
         cfg = GenerationConfig(max_new_tokens=hp.L, temperature=hp.temperature, top_k=0, top_p=1.0, do_sample=True,
                                pad_token_id=tok.pad_token_id, eos_token_id=eos)
         torch.manual_seed(seed)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         was = model.training
         model.eval()
         with torch.no_grad():
@@ -278,16 +280,16 @@ class LiteralWay:
             del out, logits
             _collect(self.collect)
         model.train(was)
-        dt = time.perf_counter() - t0
+        dt, dc = time.perf_counter() - t0, time.process_time() - c0
         new = seqs != tok.pad_token_id
         for i, z in enumerate(batch.rationale_ids):                  # it generated exactly the fast way's z
             if seqs[i, :len(z)].tolist() != list(z):
                 raise AssertionError(f"generate did not replay rationale {i}")
-        return {"sampling_s": dt, "new_tokens": int(new.sum()), "gen_steps": int(seqs.shape[1])}
+        return {"sampling_s": dt, "sampling_cpu_s": dc, "new_tokens": int(new.sum()), "gen_steps": int(seqs.shape[1])}
 
     def update(self, batch: Batch) -> dict:
         hp, model = self.hp, self.model
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         xs, zs, ys = batch.prompt_ids, batch.rationale_ids, batch.answer_ids
         xz = _left_pad([x + z for x, z in zip(xs, zs)], [(len(x), len(x) + len(z)) for x, z in zip(xs, zs)])
         xzy = _left_pad([x + z + y for x, z, y in zip(xs, zs, ys)],
@@ -304,13 +306,13 @@ class LiteralWay:
         logp_z = literal_logprob_sum(model, *xz, collect=c)           # training: 2 passes with grad
         logp_y = literal_logprob_sum(model, *xzy, collect=c)
         loss, _ = latro_loss(logp_z, logp_y, adv, hp.lam)
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         gn = _step(loss, self.params, self.opt, hp.grad_clip)
         del logp_z, logp_y
         _collect(c)
-        t2 = time.perf_counter()
-        return {"scoring_s": t1 - t0, "backward_step_s": t2 - t1, "loss": float(loss.detach()), "grad_norm": gn,
-                "reward_mean": float(r.mean()), "forwards": 5}
+        t2, c2 = time.perf_counter(), time.process_time()
+        return {"scoring_s": t1 - t0, "backward_step_s": t2 - t1, "scoring_cpu_s": c1 - c0, "backward_step_cpu_s": c2 - c1,
+                "loss": float(loss.detach()), "grad_norm": gn, "reward_mean": float(r.mean()), "forwards": 5}
 
 
 # ------------------------------------------------------------------------------ building ways
@@ -364,6 +366,14 @@ def _mem() -> dict:
             "ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+def _malloc_trim() -> None:
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _reset_hwm() -> bool:
     try:
         Path("/proc/self/clear_refs").write_text("5")
@@ -404,12 +414,17 @@ def worker(args) -> None:
             batch = Batch.load(msg["batch"])
             s = way.sample(prompts, batch, seed)
         else:                                       # fast-ckpt: fast's sampler, so only its update is timed
-            batch, s = Batch.load(msg["batch"]), {"sampling_s": 0.0, "new_tokens": None, "gen_steps": None}
+            batch = Batch.load(msg["batch"])
+            s = {"sampling_s": 0.0, "sampling_cpu_s": 0.0, "new_tokens": None, "gen_steps": None}
         u = way.update(batch)
         total = time.perf_counter() - t0
+        u["total_cpu_s"] = s["sampling_cpu_s"] + u["scoring_cpu_s"] + u["backward_step_cpu_s"]
         extra = way.sample_batched(prompts, seed) if (args.also_batched and args.way == "fast") else {}
-        proto.write(json.dumps({**s, **u, **extra, "total_s": total, "samples": len(batch.prompt_ids),
-                                "mem": _mem()}) + "\n")
+        mem, n = _mem(), len(batch.prompt_ids)
+        del batch
+        gc.collect()
+        _malloc_trim()          # hand freed memory back, so idle workers hold only their state (peak unaffected)
+        proto.write(json.dumps({**s, **u, **extra, "total_s": total, "samples": n, "mem": mem}) + "\n")
 
 
 class _Worker:
@@ -480,7 +495,8 @@ def drive(args) -> dict:
             f, lt = res["fast"], res["literal"]
             if "fast-ckpt" in res:                                   # same sampler as fast
                 c = res["fast-ckpt"]
-                c.update(sampling_s=f["sampling_s"], new_tokens=f["new_tokens"], total_s=c["total_s"] + f["sampling_s"])
+                c.update(sampling_s=f["sampling_s"], sampling_cpu_s=f["sampling_cpu_s"], new_tokens=f["new_tokens"],
+                         total_s=c["total_s"] + f["sampling_s"], total_cpu_s=c["total_cpu_s"] + f["sampling_cpu_s"])
             ok = all(losses_agree(f["loss"], res[w]["loss"]) for w in names)
             g_rel = abs(f["grad_norm"] - lt["grad_norm"]) / max(abs(f["grad_norm"]), 1e-30)
             checks.append({"update": r, "warmup": r < args.warmup, "loss_fast": f["loss"], "loss_literal": lt["loss"],
@@ -489,7 +505,7 @@ def drive(args) -> dict:
                            **({"loss_fast_ckpt": res["fast-ckpt"]["loss"]} if "fast-ckpt" in res else {})})
             tag = "warm-up" if r < args.warmup else f"rep {r - args.warmup + 1}"
             print(f"[{tag}] " + "  ".join(
-                f"{w} {res[w]['total_s']:.2f}s (sample {res[w]['sampling_s']:.2f} score {res[w]['scoring_s']:.2f} "
+                f"{w} {res[w]['total_s']:.2f}s/{res[w]['total_cpu_s']:.2f} CPU (sample {res[w]['sampling_s']:.2f} score {res[w]['scoring_s']:.2f} "
                 f"bwd+step {res[w]['backward_step_s']:.2f}, loss {res[w]['loss']:.6f})" for w in names)
                 + f"  grad-norm rel diff fast/literal {g_rel:.1e}", flush=True)
             if not ok:
@@ -510,6 +526,7 @@ def drive(args) -> dict:
         tot = _med(rs, "total_s")
         summary[w] = {"sampling_s": _med(rs, "sampling_s"), "scoring_s": _med(rs, "scoring_s"),
                       "backward_step_s": _med(rs, "backward_step_s"), "total_s": tot,
+                      "cpu": {k: _med(rs, k) for k in ("sampling_cpu_s", "scoring_cpu_s", "backward_step_cpu_s", "total_cpu_s")},
                       "samples_per_s": rs[0]["samples"] / tot,
                       "peak_rss_mb": bye[w]["mem"]["hwm_mb"] if ready[w]["hwm_reset"] else bye[w]["mem"]["ru_maxrss_mb"],
                       "ru_maxrss_mb": bye[w]["mem"]["ru_maxrss_mb"], "rss_after_load_mb": ready[w]["mem_after_load"]["rss_mb"],
@@ -518,16 +535,23 @@ def drive(args) -> dict:
                       "forwards_per_sample": rs[0]["forwards"], "threads": ready[w]["threads"], "per_update": rs}
         if "batched_sampling_s" in rs[0]:
             summary[w]["batched_sampling_s"] = _med(rs, "batched_sampling_s")
+            summary[w]["cpu"]["batched_sampling_cpu_s"] = _med(rs, "batched_sampling_cpu_s")
     ratio = {"time_literal_over_fast": summary["literal"]["total_s"] / summary["fast"]["total_s"],
              "peak_mem_fast_over_literal": summary["fast"]["peak_rss_mb"] / summary["literal"]["peak_rss_mb"]}
     for ph in ("sampling_s", "scoring_s", "backward_step_s"):
         ratio[f"{ph[:-2]}_literal_over_fast"] = summary["literal"][ph] / summary["fast"][ph]
+    fc, lc = summary["fast"]["cpu"], summary["literal"]["cpu"]
+    ratio["cpu_time_literal_over_fast"] = lc["total_cpu_s"] / fc["total_cpu_s"]
     if "fast-ckpt" in summary:
         ratio["time_literal_over_fast_ckpt"] = summary["literal"]["total_s"] / summary["fast-ckpt"]["total_s"]
         ratio["peak_mem_fast_ckpt_over_literal"] = summary["fast-ckpt"]["peak_rss_mb"] / summary["literal"]["peak_rss_mb"]
     if "batched_sampling_s" in summary["fast"]:
         t = summary["fast"]["total_s"] - summary["fast"]["sampling_s"] + summary["fast"]["batched_sampling_s"]
         ratio["time_literal_over_fast_batched_sampling"] = summary["literal"]["total_s"] / t
+        t = fc["total_cpu_s"] - fc["sampling_cpu_s"] + fc["batched_sampling_cpu_s"]
+        ratio["cpu_time_literal_over_fast_batched_sampling"] = lc["total_cpu_s"] / t
+    if "fast-ckpt" in summary:
+        ratio["cpu_time_literal_over_fast_ckpt"] = lc["total_cpu_s"] / summary["fast-ckpt"]["cpu"]["total_cpu_s"]
     info = machine_info()
     info["torch_threads"] = ready["fast"]["threads"]
     return {"command": "python " + " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]),
@@ -555,7 +579,14 @@ def report_md(res: dict, notes: str | None = None) -> str:
     for w, x in s.items():
         lines.append(f"| {w} | {x['sampling_s']:.2f} | {x['scoring_s']:.2f} | {x['backward_step_s']:.2f} | "
                      f"{x['total_s']:.2f} | {x['samples_per_s']:.3f} | {x['peak_rss_mb']:.0f} | {x['forwards_per_sample']} |")
-    lines += ["", f"**literal / fast time: {rt['time_literal_over_fast']:.2f}x** (sampling {rt['sampling_literal_over_fast']:.2f}x, "
+    lines += ["", "The same updates in CPU seconds of the worker process (`time.process_time()`; with one thread this is "
+              "the work itself, without the time spent queueing for a core on the shared machine):", "",
+              "| | sampling CPU s | scoring CPU s | backward+step CPU s | total CPU s |", "|---|---|---|---|---|"]
+    for w, x in s.items():
+        c = x["cpu"]
+        lines.append(f"| {w} | {c['sampling_cpu_s']:.2f} | {c['scoring_cpu_s']:.2f} | {c['backward_step_cpu_s']:.2f} | "
+                     f"{c['total_cpu_s']:.2f} |")
+    lines += ["", f"**literal / fast time: {rt['time_literal_over_fast']:.2f}x** wall, {rt['cpu_time_literal_over_fast']:.2f}x CPU (sampling {rt['sampling_literal_over_fast']:.2f}x, "
               f"scoring {rt['scoring_literal_over_fast']:.2f}x, backward+step {rt['backward_step_literal_over_fast']:.2f}x)  ",
               f"**fast / literal peak memory: {rt['peak_mem_fast_over_literal']:.2f}x**  ",
               f"Issue target: >= 3x faster and <= 0.4x peak memory -> time {'met' if rt['time_literal_over_fast'] >= 3 else 'NOT met'}, "
@@ -563,14 +594,15 @@ def report_md(res: dict, notes: str | None = None) -> str:
     if "fast-ckpt" in s:
         lines += [f"fast-ckpt = the fast update with activation checkpointing of the decoder layers "
                   f"(`gradient_checkpointing_enable`, not latro_core's default; it scores the fast sampler's batch, so its "
-                  f"sampling time is the fast row's): literal / fast-ckpt time {rt['time_literal_over_fast_ckpt']:.2f}x, "
+                  f"sampling time is the fast row's): literal / fast-ckpt time {rt['time_literal_over_fast_ckpt']:.2f}x "
+                  f"({rt['cpu_time_literal_over_fast_ckpt']:.2f}x CPU), "
                   f"fast-ckpt / literal peak memory {rt['peak_mem_fast_ckpt_over_literal']:.2f}x.", ""]
     if "batched_sampling_s" in s["fast"]:
         lines += [f"latro_core samples each question in its own `sample_rationales` call (the trainer's `_sample`: "
                   f"per-question generators, so a question's samples do not depend on its batch-mates). One call over all "
                   f"{st['questions']} questions (timed after each update, not in the totals) takes median "
                   f"{s['fast']['batched_sampling_s']:.2f}s instead of {s['fast']['sampling_s']:.2f}s; with it, literal / fast "
-                  f"time would be {rt['time_literal_over_fast_batched_sampling']:.2f}x.", ""]
+                  f"time would be {rt['time_literal_over_fast_batched_sampling']:.2f}x ({rt['cpu_time_literal_over_fast_batched_sampling']:.2f}x CPU).", ""]
     lines += ["Peak RSS is VmHWM of each worker process, reset after the model (and copies, optimizer) were built, so it is "
               "the high-water mark of the updates themselves." if res["hwm_reset"] else
               "Peak RSS is ru_maxrss of each worker process (includes model loading).",
@@ -610,17 +642,19 @@ def main(argv=None) -> None:
     ap.add_argument("--strict-grad", action="store_true", help=f"also assert grad norms agree to {GRAD_TOL:g}")
     ap.add_argument("--out", default="results/benchmark_latro_update", help="writes OUT.md and OUT.json")
     ap.add_argument("--notes", default=None, help="a markdown file appended to OUT.md (analysis)")
+    ap.add_argument("--from-json", default=None, help="no run: rewrite OUT.md from a saved OUT.json (with --notes)")
     ap.add_argument("--way", choices=("fast", "literal", "fast-ckpt"), help=argparse.SUPPRESS)   # worker mode
     args = ap.parse_args(argv)
     if args.way:
         return worker(args)
-    res = drive(args)
+    res = json.loads(Path(args.from_json).read_text()) if args.from_json else drive(args)
     s, rt = res["summary"], res["ratio"]
     for w, x in s.items():
         print(f"{w:9s} sampling {x['sampling_s']:.2f}s scoring {x['scoring_s']:.2f}s backward+step "
               f"{x['backward_step_s']:.2f}s total {x['total_s']:.2f}s  {x['samples_per_s']:.3f} samples/s  "
               f"peak RSS {x['peak_rss_mb']:.0f} MB")
-    print(f"literal/fast time {rt['time_literal_over_fast']:.2f}x   fast/literal peak memory {rt['peak_mem_fast_over_literal']:.2f}x")
+    print(f"literal/fast time {rt['time_literal_over_fast']:.2f}x (CPU {rt['cpu_time_literal_over_fast']:.2f}x)   "
+          f"fast/literal peak memory {rt['peak_mem_fast_over_literal']:.2f}x")
     out = Path(args.out)
     if not out.is_absolute():
         out = ROOT / out

@@ -5,7 +5,7 @@ writing each executed notebook to ``<out>/<profile>/<name>.ipynb``. A notebook t
 before (its ``<name>.done`` marker exists and its source is unchanged) is skipped unless
 ``force``; a failing notebook stops the run with its name and the executed notebook to inspect.
 It ends with a summary: wall time per notebook and the files written under ``figures/`` and
-``results/``. The ``paper`` profile needs a CUDA GPU (``force`` overrides the check).
+``results/`` while it ran (by modification time, so a concurrent writer's files show up too). The ``paper`` profile needs a CUDA GPU (``force`` overrides the check).
 
 Notebook helpers (the notebooks call these rather than re-implementing them):
 
@@ -101,6 +101,16 @@ def run_name(method: str, seed: int, model: str | None = None, tag: str = "") ->
     """Folder name of one training run: ``latro-seed0``, ``sft-Phi-3.5-mini-instruct-seed1``, ``latro-L24-seed0``."""
     parts = [method] + ([Path(model).name] if model else []) + ([tag] if tag else []) + [f"seed{seed}"]
     return "-".join(parts)
+
+
+def load_eval_model(model: str | None, dtype: str = "fp32", device: str = "auto"):
+    """``(model, tokenizer)`` for evaluating a model folder, hub id or None (embedded) several times
+    in a row (pass both to ``run_evaluation``); a LoRA run's adapter folder goes on its base model."""
+    from .evaluate import resolve_model
+    from .models import load_model
+
+    base, adapter, _ = resolve_model(model)
+    return load_model(base, dtype=dtype, device=device, adapter=adapter)
 
 
 def cli_flags(cfg, skip=()) -> list[str]:
@@ -326,7 +336,7 @@ def format_summary(summary: dict) -> str:
     for r in rows:
         wall = _fmt_s(r.get("wall_s")) + (" (before)" if r["status"] == "skipped" else "")
         lines.append(f"{r['notebook']:<{w}}  {r['status']:<8}  {wall:>9}  {r['executed']}")
-    lines += ["", f"files written or updated in figures/ and results/ ({len(summary['files'])}):"]
+    lines += ["", f"files written or updated in figures/ and results/ during the run ({len(summary['files'])}):"]
     lines += [f"  {f}" for f in summary["files"]] or ["  (none)"]
     return "\n".join(lines)
 
@@ -393,6 +403,6 @@ def reproduce(cfg: ReproduceConfig) -> dict:
 
 
 __all__ = ["ReproduceConfig", "ReproduceError", "reproduce", "select_notebooks", "format_summary",
-           "resolve_data_dir", "task_available", "has_gpu", "run_name", "cli_flags", "launch_command",
+           "resolve_data_dir", "task_available", "has_gpu", "run_name", "load_eval_model", "cli_flags", "launch_command",
            "train_run", "run_report", "selection_markdown"]
 

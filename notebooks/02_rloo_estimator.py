@@ -469,12 +469,17 @@ if backward:
     t0 = time.time()
     sl = slice(0, k)
     sub = pack(prompt_ids[sl], z_ids[sl], ys[sl], tok.pad_token_id).to(dev)
-    lp_z, lp_y = sequence_logprobs(lm, sub)                       # with gradients this time
-    if backward == "last_block":
+    was_trainable = {p: p.requires_grad for p in lm.parameters()}
+    if backward == "last_block":   # freeze the rest, so no graph is kept below the last block
         decoder = lm.get_decoder()
         wrt = list(decoder.layers[-1].parameters()) + list(decoder.norm.parameters())
+        for p in lm.parameters():
+            p.requires_grad_(False)
+        for p in wrt:
+            p.requires_grad_(True)
     else:
         wrt = [p for p in lm.parameters() if p.requires_grad]
+    lp_z, lp_y = sequence_logprobs(lm, sub)                       # with gradients this time
 
     def grad_of(loss):
         return [gr.float() for gr in torch.autograd.grad(loss, wrt, retain_graph=True)]
@@ -492,6 +497,8 @@ if backward:
           f"+ answer {parts['answer_loss'].item():.3f}")
     assert abs(cos) <= 1 + 1e-6
     del g_rloo, g_none, g_all, lp_z, lp_y
+    for p, flag in was_trainable.items():
+        p.requires_grad_(flag)
 
 # %% [markdown]
 # ## Summary

@@ -75,7 +75,7 @@ NOTEBOOK = "03_self_rewarding"
 LOCAL = {  # this notebook's defaults per profile
     "smoke": dict(model=None, task="arithmetic", limit=6, k=4, max_new_tokens=48, temperature=1.0, seed=0,
                   n_boot=500, n_cases=2, dtype="fp32", device="auto"),
-    "demo": dict(model=None, task=["arithmetic", "gsm8k"], limit=12, k=4, max_new_tokens=96, temperature=1.0,
+    "demo": dict(model=None, task=["arithmetic", "gsm8k"], limit=16, k=4, max_new_tokens=96, temperature=1.0,
                  seed=0, n_boot=2000, n_cases=3, dtype="fp32", device="auto"),
     "paper": dict(model="microsoft/Phi-3.5-mini-instruct", task="gsm8k", limit=None, k=8, max_new_tokens=500,
                   temperature=1.0, seed=0, n_boot=2000, n_cases=3, dtype="bf16", device="auto"),

@@ -59,7 +59,8 @@ from IPython.display import Image, display
 from latro_core.evaluate import EvalConfig, run_evaluation
 from latro_core.plots import plot_accuracy_vs_L, plot_maj_at_k
 from latro_core.profiles import settings
-from latro_core.reproduce import resolve_data_dir, run_name, run_report, task_available, train_run
+from latro_core.reproduce import (load_eval_model, resolve_data_dir, run_name, run_report, task_available,
+                                  train_run)
 from latro_core.trainer import TrainConfig
 
 ROOT = Path.cwd() if (Path.cwd() / "latro_core").exists() else Path.cwd().parent
@@ -99,18 +100,21 @@ MODELS = {"Base": ("base", model),                                   # label: (f
 # %% [markdown]
 # ## (a) Accuracy vs the inference budget L
 #
-# Greedy decoding, the same test questions at every L. A rationale cut at L before the answer
-# template gets no "The answer is …", so the checker falls back to the last number in the text.
+# Greedy decoding, the same test questions at every L (each model is loaded once for all L). A
+# rationale cut at L before the answer template gets no "The answer is …", so the checker falls back
+# to the last number in the text.
 
 # %%
 rows = []
 for label, (name, path) in MODELS.items():
+    lm, tok = load_eval_model(path, dtype=S["eval"].get("dtype", "fp32"))
     for L in S["L_values"]:
         s = run_evaluation(EvalConfig(model=path, data_dir=DATA, out=str(RUNS / "eval" / f"{name}-infer-L{L}"),
-                                      **{**S["eval"], "max_new_tokens": L, "k": 0}))
+                                      **{**S["eval"], "max_new_tokens": L, "k": 0}), model=lm, tokenizer=tok)
         g = s["greedy"]
         rows.append({"label": label, "L": L, "accuracy": g["accuracy"], "lo": g["ci95"][0], "hi": g["ci95"][1]})
         print(f"{label:28s} L={L:4d}: {g['accuracy']:.3f}  (truncated {g['frac_truncated']:.2f})")
+    del lm, tok
 display(Image(plot_accuracy_vs_L(rows, FIG / f"06_accuracy_vs_L_{profile}.png")))
 
 # %% [markdown]

@@ -236,3 +236,14 @@ def settings(notebook: str, profile: str) -> dict:
 def table(profile: str) -> dict[str, dict]:
     """{notebook: settings} for every notebook under ``profile``."""
     return {nb: settings(nb, profile) for nb in _SETTINGS}
+
+
+def fill_parameters(notebook: str, profile: str, namespace: dict) -> dict:
+    """Set every knob of ``notebook`` that is still ``None`` in ``namespace`` (a notebook's
+    ``globals()``) from ``settings(notebook, profile)``; knobs already set (in the parameters cell
+    or by ``papermill -p``) win. Returns the knobs in force."""
+    chosen = {k: v for k, v in settings(notebook, profile).items() if k not in ("profile", "notebook")}
+    for name, value in chosen.items():
+        if namespace.get(name) is None:
+            namespace[name] = value
+    return {name: namespace[name] for name in chosen}

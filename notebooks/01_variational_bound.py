@@ -63,25 +63,10 @@ n_marginal = None  # (rationale, answer) samples used to compare the answer freq
 n_path = None      # points on the path from prior to posterior
 
 # %%
-NOTEBOOK = "01_variational_bound"
-LOCAL = {  # this notebook's defaults per profile
-    "smoke": dict(seed=0, n_votes=1000, ks=[1, 2, 4, 8, 16, 32, 64], n_marginal=20_000, n_path=21),
-    "demo": dict(seed=0, n_votes=10_000, ks=[1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128],
-                 n_marginal=200_000, n_path=51),
-    "paper": dict(seed=0, n_votes=10_000, ks=[1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128],
-                  n_marginal=200_000, n_path=51),
-}
-if profile not in LOCAL:
-    raise ValueError(f"profile must be one of {list(LOCAL)}, got {profile!r}")
-try:  # the project's table of settings (latro_core/profiles.py), for the keys this notebook uses
-    from latro_core.profiles import settings as project_settings
-    table = {k: v for k, v in project_settings(NOTEBOOK, profile).items() if k in LOCAL[profile]}
-except ImportError:
-    table = {}
-for name, value in {**LOCAL[profile], **table}.items():
-    if globals()[name] is None:  # a knob set in the parameters cell (or by papermill -p) wins
-        globals()[name] = value
-print({name: globals()[name] for name in LOCAL[profile]})
+from latro_core.profiles import fill_parameters
+
+# knobs left at None take the profile's values from latro_core/profiles.py (the one table of settings)
+print(fill_parameters("01_variational_bound", profile, globals()))
 
 # %%
 from pathlib import Path

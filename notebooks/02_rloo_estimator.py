@@ -74,29 +74,10 @@ dtype = None          # real model: fp32 | bf16 | fp16
 device = None         # real model: auto | cpu | cuda
 
 # %%
-NOTEBOOK = "02_rloo_estimator"
-LOCAL = {  # this notebook's defaults per profile
-    "smoke": dict(seed=0, beta=0.1, n_batches=4000, ks=[2, 4, 8, 16, 32], model=None, task="arithmetic",
-                  n_questions=2, k=4, max_new_tokens=32, temperature=1.0, repeats=1, backward="last_block",
-                  dtype="fp32", device="auto"),
-    "demo": dict(seed=0, beta=0.1, n_batches=20_000, ks=[2, 4, 8, 16, 32], model=None, task="arithmetic",
-                 n_questions=3, k=8, max_new_tokens=96, temperature=1.0, repeats=2, backward="last_block",
-                 dtype="fp32", device="auto"),
-    "paper": dict(seed=0, beta=0.05, n_batches=20_000, ks=[2, 4, 8, 16, 32],
-                  model="microsoft/Phi-3.5-mini-instruct", task="gsm8k", n_questions=8, k=16,
-                  max_new_tokens=500, temperature=1.0, repeats=4, backward="last_block", dtype="bf16", device="auto"),
-}
-if profile not in LOCAL:
-    raise ValueError(f"profile must be one of {list(LOCAL)}, got {profile!r}")
-try:  # the project's table of settings (latro_core/profiles.py), for the keys this notebook uses
-    from latro_core.profiles import settings as project_settings
-    table = {key: v for key, v in project_settings(NOTEBOOK, profile).items() if key in LOCAL[profile]}
-except ImportError:
-    table = {}
-for name, value in {**LOCAL[profile], **table}.items():
-    if globals()[name] is None:  # a knob set in the parameters cell (or by papermill -p) wins
-        globals()[name] = value
-print({name: globals()[name] for name in LOCAL[profile]})
+from latro_core.profiles import fill_parameters
+
+# knobs left at None take the profile's values from latro_core/profiles.py (the one table of settings)
+print(fill_parameters("02_rloo_estimator", profile, globals()))
 
 # %%
 import time

@@ -71,26 +71,10 @@ dtype = None          # fp32 | bf16 | fp16
 device = None         # auto | cpu | cuda
 
 # %%
-NOTEBOOK = "03_self_rewarding"
-LOCAL = {  # this notebook's defaults per profile
-    "smoke": dict(model=None, task="arithmetic", limit=6, k=4, max_new_tokens=48, temperature=1.0, seed=0,
-                  n_boot=500, n_cases=2, dtype="fp32", device="auto"),
-    "demo": dict(model=None, task=["arithmetic", "gsm8k"], limit=16, k=4, max_new_tokens=96, temperature=1.0,
-                 seed=0, n_boot=2000, n_cases=3, dtype="fp32", device="auto"),
-    "paper": dict(model="microsoft/Phi-3.5-mini-instruct", task="gsm8k", limit=None, k=8, max_new_tokens=500,
-                  temperature=1.0, seed=0, n_boot=2000, n_cases=3, dtype="bf16", device="auto"),
-}
-if profile not in LOCAL:
-    raise ValueError(f"profile must be one of {list(LOCAL)}, got {profile!r}")
-try:  # the project's table of settings (latro_core/profiles.py), for the keys this notebook uses
-    from latro_core.profiles import settings as project_settings
-    table = {key: v for key, v in project_settings(NOTEBOOK, profile).items() if key in LOCAL[profile]}
-except ImportError:
-    table = {}
-for name, value in {**LOCAL[profile], **table}.items():
-    if globals()[name] is None:  # a knob set in the parameters cell (or by papermill -p) wins
-        globals()[name] = value
-print({name: globals()[name] for name in LOCAL[profile]})
+from latro_core.profiles import fill_parameters
+
+# knobs left at None take the profile's values from latro_core/profiles.py (the one table of settings)
+print(fill_parameters("03_self_rewarding", profile, globals()))
 
 # %%
 import socket

@@ -7,9 +7,10 @@ authors' released trainer's ("literal").
 An update is: sample K rationales for each question, score them, reward -> truncation penalty ->
 RLOO advantages -> Eq. 4 loss, backward, grad-norm clip, AdamW step.
 
-fast     latro_core: ``sample_rationales`` as the trainer calls it, once per question with its own
-         generator (prompt prefilled once, K rows share its cache, finished rows leave the batch, no
-         logits kept; ``--also-batched`` also times one call over all questions), then ONE forward over x⊕z⊕y for log pi(z|x) and log pi(y|x⊕z)
+fast     latro_core: ``sample_rationales`` as the trainer calls it, all questions in one batch, each
+         with its own generator (prompt prefilled once per question, K rows share its cache, finished
+         rows leave the batch, no logits kept; ``--also-per-question`` also times one call per
+         question), then ONE forward over x⊕z⊕y for log pi(z|x) and log pi(y|x⊕z)
          (``PolicyScorer``: vocab-sized logits only on z/y positions, checkpointed), one no-grad
          pass of pi_0 for log pi0(z|x) (frozen copy; under ``--lora`` the adapter switched off).
 literal  the released LaTRO trainer's pattern: ``model.generate(do_sample=True,
@@ -131,27 +132,29 @@ class FastWay:
         self.scorer.train()
 
     def sample(self, prompts: list[str], answers: list[list[int]], seed: int) -> tuple[Batch, dict]:
-        """As the trainer's ``_sample``: one ``sample_rationales`` call per question, each with its own
-        generator (a question's samples do not depend on its batch-mates)."""
+        """As the trainer's ``_sample``: one ``sample_rationales`` call for all questions, each question
+        drawing from its own generator (its samples do not depend on its batch-mates)."""
         hp = self.hp
         t0, c0 = time.perf_counter(), time.process_time()
-        rolls = [sample_rationales(self.model, self.tok, [p], k=hp.k, max_new_tokens=hp.L, temperature=hp.temperature,
+        roll = sample_rationales(self.model, self.tok, prompts, k=hp.k, max_new_tokens=hp.L, temperature=hp.temperature,
+                                 generator=[torch.Generator().manual_seed(seed * 1009 + q) for q in range(len(prompts))])
+        dt, dc = time.perf_counter() - t0, time.process_time() - c0
+        batch = Batch(roll.prompt_ids, roll.rationale_ids, [answers[i // hp.k] for i in range(len(roll.prompt_ids))],
+                      roll.truncated.tolist(), roll.finish, hp.k)
+        return batch, {"sampling_s": dt, "sampling_cpu_s": dc, "new_tokens": roll.new_tokens, "gen_steps": None}
+
+    def sample_per_question(self, prompts: list[str], seed: int) -> dict:
+        """For comparison only: one ``sample_rationales`` call per question (the trainer before it
+        batched the questions with per-question generators), with the same generators."""
+        t0, c0 = time.perf_counter(), time.process_time()
+        rolls = [sample_rationales(self.model, self.tok, [p], k=self.hp.k, max_new_tokens=self.hp.L,
+                                   temperature=self.hp.temperature,
                                    generator=torch.Generator().manual_seed(seed * 1009 + q))
                  for q, p in enumerate(prompts)]
-        dt, dc = time.perf_counter() - t0, time.process_time() - c0
-        batch = Batch([x for r in rolls for x in r.prompt_ids], [z for r in rolls for z in r.rationale_ids],
-                      [answers[q] for q, r in enumerate(rolls) for _ in r.prompt_ids],
-                      [t for r in rolls for t in r.truncated.tolist()], [f for r in rolls for f in r.finish], hp.k)
-        return batch, {"sampling_s": dt, "sampling_cpu_s": dc, "new_tokens": sum(r.new_tokens for r in rolls),
-                       "gen_steps": None}
-
-    def sample_batched(self, prompts: list[str], seed: int) -> dict:
-        """For comparison only: all questions in ONE ``sample_rationales`` call (one generator)."""
-        t0, c0 = time.perf_counter(), time.process_time()
-        roll = sample_rationales(self.model, self.tok, prompts, k=self.hp.k, max_new_tokens=self.hp.L,
-                                 temperature=self.hp.temperature, generator=torch.Generator().manual_seed(seed))
-        return {"batched_sampling_s": time.perf_counter() - t0, "batched_sampling_cpu_s": time.process_time() - c0,
-                "batched_new_tokens": roll.new_tokens}
+        return {"per_question_sampling_s": time.perf_counter() - t0,
+                "per_question_sampling_cpu_s": time.process_time() - c0,
+                "per_question_new_tokens": sum(r.new_tokens for r in rolls),
+                "per_question_rationales": [z for r in rolls for z in r.rationale_ids]}
 
     def _ref_logp_z(self, pb):
         with torch.no_grad():
@@ -407,9 +410,14 @@ def worker(args) -> None:
             return
         seed = args.seed * 1000 + msg["r"]
         t0 = time.perf_counter()
+        extra = {}
         if args.way == "fast":
             batch, s = way.sample(prompts, answers, seed)
             batch.save(msg["batch"])
+            if args.also_per_question:                 # same weights, same generators: same samples?
+                extra = way.sample_per_question(prompts, seed)
+                extra["per_question_same_samples"] = extra.pop("per_question_rationales") == batch.rationale_ids
+                t0 += extra["per_question_sampling_s"]                 # not part of this update's time
         elif args.way == "literal":
             batch = Batch.load(msg["batch"])
             s = way.sample(prompts, batch, seed)
@@ -419,7 +427,6 @@ def worker(args) -> None:
         u = way.update(batch)
         total = time.perf_counter() - t0
         u["total_cpu_s"] = s["sampling_cpu_s"] + u["scoring_cpu_s"] + u["backward_step_cpu_s"]
-        extra = way.sample_batched(prompts, seed) if (args.also_batched and args.way == "fast") else {}
         mem, n = _mem(), len(batch.prompt_ids)
         del batch
         gc.collect()
@@ -434,8 +441,8 @@ class _Worker:
                "--threads", str(args.threads)]
         if args.lora:
             cmd.append("--lora")
-        if args.also_batched:
-            cmd.append("--also-batched")
+        if args.also_per_question:
+            cmd.append("--also-per-question")
         self.way = way
         self.p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
 
@@ -480,6 +487,8 @@ def _med(rows, key):
 
 
 def drive(args) -> dict:
+    import signal
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))     # so the workers are stopped too
     tmp = tempfile.mkdtemp(prefix="latro_bench_")
     names = ["fast", "literal"] + (["fast-ckpt"] if args.fast_ckpt else [])
     workers = {w: _Worker(w, args) for w in names}
@@ -533,9 +542,10 @@ def drive(args) -> dict:
                       "load_peak_mb": ready[w]["mem_after_load"]["hwm_mb"],
                       "new_tokens": [r_["new_tokens"] for r_ in rs], "gen_steps": [r_["gen_steps"] for r_ in rs],
                       "forwards_per_sample": rs[0]["forwards"], "threads": ready[w]["threads"], "per_update": rs}
-        if "batched_sampling_s" in rs[0]:
-            summary[w]["batched_sampling_s"] = _med(rs, "batched_sampling_s")
-            summary[w]["cpu"]["batched_sampling_cpu_s"] = _med(rs, "batched_sampling_cpu_s")
+        if "per_question_sampling_s" in rs[0]:
+            summary[w]["per_question_sampling_s"] = _med(rs, "per_question_sampling_s")
+            summary[w]["cpu"]["per_question_sampling_cpu_s"] = _med(rs, "per_question_sampling_cpu_s")
+            summary[w]["per_question_same_samples"] = [r_["per_question_same_samples"] for r_ in rs]
     ratio = {"time_literal_over_fast": summary["literal"]["total_s"] / summary["fast"]["total_s"],
              "peak_mem_fast_over_literal": summary["fast"]["peak_rss_mb"] / summary["literal"]["peak_rss_mb"]}
     for ph in ("sampling_s", "scoring_s", "backward_step_s"):
@@ -545,11 +555,11 @@ def drive(args) -> dict:
     if "fast-ckpt" in summary:
         ratio["time_literal_over_fast_ckpt"] = summary["literal"]["total_s"] / summary["fast-ckpt"]["total_s"]
         ratio["peak_mem_fast_ckpt_over_literal"] = summary["fast-ckpt"]["peak_rss_mb"] / summary["literal"]["peak_rss_mb"]
-    if "batched_sampling_s" in summary["fast"]:
-        t = summary["fast"]["total_s"] - summary["fast"]["sampling_s"] + summary["fast"]["batched_sampling_s"]
-        ratio["time_literal_over_fast_batched_sampling"] = summary["literal"]["total_s"] / t
-        t = fc["total_cpu_s"] - fc["sampling_cpu_s"] + fc["batched_sampling_cpu_s"]
-        ratio["cpu_time_literal_over_fast_batched_sampling"] = lc["total_cpu_s"] / t
+    if "per_question_sampling_s" in summary["fast"]:
+        t = summary["fast"]["total_s"] - summary["fast"]["sampling_s"] + summary["fast"]["per_question_sampling_s"]
+        ratio["time_literal_over_fast_per_question_sampling"] = summary["literal"]["total_s"] / t
+        t = fc["total_cpu_s"] - fc["sampling_cpu_s"] + fc["per_question_sampling_cpu_s"]
+        ratio["cpu_time_literal_over_fast_per_question_sampling"] = lc["total_cpu_s"] / t
     if "fast-ckpt" in summary:
         ratio["cpu_time_literal_over_fast_ckpt"] = lc["total_cpu_s"] / summary["fast-ckpt"]["cpu"]["total_cpu_s"]
     info = machine_info()
@@ -597,12 +607,15 @@ def report_md(res: dict, notes: str | None = None) -> str:
                   f"sampling time is the fast row's): literal / fast-ckpt time {rt['time_literal_over_fast_ckpt']:.2f}x "
                   f"({rt['cpu_time_literal_over_fast_ckpt']:.2f}x CPU), "
                   f"fast-ckpt / literal peak memory {rt['peak_mem_fast_ckpt_over_literal']:.2f}x.", ""]
-    if "batched_sampling_s" in s["fast"]:
-        lines += [f"latro_core samples each question in its own `sample_rationales` call (the trainer's `_sample`: "
-                  f"per-question generators, so a question's samples do not depend on its batch-mates). One call over all "
-                  f"{st['questions']} questions (timed after each update, not in the totals) takes median "
-                  f"{s['fast']['batched_sampling_s']:.2f}s instead of {s['fast']['sampling_s']:.2f}s; with it, literal / fast "
-                  f"time would be {rt['time_literal_over_fast_batched_sampling']:.2f}x ({rt['cpu_time_literal_over_fast_batched_sampling']:.2f}x CPU).", ""]
+    if "per_question_sampling_s" in s["fast"]:
+        lines += [f"latro_core samples all questions in one `sample_rationales` call, each question with its own "
+                  f"generator (the trainer's `_sample`). One call per question instead (same generators, same weights, timed right after "
+                  f"the batched call, not in the totals) takes median {s['fast']['per_question_sampling_s']:.2f}s "
+                  f"({s['fast']['cpu']['per_question_sampling_cpu_s']:.2f} CPU s) instead of {s['fast']['sampling_s']:.2f}s "
+                  f"({s['fast']['cpu']['sampling_cpu_s']:.2f} CPU s); with it, literal / fast time would be "
+                  f"{rt['time_literal_over_fast_per_question_sampling']:.2f}x "
+                  f"({rt['cpu_time_literal_over_fast_per_question_sampling']:.2f}x CPU). The per-question calls sampled "
+                  f"the same rationales as the batched call: {s['fast']['per_question_same_samples']}.", ""]
     lines += ["Peak RSS is VmHWM of each worker process, reset after the model (and copies, optimizer) were built, so it is "
               "the high-water mark of the updates themselves." if res["hwm_reset"] else
               "Peak RSS is ru_maxrss of each worker process (includes model loading).",
@@ -635,8 +648,8 @@ def main(argv=None) -> None:
     ap.add_argument("--lr", type=float, default=1e-5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads in each worker (0: torch's default)")
-    ap.add_argument("--also-batched", action="store_true",
-                    help="fast worker also times one batched sample_rationales call over all questions (after the update)")
+    ap.add_argument("--also-per-question", action="store_true",
+                    help="fast worker also times one sample_rationales call per question (after the update, not in totals)")
     ap.add_argument("--fast-ckpt", action="store_true",
                     help="a third worker: the fast update with activation checkpointing (memory/time trade-off)")
     ap.add_argument("--strict-grad", action="store_true", help=f"also assert grad norms agree to {GRAD_TOL:g}")

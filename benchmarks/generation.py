@@ -199,8 +199,9 @@ def run_rounds(model, tok, ways: dict, prompts, L, repeats, seed, warmup=True, l
 
 
 def prefill_bench(model, tok, prompts, repeats: int) -> dict:
-    """The rollout's prefill with all prompt positions projected onto the vocabulary (as before) vs
-    ``logits_to_keep=1`` (now): time, and whether the last position's logits are bit-identical."""
+    """The rollout's prefill with all prompt positions projected onto the vocabulary (what
+    ``sample_rationales`` does) vs ``logits_to_keep=1`` (tried): time, and whether the last
+    position's logits are bit-identical (the sampled tokens depend on them)."""
     ids, att = _left_batch(tok, prompts)
     pos = (att.cumsum(-1) - 1).clamp(min=0)
     res = {"full": {"wall": [], "cpu": []}, "last_only": {"wall": [], "cpu": []}}
@@ -238,9 +239,10 @@ def machine_info() -> dict:
 
 def _git_commit() -> str:
     c = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "latro_core/rollout.py"], cwd=ROOT, capture_output=True,
-                           text=True).stdout.strip()
-    return c + (" (rollout.py modified in the working tree)" if dirty else "")
+    dirty = subprocess.run(["git", "status", "--porcelain", "latro_core"], cwd=ROOT, capture_output=True,
+                           text=True).stdout.split()
+    files = [f for f in dirty if f.endswith(".py")]
+    return c + (f" + uncommitted changes to {', '.join(files)}" if files else "")
 
 
 def compile_child(args) -> None:
@@ -324,8 +326,8 @@ def main(argv=None) -> None:
                      f"{r['tokens_per_cpu_s'] / cref:.2f}x | {', '.join(f'{t:.1f}' for t in r['times_s'])} | "
                      f"{'' if same is None else ('yes' if same else 'NO')} |")
     if pre:
-        lines += ["", "Rollout prefill, all prompt positions projected onto the vocabulary (before) vs only the last "
-                  "(`logits_to_keep=1`, now), interleaved, median of "
+        lines += ["", "Rollout prefill: all prompt positions projected onto the vocabulary (what `sample_rationales` "
+                  "does) vs only the last (`logits_to_keep=1`, tried), interleaved, median of "
                   f"{args.prefill_repeats}:", "",
                   "| prompts (tokens) | full logits s (CPU s) | last position only s (CPU s) | saved | last logits bit-identical |",
                   "|---|---|---|---|---|"]

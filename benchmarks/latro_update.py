@@ -119,8 +119,9 @@ class FastWay:
 
     name = "fast"
 
-    def __init__(self, model, tok, hp: Hyper, *, lora: bool, grad_ckpt: bool = False):
-        self.model, self.tok, self.hp, self.lora = model, tok, hp, lora
+    def __init__(self, model, tok, hp: Hyper, *, lora: bool, grad_ckpt: bool = False, chunk: int = 1024,
+                 fused_adam: bool = False):
+        self.model, self.tok, self.hp, self.lora, self.chunk = model, tok, hp, lora, chunk
         self.ref = None if lora or hp.beta == 0 else frozen_copy(model)
         if grad_ckpt:      # not latro_core's default: activation checkpointing of the decoder layers
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -128,7 +129,7 @@ class FastWay:
                 model.enable_input_require_grads()
         self.scorer = PolicyScorer(model)
         self.params = _trainable(self.scorer)
-        self.opt = torch.optim.AdamW(self.params, lr=hp.lr, weight_decay=0.0)
+        self.opt = torch.optim.AdamW(self.params, lr=hp.lr, weight_decay=0.0, **({"fused": True} if fused_adam else {}))
         self.scorer.train()
 
     def sample(self, prompts: list[str], answers: list[list[int]], seed: int) -> tuple[Batch, dict]:
@@ -160,14 +161,17 @@ class FastWay:
         with torch.no_grad():
             if self.lora:
                 with self.model.disable_adapter():
-                    return sequence_logprobs(self.model, pb)[0]
-            return sequence_logprobs(self.ref, pb)[0]
+                    return sequence_logprobs(self.model, pb, self.chunk)[0]
+            return sequence_logprobs(self.ref, pb, self.chunk)[0]
 
     def update(self, batch: Batch) -> dict:
         hp = self.hp
         t0, c0 = time.perf_counter(), time.process_time()
         pb = pack(batch.prompt_ids, batch.rationale_ids, batch.answer_ids, self.tok.pad_token_id)
-        logp_z, logp_y = self.scorer(pb.input_ids, pb.attention_mask, pb.z_mask, pb.y_mask)
+        if self.chunk == 1024:        # the trainer's call (PolicyScorer uses sequence_logprobs' default chunk)
+            logp_z, logp_y = self.scorer(pb.input_ids, pb.attention_mask, pb.z_mask, pb.y_mask)
+        else:
+            logp_z, logp_y = sequence_logprobs(self.model, pb, self.chunk)
         ref = self._ref_logp_z(pb) if hp.beta != 0 else None
         r = self_reward(logp_y, logp_z, ref, hp.beta)
         r = penalize_truncated(r, torch.tensor(batch.truncated), hp.truncation, hp.gamma)
@@ -320,8 +324,10 @@ class LiteralWay:
 
 # ------------------------------------------------------------------------------ building ways
 
-def build_way(way: str, model, tok, hp: Hyper, *, lora: bool, seed: int = 0, collect: bool = True):
-    """``way``: "fast", "literal", or "fast-ckpt" (fast with activation checkpointing)."""
+def build_way(way: str, model, tok, hp: Hyper, *, lora: bool, seed: int = 0, collect: bool = True,
+              lowmem: dict | None = None):
+    """``way``: "fast", "literal", or "fast-ckpt" (fast with activation checkpointing, plus ``lowmem``:
+    ``{"chunk": head chunk, "fused_adam": bool}``)."""
     """A fresh way around ``model`` (plain weights). LoRA is added here, seeded, so both ways get the
     same adapter init; the literal way's pi_0 is always a full frozen copy of the plain weights."""
     if way == "literal":
@@ -333,7 +339,7 @@ def build_way(way: str, model, tok, hp: Hyper, *, lora: bool, seed: int = 0, col
     if lora:
         torch.manual_seed(seed)
         model = add_lora(model, LoraSpec())
-    return FastWay(model, tok, hp, lora=lora, grad_ckpt=way == "fast-ckpt")
+    return FastWay(model, tok, hp, lora=lora, grad_ckpt=way == "fast-ckpt", **((lowmem or {}) if way == "fast-ckpt" else {}))
 
 
 def questions(n: int, tok, task_name: str = "arithmetic", split: str = "train"):
@@ -395,7 +401,8 @@ def worker(args) -> None:
     torch.manual_seed(args.seed)
     t0 = time.perf_counter()
     model, tok = load_model(device="cpu", dtype="fp32")
-    way = build_way(args.way, model, tok, hp, lora=args.lora, seed=args.seed)
+    way = build_way(args.way, model, tok, hp, lora=args.lora, seed=args.seed,
+                    lowmem={"chunk": args.ckpt_chunk, "fused_adam": args.ckpt_fused_adam})
     prompts, answers = questions(args.questions, tok)
     load_s = time.perf_counter() - t0
     gc.collect()
@@ -443,6 +450,7 @@ class _Worker:
             cmd.append("--lora")
         if args.also_per_question:
             cmd.append("--also-per-question")
+        cmd += ["--ckpt-chunk", str(args.ckpt_chunk)] + (["--ckpt-fused-adam"] if args.ckpt_fused_adam else [])
         self.way = way
         self.p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
 
@@ -464,8 +472,9 @@ def _git_commit() -> str:
     try:
         c = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "latro_core"], cwd=ROOT, capture_output=True,
-                               text=True).stdout.strip()
-        return c + (" (latro_core has uncommitted changes)" if dirty else "")
+                               text=True).stdout.split()
+        files = [f for f in dirty if f.endswith(".py")]
+        return c + (f" + uncommitted changes to {', '.join(files)}" if files else "")
     except OSError:
         return "unknown"
 
@@ -568,6 +577,7 @@ def drive(args) -> dict:
             "settings": {"k": args.k, "questions": args.questions, "L": args.L, "samples": args.k * args.questions,
                          "repeats": args.repeats, "warmup": args.warmup, "lora": args.lora, "lr": args.lr,
                          "seed": args.seed, "dtype": "fp32", "task": "arithmetic/train",
+                         "fast_ckpt": {"chunk": args.ckpt_chunk, "fused_adam": args.ckpt_fused_adam} if args.fast_ckpt else None,
                          "model": "SmolLM2-135M-Instruct (embedded)"},
             "git_commit": _git_commit(), "machine": info, "summary": summary, "ratio": ratio,
             "checks": checks, "hwm_reset": all(r["hwm_reset"] for r in ready.values())}
@@ -602,8 +612,11 @@ def report_md(res: dict, notes: str | None = None) -> str:
               f"Issue target: >= 3x faster and <= 0.4x peak memory -> time {'met' if rt['time_literal_over_fast'] >= 3 else 'NOT met'}, "
               f"memory {'met' if rt['peak_mem_fast_over_literal'] <= 0.4 else 'NOT met'}.", ""]
     if "fast-ckpt" in s:
+        lm = res["settings"].get("fast_ckpt") or {}
+        extra = (f", vocabulary chunks of {lm.get('chunk')} positions" if lm.get("chunk", 1024) != 1024 else "") + \
+                (", AdamW(fused=True)" if lm.get("fused_adam") else "")
         lines += [f"fast-ckpt = the fast update with activation checkpointing of the decoder layers "
-                  f"(`gradient_checkpointing_enable`, not latro_core's default; it scores the fast sampler's batch, so its "
+                  f"(`gradient_checkpointing_enable`{extra}; not latro_core's defaults; it scores the fast sampler's batch, so its "
                   f"sampling time is the fast row's): literal / fast-ckpt time {rt['time_literal_over_fast_ckpt']:.2f}x "
                   f"({rt['cpu_time_literal_over_fast_ckpt']:.2f}x CPU), "
                   f"fast-ckpt / literal peak memory {rt['peak_mem_fast_ckpt_over_literal']:.2f}x.", ""]
@@ -652,6 +665,8 @@ def main(argv=None) -> None:
                     help="fast worker also times one sample_rationales call per question (after the update, not in totals)")
     ap.add_argument("--fast-ckpt", action="store_true",
                     help="a third worker: the fast update with activation checkpointing (memory/time trade-off)")
+    ap.add_argument("--ckpt-chunk", type=int, default=1024, help="fast-ckpt: positions per vocabulary chunk (latro_core: 1024)")
+    ap.add_argument("--ckpt-fused-adam", action="store_true", help="fast-ckpt: AdamW(fused=True)")
     ap.add_argument("--strict-grad", action="store_true", help=f"also assert grad norms agree to {GRAD_TOL:g}")
     ap.add_argument("--out", default="results/benchmark_latro_update", help="writes OUT.md and OUT.json")
     ap.add_argument("--notes", default=None, help="a markdown file appended to OUT.md (analysis)")

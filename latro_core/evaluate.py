@@ -252,20 +252,20 @@ def answer_nll(model, tokenizer, task, examples, rationales=None, *, direct: boo
     """
     tok = tokenizer
     xs = [_ids(tok, task.prompt(ex, tok, direct=direct)) for ex in examples]
-    ys = [_ids(tok, task.answer_target(ex, tok)) for ex in examples]
 
     def nll(prompts, zs, answers):
         return (-answer_logprobs(model, tok, prompts, zs, answers, batch_size=batch_size)).tolist()
 
-    out = {"no_rationale": mean_se(nll(xs, [[] for _ in xs], ys))}
-    gold = [i for i, ex in enumerate(examples) if ex.rationale]
+    out = {"no_rationale": mean_se(nll(xs, [[] for _ in xs], [task.answer_ids(ex, tok) for ex in examples]))}
+    gold = [(i, _ids(tok, examples[i].rationale)) for i, ex in enumerate(examples) if ex.rationale]
     if gold:
-        out["gold_rationale"] = mean_se(nll([xs[i] for i in gold], [_ids(tok, examples[i].rationale) for i in gold],
-                                            [ys[i] for i in gold]))
+        out["gold_rationale"] = mean_se(nll([xs[i] for i, _ in gold], [z for _, z in gold],
+                                            [task.answer_ids(examples[i], tok, z) for i, z in gold]))
     if rationales is not None:
         rows = [(i, z if isinstance(z, list) else _ids(tok, z), bool(ok))
                 for i, pairs in enumerate(rationales) for z, ok in pairs]
-        values = nll([xs[i] for i, _, _ in rows], [z for _, z, _ in rows], [ys[i] for i, _, _ in rows])
+        values = nll([xs[i] for i, _, _ in rows], [z for _, z, _ in rows],
+                     [task.answer_ids(examples[i], tok, z) for i, z, _ in rows])
         out["own_correct"] = mean_se([v for v, (_, _, ok) in zip(values, rows) if ok])
         out["own_wrong"] = mean_se([v for v, (_, _, ok) in zip(values, rows) if not ok])
     return out
@@ -409,11 +409,11 @@ def _jsonable(x):
 
 def _self_eval(model, tok, task, examples, samples, correct, score_batch) -> tuple[list[list[float]], dict]:
     """Self-reward log πθ(y_gold|x⊕z) of every sampled rationale, and its AUROC for right vs wrong."""
-    answers = [_ids(tok, task.answer_target(ex, tok)) for ex in examples]
     rows = [(q, j) for q, s in enumerate(samples) for j in range(len(s["rationale_ids"]))]
     scores = answer_logprobs(model, tok, [samples[q]["prompt_ids"] for q, _ in rows],
                              [samples[q]["rationale_ids"][j] for q, j in rows],
-                             [answers[q] for q, _ in rows], batch_size=score_batch).tolist()
+                             [task.answer_ids(examples[q], tok, samples[q]["rationale_ids"][j]) for q, j in rows],
+                             batch_size=score_batch).tolist()
     labels = [correct[q][j] for q, j in rows]
     per_q = [[0.0] * len(s["rationale_ids"]) for s in samples]
     for (q, j), v in zip(rows, scores):

@@ -32,11 +32,13 @@ def self_reward(logp_y: torch.Tensor, logp_z: torch.Tensor, ref_logp_z: torch.Te
 
 
 def penalize_truncated(rewards: torch.Tensor, truncated: torch.Tensor, rule: str = "batch_mean",
-                       gamma: float = 2.0) -> torch.Tensor:
+                       gamma: float = 2.0, batch_mean: torch.Tensor | float | None = None) -> torch.Tensor:
     """Rewards (N,) with those of rationales cut at L replaced.
 
     rule "batch_mean" (the authors' released code): r_trunc = γ · mean(r over the batch); rewards are
         log-probabilities (< 0), so γ = 2 makes a cut rationale twice as bad as the average one.
+        ``batch_mean``: that mean when ``rewards`` is only part of the batch (a micro-batch, one
+        process's share); default ``rewards.mean()``.
     rule "constant" (the paper's text): r_trunc = γ, a fixed (negative) reward.
     rule "none": no penalty.
     """
@@ -45,7 +47,8 @@ def penalize_truncated(rewards: torch.Tensor, truncated: torch.Tensor, rule: str
     if rule == "none" or not bool(truncated.any()):
         return rewards
     # batch mean taken before penalising, as in the released trainer
-    value = gamma * rewards.mean() if rule == "batch_mean" else torch.tensor(gamma, dtype=rewards.dtype)
+    mean = rewards.mean() if batch_mean is None else torch.as_tensor(batch_mean, dtype=rewards.dtype)
+    value = gamma * mean if rule == "batch_mean" else torch.tensor(gamma, dtype=rewards.dtype)
     return torch.where(truncated.to(rewards.device), value.to(rewards.device), rewards)
 
 

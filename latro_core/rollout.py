@@ -5,9 +5,8 @@ after L = ``max_new_tokens`` tokens (then it is *truncated*, and the trainer pen
 The stop string is found on the decoded text, so it is caught even when split across tokens,
 and it is not part of z: z keeps the longest token prefix whose text ends before it.
 
-Cost notes: the prompt is prefilled once per question and its cache repeated K times (the prefill
-projects only its last position onto the vocabulary); finished rows leave the batch (and the
-cache); only the current step's logits exist at any time.
+Cost notes: the prompt is prefilled once per question and its cache repeated K times; finished
+rows leave the batch (and the cache); only the current step's logits exist at any time.
 """
 
 from __future__ import annotations
@@ -89,21 +88,6 @@ def _multinomial(probs: torch.Tensor, generator: torch.Generator | None) -> torc
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-def _last_logits_only(model) -> dict:
-    """``logits_to_keep=1`` when the model takes it: the prefill then projects only the last
-    position onto the vocabulary (the logits sampling needs) instead of all prompt positions; the
-    same numbers as slicing the full logits (the hidden state is the same; measured bit-identical,
-    results/generation_speed.md)."""
-    import inspect
-
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    try:
-        params = inspect.signature(base.forward).parameters
-    except (TypeError, ValueError):
-        return {}
-    return {"logits_to_keep": 1} if "logits_to_keep" in params else {}
-
-
 def _cut_at_stop(tokenizer, tokens: list[int], stop_strings) -> tuple[list[int], bool]:
     """Longest prefix of ``tokens`` whose text ends before the first stop string; (prefix, found)."""
     text = tokenizer.decode(tokens, skip_special_tokens=False)
@@ -154,8 +138,7 @@ def sample_rationales(model, tokenizer, prompts: list[str], *, k: int = 1, max_n
 
     from transformers import DynamicCache
     cache = DynamicCache()
-    out = model(input_ids=ids, attention_mask=att, position_ids=pos, past_key_values=cache, use_cache=True,
-                **_last_logits_only(model))
+    out = model(input_ids=ids, attention_mask=att, position_ids=pos, past_key_values=cache, use_cache=True)
     # prefill once per question, then repeat the cache K times (question-major order)
     logits = out.logits[:, -1].repeat_interleave(k, 0)
     if k > 1:

@@ -178,6 +178,20 @@ class Task:
         """The self-reward target y: ``"The answer is {answer}." + eos``."""
         return _sentence(ex.answer) + end_of_turn(tokenizer)
 
+    def answer_ids(self, ex: Example, tokenizer, rationale_ids=()) -> list[int]:
+        """Token ids of y = :meth:`answer_target` as it continues x ⊕ z.
+
+        y is tokenized with a leading space when z's text ends in a non-space character
+        ("...12 = 17." + " The answer is 17."), and as is after whitespace or an empty z (the
+        prompt ends in a newline). Tokenized on its own, y would start with the space-less
+        "The", a token the model rarely emits mid-line: about 11 nats instead of about 3 for
+        " The" on SmolLM2 (``tests/test_tasks.py`` checks the tokens), noise that would make the
+        reward depend on how z happens to end rather than on the answer.
+        """
+        z = tokenizer.decode(list(rationale_ids), skip_special_tokens=False) if len(rationale_ids) else ""
+        space = " " if z and not z[-1].isspace() else ""
+        return tokenizer(space + self.answer_target(ex, tokenizer), add_special_tokens=False)["input_ids"]
+
     def sft_target(self, ex: Example, tokenizer=None) -> str:
         """SFT completion: ``"{rationale} The answer is {answer}." + eos``."""
         return f"{ex.rationale} {_sentence(ex.answer)}" + end_of_turn(tokenizer)

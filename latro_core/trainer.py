@@ -292,32 +292,35 @@ class Trainer:
         t0 = time.time()
         roll = self._sample(step, first, exs)
         t_sample = time.time() - t0
-        answers = [tok(self.task.answer_target(e, tok), add_special_tokens=False)["input_ids"] for e in exs]
         n_local = len(roll.rationale_ids)
         n_global = n_local * self.acc.num_processes
         qs_per_micro = cfg.micro_batch // cfg.k
         rec = {k: [] for k in ("reward", "logp_y", "kl", "adv", "policy_loss", "answer_loss")}
-        for q0 in range(0, len(exs), qs_per_micro):
-            sl = slice(q0 * cfg.k, min(len(exs), q0 + qs_per_micro) * cfg.k)
-            ys = [answers[i // cfg.k] for i in range(sl.start, sl.stop)]
-            batch = pack(roll.prompt_ids[sl], roll.rationale_ids[sl], ys, tok.pad_token_id).to(self.acc.device)
+        slices = [slice(q0 * cfg.k, min(len(exs), q0 + qs_per_micro) * cfg.k)
+                  for q0 in range(0, len(exs), qs_per_micro)]
+        batches = [pack(roll.prompt_ids[sl], roll.rationale_ids[sl],
+                        [self.task.answer_ids(exs[i // cfg.k], tok, roll.rationale_ids[i]) for i in range(sl.start, sl.stop)],
+                        tok.pad_token_id).to(self.acc.device) for sl in slices]
+        refs = [self._ref_logp_z(b) if cfg.beta != 0 else None for b in batches]
+        batch_mean = self._step_mean_reward(batches, refs, roll.truncated)
+        for sl, batch, ref in zip(slices, batches, refs):
+            n_mb = sl.stop - sl.start
             last = sl.stop >= n_local
             with self._sync(last):
                 logp_z, logp_y = self.scorer(batch.input_ids, batch.attention_mask, batch.z_mask, batch.y_mask)
-                ref = self._ref_logp_z(batch) if cfg.beta != 0 else None
                 r = self_reward(logp_y, logp_z, ref, cfg.beta)
-                r = penalize_truncated(r, roll.truncated[sl], cfg.truncation, cfg.gamma)
+                r = penalize_truncated(r, roll.truncated[sl], cfg.truncation, cfg.gamma, batch_mean)
                 adv = rloo_advantages(r.view(-1, cfg.k)).view(-1)
                 loss, terms = latro_loss(logp_z, logp_y, adv, cfg.lam)
                 _check_finite(step, loss=loss, reward=r)
                 # scale so that the accumulated, process-averaged gradient is the mean over all samples
-                self.acc.backward(loss * (len(ys) / n_global) * self.acc.num_processes)
+                self.acc.backward(loss * (n_mb / n_global) * self.acc.num_processes)
             rec["reward"].append(r)
             rec["logp_y"].append(logp_y.detach())
             rec["kl"].append((logp_z.detach() - ref) if ref is not None else torch.zeros_like(r))
             rec["adv"].append(adv)
-            rec["policy_loss"].append(terms["policy_loss"].expand(len(ys)))
-            rec["answer_loss"].append(terms["answer_loss"].expand(len(ys)))
+            rec["policy_loss"].append(terms["policy_loss"].expand(n_mb))
+            rec["answer_loss"].append(terms["answer_loss"].expand(n_mb))
         t_update = time.time() - t0 - t_sample
         cat = {k: self.acc.gather(torch.cat(v).float()) for k, v in rec.items()}
         trunc = self.acc.gather(roll.truncated.float().to(self.acc.device))
@@ -327,6 +330,24 @@ class Trainer:
                 "adv_std": cat["adv"].std(), "rationale_len": lens.mean(), "frac_truncated": trunc.mean(),
                 "policy_loss": cat["policy_loss"].mean(), "answer_loss": cat["answer_loss"].mean(),
                 "sample_s": t_sample, "update_s": t_update, "samples": float(n_global)}
+
+    @torch.no_grad()
+    def _step_mean_reward(self, batches, refs, truncated) -> torch.Tensor | None:
+        """The mean reward over the whole step (all micro-batches, all processes), which the
+        "batch_mean" truncation rule needs before any micro-batch's advantages. None (each call of
+        ``penalize_truncated`` then uses its own rewards) when the step is one micro-batch on one
+        process, the rule is another, or nothing is cut here or elsewhere; else one extra no-grad
+        policy forward per micro-batch, so that the rule does not depend on ``micro_batch``."""
+        cfg = self.cfg
+        if cfg.truncation != "batch_mean" or (len(batches) == 1 and self.acc.num_processes == 1):
+            return None
+        if not bool(self.acc.gather(truncated.any().float()[None].to(self.acc.device)).sum()):
+            return None
+        rewards = []
+        for batch, ref in zip(batches, refs):
+            logp_z, logp_y = self.scorer(batch.input_ids, batch.attention_mask, batch.z_mask, batch.y_mask)
+            rewards.append(self_reward(logp_y, logp_z, ref, cfg.beta))
+        return self.acc.gather(torch.cat(rewards).float()).mean()
 
     def _sft_batch_loss(self, step, prompts, targets) -> dict:
         """−mean over samples of (1/|t|) log π(t|x): token-averaged NLL of the targets."""
@@ -365,7 +386,7 @@ class Trainer:
             ex = exs[i // cfg.k]
             if self.task.is_correct(self.task.extract_answer(text, ex), ex):
                 xs.append(roll.prompt_ids[i])
-                ts.append(roll.rationale_ids[i] + tok(self.task.answer_target(ex, tok), add_special_tokens=False)["input_ids"])
+                ts.append(roll.rationale_ids[i] + self.task.answer_ids(ex, tok, roll.rationale_ids[i]))
         kept = self.acc.gather(torch.tensor([float(len(xs))], device=self.acc.device)).sum()
         out = {"kept": kept, "sample_s": t_sample, "samples": float(len(roll.full_texts) * self.acc.num_processes)}
         if xs:

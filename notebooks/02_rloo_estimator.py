@@ -346,13 +346,12 @@ prompt_ids, z_ids, texts, finish, truncated, ys = [], [], [], [], [], []
 for ex in questions:       # one question at a time keeps memory flat for large K and L
     roll = sample_rationales(lm, tok, [questions.prompt(ex, tok)], k=KK, max_new_tokens=max_new_tokens,
                              temperature=temperature, generator=gen)
-    y = tok(questions.answer_target(ex, tok), add_special_tokens=False)["input_ids"]
     prompt_ids += roll.prompt_ids
     z_ids += roll.rationale_ids
     texts += roll.texts
     finish += roll.finish
     truncated.append(roll.truncated)
-    ys += [y] * KK
+    ys += [questions.answer_ids(ex, tok, z) for z in roll.rationale_ids]   # y as it continues z
 truncated = torch.cat(truncated)
 t_sample = time.time() - t0
 logp_z, logp_y = torch.zeros(len(ys)), torch.zeros(len(ys))

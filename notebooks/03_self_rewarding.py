@@ -162,10 +162,9 @@ def sample_and_score(t):
         for i in range(len(roll.rationale_ids)):
             rows.append(dict(prompt_ids=roll.prompt_ids[i], z_ids=roll.rationale_ids[i], rationale=roll.texts[i],
                              completion=roll.full_texts[i], finish=roll.finish[i]))
-    y_ids = [tok(t.answer_target(ex, tok), add_special_tokens=False)["input_ids"] for ex in exs]
     for i, row in enumerate(rows):
         q, ex = i // k, exs[i // k]
-        row.update(question=q, gold=ex.answer, pred=preds[q][i % k], y_ids=y_ids[q])
+        row.update(question=q, gold=ex.answer, pred=preds[q][i % k], y_ids=t.answer_ids(ex, tok, row["z_ids"]))
         row["correct"] = t.is_correct(row["pred"], ex)
     scores = answer_logprobs(lm, tok, [r["prompt_ids"] for r in rows], [r["z_ids"] for r in rows],
                              [r["y_ids"] for r in rows])
@@ -238,11 +237,12 @@ for name, t in tasks.items():
 #
 # ### A caveat: the token boundary between $z$ and $y$
 #
-# $x\oplus z\oplus y$ is a concatenation of *token ids*: $y$ = "The answer is {gold}." is tokenized on its
-# own, so after a rationale ending in "…apples." its first token is "The" *without* a leading space.
-# A byte-level BPE tokenizer (SmolLM2's, Llama-3's) writes a space-led word mid-text as one token
-# " The", so the model rarely sees the space-less one there, and $\log\pi(y\mid x\oplus z)$ pays for it.
-# Measure how much of the gold-rationale NLL is that first token, and what a leading space would change.
+# $x\oplus z\oplus y$ is a concatenation of *token ids*. Tokenized on its own, $y$ = "The answer is {gold}."
+# starts with "The" *without* a leading space. A byte-level BPE tokenizer (SmolLM2's, Llama-3's) writes a
+# space-led word mid-text as one token " The", so after a rationale ending in "…apples." the model rarely
+# sees the space-less one, and $\log\pi(y\mid x\oplus z)$ would pay for it. `Task.answer_ids(ex, tok, z)`
+# therefore tokenizes $y$ as it continues $z$: with a leading space after a non-space character, as is
+# after a newline or an empty $z$. Measure what that first token costs each way.
 
 # %%
 name0, t_first = next(iter(tasks.items()))
@@ -253,25 +253,26 @@ if gold_exs:
 
     xs = [tokens_of(t_first.prompt(ex, tok)) for ex in gold_exs]
     zs = [tokens_of(ex.rationale) for ex in gold_exs]
-    y_lib = [tokens_of(t_first.answer_target(ex, tok)) for ex in gold_exs]           # the library's target
-    y_space = [tokens_of(" " + t_first.answer_target(ex, tok)) for ex in gold_exs]   # with a leading space
+    y_alone = [tokens_of(t_first.answer_target(ex, tok)) for ex in gold_exs]      # y tokenized on its own
+    y_lib = [t_first.answer_ids(ex, tok, z) for ex, z in zip(gold_exs, zs)]       # the library's: y after z
+    nll_alone = -answer_logprobs(lm, tok, xs, zs, y_alone)
     nll_lib = -answer_logprobs(lm, tok, xs, zs, y_lib)
-    nll_space = -answer_logprobs(lm, tok, xs, zs, y_space)
-    nll_first = -answer_logprobs(lm, tok, xs, zs, [y[:1] for y in y_lib])
-    print(f"{name0}, gold rationale: y starts with tokens {tok.convert_ids_to_tokens(y_lib[0][:2])}; "
-          f"with a space {tok.convert_ids_to_tokens(y_space[0][:2])}")
-    print(f"NLL of y: {nll_lib.mean():.2f} nats, of which the first token {nll_first.mean():.2f}; "
-          f"with a leading space: {nll_space.mean():.2f}")
+    first_alone = -answer_logprobs(lm, tok, xs, zs, [y[:1] for y in y_alone])
+    first_lib = -answer_logprobs(lm, tok, xs, zs, [y[:1] for y in y_lib])
+    print(f"{name0}, gold rationale: y on its own starts with {tok.convert_ids_to_tokens(y_alone[0][:2])}, "
+          f"after z with {tok.convert_ids_to_tokens(y_lib[0][:2])}")
+    print(f"NLL of y on its own: {nll_alone.mean():.2f} nats (first token {first_alone.mean():.2f}); "
+          f"as it continues z: {nll_lib.mean():.2f} (first token {first_lib.mean():.2f})")
     assert abs(nll_lib.mean() - nll[name0]["gold_rationale"]["mean"]) < 1e-3   # the Figure 2 bar
 ends = samples[name0].rationale.str[-1:].map(lambda c: "whitespace" if c.isspace() else "empty" if not c
                                              else "punctuation" if not c.isalnum() else "letter/digit")
 print("own rationales end with:", ends.value_counts().to_dict())
 
 # %% [markdown]
-# The boundary cost is roughly the same for rationales that end alike, so it mostly shifts all bars
-# (and cancels in RLOO's within-question differences); but it differs between a rationale that ends
-# in a newline, one cut before "The answer is" after a period, and one cut mid-word at $L$, which adds
-# reward differences that have nothing to do with being right.
+# Tokenized on its own, the boundary cost would differ between a rationale that ends in a newline,
+# one cut before "The answer is" after a period, and one cut mid-word at $L$: reward differences that
+# have nothing to do with being right, which a policy can learn to exploit (a LaTRO run with the
+# space-less target learned to write "apples.The answer is").
 
 # %% [markdown]
 # ## 4. Does the self-reward rank right rationales above wrong ones?

@@ -55,6 +55,13 @@ def test_penalize_truncated_batch_mean_uses_mean_before_penalty():
     assert torch.equal(r, torch.tensor([-1.0, -2.0, -3.0, -6.0]))  # input not modified
 
 
+def test_penalize_truncated_batch_mean_given():
+    """A micro-batch penalises with the whole step's mean when it is given, not its own."""
+    r = torch.tensor([-1.0, -2.0])
+    out = penalize_truncated(r, torch.tensor([False, True]), "batch_mean", gamma=2.0, batch_mean=-5.0)
+    torch.testing.assert_close(out, torch.tensor([-1.0, -10.0]))
+
+
 def test_penalize_truncated_constant():
     r = torch.tensor([-1.0, -2.0, -3.0])
     tr = torch.tensor([True, False, True])

@@ -190,6 +190,22 @@ def test_targets(smol_tokenizer, gsm8k_test, arc_test):
     assert arc_test.sft_target(arc) == "The answer is Planetary days will become shorter."
 
 
+def test_answer_ids_continue_the_rationale(smol_tokenizer, gsm8k_test):
+    """y is tokenized as it continues z: " The" after a non-space character, "The" after a
+    newline or an empty z; either way x ⊕ z ⊕ y decodes to the text a reader expects."""
+    tok, ex = smol_tokenizer, gsm8k_test[0]
+    y = gsm8k_test.answer_target(ex, tok)
+    first = lambda ids: tok.convert_ids_to_tokens(ids[:1])[0]          # noqa: E731
+    assert first(gsm8k_test.answer_ids(ex, tok)) == "The"
+    z_newline = tok("So 16 - 3 - 4 = 9 eggs.\n", add_special_tokens=False)["input_ids"]
+    z_period = tok("So 16 - 3 - 4 = 9 eggs.", add_special_tokens=False)["input_ids"]
+    assert first(gsm8k_test.answer_ids(ex, tok, z_newline)) == "The"
+    assert first(gsm8k_test.answer_ids(ex, tok, z_period)) == "ĠThe"     # byte-level BPE: Ġ is the space
+    ids = z_period + gsm8k_test.answer_ids(ex, tok, z_period)
+    assert tok.decode(ids) == "So 16 - 3 - 4 = 9 eggs. " + y
+    assert gsm8k_test.answer_ids(ex, tok, z_period)[-1] == tok.eos_token_id
+
+
 def test_subset(gsm8k_test):
     a, b = gsm8k_test.subset(10, seed=1), gsm8k_test.subset(10, seed=1)
     assert type(a) is type(gsm8k_test) and len(a) == 10 and a.examples == b.examples

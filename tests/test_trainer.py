@@ -575,3 +575,19 @@ def test_two_gloo_processes_match_one_process(background, tok_dir, task, tmp_pat
         for k in ("reward_mean", "reward_std", "logp_y_mean", "kl_mean", "adv_std", "rationale_len",
                   "frac_truncated", "policy_loss", "answer_loss", "grad_norm", "samples", "lr"):
             assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-6), k
+
+
+def test_batch_mean_penalty_does_not_depend_on_micro_batch(tok, task, tmp_path):
+    """The "batch_mean" truncation rule uses the mean reward of the whole step: one micro-batch
+    of 4 samples and two of 2 give the same metrics and weights (the tiny model cuts most
+    rationales at L = 6, so the penalty is in play)."""
+    runs = {}
+    for mb in (4, 2):
+        cfg = make_cfg(tmp_path / f"mb{mb}", micro_batch=mb, steps=2, truncation="batch_mean", lr=1e-3, save_every=100)
+        run(cfg, tok, task, tiny_model(tok)[0])
+        runs[mb] = metrics(tmp_path / f"mb{mb}")
+    assert all(r["frac_truncated"] > 0 for r in runs[4])
+    for a, b in zip(runs[4], runs[2]):
+        for key in ("reward_mean", "reward_std", "adv_std", "policy_loss", "answer_loss"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), key
+    assert_same_weights(weights(tmp_path / "mb4" / "final"), weights(tmp_path / "mb2" / "final"), atol=1e-6)

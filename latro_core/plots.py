@@ -1,4 +1,7 @@
-"""Figures (matplotlib, Agg backend; PNG files). Each function returns the path it wrote.
+"""Figures (PNG files). Each function returns the path it wrote.
+
+They use matplotlib's object-oriented ``Figure`` without pyplot, so importing this module changes
+no backend and leaves no open figures: notebooks keep their inline plots, scripts need no display.
 
 - :func:`figure2`            the paper's Figure 2: NLL of the gold answer by rationale kind, per model
 - :func:`plot_training`      training curves from ``metrics.jsonl`` (small multiples)
@@ -12,10 +15,7 @@ import json
 import math
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure
 
 NLL_CONDITIONS = {"no_rationale": "no rationale", "gold_rationale": "gold rationale",
                   "own_correct": "own rationale, right", "own_wrong": "own rationale, wrong"}
@@ -29,7 +29,6 @@ def _save(fig, path) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=150)
-    plt.close(fig)
     return str(path)
 
 
@@ -48,7 +47,8 @@ def figure2(results_by_model: dict, path="figures/figure2.png") -> str:
     (:func:`latro_core.evaluate.answer_nll`) or {label: summary with an "answer_nll" entry}."""
     data = {m: (r.get("answer_nll", r)) for m, r in ((m, _load_summary(r)) for m, r in results_by_model.items())}
     conds = [c for c in NLL_CONDITIONS if any(c in d and d[c].get("n") for d in data.values())]
-    fig, ax = plt.subplots(figsize=(1.5 + 1.2 * len(data) * max(1, len(conds)) / 2, 3.6))
+    fig = Figure(figsize=(1.5 + 1.2 * len(data) * max(1, len(conds)) / 2, 3.6))
+    ax = fig.subplots()
     width = 0.8 / max(1, len(conds))
     for j, c in enumerate(conds):
         xs = [i + (j - (len(conds) - 1) / 2) * width for i in range(len(data))]
@@ -80,7 +80,8 @@ def plot_training(metrics_jsonl_path_or_list, path="figures/training.png") -> st
         raise ValueError(f"no known metric ({', '.join(TRAINING_PANELS)}) in the training records")
     cols = min(3, len(panels))
     nrows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(3.6 * cols, 2.6 * nrows), squeeze=False)
+    fig = Figure(figsize=(3.6 * cols, 2.6 * nrows))
+    axes = fig.subplots(nrows, cols, squeeze=False)
     for ax, key in zip(axes.flat, panels):
         for label, rows in runs.items():
             pts = [(m.get("step", i + 1), m[key]) for i, m in enumerate(rows) if m.get(key) is not None]
@@ -104,7 +105,8 @@ def plot_maj_at_k(summaries, path="figures/maj_at_k.png") -> str:
     accuracy as a dashed line of the same colour. ``summaries``: list of summary dicts/paths, or
     {label: summary}."""
     items = summaries.items() if isinstance(summaries, dict) else [(None, s) for s in summaries]
-    fig, ax = plt.subplots(figsize=(4.8, 3.4))
+    fig = Figure(figsize=(4.8, 3.4))
+    ax = fig.subplots()
     for label, s in items:
         s = _load_summary(s)
         label = label or _summary_label(s)
@@ -139,7 +141,8 @@ def plot_accuracy_vs_L(rows, path="figures/accuracy_vs_L.png") -> str:
             r = {"L": r["max_new_tokens"], "accuracy": g["accuracy"], "lo": g["ci95"][0], "hi": g["ci95"][1],
                  "label": _summary_label(r)}
         lines.setdefault(r.get("label") or "", []).append(r)
-    fig, ax = plt.subplots(figsize=(4.8, 3.4))
+    fig = Figure(figsize=(4.8, 3.4))
+    ax = fig.subplots()
     for label, pts in lines.items():
         pts.sort(key=lambda r: r["L"])
         acc = [r["accuracy"] for r in pts]

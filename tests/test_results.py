@@ -130,3 +130,16 @@ def test_plots(tmp_path):
     for p in paths:
         with open(p, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plots_leave_the_backend_and_pyplot_alone(tmp_path):
+    """Importing and using latro_core.plots keeps the notebook's backend (inline plots still show)
+    and leaves no pyplot figure open."""
+    import subprocess
+    import sys
+    code = ("import matplotlib; matplotlib.use('svg'); import importlib, latro_core.plots as P; "
+            "importlib.reload(P); import matplotlib.pyplot as plt; "
+            f"P.plot_accuracy_vs_L([{{'L': 16, 'accuracy': 0.2, 'label': 'a', 'n': 10}}], {str(tmp_path / 'a.png')!r}); "
+            "print(matplotlib.get_backend(), len(plt.get_fignums()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["svg", "0"] and (tmp_path / "a.png").exists()

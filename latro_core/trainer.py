@@ -72,6 +72,8 @@ class TrainConfig:
     lora: bool = False
     lora_r: int = 16
     lora_alpha: int = 32
+    gradient_checkpointing: bool = False   # recompute decoder layers in backward: ~0.5x peak memory, slower
+                                           # backward (results/benchmark_latro_update*.md)
     seed: int = 0
     save_every: int = 50               # checkpoint every N steps (and at the end, and on SIGINT/SIGTERM)
     eval_every: int = 0                # greedy accuracy on eval_split every N steps (0: off)
@@ -214,6 +216,9 @@ class Trainer:
                                   resume_from / "model" if resume_from is not None else None)
         elif resume_from is not None:
             _load_weights(model, resume_from / "model")
+        if config.gradient_checkpointing:      # sampling runs in eval mode, so it keeps its KV cache
+            (model.get_base_model() if hasattr(model, "get_base_model") else model).gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False})
         self.scorer = PolicyScorer(model)
         # FSDP's transformer auto-wrap reads the prepared module's _no_split_modules (LlamaDecoderLayer,
         # MistralDecoderLayer, Phi3DecoderLayer, ...): pass the language model's on

@@ -591,3 +591,15 @@ def test_batch_mean_penalty_does_not_depend_on_micro_batch(tok, task, tmp_path):
         for key in ("reward_mean", "reward_std", "adv_std", "policy_loss", "answer_loss"):
             assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), key
     assert_same_weights(weights(tmp_path / "mb4" / "final"), weights(tmp_path / "mb2" / "final"), atol=1e-6)
+
+
+def test_gradient_checkpointing_same_training(tok, task, tmp_path):
+    """Activation checkpointing only trades memory for time: same metrics and weights."""
+    for name, gc in (("plain", False), ("ckpt", True)):
+        tr, _ = run(make_cfg(tmp_path / name, steps=2, lr=1e-3, gradient_checkpointing=gc, save_every=100), tok,
+                    task, tiny_model(tok)[0])
+        assert tr.lm.is_gradient_checkpointing is gc
+    for a, b in zip(metrics(tmp_path / "plain"), metrics(tmp_path / "ckpt")):
+        assert a["reward_mean"] == pytest.approx(b["reward_mean"], rel=1e-5)
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
+    assert_same_weights(weights(tmp_path / "plain" / "final"), weights(tmp_path / "ckpt" / "final"), atol=1e-6)

@@ -78,6 +78,11 @@ DEMO_SFT = dict(task="arithmetic", steps=15,         # TUNE
                 lr=2e-5,                             # TUNE
                 max_new_tokens=48,                   # only sets the validation budget (L + 32), as for LaTRO
                 micro_batch=4, save_every=10_000, eval_every=15, eval_split="validation", eval_limit=30)
+DEMO_RFT = dict(task="arithmetic", steps=15,         # TUNE
+                questions_per_step=2, k=4,           # the LaTRO sampler's batch
+                max_new_tokens=48,                   # L, as LaTRO
+                lr=2e-5,                             # TUNE
+                micro_batch=8, save_every=10_000, eval_every=15, eval_split="validation", eval_limit=30)
 DEMO_SEEDS = [0, 1, 2]
 
 # ----------------------------------------------------------------------------- the table
@@ -123,13 +128,15 @@ _SETTINGS: dict[str, dict[str, dict]] = {
                        micro_batch=4, save_every=10_000, eval_every=2, eval_split="validation", eval_limit=2),
             sft=dict(task="arithmetic", steps=2, questions_per_step=2, lr=1e-5, max_new_tokens=16, micro_batch=2,
                      save_every=10_000, eval_every=2, eval_split="validation", eval_limit=2),
+            rft=dict(task="arithmetic", steps=2, questions_per_step=2, k=2, lr=1e-5, max_new_tokens=16, micro_batch=4,
+                     save_every=10_000, eval_every=2, eval_split="validation", eval_limit=2),
             eval=dict(task="arithmetic", split="test", limit=4, max_new_tokens=24, k=2, batch_questions=4,
                       auroc=False),
             maj_seeds=[0],
             run=dict(launch="inline", keep_resume_state=False, test_limit=2, test_max_new_tokens=24)),
         "demo": dict(
             models=[None], seeds=DEMO_SEEDS,
-            latro=DEMO_LATRO, sft=DEMO_SFT,
+            latro=DEMO_LATRO, sft=DEMO_SFT, rft=DEMO_RFT,
             # the table: greedy on 50 test questions for every model; maj@8 (8x the generation) for the
             # base model and the training seeds in maj_seeds only (TUNE with the time budget)
             eval=dict(task="arithmetic", split="test", limit=50, max_new_tokens=96, k=8, batch_questions=16,
@@ -141,6 +148,7 @@ _SETTINGS: dict[str, dict[str, dict]] = {
             # GSM8K has no validation split, so the per-epoch evaluation is on test: the paper's rule
             latro=dict(_paper_train("gsm8k", 0.05, GSM8K_TRAIN_SIZE), eval_split="test"),
             sft=dict(_paper_train("gsm8k", 0.05, GSM8K_TRAIN_SIZE), eval_split="test"),  # ASSUMED: SFT lr/epochs = LaTRO's
+            rft=dict(_paper_train("gsm8k", 0.05, GSM8K_TRAIN_SIZE), eval_split="test"),  # ASSUMED: RFT = LaTRO's sampler and schedule
             eval=dict(task="gsm8k", split="test", limit=None, max_new_tokens=500, k=8, batch_questions=16,
                       dtype="bf16", auroc=False),
             maj_seeds=[0],

@@ -15,11 +15,13 @@
 # ---
 
 # %% [markdown]
-# # 04 · Training LaTRO, and comparing it with the base model and SFT
+# # 04 · Training LaTRO, and comparing it with the base model, SFT and RFT
 #
-# This notebook trains a model with **LaTRO** (LaTent Reasoning Optimization, arXiv 2411.04282)
-# and with the supervised fine-tuning (**SFT**) baseline, then evaluates the base, SFT and LaTRO
-# models on held-out test questions: the paper's Table 2, at the scale of the chosen profile.
+# This notebook trains a model with **LaTRO** (LaTent Reasoning Optimization, arXiv 2411.04282),
+# with the supervised fine-tuning (**SFT**) baseline and with rejection-sampling fine-tuning
+# (**RFT**, the stronger baseline the paper's reviewers asked for), then evaluates the base, SFT,
+# RFT and LaTRO models on held-out test questions: the paper's Table 2, at the scale of the chosen
+# profile.
 #
 # | profile | model | task | training | time |
 # |---|---|---|---|---|
@@ -84,6 +86,10 @@ print(json.dumps(S, indent=1))
 # **SFT** is the supervised baseline: fine-tune on the gold rationale and answer
 # ("… The answer is 42.").
 #
+# **RFT** (rejection-sampling fine-tuning, as in STaR) samples $K$ rationales with the same sampler
+# as LaTRO, keeps those whose extracted answer is right, and fine-tunes on them. It needs an answer
+# checker; LaTRO does not, it only needs the gold answer's likelihood.
+#
 # ## Model selection
 #
 # Every `eval_every` steps the trainer measures greedy accuracy on the **validation** split, and
@@ -97,9 +103,10 @@ print(json.dumps(S, indent=1))
 reports = {}
 for model in S["models"]:
     for seed in S["seeds"]:
-        cfg = TrainConfig(method="sft", model=model, seed=seed, data_dir=DATA,
-                          out_dir=str(RUNS / run_name("sft", seed, model)), **S["sft"])
-        reports["sft", model, seed] = train_run(cfg, cwd=ROOT, **S["run"])
+        for method in ("sft", "rft"):
+            cfg = TrainConfig(method=method, model=model, seed=seed, data_dir=DATA,
+                              out_dir=str(RUNS / run_name(method, seed, model)), **S[method])
+            reports[method, model, seed] = train_run(cfg, cwd=ROOT, **S["run"])
 
 # %% [markdown]
 # Now LaTRO, same seeds. Each step samples `k` rationales of at most `max_new_tokens` (L) tokens for
@@ -120,7 +127,7 @@ for model in S["models"]:
 # the fraction of rationales cut at L, and the validation accuracy at the evaluation steps.
 
 # %%
-for method in ("latro", "sft"):
+for method in ("latro", "sft", "rft"):
     curves = {f"{Path(m).name + ' ' if m else ''}seed {s}": Path(r["out"]) / "metrics.jsonl"
               for (meth, m, s), r in reports.items() if meth == method}
     display(Image(plot_training(curves, FIG / f"04_training_{method}_{profile}.png")))
@@ -130,9 +137,9 @@ for method in ("latro", "sft"):
 #
 # Each model answers the same test questions greedily (the "GD" column); the base model and the
 # runs of the seeds in `maj_seeds` also sample `k` answers per question at T = 1, whose majority
-# vote gives maj@k (k times the generation, hence not for every seed on a CPU). Base and LaTRO use
-# the zero-shot chain-of-thought prompt; SFT was trained on rationale + answer, so it uses it too.
-# The LaTRO and SFT models are the checkpoints chosen on validation.
+# vote gives maj@k (k times the generation, hence not for every seed on a CPU). Every model uses
+# the zero-shot chain-of-thought prompt (SFT and RFT were trained on rationale + answer). The
+# trained models are the checkpoints chosen on validation.
 
 # %%
 EVAL = RUNS / "eval"
@@ -186,7 +193,7 @@ display(Markdown(selection))
 if S["eval"]["k"] and S["maj_seeds"]:
     m0, s0 = S["models"][0], S["maj_seeds"][0]
     curves = {"Base": summaries["base", m0, None], "SFT": summaries["sft", m0, s0],
-              "LaTRO": summaries["latro", m0, s0]}
+              "RFT": summaries["rft", m0, s0], "LaTRO": summaries["latro", m0, s0]}
     display(Image(plot_maj_at_k(curves, FIG / f"04_maj_at_k_{profile}.png")))
 
 # %% [markdown]

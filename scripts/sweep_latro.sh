@@ -9,6 +9,6 @@ cd "$(dirname "$0")/.."
 name=$1; shift
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} LATRO_DATA_DIR=${LATRO_DATA_DIR:-../shared/data}
 mkdir -p runs/sweep
-.venv/bin/latro train --task arithmetic --out-dir "runs/sweep/$name" --steps 40 --questions-per-step 2 --k 4 \
-  --max-new-tokens 64 --micro-batch 8 --save-every 1000 --eval-every 20 --eval-split validation --eval-limit 50 \
+.venv/bin/latro train --task arithmetic --out-dir "runs/sweep/$name" --steps 24 --questions-per-step 2 --k 4 \
+  --max-new-tokens 64 --micro-batch 8 --save-every 1000 --eval-every 12 --eval-split validation --eval-limit 50 \
   "$@" > "runs/sweep/$name.log" 2>&1

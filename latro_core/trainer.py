@@ -46,30 +46,30 @@ class TrainConfig:
 
     method: str = "latro"              # latro | sft | rft
     model: str | None = None           # hub id, folder, .gguf, or None for the embedded SmolLM2-135M
-    task: str = "arithmetic"
+    task: str = "arithmetic"           # arithmetic | gsm8k | arc_challenge
     split: str = "train"
-    data_dir: str | None = None
+    data_dir: str | None = None        # GSM8K/ARC JSONL folder; None: $LATRO_DATA_DIR, else the hub
     train_limit: int | None = None     # use only the first n (shuffled) training questions
-    out_dir: str = "runs/latro"
+    out_dir: str = "runs/latro"        # metrics.jsonl, checkpoint/, final/
     steps: int = 100                   # optimizer steps
     questions_per_step: int = 4        # global batch of questions per optimizer step
     k: int = 4                         # rationales per question (paper: 16)
     max_new_tokens: int = 96           # L, rationale budget (paper: 500)
     temperature: float = 1.0           # T (paper: 1)
-    top_k: int | None = None
+    top_k: int | None = None           # off by default: pure sampling, as the paper
     top_p: float | None = None
     beta: float = 0.05                 # KL weight β (paper: 0.05 GSM8K, 0.25 ARC)
     lam: float = 1.0                   # λ on Σ∇log π(y|x⊕z) (Eq. 4: 1; released code: 0)
     truncation: str = "batch_mean"     # penalty for rationales cut at L: batch_mean | constant | none
     gamma: float = 2.0                 # batch_mean: r = γ·mean(r); constant: r = γ
-    lr: float = 1e-5                   # paper 5e-7 is for 7-8B models; see results/ for 135M
+    lr: float = 1e-5                   # AdamW; paper 5e-7 is for 7-8B models; 135M: results/latro_sweep.md
     weight_decay: float = 0.0
-    warmup_steps: int = 0
+    warmup_steps: int = 0              # linear warm-up, then linear decay to 0 (paper: none)
     micro_batch: int = 16              # samples per forward/backward (a multiple of k)
-    grad_clip: float | None = 1.0
+    grad_clip: float | None = 1.0      # max gradient norm (None: off)
     dtype: str = "fp32"                # fp32 measured fastest on CPUs without AMX (results/precision.md)
-    device: str = "auto"
-    lora: bool = False
+    device: str = "auto"               # auto | cpu | cuda (accelerate decides under accelerate launch)
+    lora: bool = False                 # train a LoRA adapter; π0 = the same weights, adapter off
     lora_r: int = 16
     lora_alpha: int = 32
     gradient_checkpointing: bool = False   # recompute decoder layers in backward: ~0.5x peak memory, slower
@@ -77,11 +77,11 @@ class TrainConfig:
     seed: int = 0
     save_every: int = 50               # checkpoint every N steps (and at the end, and on SIGINT/SIGTERM)
     eval_every: int = 0                # greedy accuracy on eval_split every N steps (0: off)
-    eval_split: str = "validation"
-    eval_limit: int = 100
-    resume: bool = False
-    progress: bool = True
-    task_kwargs: dict = field(default_factory=dict)
+    eval_split: str = "validation"     # the hook's split (model selection on it, never on test)
+    eval_limit: int = 100              # questions for the hook (first n of a seed-0 shuffle)
+    resume: bool = False               # continue exactly from out_dir/checkpoint
+    progress: bool = True              # progress bar
+    task_kwargs: dict = field(default_factory=dict)   # arithmetic difficulty, e.g. {"steps": 2, "high": 20}
 
     def validate(self, world_size: int = 1) -> None:
         """Raise ConfigError, with the numbers, for settings that cannot work."""

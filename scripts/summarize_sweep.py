@@ -43,7 +43,7 @@ def main(argv=None) -> None:
         lo, hi = b["ci95"] if "ci95" in b else wilson_interval(b["correct"], b["n"])
         lines += [f"Base model on the same questions and budget: **{b['accuracy']:.2f}** "
                   f"({b['correct']}/{b['n']}, 95% [{lo:.2f}, {hi:.2f}]), `{json.loads(Path(args.base).read_text()).get('command', 'latro evaluate')}`.", ""]
-    head = ["run"] + varying + ["reward first→last", "log p(y|x,z) first→last", "length first→last",
+    head = ["run"] + varying + ["reward first→last", "log p(y\\|x,z) first→last", "length first→last",
                                "cut at L first→last", "val accuracy (step: acc)"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for p in runs:
@@ -56,6 +56,10 @@ def main(argv=None) -> None:
         lines.append("| " + " | ".join([p.name] + [str(cfgs[p.name].get(k)) for k in varying] +
                                          [fl("reward_mean"), fl("logp_y_mean"), fl("rationale_len"),
                                           fl("frac_truncated", "{:.2f}"), evals or "—"]) + " |")
+    lines += ["", "Commands:", ""] + [
+        f"    scripts/sweep_latro.sh {p.name} " + " ".join(f"--{k.replace('_', '-')} {cfgs[p.name][k]}"
+                                                      for k in dict.fromkeys(varying + ["lr", "beta", "lam"]))
+        for p in runs]
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -208,3 +208,16 @@ def test_cli_bad_flag_value_is_a_usage_error(capsys):
         cli.main(["train", "--steps", "three"])
     assert e.value.code == 2
     assert "invalid int value" in capsys.readouterr().err
+
+
+def test_cli_help_documents_each_flag_from_the_dataclass(capsys):
+    """``--help`` shows each field's comment from the config dataclass, with its default."""
+    from latro_core.cli import build_parser, field_comments
+    from latro_core.trainer import TrainConfig
+
+    notes = field_comments(TrainConfig)
+    assert notes["k"].startswith("rationales per question") and "release" in notes["lam"]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "rationales per question (paper: 16) (default 4)" in out

@@ -153,9 +153,15 @@ def build_tables(cfg: TablesConfig) -> dict:
                    if (r := _metric(s, "GD" if m == "GD" else "maj", cfg.maj_k)) is not None]
             cells[col] = cell_stats(res) if res else None
         rows.append({"model": label, "method": METHOD_NAMES.get(method, method), "cells": cells})
+    self_eval = [{"model": label, "method": METHOD_NAMES.get(method, method), "task": t, "split": sp,
+                  "train_seed": s.get("train_seed"), "auroc": s["self_eval"]["auroc"],
+                  "ci95": s["self_eval"].get("auroc_ci95"), "n_samples": s["self_eval"]["n_samples"],
+                  "n_correct": s["self_eval"]["n_correct"]}
+                 for (label, method, t, sp), seeds in sorted(groups.items(), key=lambda kv: (kv[0][0], _method_order(kv[0][1]), kv[0][2:]))
+                 for _, s in sorted(seeds.values(), key=lambda ps: str(ps[0])) if s.get("self_eval")]
     table = {"command": command_line("tables", cfg), "git_commit": git_commit(),
              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": asdict(cfg),
-             "columns": [c[0] for c in columns], "rows": rows,
+             "columns": [c[0] for c in columns], "rows": rows, "self_eval": self_eval,
              "sources": [str(p) for p in used], "superseded": [str(p) for p in superseded]}
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -186,6 +192,15 @@ def to_markdown(table: dict) -> str:
     for r in table["rows"]:
         lines.append("| " + " | ".join([r["model"], r["method"]] + [format_cell(r["cells"][c]) for c in table["columns"]])
                      + " |")
+    if table.get("self_eval"):
+        lines += ["", "Self-evaluation: AUROC of the self-reward log πθ(y|x⊕z) at telling sampled rationales whose "
+                  "answer is right from wrong ones (0.5 = chance) [95% bootstrap interval].", "",
+                  "| Model | Method | Task | Training seed | AUROC | samples (right) |", "|---|---|---|---|---|---|"]
+        for e in table["self_eval"]:
+            ci = f" [{e['ci95'][0]:.2f}, {e['ci95'][1]:.2f}]" if e.get("ci95") and None not in e["ci95"] else ""
+            auc = "–" if e["auroc"] is None else f"{e['auroc']:.2f}{ci}"
+            lines.append(f"| {e['model']} | {e['method']} | {e['task']}/{e['split']} | "
+                         f"{'–' if e['train_seed'] is None else e['train_seed']} | {auc} | {e['n_samples']} ({e['n_correct']}) |")
     lines += [""] + [f"- {ln}" for ln in _provenance_lines(table)]
     return "\n".join(lines) + "\n"
 

@@ -143,3 +143,15 @@ def test_plots_leave_the_backend_and_pyplot_alone(tmp_path):
             "print(matplotlib.get_backend(), len(plt.get_fignums()))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["svg", "0"] and (tmp_path / "a.png").exists()
+
+
+def test_build_tables_reports_self_evaluation(runs, tmp_path):
+    """Summaries with a self-evaluation pass get an AUROC row beside the accuracy table."""
+    path = runs / "eval" / "latro-s1-gsm8k" / "summary.json"
+    s = json.loads(path.read_text())
+    s["self_eval"] = {"auroc": 0.73, "auroc_ci95": [0.61, 0.84], "n_samples": 800, "n_correct": 120}
+    path.write_text(json.dumps(s))
+    t = build_tables(TablesConfig(runs=str(runs), out=str(tmp_path / "r"), name="t"))
+    assert [(e["method"], e["train_seed"], e["auroc"]) for e in t["self_eval"]] == [("LaTRO", 1, 0.73)]
+    md = (tmp_path / "r" / "t.md").read_text()
+    assert "| SmolLM2-135M-Instruct | LaTRO | gsm8k/test | 1 | 0.73 [0.61, 0.84] | 800 (120) |" in md

@@ -219,7 +219,7 @@ ax2.set_xlabel(r"$t$")
 ax2.legend(fontsize=8)
 fig.suptitle("The variational bound tightens as q moves from the prior to the posterior")
 fig.tight_layout()
-fig.savefig(FIG / "01_elbo_path.png", dpi=150)
+fig.savefig(FIG / f"01_elbo_path_{profile}.png", dpi=150)
 plt.show()
 
 # %% [markdown]
@@ -351,7 +351,7 @@ ax2.set_ylim(0, 0.55)
 ax2.legend(fontsize=8)
 fig.suptitle("CoT with self-consistency estimates the marginal over rationales (Proposition 1)")
 fig.tight_layout()
-fig.savefig(FIG / "01_self_consistency.png", dpi=150)
+fig.savefig(FIG / f"01_self_consistency_{profile}.png", dpi=150)
 plt.show()
 
 # %% [markdown]

@@ -297,7 +297,7 @@ axes[0].set_ylabel("tr Cov of the gradient estimate")
 axes[0].legend(fontsize=8)
 fig.suptitle(f"Gradient-estimator variance (toy policy, β = {beta})")
 fig.tight_layout()
-fig.savefig(FIG / "02_variance_vs_K.png", dpi=150)
+fig.savefig(FIG / f"02_variance_vs_K_{profile}.png", dpi=150)
 plt.show()
 
 # %% [markdown]

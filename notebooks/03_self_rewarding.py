@@ -226,7 +226,7 @@ for name, t in tasks.items():
     nll[name]["own_correct"] = mean_se(-df[df.correct].reward)
     nll[name]["own_wrong"] = mean_se(-df[~df.correct].reward)
     display(pd.DataFrame(nll[name]).T.round(3).rename_axis(f"{name}: NLL of the gold answer"))
-    path = figure2({LABEL: nll[name]}, path=FIG / f"03_figure2_{name}.png")
+    path = figure2({LABEL: nll[name]}, path=FIG / f"03_figure2_{name}_{profile}.png")
     display(Image(path))
 
 # %% [markdown]

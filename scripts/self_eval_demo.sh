@@ -12,9 +12,11 @@ RUNS=runs/demo/04_train_latro
 OUT=runs/selfeval_demo
 common=(--task arithmetic --split test --limit 25 --k 4 --max-new-tokens 96 --greedy false --auroc true --nll true
         --batch-questions 25 --progress false)
-.venv/bin/latro evaluate "${common[@]}" --out "$OUT/base" > /dev/null
+[ -f "$OUT/base/summary.json" ] || .venv/bin/latro evaluate "${common[@]}" --out "$OUT/base" > /dev/null
 for m in sft rft latro; do
-  .venv/bin/latro evaluate "${common[@]}" --model "$RUNS/$m-seed0/best" --out "$OUT/$m" > /dev/null
+  ckpt="$RUNS/$m-seed0/best"                       # the validation-chosen step; final when that was the last
+  [ -d "$ckpt" ] || ckpt="$RUNS/$m-seed0/final"
+  [ -f "$OUT/$m/summary.json" ] || .venv/bin/latro evaluate "${common[@]}" --model "$ckpt" --out "$OUT/$m" > /dev/null
 done
 .venv/bin/latro tables --runs "$OUT" --out results --name self_eval_arithmetic_demo --maj-k 4
 .venv/bin/python - <<'PY'

@@ -26,7 +26,7 @@
 # | profile | model | task | training | time |
 # |---|---|---|---|---|
 # | `smoke` | SmolLM2-135M-Instruct (embedded) | arithmetic | 2 steps, 1 seed | ~1 min on a CPU |
-# | `demo` | SmolLM2-135M-Instruct (embedded) | arithmetic (generated word problems) | a few dozen steps, 3 seeds | ~35 min on 2 CPU cores |
+# | `demo` | SmolLM2-135M-Instruct (embedded) | arithmetic (generated word problems) | 16 steps (SFT, LaTRO) or 12 (RFT), 3 seeds | ~70 min on 2 CPU cores |
 # | `paper` | Phi-3.5-mini, Mistral-7B, Llama-3.1-8B | GSM8K | 6 epochs, K=16, L=500 | GPUs (`accelerate launch`) |
 #
 # Every number comes from `latro_core/profiles.py`; this notebook only strings the library

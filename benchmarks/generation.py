@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks._provenance import git_commit, machine_info  # noqa: E402
 from latro_core import rollout as rollout_mod  # noqa: E402
 from latro_core.models import load_model  # noqa: E402
 from latro_core.tasks import load_task  # noqa: E402
@@ -224,27 +225,6 @@ def prefill_bench(model, tok, prompts, repeats: int) -> dict:
     return out
 
 
-def machine_info() -> dict:
-    import platform
-    import transformers
-    cpu = platform.processor()
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        cpu = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), cpu)
-    except OSError:
-        pass
-    return {"cpu": cpu, "cpus": os.cpu_count(), "torch": torch.__version__, "transformers": transformers.__version__,
-            "torch_threads": torch.get_num_threads()}
-
-
-def _git_commit() -> str:
-    c = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "latro_core"], cwd=ROOT, capture_output=True,
-                           text=True).stdout.split()
-    files = [f for f in dirty if f.endswith(".py")]
-    return c + (f" + uncommitted changes to {', '.join(files)}" if files else "")
-
-
 def compile_child(args) -> None:
     """Subprocess: time static cache with and without torch.compile; print one JSON line."""
     torch.set_num_threads(args.threads) if args.threads else None
@@ -306,7 +286,7 @@ def main(argv=None) -> None:
             compile_note = f"gave up: compiling + timing did not finish within {args.compile_timeout}s"
         print("torch.compile:", compile_res or compile_note)
     out = {"command": "python " + " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]),
-           "git_commit": _git_commit(), "machine": machine_info(),
+           "git_commit": git_commit(), "machine": machine_info(),
            "settings": {"prompts": args.prompts, "L": args.L, "repeats": args.repeats, "seed": args.seed},
            "results": res, "prefill": pre, "compile": compile_res, "compile_note": compile_note}
     ref = res["generate (sdpa, dynamic cache)"]["tokens_per_s"]

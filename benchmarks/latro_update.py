@@ -40,7 +40,6 @@ import copy
 import gc
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -55,6 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks._provenance import git_commit, machine_info  # noqa: E402
 from latro_core.logprobs import PolicyScorer, pack, sequence_logprobs  # noqa: E402
 from latro_core.models import LoraSpec, add_lora, frozen_copy, load_model  # noqa: E402
 from latro_core.objective import latro_loss, penalize_truncated, rloo_advantages, self_reward  # noqa: E402
@@ -468,29 +468,6 @@ class _Worker:
 
 # ------------------------------------------------------------------------------------- driver
 
-def _git_commit() -> str:
-    try:
-        c = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "latro_core"], cwd=ROOT, capture_output=True,
-                               text=True).stdout.split()
-        files = [f for f in dirty if f.endswith(".py")]
-        return c + (f" + uncommitted changes to {', '.join(files)}" if files else "")
-    except OSError:
-        return "unknown"
-
-
-def machine_info() -> dict:
-    model = platform.processor()
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        model = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), model)
-    except OSError:
-        pass
-    import transformers
-    return {"cpu": model, "cpus": os.cpu_count(), "torch": torch.__version__, "transformers": transformers.__version__,
-            "torch_threads": torch.get_num_threads(), "python": platform.python_version()}
-
-
 def _med(rows, key):
     return statistics.median(r[key] for r in rows)
 
@@ -579,7 +556,7 @@ def drive(args) -> dict:
                          "seed": args.seed, "dtype": "fp32", "task": "arithmetic/train",
                          "fast_ckpt": {"chunk": args.ckpt_chunk, "fused_adam": args.ckpt_fused_adam} if args.fast_ckpt else None,
                          "model": "SmolLM2-135M-Instruct (embedded)"},
-            "git_commit": _git_commit(), "machine": info, "summary": summary, "ratio": ratio,
+            "git_commit": git_commit(), "machine": info, "summary": summary, "ratio": ratio,
             "checks": checks, "hwm_reset": all(r["hwm_reset"] for r in ready.values())}
 
 

@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,6 +24,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from benchmarks._provenance import git_commit, machine_info  # noqa: E402
 
 
 def timed(fn, min_iters: int, budget_s: float, max_iters: int, cpu: list | None = None) -> list[float]:
@@ -130,18 +131,9 @@ def main(argv=None) -> None:
         res["fwd_bwd"].append(r)
         print(f"fwd+bwd {mode:14s} {r['median_s']:.2f}s ({r['tokens_per_s']:.1f} tokens/s, ~{r['approx_tflops']:.4f} TFLOP/s, "
               f"loss {r['loss']:.4f})", flush=True)
-    import platform
-    import transformers
-    cpu = platform.processor()
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        cpu = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), cpu)
-    except OSError:
-        pass
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    commit = git_commit()
     doc = {"command": "python " + " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]), "git_commit": commit,
-           "machine": {"cpu": cpu, "cpus": os.cpu_count(), "torch": torch.__version__, "transformers": transformers.__version__,
-                       "torch_threads": torch.get_num_threads(), **bf16_kernel_support()}, "results": res}
+           "machine": {**machine_info(), **bf16_kernel_support()}, "results": res}
     m = doc["machine"]
     f32 = {r["n"]: r for r in res["matmul"] if r["dtype"] == "float32"}
     fb = {r["mode"]: r for r in res["fwd_bwd"]}

@@ -39,10 +39,11 @@ def main(argv=None) -> None:
              "Shared settings: " + ", ".join(f"{k}={v}" for k, v in same.items()) + ". Validation: greedy, first 50 "
              "validation questions (seed-0 shuffle), L+32 new tokens.", ""]
     if Path(args.base).exists():
-        b = json.loads(Path(args.base).read_text())["greedy"]
+        base = json.loads(Path(args.base).read_text())
+        b = base["greedy"]
         lo, hi = b["ci95"] if "ci95" in b else wilson_interval(b["correct"], b["n"])
         lines += [f"Base model on the same questions and budget: **{b['accuracy']:.2f}** "
-                  f"({b['correct']}/{b['n']}, 95% [{lo:.2f}, {hi:.2f}]), `{json.loads(Path(args.base).read_text()).get('command', 'latro evaluate')}`.", ""]
+                  f"({b['correct']}/{b['n']}, 95% [{lo:.2f}, {hi:.2f}]), `{base.get('command', 'latro evaluate')}`.", ""]
     head = ["run"] + varying + ["reward first→last", "log p(y\\|x,z) first→last", "length first→last",
                                "cut at L first→last", "val accuracy (step: acc)"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

@@ -3,8 +3,8 @@
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/profile_sampling.py [--questions 2 --k 4 --L 48]
 
 Prints the CPU seconds, the tokens sampled and the top functions by own time. On the development
-CPU, ``torch._C._nn.linear`` (the weight matmuls, memory-bound at this batch size) took 62-65% of the (two runs)
-call and ``multinomial`` ~6%: decoding is bound by reading the weights, not by Python overhead.
+CPU, ``torch._C._nn.linear`` (the weight matmuls, memory-bound at this batch size) took 62-65% of
+the call in two runs and ``multinomial`` ~6%: decoding is bound by reading the weights, not by Python overhead.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ and its next cell reads ``settings("<notebook>", profile)``:
   a few tokens. Checks that everything runs, says nothing about accuracy (tests, CI).
 - ``demo``   the CPU reproduction with the embedded SmolLM2-135M-Instruct: LaTRO and SFT on the
   generated arithmetic task (3 training seeds each), small GSM8K / ARC-Challenge evaluations.
-  Target: about 60 min on 2 cores; measured: ~110 min (04 67, 05 20, 06 17, 01-03 6; README).
+  Target: about 60 min on 2 cores (the measured time is in README).
 - ``paper``  the paper's settings (arXiv 2411.04282, Section 5): Phi-3.5-mini, Mistral-7B and
   Llama-3.1-8B, K = 16, L = 500, T = 1, lr 5e-7, beta 0.05 (GSM8K) / 0.25 (ARC), 6 / 12 epochs,
   trained through ``accelerate launch`` on GPUs (``latro reproduce`` refuses it without one).
@@ -68,11 +68,11 @@ _PAPER_LAUNCH = dict(launch="accelerate", accelerate_config=ACCELERATE_CONFIG)
 # with the same recipe and L = short_L). Chosen from the sweep in results/latro_sweep.md
 # (scripts/sweep_latro.sh): with lr 2e-5, 2 questions x K=4, L=64 and the released trainer's
 # truncation rule, validation accuracy rose from 0.18 (base) to 0.30 at step 12 of 24 (0.26 at
-# step 24); a 16-step schedule keeps the three seeds inside the demo's time budget.
-DEMO_LATRO = dict(task="arithmetic", steps=16, questions_per_step=2, k=4,
+# step 24); a 12-step schedule keeps the three seeds inside the demo's time budget.
+DEMO_LATRO = dict(task="arithmetic", steps=12, questions_per_step=2, k=4,
                   max_new_tokens=64,                 # L: ~85% of the base model's rationales are cut at 64
                   lr=2e-5, beta=0.05, truncation="batch_mean", temperature=1.0, micro_batch=8, save_every=10_000,
-                  eval_every=8, eval_split="validation", eval_limit=50)
+                  eval_every=6, eval_split="validation", eval_limit=50)
 DEMO_SFT = dict(task="arithmetic", steps=16, questions_per_step=4, lr=2e-5,
                 max_new_tokens=64,                   # only sets the validation budget (L + 32), as for LaTRO
                 micro_batch=4, save_every=10_000, eval_every=8, eval_split="validation", eval_limit=50)
@@ -116,8 +116,10 @@ _SETTINGS: dict[str, dict[str, dict]] = {
     # ---- 04: LaTRO vs SFT vs base (the paper's Table 2, GSM8K column) -----------------------
     # run: options of reproduce.train_run. test_limit / test_max_new_tokens: also log greedy test
     # accuracy at every evaluation (the first test_limit of the table's questions, same L), only to
-    # report the paper's selection rule next to ours (validation). maj_seeds: the training seeds
-    # whose models also get the maj@k sampling pass (the others: greedy only).
+    # report the paper's selection rule next to ours (validation). seeds: the training seeds of
+    # every method, unless seeds_by_method names others. maj_methods / maj_seeds: the models that
+    # also get the maj@k sampling pass (the base model when "base" is listed, and the runs of
+    # maj_seeds of the listed methods); the others are evaluated greedily only.
     "04_train_latro": {
         "smoke": dict(
             models=[None], seeds=[0],
@@ -129,16 +131,17 @@ _SETTINGS: dict[str, dict[str, dict]] = {
                      save_every=10_000, eval_every=2, eval_split="validation", eval_limit=2),
             eval=dict(task="arithmetic", split="test", limit=4, max_new_tokens=24, k=2, batch_questions=4,
                       auroc=False),
-            maj_seeds=[0],
+            seeds_by_method={}, maj_methods=["base", "sft", "rft", "latro"], maj_seeds=[0],
             run=dict(launch="inline", keep_resume_state=False, test_limit=2, test_max_new_tokens=24)),
         "demo": dict(
             models=[None], seeds=DEMO_SEEDS,
             latro=DEMO_LATRO, sft=DEMO_SFT, rft=DEMO_RFT,
-            # the table: greedy on 50 test questions for every model; maj@8 (8x the generation) for the
-            # base model and the training seeds in maj_seeds only (the time budget)
+            # the time budget: RFT (not in the paper's table) with one seed; greedy on 50 test
+            # questions for every model, maj@8 (8x the generation) for Base and LaTRO seed 0 only
+            seeds_by_method=dict(rft=[0]),
             eval=dict(task="arithmetic", split="test", limit=50, max_new_tokens=96, k=8, batch_questions=25,
                       auroc=False),
-            maj_seeds=[0],
+            maj_methods=["base", "latro"], maj_seeds=[0],
             run=dict(launch="inline", keep_resume_state=False, test_limit=0, test_max_new_tokens=96)),
         "paper": dict(
             models=list(PAPER_MODELS), seeds=[0],
@@ -148,7 +151,7 @@ _SETTINGS: dict[str, dict[str, dict]] = {
             rft=dict(_paper_train("gsm8k", 0.05, GSM8K_TRAIN_SIZE), eval_split="test"),  # ASSUMED: RFT = LaTRO's sampler and schedule
             eval=dict(task="gsm8k", split="test", limit=None, max_new_tokens=500, k=8, batch_questions=16,
                       dtype="bf16", auroc=False),
-            maj_seeds=[0],
+            seeds_by_method={}, maj_methods=["base", "sft", "rft", "latro"], maj_seeds=[0],
             run=dict(_PAPER_LAUNCH)),
     },
     # ---- 05: ARC-Challenge (CoT for base/LaTRO, direct answers for SFT) --------------------
@@ -166,10 +169,10 @@ _SETTINGS: dict[str, dict[str, dict]] = {
             run=dict(launch="inline", keep_resume_state=False)),
         "demo": dict(
             models=[None], seeds=[0],
-            eval=dict(task="arc_challenge", split="test", limit=50, max_new_tokens=128, k=0, batch_questions=16),
+            eval=dict(task="arc_challenge", split="test", limit=50, max_new_tokens=96, k=0, batch_questions=25),
             direct_max_new_tokens=24,
-            sft=dict(task="arc_challenge", steps=20, questions_per_step=4, lr=1e-5, max_new_tokens=8, micro_batch=4,
-                     train_limit=200, save_every=10_000, eval_every=10, eval_split="validation", eval_limit=30),
+            sft=dict(task="arc_challenge", steps=12, questions_per_step=4, lr=1e-5, max_new_tokens=8, micro_batch=4,
+                     train_limit=200, save_every=10_000, eval_every=6, eval_split="validation", eval_limit=30),
             # a short LaTRO run (steps=0 leaves LaTRO out when the budget is short)
             latro=dict(task="arc_challenge", steps=5, questions_per_step=2, k=4, max_new_tokens=64, lr=1e-5,
                        beta=0.25, micro_batch=8, train_limit=200, save_every=10_000, eval_every=5,
@@ -200,7 +203,7 @@ _SETTINGS: dict[str, dict[str, dict]] = {
             short_L=32,                                 # the LaTRO-200 analogue: half the demo's L=64
             latro=DEMO_LATRO,
             eval=dict(task="arithmetic", split="test", limit=32, batch_questions=32),
-            maj=dict(k=32, limit=12, max_new_tokens=96),   # one sampling pass: maj@1,2,4,...,32
+            maj=dict(k=16, limit=12, max_new_tokens=96),   # one sampling pass: maj@1,2,4,8,16
             run=dict(launch="inline", keep_resume_state=False)),
         "paper": dict(
             model=PAPER_MODELS[0], L_values=[100, 200, 300, 400, 500], short_L=200,

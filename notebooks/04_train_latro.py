@@ -26,7 +26,7 @@
 # | profile | model | task | training | time |
 # |---|---|---|---|---|
 # | `smoke` | SmolLM2-135M-Instruct (embedded) | arithmetic | 2 steps, 1 seed | ~1 min on a CPU |
-# | `demo` | SmolLM2-135M-Instruct (embedded) | arithmetic (generated word problems) | 16 steps (SFT, LaTRO) or 12 (RFT), 3 seeds | ~70 min on 2 CPU cores |
+# | `demo` | SmolLM2-135M-Instruct (embedded) | arithmetic (generated word problems) | 16 steps (SFT) or 12 (LaTRO, RFT); 3 seeds (RFT: 1) | ~30 min on 2 CPU cores |
 # | `paper` | Phi-3.5-mini, Mistral-7B, Llama-3.1-8B | GSM8K | 6 epochs, K=16, L=500 | GPUs (`accelerate launch`) |
 #
 # Every number comes from `latro_core/profiles.py`; this notebook only strings the library
@@ -100,10 +100,14 @@ print(json.dumps(S, indent=1))
 # that *is* the paper's rule.)
 
 # %%
+def seeds(method):
+    return S["seeds_by_method"].get(method, S["seeds"])
+
+
 reports = {}
 for model in S["models"]:
-    for seed in S["seeds"]:
-        for method in ("sft", "rft"):
+    for method in ("sft", "rft"):
+        for seed in seeds(method):
             cfg = TrainConfig(method=method, model=model, seed=seed, data_dir=DATA,
                               out_dir=str(RUNS / run_name(method, seed, model)), **S[method])
             reports[method, model, seed] = train_run(cfg, cwd=ROOT, **S["run"])
@@ -115,7 +119,7 @@ for model in S["models"]:
 
 # %%
 for model in S["models"]:
-    for seed in S["seeds"]:
+    for seed in seeds("latro"):
         cfg = TrainConfig(method="latro", model=model, seed=seed, data_dir=DATA,
                           out_dir=str(RUNS / run_name("latro", seed, model)), **S["latro"])
         reports["latro", model, seed] = train_run(cfg, cwd=ROOT, **S["run"])
@@ -135,9 +139,10 @@ for method in ("latro", "sft", "rft"):
 # %% [markdown]
 # ## Evaluation
 #
-# Each model answers the same test questions greedily (the "GD" column); the base model and the
-# runs of the seeds in `maj_seeds` also sample `k` answers per question at T = 1, whose majority
-# vote gives maj@k (k times the generation, hence not for every seed on a CPU). Every model uses
+# Each model answers the same test questions greedily (the "GD" column); the models named in
+# `maj_methods` (the base model, and the runs of the seeds in `maj_seeds`) also sample `k` answers
+# per question at T = 1, whose majority vote gives maj@k (k times the generation, hence not for
+# every model on a CPU). Every model uses
 # the zero-shot chain-of-thought prompt (SFT and RFT were trained on rationale + answer). The
 # trained models are the checkpoints chosen on validation.
 
@@ -146,15 +151,16 @@ EVAL = RUNS / "eval"
 summaries = {}
 
 
-def evaluate(name, model=None, maj=True):
+def evaluate(name, model, maj):
     kw = {**S["eval"], **({} if maj else {"k": 0})}   # k=0: greedy only
     return run_evaluation(EvalConfig(model=model, data_dir=DATA, out=str(EVAL / name), **kw))
 
 
 for model in S["models"]:
-    summaries["base", model, None] = evaluate(run_name("base", 0, model), model)
+    summaries["base", model, None] = evaluate(run_name("base", 0, model), model, maj="base" in S["maj_methods"])
 for (method, model, seed), rep in reports.items():
-    summaries[method, model, seed] = evaluate(Path(rep["out"]).name, rep["model"], maj=seed in S["maj_seeds"])
+    summaries[method, model, seed] = evaluate(Path(rep["out"]).name, rep["model"],
+                                              maj=method in S["maj_methods"] and seed in S["maj_seeds"])
 for (method, model, seed), s in summaries.items():
     print(f"{method:5s} {s['model_label']:28s} seed {seed}: greedy {s['greedy']['accuracy']:.3f}"
           + (f", maj@{s['k']} {s['maj_at_k'][str(s['k'])]['accuracy']:.3f}" if s.get("maj_at_k") else ""))
@@ -190,10 +196,10 @@ display(Markdown(selection))
 # Majority voting over more samples helps every model; the dashed lines are greedy accuracy.
 
 # %%
-if S["eval"]["k"] and S["maj_seeds"]:
-    m0, s0 = S["models"][0], S["maj_seeds"][0]
-    curves = {"Base": summaries["base", m0, None], "SFT": summaries["sft", m0, s0],
-              "RFT": summaries["rft", m0, s0], "LaTRO": summaries["latro", m0, s0]}
+m0, s0 = S["models"][0], (S["maj_seeds"] or [None])[0]
+keys = {"Base": ("base", m0, None), "SFT": ("sft", m0, s0), "RFT": ("rft", m0, s0), "LaTRO": ("latro", m0, s0)}
+curves = {label: summaries[key] for label, key in keys.items() if summaries.get(key, {}).get("maj_at_k")}
+if curves:
     display(Image(plot_maj_at_k(curves, FIG / f"04_maj_at_k_{profile}.png")))
 
 # %% [markdown]

@@ -32,7 +32,7 @@
 # | profile | what runs | time |
 # |---|---|---|
 # | `smoke` | 2 test questions, 2 SFT steps, 1 LaTRO step | ~1 min |
-# | `demo` | base on 50 test questions, a short SFT and LaTRO run on a 200-question train subset | ~8 min on 2 cores |
+# | `demo` | base on 50 test questions, a short SFT and LaTRO run on a 200-question train subset | ~10 min on 2 cores |
 # | `paper` | the three models, 12 epochs, β = 0.25, full test set | GPUs |
 #
 # ARC is read from `$LATRO_DATA_DIR/arc-challenge/` (or the Hugging Face hub in `demo`/`paper`);

@@ -112,6 +112,54 @@ def _step(loss, params, opt, clip) -> float:
     return float(gn)
 
 
+# ------------------------------------------------------------------- model FLOPs and machine peaks
+
+def _model_shape(model) -> dict:
+    """Parameter counts of a causal LM (through a peft wrapper): ``body`` = the matmul weights a
+    token passes through (2-D, not the embedding or the head; norms and biases are not matmuls),
+    ``head`` = the vocabulary projection (d x V; tied to the embedding in SmolLM2), ``bytes`` = the
+    unique weights in memory."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    emb, head = base.get_input_embeddings().weight, base.get_output_embeddings().weight
+    uniq = {id(q): q for q in base.parameters()}
+    body = sum(q.numel() for q in uniq.values() if q.dim() == 2 and q is not emb and q is not head)
+    c = base.config
+    return {"body": body, "head": head.numel(),
+            "layers": c.num_hidden_layers, "d_attn": c.num_attention_heads * getattr(c, "head_dim", c.hidden_size // c.num_attention_heads),
+            "bytes": sum(q.numel() * q.element_size() for q in uniq.values())}
+
+
+def forward_flops(shape: dict, seq_lens: list[int], scored: int) -> float:
+    """Model FLOPs (matmuls) of one forward over sequences of ``seq_lens`` tokens (no padding),
+    projecting ``scored`` positions onto the vocabulary:
+
+        2·P_body per token  +  2·P_head per scored position  +  4·n_layers·d_attn·Σ n(n+1)/2
+    (the last term: QKᵀ and attention·V over the causal prefix of every token)."""
+    attn = 4 * shape["layers"] * shape["d_attn"] * sum(n * (n + 1) / 2 for n in seq_lens)
+    return 2 * shape["body"] * sum(seq_lens) + 2 * shape["head"] * scored + attn
+
+
+def machine_peaks(repeats: int = 10) -> dict:
+    """This process's measured fp32 peaks, at the thread count in force: matmul FLOP/s on the model's
+    own training shapes (2048 tokens x 576 x 1536 and back; the best of them) and the weight-streaming
+    rate of a decode-shaped matmul (8 rows x the 576 x 49152 vocabulary projection, GB/s of weights)."""
+    def rate(a, b):
+        for _ in range(2):
+            a @ b
+        t = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        return (time.perf_counter() - t) / repeats
+    g = torch.Generator().manual_seed(0)
+    best = 0.0
+    for m, k, n in ((2048, 576, 1536), (2048, 1536, 576), (2048, 576, 576)):
+        dt = rate(torch.randn(m, k, generator=g), torch.randn(k, n, generator=g))
+        best = max(best, 2 * m * k * n / dt)
+    w = torch.randn(576, 49152, generator=g)
+    dt = rate(torch.randn(8, 576, generator=g), w)
+    return {"matmul_flops": best, "stream_bytes_per_s": w.numel() * w.element_size() / dt}
+
+
 # ------------------------------------------------------------------------------------ fast way
 
 class FastWay:
@@ -142,7 +190,10 @@ class FastWay:
         dt, dc = time.perf_counter() - t0, time.process_time() - c0
         batch = Batch(roll.prompt_ids, roll.rationale_ids, [answers[i // hp.k] for i in range(len(roll.prompt_ids))],
                       roll.truncated.tolist(), roll.finish, hp.k)
-        return batch, {"sampling_s": dt, "sampling_cpu_s": dc, "new_tokens": roll.new_tokens, "gen_steps": None}
+        # decode steps: the longest row, plus the step that sampled its EOS (a stop string ends on its last token)
+        steps = max(len(z) + (f == "eos") for z, f in zip(roll.rationale_ids, roll.finish))
+        return batch, {"sampling_s": dt, "sampling_cpu_s": dc, "new_tokens": roll.new_tokens, "gen_steps": None,
+                       "decode_steps": steps}
 
     def sample_per_question(self, prompts: list[str], seed: int) -> dict:
         """For comparison only: one ``sample_rationales`` call per question (the trainer before it
@@ -180,8 +231,13 @@ class FastWay:
         t1, c1 = time.perf_counter(), time.process_time()
         gn = _step(loss, self.params, self.opt, hp.grad_clip)
         t2, c2 = time.perf_counter(), time.process_time()
+        # model FLOPs: scoring = the policy forward (+ the pi_0 forward); backward = 2x the forward under
+        # full fine-tuning (input and weight gradients), 1x under LoRA (input gradients; adapters negligible)
+        fwd = forward_flops(_model_shape(self.model), pb.attention_mask.sum(1).tolist(), int((pb.z_mask | pb.y_mask).sum()))
+        flops = {"scoring": fwd * (1 + (ref is not None)), "backward": fwd * (1 if self.lora else 2)}
         return {"scoring_s": t1 - t0, "backward_step_s": t2 - t1, "scoring_cpu_s": c1 - c0, "backward_step_cpu_s": c2 - c1,
-                "loss": float(loss.detach()), "grad_norm": gn, "reward_mean": float(r.mean()), "forwards": 2}
+                "loss": float(loss.detach()), "grad_norm": gn, "reward_mean": float(r.mean()), "forwards": 2,
+                "model_flops": flops}
 
 
 # --------------------------------------------------------------------------------- literal way
@@ -405,11 +461,13 @@ def worker(args) -> None:
                     lowmem={"chunk": args.ckpt_chunk, "fused_adam": args.ckpt_fused_adam})
     prompts, answers = questions(args.questions, tok)
     load_s = time.perf_counter() - t0
+    peaks = machine_peaks() if args.way == "fast" else None     # before the window whose memory is measured
+    shape = _model_shape(model)
     gc.collect()
     after_load = _mem()
     reset_ok = _reset_hwm()
-    proto.write(json.dumps({"ready": True, "load_s": load_s, "mem_after_load": after_load,
-                            "hwm_reset": reset_ok, "threads": torch.get_num_threads()}) + "\n")
+    proto.write(json.dumps({"ready": True, "load_s": load_s, "mem_after_load": after_load, "peaks": peaks,
+                            "model_shape": shape, "hwm_reset": reset_ok, "threads": torch.get_num_threads()}) + "\n")
     for line in sys.stdin:
         msg = json.loads(line)
         if msg["cmd"] == "exit":
@@ -472,6 +530,29 @@ def _med(rows, key):
     return statistics.median(r[key] for r in rows)
 
 
+def utilisation(rows: list[dict], ready: dict, literal_rows: list[dict]) -> dict:
+    """How close the fast update runs to this machine's peaks (medians over the timed updates):
+    scoring and backward in model FLOP/s (MFU = that / the matmul peak), sampling in GB/s of weights
+    streamed (every decode step reads every weight once; / the decode-shaped streaming peak), and the
+    floor: the update's model FLOPs at the matmul peak plus its decode steps at the streaming peak,
+    i.e. the fastest this update could run here, and literal / floor, the largest ratio it allows."""
+    pk, shape = ready["peaks"], ready["model_shape"]
+    per = []
+    for r, lt in zip(rows, literal_rows):
+        f = r["model_flops"]
+        stream_s = r["decode_steps"] * shape["bytes"] / pk["stream_bytes_per_s"]
+        floor = (f["scoring"] + f["backward"]) / pk["matmul_flops"] + stream_s
+        per.append({"scoring_flops_per_s": f["scoring"] / r["scoring_s"],
+                    "backward_flops_per_s": f["backward"] / r["backward_step_s"],
+                    "sampling_bytes_per_s": r["decode_steps"] * shape["bytes"] / r["sampling_s"],
+                    "floor_s": floor, "literal_over_floor": lt["total_s"] / floor})
+    out = {k: statistics.median(x[k] for x in per) for k in per[0]}
+    out["scoring_mfu"] = out["scoring_flops_per_s"] / pk["matmul_flops"]
+    out["backward_mfu"] = out["backward_flops_per_s"] / pk["matmul_flops"]
+    out["sampling_of_stream_peak"] = out["sampling_bytes_per_s"] / pk["stream_bytes_per_s"]
+    return {**out, "peaks": pk, "model_shape": shape}
+
+
 def drive(args) -> dict:
     import signal
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))     # so the workers are stopped too
@@ -532,6 +613,8 @@ def drive(args) -> dict:
             summary[w]["per_question_sampling_s"] = _med(rs, "per_question_sampling_s")
             summary[w]["cpu"]["per_question_sampling_cpu_s"] = _med(rs, "per_question_sampling_cpu_s")
             summary[w]["per_question_same_samples"] = [r_["per_question_same_samples"] for r_ in rs]
+    if ready["fast"].get("peaks"):
+        summary["fast"]["utilisation"] = utilisation(rows["fast"], ready["fast"], rows["literal"])
     ratio = {"time_literal_over_fast": summary["literal"]["total_s"] / summary["fast"]["total_s"],
              "peak_mem_fast_over_literal": summary["fast"]["peak_rss_mb"] / summary["literal"]["peak_rss_mb"]}
     for ph in ("sampling_s", "scoring_s", "backward_step_s"):
@@ -597,6 +680,26 @@ def report_md(res: dict, notes: str | None = None) -> str:
                   f"sampling time is the fast row's): literal / fast-ckpt time {rt['time_literal_over_fast_ckpt']:.2f}x "
                   f"({rt['cpu_time_literal_over_fast_ckpt']:.2f}x CPU), "
                   f"fast-ckpt / literal peak memory {rt['peak_mem_fast_ckpt_over_literal']:.2f}x.", ""]
+    u = s["fast"].get("utilisation")
+    if u:
+        pk, sh = u["peaks"], u["model_shape"]
+        lines += ["## How close to this machine's limits (fast way)", "",
+                  f"Peaks measured in the fast worker before its updates, same threads: fp32 matmul "
+                  f"{pk['matmul_flops'] / 1e9:.1f} GFLOP/s (the model's training shapes), weight streaming "
+                  f"{pk['stream_bytes_per_s'] / 1e9:.2f} GB/s (8 rows x the vocabulary projection, as in decoding). "
+                  f"Model: {sh['body'] / 1e6:.1f}M matmul weights + {sh['head'] / 1e6:.1f}M vocabulary projection, "
+                  f"{sh['bytes'] / 1e6:.0f} MB in memory. Model FLOPs count real tokens only (2 per weight per token, "
+                  f"vocabulary projection on z/y positions, causal attention), no padding, no recomputation; "
+                  f"backward = 2x the forward (1x under LoRA).", "",
+                  "| phase | achieved | of the peak |", "|---|---|---|",
+                  f"| sampling (weights streamed per decode step) | {u['sampling_bytes_per_s'] / 1e9:.2f} GB/s | "
+                  f"{100 * u['sampling_of_stream_peak']:.0f}% |",
+                  f"| scoring (policy + pi_0 forwards) | {u['scoring_flops_per_s'] / 1e9:.1f} GFLOP/s | "
+                  f"{100 * u['scoring_mfu']:.0f}% (MFU) |",
+                  f"| backward + AdamW step | {u['backward_flops_per_s'] / 1e9:.1f} GFLOP/s | {100 * u['backward_mfu']:.0f}% (MFU) |",
+                  "", f"Floor: the update's model FLOPs at the matmul peak plus its decode steps at the streaming peak "
+                  f"take {u['floor_s']:.1f} s (median), so on this machine no implementation of this update can be "
+                  f"more than **{u['literal_over_floor']:.2f}x** faster than the literal way's measured time.", ""]
     if "per_question_sampling_s" in s["fast"]:
         lines += [f"latro_core samples all questions in one `sample_rationales` call, each question with its own "
                   f"generator (the trainer's `_sample`). One call per question instead (same generators, same weights, timed right after "

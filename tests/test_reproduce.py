@@ -74,6 +74,16 @@ def test_all_notebooks_in_order_and_source_change_reruns(project):
     assert [r["status"] for r in s["notebooks"]] == ["skipped", "ran"]
 
 
+def test_profile_settings_change_reruns(project, monkeypatch):
+    """A notebook the profile table knows reruns when its settings change, not otherwise."""
+    _notebook(project / "notebooks" / "01_tiny.ipynb", "x = 1")
+    monkeypatch.setitem(profiles._SETTINGS, "01_tiny", {p: {"n": 1} for p in profiles.PROFILES})
+    assert [r["status"] for r in reproduce(_cfg(project, notebooks="01"))["notebooks"]] == ["ran"]
+    assert [r["status"] for r in reproduce(_cfg(project, notebooks="01"))["notebooks"]] == ["skipped"]
+    monkeypatch.setitem(profiles._SETTINGS, "01_tiny", {p: {"n": 2} for p in profiles.PROFILES})
+    assert [r["status"] for r in reproduce(_cfg(project, notebooks="01"))["notebooks"]] == ["ran"]
+
+
 def test_failure_names_notebook_and_stops(project):
     _notebook(project / "notebooks" / "01_tiny.ipynb", "raise ValueError('boom')")
     with pytest.raises(ReproduceError, match=r"01_tiny.*boom.*01_tiny\.ipynb") as e:

@@ -26,7 +26,7 @@
 # | profile | model | task | training | time |
 # |---|---|---|---|---|
 # | `smoke` | SmolLM2-135M-Instruct (embedded) | arithmetic | 2 steps, 1 seed | ~1 min on a CPU |
-# | `demo` | SmolLM2-135M-Instruct (embedded) | arithmetic (generated word problems) | 16 steps (SFT) or 12 (LaTRO, RFT); 3 seeds (RFT: 1) | ~30 min on 2 CPU cores |
+# | `demo` | SmolLM2-135M-Instruct (embedded) | arithmetic (generated word problems) | SFT 16 steps, LaTRO 12, 3 seeds each; no RFT | ~35 min on 2 CPU cores |
 # | `paper` | Phi-3.5-mini, Mistral-7B, Llama-3.1-8B | GSM8K | 6 epochs, K=16, L=500 | GPUs (`accelerate launch`) |
 #
 # Every number comes from `latro_core/profiles.py`; this notebook only strings the library
@@ -134,7 +134,8 @@ for model in S["models"]:
 for method in ("latro", "sft", "rft"):
     curves = {f"{Path(m).name + ' ' if m else ''}seed {s}": Path(r["out"]) / "metrics.jsonl"
               for (meth, m, s), r in reports.items() if meth == method}
-    display(Image(plot_training(curves, FIG / f"04_training_{method}_{profile}.png")))
+    if curves:                                  # a method the profile trains with no seed is absent
+        display(Image(plot_training(curves, FIG / f"04_training_{method}_{profile}.png")))
 
 # %% [markdown]
 # ## Evaluation
@@ -193,7 +194,8 @@ display(Markdown(selection))
 # %% [markdown]
 # ### maj@k
 #
-# Majority voting over more samples helps every model; the dashed lines are greedy accuracy.
+# maj@k for k = 1 … `k` from the same sampling pass; the dashed lines are greedy accuracy. (The
+# `demo` profile skips this pass for time; notebook 06 draws maj@k for Base and LaTRO.)
 
 # %%
 m0, s0 = S["models"][0], (S["maj_seeds"] or [None])[0]

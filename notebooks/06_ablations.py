@@ -30,7 +30,7 @@
 # | profile | (a) | (b) | time |
 # |---|---|---|---|
 # | `smoke` | L ∈ {8, 16}, 4 questions | K = 4, 2 questions | ~1 min |
-# | `demo` | L ∈ {16, 32, 64, 96}, 32 questions, short-L model trained with L = 32 | K = 16, 12 questions | ~10 min on 2 cores |
+# | `demo` | L ∈ {16, 32, 64, 96}, 32 questions, short-L model trained with L = 32 | K = 8, 25 questions | ~10 min on 2 cores |
 # | `paper` | Phi-3.5-mini, L ∈ {100, …, 500}, LaTRO-200 | K = 32, full GSM8K test | GPUs |
 #
 # The LaTRO model is notebook 04's seed-0 run (`runs/<profile>/04_train_latro/`) when it exists;

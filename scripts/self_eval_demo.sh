@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Self-evaluation and Figure 2 per model, after `make demo` (uses notebook 04's seed-0 runs):
 #   bash scripts/self_eval_demo.sh
-# For Base, SFT, RFT and LaTRO (the checkpoints chosen on validation): K=4 rationales at T=1 for 25
+# For Base, SFT, RFT (when trained) and LaTRO (the checkpoints chosen on validation): K=4 rationales at T=1 for 25
 # arithmetic test questions, the AUROC of the self-reward log p(y|x⊕z) at telling right from wrong
 # rationales, and the answer NLLs of Figure 2 (no rationale / gold rationale / own right / own wrong).
 # Writes results/self_eval_arithmetic_demo.{md,csv,json} and figures/figure2_arithmetic_models_demo.png.
@@ -14,6 +14,7 @@ common=(--task arithmetic --split test --limit 25 --k 4 --max-new-tokens 96 --gr
         --batch-questions 25 --progress false)
 [ -f "$OUT/base/summary.json" ] || .venv/bin/latro evaluate "${common[@]}" --out "$OUT/base" > /dev/null
 for m in sft rft latro; do
+  [ -d "$RUNS/$m-seed0" ] || continue              # a method the demo did not train (RFT is off by default)
   ckpt="$RUNS/$m-seed0/best"                       # the validation-chosen step; final when that was the last
   [ -d "$ckpt" ] || ckpt="$RUNS/$m-seed0/final"
   [ -f "$OUT/$m/summary.json" ] || .venv/bin/latro evaluate "${common[@]}" --model "$ckpt" --out "$OUT/$m" > /dev/null
@@ -22,7 +23,9 @@ done
 .venv/bin/python - <<'PY'
 from latro_core.plots import figure2
 OUT = "runs/selfeval_demo"
+from pathlib import Path
 print(figure2({name: f"{OUT}/{m}/summary.json" for name, m in
-               (("Base", "base"), ("SFT", "sft"), ("RFT", "rft"), ("LaTRO", "latro"))},
+               (("Base", "base"), ("SFT", "sft"), ("RFT", "rft"), ("LaTRO", "latro"))
+               if Path(f"{OUT}/{m}/summary.json").exists()},
               "figures/figure2_arithmetic_models_demo.png"))
 PY

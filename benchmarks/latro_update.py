@@ -176,6 +176,7 @@ class FastWay:
             if lora:
                 model.enable_input_require_grads()
         self.scorer = PolicyScorer(model)
+        self.shape = _model_shape(model)             # for the model-FLOP count of every update
         self.params = _trainable(self.scorer)
         self.opt = torch.optim.AdamW(self.params, lr=hp.lr, weight_decay=0.0, **({"fused": True} if fused_adam else {}))
         self.scorer.train()
@@ -233,7 +234,7 @@ class FastWay:
         t2, c2 = time.perf_counter(), time.process_time()
         # model FLOPs: scoring = the policy forward (+ the pi_0 forward); backward = 2x the forward under
         # full fine-tuning (input and weight gradients), 1x under LoRA (input gradients; adapters negligible)
-        fwd = forward_flops(_model_shape(self.model), pb.attention_mask.sum(1).tolist(), int((pb.z_mask | pb.y_mask).sum()))
+        fwd = forward_flops(self.shape, pb.attention_mask.sum(1).tolist(), int((pb.z_mask | pb.y_mask).sum()))
         flops = {"scoring": fwd * (1 + (ref is not None)), "backward": fwd * (1 if self.lora else 2)}
         return {"scoring_s": t1 - t0, "backward_step_s": t2 - t1, "scoring_cpu_s": c1 - c0, "backward_step_cpu_s": c2 - c1,
                 "loss": float(loss.detach()), "grad_norm": gn, "reward_mean": float(r.mean()), "forwards": 2,
@@ -462,12 +463,11 @@ def worker(args) -> None:
     prompts, answers = questions(args.questions, tok)
     load_s = time.perf_counter() - t0
     peaks = machine_peaks() if args.way == "fast" else None     # before the window whose memory is measured
-    shape = _model_shape(model)
     gc.collect()
     after_load = _mem()
     reset_ok = _reset_hwm()
     proto.write(json.dumps({"ready": True, "load_s": load_s, "mem_after_load": after_load, "peaks": peaks,
-                            "model_shape": shape, "hwm_reset": reset_ok, "threads": torch.get_num_threads()}) + "\n")
+                            "model_shape": getattr(way, "shape", None), "hwm_reset": reset_ok, "threads": torch.get_num_threads()}) + "\n")
     for line in sys.stdin:
         msg = json.loads(line)
         if msg["cmd"] == "exit":

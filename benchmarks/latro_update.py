@@ -11,8 +11,9 @@ fast     latro_core: ``sample_rationales`` as the trainer calls it, all question
          with its own generator (prompt prefilled once per question, K rows share its cache, finished
          rows leave the batch, no logits kept; ``--also-per-question`` also times one call per
          question), then ONE forward over x⊕z⊕y for log pi(z|x) and log pi(y|x⊕z)
-         (``PolicyScorer``: vocab-sized logits only on z/y positions, checkpointed), one no-grad
-         pass of pi_0 for log pi0(z|x) (frozen copy; under ``--lora`` the adapter switched off).
+         (``PolicyScorer``: each question's prompt run once for its K samples, vocabulary logits
+         only on z/y positions, 256 at a time, only their logsumexp kept), one no-grad pass of
+         pi_0 for log pi0(z|x) (frozen copy; under ``--lora`` the adapter switched off).
 literal  the released LaTRO trainer's pattern: ``model.generate(do_sample=True,
          output_scores=True, return_dict_in_generate=True)`` keeping every step's logits (stacked
          to B x L x V) and running until every row hits EOS or L (no stop strings; the stop string
@@ -55,7 +56,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks._provenance import git_commit, machine_info  # noqa: E402
-from latro_core.logprobs import PolicyScorer, pack, sequence_logprobs  # noqa: E402
+from latro_core.logprobs import PolicyScorer, _split_lm, can_share_prompt, pack, sequence_logprobs  # noqa: E402
 from latro_core.models import LoraSpec, add_lora, frozen_copy, load_model  # noqa: E402
 from latro_core.objective import latro_loss, penalize_truncated, rloo_advantages, self_reward  # noqa: E402
 from latro_core.rollout import _eos_ids, sample_rationales  # noqa: E402
@@ -129,14 +130,18 @@ def _model_shape(model) -> dict:
             "bytes": sum(q.numel() * q.element_size() for q in uniq.values())}
 
 
-def forward_flops(shape: dict, seq_lens: list[int], scored: int) -> float:
+def forward_flops(shape: dict, seq_lens: list[int], scored: int, shared: list[int] = ()) -> float:
     """Model FLOPs (matmuls) of one forward over sequences of ``seq_lens`` tokens (no padding),
     projecting ``scored`` positions onto the vocabulary:
 
         2·P_body per token  +  2·P_head per scored position  +  4·n_layers·d_attn·Σ n(n+1)/2
-    (the last term: QKᵀ and attention·V over the causal prefix of every token)."""
-    attn = 4 * shape["layers"] * shape["d_attn"] * sum(n * (n + 1) / 2 for n in seq_lens)
-    return 2 * shape["body"] * sum(seq_lens) + 2 * shape["head"] * scored + attn
+    (the last term: QKᵀ and attention·V over the causal prefix of every token). ``shared``: lengths
+    of prompt prefixes not run again (a sample continuing another's prompt from its KV cache); each
+    saves its tokens' 2·P_body·p + 4·n_layers·d_attn·p(p+1)/2."""
+    def tokens_and_attention(lens):
+        return sum(lens), 4 * shape["layers"] * shape["d_attn"] * sum(n * (n + 1) / 2 for n in lens)
+    (n, attn), (n_shared, attn_shared) = tokens_and_attention(seq_lens), tokens_and_attention(shared)
+    return 2 * shape["body"] * (n - n_shared) + 2 * shape["head"] * scored + attn - attn_shared
 
 
 def machine_peaks(repeats: int = 10) -> dict:
@@ -167,7 +172,7 @@ class FastWay:
 
     name = "fast"
 
-    def __init__(self, model, tok, hp: Hyper, *, lora: bool, grad_ckpt: bool = False, chunk: int = 1024,
+    def __init__(self, model, tok, hp: Hyper, *, lora: bool, grad_ckpt: bool = False, chunk: int | None = None,
                  fused_adam: bool = False):
         self.model, self.tok, self.hp, self.lora, self.chunk = model, tok, hp, lora, chunk
         self.ref = None if lora or hp.beta == 0 else frozen_copy(model)
@@ -209,18 +214,32 @@ class FastWay:
                 "per_question_new_tokens": sum(r.new_tokens for r in rolls),
                 "per_question_rationales": [z for r in rolls for z in r.rationale_ids]}
 
+    def _logprobs(self, model, pb):
+        return sequence_logprobs(model, pb) if self.chunk is None else sequence_logprobs(model, pb, self.chunk)
+
     def _ref_logp_z(self, pb):
         with torch.no_grad():
             if self.lora:
                 with self.model.disable_adapter():
-                    return sequence_logprobs(self.model, pb, self.chunk)[0]
-            return sequence_logprobs(self.ref, pb, self.chunk)[0]
+                    return self._logprobs(self.model, pb)[0]
+            return self._logprobs(self.ref, pb)[0]
+
+    def _pass_flops(self, model, pb, batch: Batch) -> float:
+        """Model FLOPs of one scoring forward of ``model``: a sample whose prompt an earlier sample
+        already ran skips it when the model can share prompts (not under gradient checkpointing)."""
+        repeats, seen = [], set()
+        for p in map(tuple, batch.prompt_ids):
+            if p in seen:
+                repeats.append(len(p))
+            seen.add(p)
+        shared = repeats if can_share_prompt(_split_lm(model)[0]) else []
+        return forward_flops(self.shape, pb.attention_mask.sum(1).tolist(), int((pb.z_mask | pb.y_mask).sum()), shared)
 
     def update(self, batch: Batch) -> dict:
         hp = self.hp
         t0, c0 = time.perf_counter(), time.process_time()
         pb = pack(batch.prompt_ids, batch.rationale_ids, batch.answer_ids, self.tok.pad_token_id)
-        if self.chunk == 1024:        # the trainer's call (PolicyScorer uses sequence_logprobs' default chunk)
+        if self.chunk is None:        # the trainer's call (PolicyScorer uses sequence_logprobs' default chunk)
             logp_z, logp_y = self.scorer(pb.input_ids, pb.attention_mask, pb.z_mask, pb.y_mask)
         else:
             logp_z, logp_y = sequence_logprobs(self.model, pb, self.chunk)
@@ -234,8 +253,9 @@ class FastWay:
         t2, c2 = time.perf_counter(), time.process_time()
         # model FLOPs: scoring = the policy forward (+ the pi_0 forward); backward = 2x the forward under
         # full fine-tuning (input and weight gradients), 1x under LoRA (input gradients; adapters negligible)
-        fwd = forward_flops(self.shape, pb.attention_mask.sum(1).tolist(), int((pb.z_mask | pb.y_mask).sum()))
-        flops = {"scoring": fwd * (1 + (ref is not None)), "backward": fwd * (1 if self.lora else 2)}
+        fwd = self._pass_flops(self.model, pb, batch)
+        ref_fwd = 0.0 if ref is None else self._pass_flops(self.model if self.lora else self.ref, pb, batch)
+        flops = {"scoring": fwd + ref_fwd, "backward": fwd * (1 if self.lora else 2)}
         return {"scoring_s": t1 - t0, "backward_step_s": t2 - t1, "scoring_cpu_s": c1 - c0, "backward_step_cpu_s": c2 - c1,
                 "loss": float(loss.detach()), "grad_norm": gn, "reward_mean": float(r.mean()), "forwards": 2,
                 "model_flops": flops}
@@ -508,7 +528,7 @@ class _Worker:
             cmd.append("--lora")
         if args.also_per_question:
             cmd.append("--also-per-question")
-        cmd += ["--ckpt-chunk", str(args.ckpt_chunk)] + (["--ckpt-fused-adam"] if args.ckpt_fused_adam else [])
+        cmd += (["--ckpt-chunk", str(args.ckpt_chunk)] if args.ckpt_chunk else []) + (["--ckpt-fused-adam"] if args.ckpt_fused_adam else [])
         self.way = way
         self.p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
 
@@ -673,7 +693,7 @@ def report_md(res: dict, notes: str | None = None) -> str:
               f"memory {'met' if rt['peak_mem_fast_over_literal'] <= 0.4 else 'NOT met'}.", ""]
     if "fast-ckpt" in s:
         lm = res["settings"].get("fast_ckpt") or {}
-        extra = (f", vocabulary chunks of {lm.get('chunk')} positions" if lm.get("chunk", 1024) != 1024 else "") + \
+        extra = (f", vocabulary chunks of {lm.get('chunk')} positions" if lm.get("chunk") else "") + \
                 (", AdamW(fused=True)" if lm.get("fused_adam") else "")
         lines += [f"fast-ckpt = the fast update with activation checkpointing of the decoder layers "
                   f"(`gradient_checkpointing_enable`{extra}; not latro_core's defaults; it scores the fast sampler's batch, so its "
@@ -689,7 +709,8 @@ def report_md(res: dict, notes: str | None = None) -> str:
                   f"{pk['stream_bytes_per_s'] / 1e9:.2f} GB/s (8 rows x the vocabulary projection, as in decoding). "
                   f"Model: {sh['body'] / 1e6:.1f}M matmul weights + {sh['head'] / 1e6:.1f}M vocabulary projection, "
                   f"{sh['bytes'] / 1e6:.0f} MB in memory. Model FLOPs count real tokens only (2 per weight per token, "
-                  f"vocabulary projection on z/y positions, causal attention), no padding, no recomputation; "
+                  f"vocabulary projection on z/y positions, causal attention, a question's prompt once where the pass "
+                  f"shares it among its K samples), no padding, no recomputation; "
                   f"backward = 2x the forward (1x under LoRA).", "",
                   "| phase | achieved | of the peak |", "|---|---|---|",
                   f"| sampling (weights streamed per decode step) | {u['sampling_bytes_per_s'] / 1e9:.2f} GB/s | "
@@ -745,7 +766,7 @@ def main(argv=None) -> None:
                     help="fast worker also times one sample_rationales call per question (after the update, not in totals)")
     ap.add_argument("--fast-ckpt", action="store_true",
                     help="a third worker: the fast update with activation checkpointing (memory/time trade-off)")
-    ap.add_argument("--ckpt-chunk", type=int, default=1024, help="fast-ckpt: positions per vocabulary chunk (latro_core: 1024)")
+    ap.add_argument("--ckpt-chunk", type=int, default=None, help="fast-ckpt: positions per vocabulary chunk (default: latro_core's, 256)")
     ap.add_argument("--ckpt-fused-adam", action="store_true", help="fast-ckpt: AdamW(fused=True)")
     ap.add_argument("--strict-grad", action="store_true", help=f"also assert grad norms agree to {GRAD_TOL:g}")
     ap.add_argument("--out", default="results/benchmark_latro_update", help="writes OUT.md and OUT.json")

@@ -4,12 +4,17 @@ Every sample is the token sequence  x ⊕ z ⊕ y  (prompt, rationale, answer). 
 batch, so real tokens sit at positions 0..len-1 and need no position-id fix-up, and mark which
 positions hold z and which hold y. With h_t the decoder's hidden state after token t,
 
-    log pi(s_t | s_<t) = log_softmax(W h_{t-1})[s_t]
+    log pi(s_t | s_<t) = log_softmax(W h_{t-1})[s_t] = (W h_{t-1})[s_t] − logsumexp(W h_{t-1})
     log pi(z|x)   = sum_{t in z} log pi(s_t | s_<t)
     log pi(y|x⊕z) = sum_{t in y} log pi(s_t | s_<t)
 
-Only the rows of W h that are needed are computed, in chunks, and under autograd each chunk is
-checkpointed: the (tokens x vocab) logits are never stored, only recomputed in backward.
+Two savings, both exact up to float rounding (tests/test_logprobs.py):
+
+* The K samples of a question share their prompt x. The decoder runs over each distinct prompt
+  once, and the K rationales continue from its KV cache (``share_prompt``); gradients reach the
+  prompt's activations through that cache. (Off under gradient checkpointing, which drops caches.)
+* Only the rows of W h that are scored are computed, ``chunk`` at a time, and only logsumexp is
+  kept: the (tokens x vocab) logits are never stored, and backward recomputes one chunk at a time.
 """
 
 from __future__ import annotations
@@ -63,41 +68,164 @@ def _split_lm(model: nn.Module) -> tuple[nn.Module, nn.Module]:
     return base.get_decoder(), base.get_output_embeddings()
 
 
-def _gather_logprobs(head: nn.Module, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """log_softmax(head(h))[targets]: h (N, H), targets (N,) -> (N,) in fp32."""
+# ------------------------------------------------------------------ log-probabilities of targets
+
+class LinearTargetLogProb(torch.autograd.Function):
+    """log_softmax(h Wᵀ + b)[targets] for h (N, H), W (V, H), b (V,) or None, targets (N,) -> (N,) fp32.
+
+    Forward keeps only lse = logsumexp(h Wᵀ + b) (N,). Backward recomputes the logits ``chunk`` rows
+    at a time and uses  ∂ log p_t / ∂ logits = onehot(t) − softmax(logits),  in place, so one
+    (chunk x V) buffer is all the vocabulary ever costs.
+    """
+
+    @staticmethod
+    def _logits(h, weight, bias):
+        return (h @ weight.t() if bias is None else torch.addmm(bias, h, weight.t())).float()
+
+    @staticmethod
+    def forward(ctx, h, weight, bias, targets, chunk: int):
+        out = torch.empty(h.shape[0], dtype=torch.float32, device=h.device)
+        lse = torch.empty_like(out)
+        for s in range(0, h.shape[0], chunk):
+            logits = LinearTargetLogProb._logits(h[s:s + chunk], weight, bias)      # (c, V)
+            lse[s:s + chunk] = torch.logsumexp(logits, -1)
+            # log p_t = logits_t − logsumexp(logits)
+            out[s:s + chunk] = logits.gather(-1, targets[s:s + chunk, None]).squeeze(-1) - lse[s:s + chunk]
+        ctx.save_for_backward(h, weight, bias, targets, lse)
+        ctx.chunk = chunk
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        h, weight, bias, targets, lse = ctx.saved_tensors
+        need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        grad_h = torch.empty_like(h) if need_h else None
+        grad_w = torch.zeros_like(weight) if need_w else None
+        grad_b = torch.zeros_like(bias) if need_b else None
+        for s in range(0, h.shape[0], ctx.chunk):
+            hc, tc = h[s:s + ctx.chunk], targets[s:s + ctx.chunk]
+            # softmax = exp(logits − lse), then d logits = g · (onehot(t) − softmax)
+            d = LinearTargetLogProb._logits(hc, weight, bias).sub_(lse[s:s + ctx.chunk, None]).exp_()
+            d.scatter_add_(-1, tc[:, None], d.new_full((hc.shape[0], 1), -1.0))
+            d = d.mul_(-grad_out[s:s + ctx.chunk, None]).to(h.dtype)
+            if need_h:
+                grad_h[s:s + ctx.chunk] = d @ weight          # ∂/∂h = d W
+            if need_w:
+                grad_w.addmm_(d.t(), hc)                       # ∂/∂W = dᵀ h
+            if need_b:
+                grad_b += d.sum(0)
+        return grad_h, grad_w, grad_b, None, None
+
+
+def _generic_target_logprobs(head: nn.Module, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log_softmax(head(h))[targets] for any head module: h (N, H), targets (N,) -> (N,) in fp32."""
     logits = head(h).float()
     return logits.log_softmax(-1).gather(-1, targets[:, None]).squeeze(-1)
 
 
-def token_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                   score_mask: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
-    """(B, T) log pi(s_t | s_<t) at positions where ``score_mask`` is True, 0 elsewhere.
-
-    ``score_mask[:, 0]`` must be False (the first token has no context). Vocab-sized logits are
-    made ``chunk`` positions at a time and, when gradients are on, recomputed in backward.
-    """
-    decoder, head = _split_lm(model)
-    hidden = decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
-    # position t is predicted from hidden state t-1
-    pred_mask = score_mask[:, 1:]                                   # (B, T-1)
-    h = hidden[:, :-1][pred_mask]                                   # (N, H)
-    targets = input_ids[:, 1:][pred_mask]                           # (N,)
+def target_logprobs(head: nn.Module, h: torch.Tensor, targets: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    """log pi(target | h) = log_softmax(head(h))[target] for h (N, H), targets (N,) -> (N,) fp32,
+    ``chunk`` rows of vocabulary logits at a time. A plain ``nn.Linear`` head goes through
+    :class:`LinearTargetLogProb`; any other head (wrapped by peft, or carrying hooks, e.g. accelerate's
+    offloading ones, that calling its weight directly would skip) is checkpointed chunk by chunk, so
+    its logits too are recomputed in backward rather than stored."""
+    hooked = head._forward_hooks or head._forward_pre_hooks or hasattr(head, "_hf_hook")
+    if type(head) is nn.Linear and not hooked:
+        return LinearTargetLogProb.apply(h, head.weight, head.bias, targets, chunk)
     parts = []
     for s in range(0, h.shape[0], chunk):
         hc, tc = h[s:s + chunk], targets[s:s + chunk]
         if torch.is_grad_enabled() and hc.requires_grad:
-            parts.append(checkpoint(_gather_logprobs, head, hc, tc, use_reentrant=False))
+            parts.append(checkpoint(_generic_target_logprobs, head, hc, tc, use_reentrant=False))
         else:
-            parts.append(_gather_logprobs(head, hc, tc))
+            parts.append(_generic_target_logprobs(head, hc, tc))
+    return torch.cat(parts) if parts else h.new_zeros(0, dtype=torch.float32)
+
+
+# ---------------------------------------------------------------------------- hidden states
+
+def _prompt_groups(input_ids: torch.Tensor, score_mask: torch.Tensor):
+    """Rows whose unscored prefix (the prompt: every position before the first scored one) is the
+    same token sequence: (prompt length per row (B,), group of each row (B,), the groups' prompts)."""
+    starts = score_mask.int().argmax(1).tolist()
+    keys = [tuple(input_ids[i, :n].tolist()) for i, n in enumerate(starts)]
+    uniq = {k: g for g, k in enumerate(dict.fromkeys(keys))}
+    return starts, torch.tensor([uniq[k] for k in keys], device=input_ids.device), list(uniq)
+
+
+def can_share_prompt(decoder: nn.Module) -> bool:
+    """A shared-prompt forward needs the decoder to keep its KV cache, which HF's gradient
+    checkpointing drops in training mode."""
+    ckpt = any(getattr(m, "gradient_checkpointing", False) for m in decoder.modules())
+    return not (ckpt and decoder.training)
+
+
+def _shared_prompt_hidden(decoder, input_ids, attention_mask, score_mask, starts, group, prompts):
+    """Hidden states predicting every position from the first scored one on, with each distinct
+    prompt run once. Returns (h (B, S, H), targets (B, S), mask (B, S), cols (B, S)): row i's s-th
+    suffix token input_ids[i, cols[i, s]] is predicted from h[i, s]; mask marks real suffix tokens."""
+    from transformers import DynamicCache
+
+    dev, B = input_ids.device, input_ids.shape[0]
+    Q, P = len(prompts), max(len(p) for p in prompts)
+    p_ids = torch.zeros(Q, P, dtype=torch.long, device=dev)
+    p_att = torch.zeros(Q, P, dtype=attention_mask.dtype, device=dev)
+    for q, p in enumerate(prompts):                    # left-pad, so every prompt ends at column P-1
+        p_ids[q, P - len(p):] = torch.tensor(p, device=dev)
+        p_att[q, P - len(p):] = 1
+    cache = DynamicCache()
+    h_prompt = decoder(input_ids=p_ids, attention_mask=p_att, position_ids=(p_att.cumsum(-1) - 1).clamp(min=0),
+                       past_key_values=cache, use_cache=True).last_hidden_state[:, -1]       # (Q, H)
+    cache.batch_select_indices(group)                  # (Q, ...) -> (B, ...): row i continues prompt group[i]
+    lens = attention_mask.sum(1)
+    starts_t = torch.tensor(starts, device=dev)
+    S = int((lens - starts_t).max())
+    cols = starts_t[:, None] + torch.arange(S, device=dev)                                      # (B, S)
+    mask = cols < lens[:, None]
+    cols = cols.clamp(max=input_ids.shape[1] - 1)
+    s_ids = input_ids.gather(1, cols).masked_fill(~mask, 0)
+    att = torch.cat([p_att[group], mask.to(p_att.dtype)], 1)
+    h_suffix = decoder(input_ids=s_ids, attention_mask=att, position_ids=cols, past_key_values=cache,
+                       use_cache=True).last_hidden_state                                       # (B, S, H)
+    if cache.get_seq_length() != P + S:
+        raise RuntimeError("the decoder did not extend the prompt's KV cache; call with share_prompt=False")
+    # suffix token s is predicted from the hidden state before it: the prompt's last for s = 0
+    h = torch.cat([h_prompt[group][:, None], h_suffix[:, :-1]], 1)
+    return h, s_ids, mask & score_mask.gather(1, cols), cols
+
+
+def token_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                   score_mask: torch.Tensor, chunk: int = 256, share_prompt: bool = True) -> torch.Tensor:
+    """(B, T) log pi(s_t | s_<t) at positions where ``score_mask`` is True, 0 elsewhere.
+
+    ``score_mask[:, 0]`` must be False (the first token has no context). With ``share_prompt``, rows
+    with the same prompt (the tokens before their first scored position) run it through the decoder
+    once. Vocabulary logits are made ``chunk`` positions at a time (:func:`target_logprobs`).
+    """
+    decoder, head = _split_lm(model)
+    B = input_ids.shape[0]
+    starts = group = None
+    if share_prompt and bool(score_mask.any(1).all()) and can_share_prompt(decoder):
+        starts, group, prompts = _prompt_groups(input_ids, score_mask)
     out = torch.zeros(input_ids.shape, dtype=torch.float32, device=input_ids.device)
-    if parts:
-        out[:, 1:][pred_mask] = torch.cat(parts)
+    if group is not None and len(prompts) < B:
+        h, targets, mask, cols = _shared_prompt_hidden(decoder, input_ids, attention_mask, score_mask,
+                                                       starts, group, prompts)
+        rows = torch.arange(B, device=input_ids.device)[:, None].expand_as(cols)
+        out[rows[mask], cols[mask]] = target_logprobs(head, h[mask], targets[mask], chunk)
+        return out
+    hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state  # (B, T, H)
+    # position t is predicted from hidden state t-1
+    pred_mask = score_mask[:, 1:]                                   # (B, T-1)
+    out[:, 1:][pred_mask] = target_logprobs(head, hidden[:, :-1][pred_mask], input_ids[:, 1:][pred_mask], chunk)
     return out
 
 
-def sequence_logprobs(model: nn.Module, batch: PackedBatch, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+def sequence_logprobs(model: nn.Module, batch: PackedBatch, chunk: int = 256,
+                      share_prompt: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """One forward pass over x⊕z⊕y: returns (log pi(z|x), log pi(y|x⊕z)), each (B,) fp32 token sums."""
-    tlp = token_logprobs(model, batch.input_ids, batch.attention_mask, batch.z_mask | batch.y_mask, chunk)
+    tlp = token_logprobs(model, batch.input_ids, batch.attention_mask, batch.z_mask | batch.y_mask, chunk,
+                         share_prompt)
     return (tlp * batch.z_mask).sum(1), (tlp * batch.y_mask).sum(1)
 
 

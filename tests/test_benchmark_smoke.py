@@ -85,3 +85,31 @@ def test_forward_flops_match_torch_flop_counter(smol_tokenizer, one_thread):
     assert linear == bench.forward_flops(no_attention, [T, T], scored=2 * T)
     causal = bench.forward_flops(shape, [T, T], 2 * T) - bench.forward_flops(no_attention, [T, T], 2 * T)
     assert attention > 0 and causal == pytest.approx(attention * (T + 1) / (2 * T))
+
+
+def test_shared_prompt_forward_runs_each_prompt_once(smol_tokenizer, one_thread):
+    """latro_core's scoring forward with two questions x 3 samples: torch's count of its matmuls
+    equals the formula with each question's prompt run once (``shared``), and is smaller than the
+    unshared count by exactly the 4 repeated prompts."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from latro_core.logprobs import pack, sequence_logprobs
+
+    bench = _bench()
+    model = tiny_model(smol_tokenizer, seed=0)[0].eval()
+    no_attention = {**bench._model_shape(model), "layers": 0}
+    g = torch.Generator().manual_seed(0)
+    # equal lengths, so that neither pass pads (the formula counts real tokens only)
+    xs = [x for x in (torch.randint(5, 1000, (6,), generator=g).tolist() for _ in range(2)) for _ in range(3)]
+    zs = [torch.randint(5, 1000, (4,), generator=g).tolist() for _ in range(6)]
+    batch = pack(xs, zs, [[7, 2]] * 6, pad_id=2)
+    lens, scored = batch.attention_mask.sum(1).tolist(), int((batch.z_mask | batch.y_mask).sum())
+
+    def linear_flops(share):
+        with torch.no_grad(), FlopCounterMode(display=False) as fc:
+            sequence_logprobs(model, batch, share_prompt=share)
+        return sum(n for op, n in fc.get_flop_counts()["Global"].items() if str(op).split(".")[1] in ("mm", "addmm"))
+
+    assert linear_flops(False) == bench.forward_flops(no_attention, lens, scored)
+    assert linear_flops(True) == bench.forward_flops(no_attention, lens, scored, shared=[6] * 4)
+    assert linear_flops(True) < linear_flops(False)

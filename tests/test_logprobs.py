@@ -144,32 +144,16 @@ def test_final_eos_of_answer_is_scored(tiny):
     assert (batch.input_ids[torch.arange(len(xs)), last] == eos).all()
 
 
-def test_gradients_through_chunked_checkpoint_match_naive(tiny, monkeypatch):
-    model, tok = tiny
-    model.zero_grad(set_to_none=True)
-    xs, zs, ys = _random_batch(11, tok.eos_token_id, len(tok))
-    batch = pack(xs, zs, ys, pad_id=tok.pad_token_id)
-    g = torch.Generator().manual_seed(0)
-    wz, wy = torch.randn(len(xs), generator=g), torch.randn(len(xs), generator=g)
-    params = [p for p in model.parameters() if p.requires_grad]
+def _grouped_batch(seed, eos, vocab, k=3):
+    """Two questions x k samples, question-major, as the trainer packs them: each prompt repeated k
+    times, rationales of different lengths (one empty)."""
+    xs, zs, ys = _random_batch(seed, eos, vocab, z_lens=(0, 4, 2, 6, 1, 3)[:2 * k], y_lens=(2, 1, 3, 2, 2, 1)[:2 * k],
+                               x_lens=(5, 5, 5, 3, 3, 3)[:2 * k])
+    xs = [xs[0]] * k + [xs[k]] * k
+    return xs, zs, ys
 
-    calls = []
-    real_checkpoint = lp_mod.checkpoint
 
-    def spy(*a, **kw):
-        calls.append(a[2].shape[0])
-        return real_checkpoint(*a, **kw)
-
-    monkeypatch.setattr(lp_mod, "checkpoint", spy)
-    lz, ly = sequence_logprobs(model, batch, chunk=3)
-    n_scored = int((batch.z_mask | batch.y_mask).sum())
-    assert sum(calls) == n_scored and len(calls) == -(-n_scored // 3) and max(calls) == 3
-    grads = torch.autograd.grad((wz * lz).sum() + (wy * ly).sum(), params)
-
-    nz, ny = _naive_batch(model, xs, zs, ys)
-    torch.testing.assert_close(lz.detach(), nz.detach(), **SUM_TOL)
-    torch.testing.assert_close(ly.detach(), ny.detach(), **SUM_TOL)
-    ngrads = torch.autograd.grad((wz * nz).sum() + (wy * ny).sum(), params)
+def _assert_grads_close(grads, ngrads):
     # fp32 gradients accumulated over different summation orders: compare each tensor relative to
     # its own scale (1e-4 of its largest entry), which a wrong gradient (missing term, wrong
     # position) exceeds by orders of magnitude
@@ -177,6 +161,90 @@ def test_gradients_through_chunked_checkpoint_match_naive(tiny, monkeypatch):
         scale = b.abs().max()
         assert scale > 0
         assert (a - b).abs().max() <= 1e-4 * scale, ((a - b).abs().max(), scale)
+
+
+@pytest.mark.parametrize("head_path", ["linear", "generic"])
+@pytest.mark.parametrize("grouped", [False, True])
+def test_gradients_through_chunked_logprobs_match_naive(tiny, monkeypatch, head_path, grouped):
+    """Values and gradients equal the naive per-sequence computation, for the fused linear head and
+    for any other head (here: the same head with a no-op forward hook, which takes the generic,
+    checkpointed path), with repeated prompts (shared prompt forward) and without."""
+    model, tok = tiny
+    model.zero_grad(set_to_none=True)
+    xs, zs, ys = (_grouped_batch if grouped else _random_batch)(11, tok.eos_token_id, len(tok))
+    batch = pack(xs, zs, ys, pad_id=tok.pad_token_id)
+    g = torch.Generator().manual_seed(0)
+    wz, wy = torch.randn(len(xs), generator=g), torch.randn(len(xs), generator=g)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    rows_per_chunk, shared = [], []
+    real_generic, real_logits = lp_mod._generic_target_logprobs, lp_mod.LinearTargetLogProb._logits
+    real_shared = lp_mod._shared_prompt_hidden
+    monkeypatch.setattr(lp_mod, "_generic_target_logprobs", lambda head, h, t: rows_per_chunk.append(h.shape[0]) or real_generic(head, h, t))
+    monkeypatch.setattr(lp_mod.LinearTargetLogProb, "_logits",
+                        staticmethod(lambda h, w, b: rows_per_chunk.append(h.shape[0]) or real_logits(h, w, b)))
+    monkeypatch.setattr(lp_mod, "_shared_prompt_hidden", lambda *a: shared.append(len(a[-1])) or real_shared(*a))
+    hook = model.get_output_embeddings().register_forward_hook(lambda m, i, o: o) if head_path == "generic" else None
+    try:
+        lz, ly = sequence_logprobs(model, batch, chunk=3)
+        n_scored = int((batch.z_mask | batch.y_mask).sum())
+        # forward: one chunk of at most 3 rows at a time, covering every scored position once
+        assert sum(rows_per_chunk) == n_scored and len(rows_per_chunk) == -(-n_scored // 3)
+        assert max(rows_per_chunk) == 3
+        assert shared == ([2] if grouped else [])      # two distinct prompts, each run once
+        grads = torch.autograd.grad((wz * lz).sum() + (wy * ly).sum(), params)
+        assert sum(rows_per_chunk) == 2 * n_scored      # backward recomputed each chunk's logits once
+    finally:
+        if hook is not None:
+            hook.remove()
+
+    nz, ny = _naive_batch(model, xs, zs, ys)
+    torch.testing.assert_close(lz.detach(), nz.detach(), **SUM_TOL)
+    torch.testing.assert_close(ly.detach(), ny.detach(), **SUM_TOL)
+    _assert_grads_close(grads, torch.autograd.grad((wz * nz).sum() + (wy * ny).sum(), params))
+
+
+def test_shared_prompt_equals_unshared_and_is_off_under_gradient_checkpointing(smol_tokenizer):
+    """share_prompt changes the cost, not the numbers; under HF gradient checkpointing (which drops
+    KV caches in training mode) the plain path is taken and the numbers are still right."""
+    model, tok = tiny_model(smol_tokenizer, seed=2)
+    xs, zs, ys = _grouped_batch(5, tok.eos_token_id, len(tok))
+    batch = pack(xs, zs, ys, pad_id=tok.pad_token_id)
+    params = [p for p in model.parameters() if p.requires_grad]
+    model.train()
+    out = {}
+    for share in (True, False):
+        lz, ly = sequence_logprobs(model, batch, share_prompt=share)
+        out[share] = (lz.detach(), ly.detach(), torch.autograd.grad(lz.sum() - 2 * ly.sum(), params))
+    torch.testing.assert_close(out[True][0], out[False][0], **SUM_TOL)
+    torch.testing.assert_close(out[True][1], out[False][1], **SUM_TOL)
+    _assert_grads_close(out[True][2], out[False][2])
+    assert lp_mod.can_share_prompt(model.get_decoder())
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    assert not lp_mod.can_share_prompt(model.get_decoder())
+    lz, ly = sequence_logprobs(model, batch)
+    torch.testing.assert_close(lz.detach(), out[False][0], **SUM_TOL)
+    torch.testing.assert_close(ly.detach(), out[False][1], **SUM_TOL)
+
+
+def test_linear_target_logprob_matches_autograd():
+    """The fused head's values and hand-written backward (with a bias, a chunk smaller than the rows)
+    equal autograd through log_softmax of the same fp32 logits."""
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(7, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    w = torch.randn(11, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    b = torch.randn(11, dtype=torch.float64, generator=g, requires_grad=True)
+    t = torch.randint(0, 11, (7,), generator=g)
+
+    def f(h, w, b):
+        return lp_mod.LinearTargetLogProb.apply(h, w, b, t, 3).double()
+
+    logp = torch.log_softmax((h @ w.t() + b).float(), -1).gather(-1, t[:, None]).squeeze(-1)
+    torch.testing.assert_close(f(h, w, b), logp.double(), atol=1e-6, rtol=1e-6)
+    ref = torch.autograd.grad(logp.sum(), (h, w, b))
+    got = torch.autograd.grad(f(h, w, b).sum(), (h, w, b))
+    for a, r in zip(got, ref):
+        torch.testing.assert_close(a, r.to(a.dtype), atol=1e-5, rtol=1e-5)
 
 
 def test_policy_scorer_forward_matches(tiny):

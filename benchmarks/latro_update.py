@@ -13,7 +13,8 @@ fast     latro_core: ``sample_rationales`` as the trainer calls it, all question
          question), then ONE forward over x⊕z⊕y for log pi(z|x) and log pi(y|x⊕z)
          (``PolicyScorer``: each question's prompt run once for its K samples, vocabulary logits
          only on z/y positions, 256 at a time, only their logsumexp kept), one no-grad pass of
-         pi_0 for log pi0(z|x) (frozen copy; under ``--lora`` the adapter switched off).
+         pi_0 for log pi0(z|x) (frozen copy; under ``--lora`` the adapter switched off);
+         ``AdamW(fused=True)`` as the trainer.
 literal  the released LaTRO trainer's pattern: ``model.generate(do_sample=True,
          output_scores=True, return_dict_in_generate=True)`` keeping every step's logits (stacked
          to B x L x V) and running until every row hits EOS or L (no stop strings; the stop string
@@ -21,7 +22,7 @@ literal  the released LaTRO trainer's pattern: ``model.generate(do_sample=True,
          policy on x⊕z, pi_0 on x⊕z, policy on x⊕z⊕y (no grad, rollout), then policy on x⊕z and
          on x⊕z⊕y again with gradients -- each with full-vocab ``logits.log_softmax(-1)`` over the
          whole left-padded sequence and ``output_hidden_states=True``, and ``gc.collect()`` after
-         every pass as in that code.
+         every pass as in that code; torch's default AdamW (on CPU, a loop over the parameters).
 
 Same batch: the fast worker samples the rationales; the literal worker scores exactly those (its
 generate call replays them token by token through a logits processor, so both ways generate the
@@ -172,8 +173,7 @@ class FastWay:
 
     name = "fast"
 
-    def __init__(self, model, tok, hp: Hyper, *, lora: bool, grad_ckpt: bool = False, chunk: int | None = None,
-                 fused_adam: bool = False):
+    def __init__(self, model, tok, hp: Hyper, *, lora: bool, grad_ckpt: bool = False, chunk: int | None = None):
         self.model, self.tok, self.hp, self.lora, self.chunk = model, tok, hp, lora, chunk
         self.ref = None if lora or hp.beta == 0 else frozen_copy(model)
         if grad_ckpt:      # not latro_core's default: activation checkpointing of the decoder layers
@@ -183,7 +183,7 @@ class FastWay:
         self.scorer = PolicyScorer(model)
         self.shape = _model_shape(model)             # for the model-FLOP count of every update
         self.params = _trainable(self.scorer)
-        self.opt = torch.optim.AdamW(self.params, lr=hp.lr, weight_decay=0.0, **({"fused": True} if fused_adam else {}))
+        self.opt = torch.optim.AdamW(self.params, lr=hp.lr, weight_decay=0.0, fused=True)     # as the trainer
         self.scorer.train()
 
     def sample(self, prompts: list[str], answers: list[list[int]], seed: int) -> tuple[Batch, dict]:
@@ -404,7 +404,7 @@ class LiteralWay:
 def build_way(way: str, model, tok, hp: Hyper, *, lora: bool, seed: int = 0, collect: bool = True,
               lowmem: dict | None = None):
     """``way``: "fast", "literal", or "fast-ckpt" (fast with activation checkpointing, plus ``lowmem``:
-    ``{"chunk": head chunk, "fused_adam": bool}``)."""
+    ``{"chunk": head chunk}``)."""
     """A fresh way around ``model`` (plain weights). LoRA is added here, seeded, so both ways get the
     same adapter init; the literal way's pi_0 is always a full frozen copy of the plain weights."""
     if way == "literal":
@@ -479,7 +479,7 @@ def worker(args) -> None:
     t0 = time.perf_counter()
     model, tok = load_model(device="cpu", dtype="fp32")
     way = build_way(args.way, model, tok, hp, lora=args.lora, seed=args.seed,
-                    lowmem={"chunk": args.ckpt_chunk, "fused_adam": args.ckpt_fused_adam})
+                    lowmem={"chunk": args.ckpt_chunk})
     prompts, answers = questions(args.questions, tok)
     load_s = time.perf_counter() - t0
     peaks = machine_peaks() if args.way == "fast" else None     # before the window whose memory is measured
@@ -528,7 +528,7 @@ class _Worker:
             cmd.append("--lora")
         if args.also_per_question:
             cmd.append("--also-per-question")
-        cmd += (["--ckpt-chunk", str(args.ckpt_chunk)] if args.ckpt_chunk else []) + (["--ckpt-fused-adam"] if args.ckpt_fused_adam else [])
+        cmd += ["--ckpt-chunk", str(args.ckpt_chunk)] if args.ckpt_chunk else []
         self.way = way
         self.p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
 
@@ -657,7 +657,7 @@ def drive(args) -> dict:
             "settings": {"k": args.k, "questions": args.questions, "L": args.L, "samples": args.k * args.questions,
                          "repeats": args.repeats, "warmup": args.warmup, "lora": args.lora, "lr": args.lr,
                          "seed": args.seed, "dtype": "fp32", "task": "arithmetic/train",
-                         "fast_ckpt": {"chunk": args.ckpt_chunk, "fused_adam": args.ckpt_fused_adam} if args.fast_ckpt else None,
+                         "fast_ckpt": {"chunk": args.ckpt_chunk} if args.fast_ckpt else None,
                          "model": "SmolLM2-135M-Instruct (embedded)"},
             "git_commit": git_commit(), "machine": info, "summary": summary, "ratio": ratio,
             "checks": checks, "hwm_reset": all(r["hwm_reset"] for r in ready.values())}
@@ -693,8 +693,7 @@ def report_md(res: dict, notes: str | None = None) -> str:
               f"memory {'met' if rt['peak_mem_fast_over_literal'] <= 0.4 else 'NOT met'}.", ""]
     if "fast-ckpt" in s:
         lm = res["settings"].get("fast_ckpt") or {}
-        extra = (f", vocabulary chunks of {lm.get('chunk')} positions" if lm.get("chunk") else "") + \
-                (", AdamW(fused=True)" if lm.get("fused_adam") else "")
+        extra = f", vocabulary chunks of {lm.get('chunk')} positions" if lm.get("chunk") else ""
         lines += [f"fast-ckpt = the fast update with activation checkpointing of the decoder layers "
                   f"(`gradient_checkpointing_enable`{extra}; not latro_core's defaults; it scores the fast sampler's batch, so its "
                   f"sampling time is the fast row's): literal / fast-ckpt time {rt['time_literal_over_fast_ckpt']:.2f}x "
@@ -767,7 +766,6 @@ def main(argv=None) -> None:
     ap.add_argument("--fast-ckpt", action="store_true",
                     help="a third worker: the fast update with activation checkpointing (memory/time trade-off)")
     ap.add_argument("--ckpt-chunk", type=int, default=None, help="fast-ckpt: positions per vocabulary chunk (default: latro_core's, 256)")
-    ap.add_argument("--ckpt-fused-adam", action="store_true", help="fast-ckpt: AdamW(fused=True)")
     ap.add_argument("--strict-grad", action="store_true", help=f"also assert grad norms agree to {GRAD_TOL:g}")
     ap.add_argument("--out", default="results/benchmark_latro_update", help="writes OUT.md and OUT.json")
     ap.add_argument("--notes", default=None, help="a markdown file appended to OUT.md (analysis)")

@@ -56,12 +56,17 @@ def rloo_advantages(rewards: torch.Tensor) -> torch.Tensor:
     """REINFORCE leave-one-out advantages. rewards (Q, K) -> (Q, K), each row sums to zero.
 
     A_k = r_k − 1/(K−1) Σ_{j≠k} r_j = K/(K−1) · (r_k − mean_j r_j)
+
+    A is unchanged by adding a constant to a row, so each row is first shifted by its first reward:
+    equal rewards (e.g. every rationale cut at L under the batch-mean rule) then give exactly 0,
+    not float noise that log π(z|x) ~ −10² would scale up in the loss.
     """
     K = rewards.shape[-1]
     if K < 2:
         raise ConfigError("RLOO needs K >= 2 rationales per question (the baseline leaves one out).")
+    centred = rewards - rewards[..., :1]
     # A_k = r_k − (Σ_j r_j − r_k) / (K − 1)
-    return rewards - (rewards.sum(-1, keepdim=True) - rewards) / (K - 1)
+    return centred - (centred.sum(-1, keepdim=True) - centred) / (K - 1)
 
 
 def latro_loss(logp_z: torch.Tensor, logp_y: torch.Tensor, advantages: torch.Tensor,

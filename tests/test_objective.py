@@ -33,9 +33,13 @@ def test_rloo_k2_is_pairwise_difference():
     torch.testing.assert_close(rloo_advantages(r), torch.tensor([[4.0, -4.0], [0.25, -0.25]]))
 
 
-def test_rloo_identical_rewards_give_zero_advantages():
-    r = torch.full((3, 6), -2.75)
-    assert torch.equal(rloo_advantages(r), torch.zeros(3, 6))
+@pytest.mark.parametrize("k", [3, 4, 6, 16])
+def test_rloo_identical_rewards_give_exactly_zero_advantages(k):
+    """Every rationale cut at L under the batch-mean rule gives K equal rewards: exactly 0, not the
+    rounding noise of Σ_j r_j − r_k (which the uncentred formula leaves for such values)."""
+    for v in (-2.75, -61.354312, -0.1, 123.456789):
+        r = torch.full((3, k), v)
+        assert torch.equal(rloo_advantages(r), torch.zeros(3, k)), v
 
 
 def test_rloo_needs_two_samples():

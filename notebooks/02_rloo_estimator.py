@@ -316,7 +316,8 @@ plt.show()
 # Now the embedded SmolLM2-135M-Instruct (or the profile's model). For each question, sample $K$
 # rationales $z_k\sim\pi_\theta(\cdot\mid x)$ (`rollout.sample_rationales`: a rationale ends at the
 # answer template "The answer is", at EOS, or after $L$ tokens), then score, in one forward pass
-# over $x\oplus z_k\oplus y$ (`logprobs.sequence_logprobs`),
+# over $x\oplus z_k\oplus y$ (`logprobs.sequence_logprobs`; the $K$ samples of a question run its
+# prompt once and continue from its KV cache),
 #
 # $$\log\pi_\theta(z_k\mid x) = \sum_{t\in z_k}\log\pi_\theta(z_{k,t}\mid x, z_{k,<t}), \qquad
 # \log\pi_\theta(y\mid x\oplus z_k) = \sum_{t\in y}\log\pi_\theta(y_t\mid x\oplus z_k, y_{<t}),$$

@@ -28,8 +28,9 @@ literal  the released LaTRO trainer's pattern: ``model.generate(do_sample=True,
 Same batch: the fast worker samples the rationales; the literal worker scores exactly those (its
 generate call replays them token by token through a logits processor, so both ways generate the
 same tokens; rows the fast sampler ended at a stop string then sample on freely until EOS/L, as
-the released trainer does). Both workers start from the same weights and take the same steps, so
-every update's loss must agree to 1e-5 (asserted), and the grad norms are compared too.
+the released trainer does). Before each update the other workers load the fast worker's weights
+(untimed), so every update scores the same batch with the same weights: its loss must agree to
+1e-5 of the loss's scale (asserted; see ``loss_scale``), and the grad norms are compared too.
 
 Each way runs in its own worker process (peak RSS is per process: VmHWM, reset after model load);
 the two workers take turns update by update, so machine noise hits both alike. The script prints
@@ -486,6 +487,21 @@ def _reset_hwm() -> bool:
         return False
 
 
+def _trainable_state(way) -> dict:
+    return {n: p.detach() for n, p in way.model.named_parameters() if p.requires_grad}
+
+
+def _load_trainable(way, path: str) -> None:
+    """Set the way's trainable weights to those saved at ``path`` (the fast worker's)."""
+    saved = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    mine = _trainable_state(way)
+    if saved.keys() != mine.keys():
+        raise RuntimeError("the ways' trainable parameters differ; cannot share weights")
+    with torch.no_grad():
+        for n, p in mine.items():
+            p.copy_(saved[n])
+
+
 def worker(args) -> None:
     """Serve update requests on stdin (JSON lines); answer on the original stdout."""
     proto = os.fdopen(os.dup(1), "w", buffering=1)
@@ -512,6 +528,10 @@ def worker(args) -> None:
             proto.write(json.dumps({"bye": True, "mem": _mem()}) + "\n")
             return
         seed = args.seed * 1000 + msg["r"]
+        if msg.get("weights"):                      # start from the fast way's weights (untimed)
+            _load_trainable(way, msg["weights"])
+            gc.collect()
+        hwm_ok = _reset_hwm()                       # this update's own high-water mark
         t0 = time.perf_counter()
         extra = {}
         if args.way == "fast":
@@ -531,7 +551,10 @@ def worker(args) -> None:
         total = time.perf_counter() - t0
         u["total_cpu_s"] = s["sampling_cpu_s"] + u["scoring_cpu_s"] + u["backward_step_cpu_s"]
         mem, n = _mem(), len(batch.prompt_ids)
+        mem["hwm_reset"] = hwm_ok
         del batch
+        if msg.get("save_weights"):
+            torch.save(_trainable_state(way), msg["save_weights"])
         gc.collect()            # (no malloc_trim: handing memory back made the next update page it in again)
         proto.write(json.dumps({**s, **u, **extra, "total_s": total, "samples": n, "mem": mem}) + "\n")
 
@@ -598,13 +621,24 @@ def drive(args) -> dict:
     workers = {w: _Worker(w, args) for w in names}
     ready = {w: wk.recv() for w, wk in workers.items()}
     rows = {w: [] for w in names}
+    hwm = {w: 0.0 for w in names}        # peak RSS over all updates (warm-up included)
     checks = []
     try:
         for r in range(args.warmup + args.repeats):
             path = os.path.join(tmp, f"batch{r}.json")
             res = {}
-            for w in names:                                          # fast first: it samples the batch
-                res[w] = workers[w].ask({"cmd": "update", "r": r, "batch": path})
+            # fast first: it samples the batch, and the others start each update from its weights, so
+            # that all score the same batch with the same weights (AdamW turns float-level gradient
+            # differences into weight differences of ~lr, which would build up over the updates)
+            weights = os.path.join(tmp, f"weights{r}.pt")
+            for w in names:
+                res[w] = workers[w].ask({"cmd": "update", "r": r, "batch": path} | (
+                    {"save_weights": weights} if w == "fast" else
+                    {"weights": os.path.join(tmp, f"weights{r - 1}.pt")} if r else {}))
+            for w in names:
+                hwm[w] = max(hwm[w], res[w]["mem"]["hwm_mb"])
+            if r:
+                os.remove(os.path.join(tmp, f"weights{r - 1}.pt"))
             f, lt = res["fast"], res["literal"]
             if "fast-ckpt" in res:                                   # same sampler as fast
                 c = res["fast-ckpt"]
@@ -643,7 +677,7 @@ def drive(args) -> dict:
                       "backward_step_s": _med(rs, "backward_step_s"), "total_s": tot,
                       "cpu": {k: _med(rs, k) for k in ("sampling_cpu_s", "scoring_cpu_s", "backward_step_cpu_s", "total_cpu_s")},
                       "samples_per_s": rs[0]["samples"] / tot,
-                      "peak_rss_mb": bye[w]["mem"]["hwm_mb"] if ready[w]["hwm_reset"] else bye[w]["mem"]["ru_maxrss_mb"],
+                      "peak_rss_mb": hwm[w] if ready[w]["hwm_reset"] else bye[w]["mem"]["ru_maxrss_mb"],
                       "ru_maxrss_mb": bye[w]["mem"]["ru_maxrss_mb"], "rss_after_load_mb": ready[w]["mem_after_load"]["rss_mb"],
                       "load_peak_mb": ready[w]["mem_after_load"]["hwm_mb"],
                       "new_tokens": [r_["new_tokens"] for r_ in rs], "gen_steps": [r_["gen_steps"] for r_ in rs],
@@ -748,8 +782,9 @@ def report_md(res: dict, notes: str | None = None) -> str:
                   f"{rt['time_literal_over_fast_per_question_sampling']:.2f}x "
                   f"({rt['cpu_time_literal_over_fast_per_question_sampling']:.2f}x CPU). The per-question calls sampled "
                   f"the same rationales as the batched call: {s['fast']['per_question_same_samples']}.", ""]
-    lines += ["Peak RSS is VmHWM of each worker process, reset after the model (and copies, optimizer) were built, so it is "
-              "the high-water mark of the updates themselves." if res["hwm_reset"] else
+    lines += ["Peak RSS is VmHWM of each worker process, reset at the start of every update (after the model, copies and "
+              "optimizer were built, and after loading the fast way's weights), the largest over all updates: the high-water "
+              "mark of the updates themselves." if res["hwm_reset"] else
               "Peak RSS is ru_maxrss of each worker process (includes model loading).",
               "RSS after setup: " + ", ".join(f"{w} {x['rss_after_load_mb']:.0f} MB" for w, x in s.items())
               + " (AdamW state is allocated at the first step, inside the measured window).", "",

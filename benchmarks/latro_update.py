@@ -65,7 +65,14 @@ from latro_core.objective import latro_loss, penalize_truncated, rloo_advantages
 from latro_core.rollout import _eos_ids, sample_rationales  # noqa: E402
 from latro_core.tasks import load_task  # noqa: E402
 
-TOL = 1e-5          # loss agreement, relative to the loss's scale (see losses_agree)
+TOL = 1e-5          # loss agreement, relative to the loss's scale (see losses_agree): fast vs fast-ckpt
+LITERAL_TOL = 3e-5  # fast vs literal: the literal way's fp32 log_softmax is itself ~1e-5 off (LOG_SOFTMAX_NOTE)
+LOG_SOFTMAX_NOTE = (
+    "torch's fp32 log_softmax on CPU sums the 49152 exponentials so that the smallest are lost: it underestimates "
+    "the log-partition function, by 2.5e-6 per token on average for N(0, 3²) logits and ~1.5e-5 for this model's "
+    "(a 128-token log π(z|x) came out 1.9e-3 above float64, ~1e-5 relative); latro_core's head takes logits − "
+    "logsumexp (7e-5 from float64 on the same sums; tests/test_logprobs.py checks it). So the literal way is "
+    "held to 3e-5 of the loss scale, fast-ckpt (same head as fast) to 1e-5.")
 GRAD_TOL = 1e-4     # grad-norm agreement (relative), reported; asserted only with --strict-grad
 
 
@@ -464,7 +471,7 @@ def run_pair(fast: FastWay, literal: LiteralWay, prompts, answers, seed: int = 0
     batch, fs = fast.sample(prompts, answers, seed)
     ls = literal.sample(prompts, batch, seed)
     fu, lu = fast.update(batch), literal.update(batch)
-    if not losses_agree(fu["loss"], lu["loss"], max(fu["loss_scale"], lu["loss_scale"])):
+    if not losses_agree(fu["loss"], lu["loss"], max(fu["loss_scale"], lu["loss_scale"]), LITERAL_TOL):
         raise AssertionError(f"loss differs: fast {fu['loss']!r} vs literal {lu['loss']!r}")
     return {"fast": {**fs, **fu}, "literal": {**ls, **lu}, "batch": batch}
 
@@ -644,7 +651,8 @@ def drive(args) -> dict:
                 c = res["fast-ckpt"]
                 c.update(sampling_s=f["sampling_s"], sampling_cpu_s=f["sampling_cpu_s"], new_tokens=f["new_tokens"],
                          total_s=c["total_s"] + f["sampling_s"], total_cpu_s=c["total_cpu_s"] + f["sampling_cpu_s"])
-            ok = all(losses_agree(f["loss"], res[w]["loss"], max(f["loss_scale"], res[w]["loss_scale"])) for w in names)
+            ok = all(losses_agree(f["loss"], res[w]["loss"], max(f["loss_scale"], res[w]["loss_scale"]),
+                                  LITERAL_TOL if w == "literal" else TOL) for w in names)
             g_rel = abs(f["grad_norm"] - lt["grad_norm"]) / max(abs(f["grad_norm"]), 1e-30)
             checks.append({"update": r, "warmup": r < args.warmup, "loss_fast": f["loss"], "loss_literal": lt["loss"],
                            "loss_abs_diff": abs(f["loss"] - lt["loss"]), "loss_scale": max(f["loss_scale"], lt["loss_scale"]),
@@ -800,12 +808,11 @@ def report_md(res: dict, notes: str | None = None) -> str:
                      f"{c['loss_abs_diff']:.1e} | {c['loss_scale']:.0f} | {c['loss_abs_diff'] / c['loss_scale']:.1e} | "
                      f"{c['logprobs_rel_diff']:.1e} | {c['grad_norm_fast']:.6f} | {c['grad_norm_literal']:.6f} | {c['grad_norm_rel_diff']:.1e} |")
     ckpt = [c for c in res["checks"] if "loss_fast_ckpt" in c]
-    lines += ["", f"Loss agreement asserted on every update{' (fast-ckpt against fast too)' if ckpt else ''}: |loss difference| "
-              f"<= {TOL:g} x the loss scale, mean|A·log π(z|x)| + λ·mean|log π(y|x⊕z)|. The surrogate loss cancels terms of "
-              "that scale down to its value, so correct fp32 computations that sum in another order (the fast way shares each "
-              "prompt and takes logits − logsumexp; the literal way takes log_softmax of the padded batch) differ by up to "
-              "~1e-5 of the value itself; the per-sample log-probabilities ('log-probs rel diff': the largest relative difference "
-              "of any sample's log π(z|x) or log π(y|x⊕z)) show the actual agreement."]
+    lines += ["", f"Loss agreement asserted on every update: |loss difference| <= {LITERAL_TOL:g} (literal) and {TOL:g} "
+              f"(fast-ckpt{'' if ckpt else ', when run'}) x the loss scale, mean|A·log π(z|x)| + λ·mean|log π(y|x⊕z)|. The "
+              "surrogate loss cancels terms of that scale down to its value, so fp32 computations that sum in another order "
+              "differ by ~1e-5 of the value itself; the per-sample log-probabilities ('log-probs rel diff': the largest "
+              "relative difference of any sample's log π(z|x) or log π(y|x⊕z)) show the actual agreement. " + LOG_SOFTMAX_NOTE]
     if ckpt:
         lines += ["", "fast-ckpt against fast (no prompt sharing under checkpointing): loss differences "
                   + ", ".join(f"{abs(c['loss_fast_ckpt'] - c['loss_fast']):.1e}" for c in ckpt)

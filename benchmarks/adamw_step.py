@@ -80,16 +80,16 @@ def main(argv=None) -> None:
         print(f"{v:14s} step allocates {r['extra_mb']:5.0f} MB on top of {r['rss_before_mb']:.0f} MB; "
               f"median step {r['step_cpu_s']:.2f} CPU s")
     if args.out:
-        m = machine_info()
+        m, commit = machine_info(), git_commit()
         md = ["# One AdamW step over SmolLM2-135M (full fine-tuning, fp32, 1 thread)", "",
               f"Command: `python benchmarks/adamw_step.py{' --steps ' + str(args.steps) if args.steps != 3 else ''} --out {args.out}`  ",
-              f"Commit: `{git_commit()}`  ", f"Machine: {m['cpu']}, torch {m['torch']}", "",
+              f"Commit: `{commit}`  ", f"Machine: {m['cpu']}, torch {m['torch']}", "",
               "| AdamW | allocated by the step, MB | median step, CPU s |", "|---|---|---|"]
         md += [f"| {r['variant']} | {r['extra_mb']:.0f} | {r['step_cpu_s']:.2f} |" for r in rows]
         md += ["", f"On top of {rows[0]['rss_before_mb']:.0f} MB (weights, gradients, AdamW state). latro_core's trainer uses "
                "`fused=True` on CPU and CUDA."]
         Path(args.out + ".md").write_text("\n".join(md) + "\n")
-        Path(args.out + ".json").write_text(json.dumps({"rows": rows, "machine": m, "commit": git_commit()}, indent=1))
+        Path(args.out + ".json").write_text(json.dumps({"rows": rows, "machine": m, "commit": commit}, indent=1))
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ the released trainer does). Before each update the other workers load the fast w
 (untimed), so every update scores the same batch with the same weights: its loss must agree to
 1e-5 of the loss's scale (asserted; see ``loss_scale``), and the grad norms are compared too.
 
-Each way runs in its own worker process (peak RSS is per process: VmHWM, reset after model load);
+Each way runs in its own worker process (peak RSS is per process: VmHWM, reset before each update);
 the two workers take turns update by update, so machine noise hits both alike. The script prints
 a table and writes ``<out>.md`` and ``<out>.json``.
 """
@@ -59,7 +59,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks._provenance import git_commit, machine_info  # noqa: E402
-from latro_core.logprobs import PolicyScorer, _split_lm, can_share_prompt, pack, sequence_logprobs  # noqa: E402
+from latro_core.logprobs import (PolicyScorer, _prompt_groups, _split_lm, can_share_prompt, pack,  # noqa: E402
+                                 sequence_logprobs)
 from latro_core.models import LoraSpec, add_lora, frozen_copy, load_model  # noqa: E402
 from latro_core.objective import latro_loss, penalize_truncated, rloo_advantages, self_reward  # noqa: E402
 from latro_core.rollout import _eos_ids, sample_rationales  # noqa: E402
@@ -237,16 +238,17 @@ class FastWay:
                     return self._logprobs(self.model, pb)[0]
             return self._logprobs(self.ref, pb)[0]
 
-    def _pass_flops(self, model, pb, batch: Batch) -> float:
-        """Model FLOPs of one scoring forward of ``model``: a sample whose prompt an earlier sample
-        already ran skips it when the model can share prompts (not under gradient checkpointing)."""
-        repeats, seen = [], set()
-        for p in map(tuple, batch.prompt_ids):
-            if p in seen:
-                repeats.append(len(p))
-            seen.add(p)
-        shared = repeats if can_share_prompt(_split_lm(model)[0]) else []
-        return forward_flops(self.shape, pb.attention_mask.sum(1).tolist(), int((pb.z_mask | pb.y_mask).sum()), shared)
+    def _pass_flops(self, pb, models) -> list[float]:
+        """Model FLOPs of one scoring forward of each of ``models`` over ``pb``: a sample whose prompt
+        an earlier sample already ran skips it when the model can share prompts (not under gradient
+        checkpointing), grouped as latro_core's forward groups them."""
+        scored = pb.z_mask | pb.y_mask
+        starts, group, _ = _prompt_groups(pb.input_ids, scored)
+        groups = group.tolist()
+        repeats = [n for i, (n, g) in enumerate(zip(starts, groups)) if g in groups[:i]]
+        lens = pb.attention_mask.sum(1).tolist()
+        return [forward_flops(self.shape, lens, int(scored.sum()), repeats if can_share_prompt(_split_lm(m)[0]) else [])
+                for m in models]
 
     def update(self, batch: Batch) -> dict:
         hp = self.hp
@@ -266,9 +268,8 @@ class FastWay:
         t2, c2 = time.perf_counter(), time.process_time()
         # model FLOPs: scoring = the policy forward (+ the pi_0 forward); backward = 2x the forward under
         # full fine-tuning (input and weight gradients), 1x under LoRA (input gradients; adapters negligible)
-        fwd = self._pass_flops(self.model, pb, batch)
-        ref_fwd = 0.0 if ref is None else self._pass_flops(self.model if self.lora else self.ref, pb, batch)
-        flops = {"scoring": fwd + ref_fwd, "backward": fwd * (1 if self.lora else 2)}
+        fwd, *ref_fwd = self._pass_flops(pb, [self.model] + ([] if ref is None else [self.model if self.lora else self.ref]))
+        flops = {"scoring": fwd + sum(ref_fwd), "backward": fwd * (1 if self.lora else 2)}
         return {"scoring_s": t1 - t0, "backward_step_s": t2 - t1, "scoring_cpu_s": c1 - c0, "backward_step_cpu_s": c2 - c1,
                 "loss": float(loss.detach()), "grad_norm": gn, "reward_mean": float(r.mean()), "forwards": 2,
                 "loss_scale": loss_scale(adv, logp_z, logp_y, hp.lam), "logp_z": logp_z.detach().tolist(), "logp_y": logp_y.detach().tolist(),
@@ -419,10 +420,10 @@ class LiteralWay:
 
 def build_way(way: str, model, tok, hp: Hyper, *, lora: bool, seed: int = 0, collect: bool = True,
               lowmem: dict | None = None):
-    """``way``: "fast", "literal", or "fast-ckpt" (fast with activation checkpointing, plus ``lowmem``:
-    ``{"chunk": head chunk}``)."""
-    """A fresh way around ``model`` (plain weights). LoRA is added here, seeded, so both ways get the
-    same adapter init; the literal way's pi_0 is always a full frozen copy of the plain weights."""
+    """A fresh way around ``model`` (plain weights): ``way`` is "fast", "literal", or "fast-ckpt" (fast
+    with activation checkpointing, plus ``lowmem``: ``{"chunk": head chunk}``). LoRA is added here,
+    seeded, so both ways get the same adapter init; the literal way's pi_0 is always a full frozen
+    copy of the plain weights."""
     if way == "literal":
         ref = frozen_copy(model) if hp.beta != 0 else None
         if lora:
@@ -538,7 +539,7 @@ def worker(args) -> None:
         if msg.get("weights"):                      # start from the fast way's weights (untimed)
             _load_trainable(way, msg["weights"])
             gc.collect()
-        hwm_ok = _reset_hwm()                       # this update's own high-water mark
+        _reset_hwm()                                # this update's own high-water mark
         t0 = time.perf_counter()
         extra = {}
         if args.way == "fast":
@@ -558,7 +559,6 @@ def worker(args) -> None:
         total = time.perf_counter() - t0
         u["total_cpu_s"] = s["sampling_cpu_s"] + u["scoring_cpu_s"] + u["backward_step_cpu_s"]
         mem, n = _mem(), len(batch.prompt_ids)
-        mem["hwm_reset"] = hwm_ok
         del batch
         if msg.get("save_weights"):
             torch.save(_trainable_state(way), msg["save_weights"])

@@ -8,11 +8,13 @@ positions hold z and which hold y. With h_t the decoder's hidden state after tok
     log pi(z|x)   = sum_{t in z} log pi(s_t | s_<t)
     log pi(y|x⊕z) = sum_{t in y} log pi(s_t | s_<t)
 
-Two savings, both exact up to float rounding (tests/test_logprobs.py):
+Three savings, all exact up to float rounding (tests/test_logprobs.py):
 
 * The K samples of a question share their prompt x. The decoder runs over each distinct prompt
   once, and the K rationales continue from its KV cache (``share_prompt``); gradients reach the
   prompt's activations through that cache. (Off under gradient checkpointing, which drops caches.)
+* Rows run in groups of similar length, each padded only to its own longest row
+  (``length_buckets``): rationales of 30 and 128 tokens do not both cost 128.
 * Only the rows of W h that are scored are computed, ``chunk`` at a time, and only logsumexp is
   kept: the (tokens x vocab) logits are never stored, and backward recomputes one chunk at a time.
 """
@@ -144,6 +146,35 @@ def target_logprobs(head: nn.Module, h: torch.Tensor, targets: torch.Tensor, chu
 
 # ---------------------------------------------------------------------------- hidden states
 
+# One more decoder call costs about as much as this many more tokens in a call (its Python and the
+# smaller, less efficient matmuls); :func:`length_buckets` weighs padding against it.
+BUCKET_CALL_TOKENS = 32
+
+
+def length_buckets(lengths: list[int], call_tokens: int | None = None) -> list[list[int]]:
+    """Split rows into groups that each run padded to their own longest row, not the batch's.
+
+    With the rows sorted by length, l_1 >= l_2 >= ..., a group of rows i..j costs
+    (j − i + 1)·l_i + call_tokens tokens; the split of minimal total cost is found by dynamic
+    programming over the sorted rows. Returns lists of row indices (each in increasing order).
+    Equal lengths, or padding worth less than a call, give one group: the whole batch.
+    ``call_tokens`` defaults to :data:`BUCKET_CALL_TOKENS`.
+    """
+    call_tokens = BUCKET_CALL_TOKENS if call_tokens is None else call_tokens
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    best, cut = [0.0], []                                 # best[j]: cost of the first j sorted rows
+    for j in range(1, len(order) + 1):
+        # the last group is sorted rows i..j-1, padded to its longest, lengths[order[i]]
+        cost, i = min((best[i] + (j - i) * lengths[order[i]] + call_tokens, i) for i in range(j))
+        best.append(cost)
+        cut.append(i)
+    groups, j = [], len(order)
+    while j > 0:
+        groups.append(sorted(order[cut[j - 1]:j]))
+        j = cut[j - 1]
+    return groups[::-1]
+
+
 def _prompt_groups(input_ids: torch.Tensor, score_mask: torch.Tensor):
     """Rows whose unscored prefix (the prompt: every position before the first scored one) is the
     same token sequence: (prompt length per row (B,), group of each row (B,), the groups' prompts)."""
@@ -160,38 +191,70 @@ def can_share_prompt(decoder: nn.Module) -> bool:
     return not (ckpt and decoder.training)
 
 
-def _shared_prompt_hidden(decoder, input_ids, attention_mask, score_mask, starts, group, prompts):
-    """Hidden states predicting every position from the first scored one on, with each distinct
-    prompt run once. Returns (h (B, S, H), targets (B, S), mask (B, S), cols (B, S)): row i's s-th
-    suffix token input_ids[i, cols[i, s]] is predicted from h[i, s]; mask marks real suffix tokens."""
+def _run_prompts(decoder, prompts: list[list[int]], device, mask_dtype):
+    """Each distinct prompt through the decoder once, left-padded so that all end at column P-1.
+    Returns (h (Q, H): the hidden state after each prompt's last token, its KV cache as a list of
+    per-layer tuples (keys, values, ...) (Q, ..., P, ...), the prompts' attention mask (Q, P))."""
     from transformers import DynamicCache
 
-    dev, B = input_ids.device, input_ids.shape[0]
     Q, P = len(prompts), max(len(p) for p in prompts)
-    p_ids = torch.zeros(Q, P, dtype=torch.long, device=dev)
-    p_att = torch.zeros(Q, P, dtype=attention_mask.dtype, device=dev)
-    for q, p in enumerate(prompts):                    # left-pad, so every prompt ends at column P-1
-        p_ids[q, P - len(p):] = torch.tensor(p, device=dev)
+    p_ids = torch.zeros(Q, P, dtype=torch.long, device=device)
+    p_att = torch.zeros(Q, P, dtype=mask_dtype, device=device)
+    for q, p in enumerate(prompts):
+        p_ids[q, P - len(p):] = torch.tensor(p, device=device)
         p_att[q, P - len(p):] = 1
     cache = DynamicCache()
-    h_prompt = decoder(input_ids=p_ids, attention_mask=p_att, position_ids=(p_att.cumsum(-1) - 1).clamp(min=0),
-                       past_key_values=cache, use_cache=True).last_hidden_state[:, -1]       # (Q, H)
-    cache.batch_select_indices(group)                  # (Q, ...) -> (B, ...): row i continues prompt group[i]
-    lens = attention_mask.sum(1)
-    starts_t = torch.tensor(starts, device=dev)
+    h = decoder(input_ids=p_ids, attention_mask=p_att, position_ids=(p_att.cumsum(-1) - 1).clamp(min=0),
+                past_key_values=cache, use_cache=True).last_hidden_state[:, -1]
+    return h, [tuple(layer) for layer in cache], p_att
+
+
+def _suffix_hidden(decoder, prompt, input_ids, attention_mask, score_mask, starts, group, rows):
+    """Hidden states of ``rows`` (a list of row indices) predicting their scored positions, each row
+    continuing its prompt's KV cache (``prompt``, from :func:`_run_prompts`; group[i] is row i's
+    prompt, starts[i] its length). Returns (h (N, H), targets (N,), row (N,), col (N,)): token
+    input_ids[row, col] is predicted from h."""
+    from transformers import DynamicCache
+
+    h_prompt, kv, p_att = prompt
+    dev = input_ids.device
+    rows_t = torch.tensor(rows, device=dev)
+    g = group[rows_t]
+    starts_t = torch.tensor([starts[i] for i in rows], device=dev)
+    lens = attention_mask[rows_t].sum(1)
     S = int((lens - starts_t).max())
-    cols = starts_t[:, None] + torch.arange(S, device=dev)                                      # (B, S)
+    cols = starts_t[:, None] + torch.arange(S, device=dev)                                      # (b, S)
     mask = cols < lens[:, None]
     cols = cols.clamp(max=input_ids.shape[1] - 1)
-    s_ids = input_ids.gather(1, cols).masked_fill(~mask, 0)
-    att = torch.cat([p_att[group], mask.to(p_att.dtype)], 1)
+    s_ids = input_ids[rows_t].gather(1, cols).masked_fill(~mask, 0)
+    cache = DynamicCache([(k[g], v[g], *rest) for k, v, *rest in kv])   # row i continues prompt g[i]
+    att = torch.cat([p_att[g], mask.to(p_att.dtype)], 1)
     h_suffix = decoder(input_ids=s_ids, attention_mask=att, position_ids=cols, past_key_values=cache,
-                       use_cache=True).last_hidden_state                                       # (B, S, H)
-    if cache.get_seq_length() != P + S:
+                       use_cache=True).last_hidden_state                                       # (b, S, H)
+    if cache.get_seq_length() != p_att.shape[1] + S:
         raise RuntimeError("the decoder did not extend the prompt's KV cache; call with share_prompt=False")
     # suffix token s is predicted from the hidden state before it: the prompt's last for s = 0
-    h = torch.cat([h_prompt[group][:, None], h_suffix[:, :-1]], 1)
-    return h, s_ids, mask & score_mask.gather(1, cols), cols
+    h = torch.cat([h_prompt[g][:, None], h_suffix[:, :-1]], 1)
+    keep = mask & score_mask[rows_t].gather(1, cols)
+    return h[keep], s_ids[keep], rows_t[:, None].expand_as(cols)[keep], cols[keep]
+
+
+def _full_hidden(decoder, input_ids, attention_mask, score_mask, rows):
+    """As :func:`_suffix_hidden`, without a shared prompt: ``rows`` run whole, up to their last real
+    token. Position t is predicted from the hidden state at t-1."""
+    rows_t = torch.tensor(rows, device=input_ids.device)
+    T = int(_ends(attention_mask[rows_t]).max())
+    hidden = decoder(input_ids=input_ids[rows_t, :T], attention_mask=attention_mask[rows_t, :T],
+                     use_cache=False).last_hidden_state                                        # (b, T, H)
+    keep = score_mask[rows_t, 1:T]                                                             # (b, T-1)
+    r, c = keep.nonzero(as_tuple=True)
+    return hidden[:, :-1][keep], input_ids[rows_t, 1:T][keep], rows_t[r], c + 1
+
+
+def _ends(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B,) one past each row's last attended column."""
+    cols = torch.arange(1, attention_mask.shape[1] + 1, device=attention_mask.device)
+    return (attention_mask.bool() * cols).amax(1)
 
 
 def token_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -200,24 +263,25 @@ def token_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_mask: to
 
     ``score_mask[:, 0]`` must be False (the first token has no context). With ``share_prompt``, rows
     with the same prompt (the tokens before their first scored position) run it through the decoder
-    once. Vocabulary logits are made ``chunk`` positions at a time (:func:`target_logprobs`).
+    once. Rows run in groups of similar length (:func:`length_buckets`), each padded only to its own
+    longest. Vocabulary logits are made ``chunk`` positions at a time (:func:`target_logprobs`).
     """
     decoder, head = _split_lm(model)
     B = input_ids.shape[0]
-    starts = group = None
+    out = torch.zeros(input_ids.shape, dtype=torch.float32, device=input_ids.device)
+    prompts = None
     if share_prompt and bool(score_mask.any(1).all()) and can_share_prompt(decoder):
         starts, group, prompts = _prompt_groups(input_ids, score_mask)
-    out = torch.zeros(input_ids.shape, dtype=torch.float32, device=input_ids.device)
-    if group is not None and len(prompts) < B:
-        h, targets, mask, cols = _shared_prompt_hidden(decoder, input_ids, attention_mask, score_mask,
-                                                       starts, group, prompts)
-        rows = torch.arange(B, device=input_ids.device)[:, None].expand_as(cols)
-        out[rows[mask], cols[mask]] = target_logprobs(head, h[mask], targets[mask], chunk)
-        return out
-    hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state  # (B, T, H)
-    # position t is predicted from hidden state t-1
-    pred_mask = score_mask[:, 1:]                                   # (B, T-1)
-    out[:, 1:][pred_mask] = target_logprobs(head, hidden[:, :-1][pred_mask], input_ids[:, 1:][pred_mask], chunk)
+    if prompts is not None and len(prompts) < B:
+        prompt = _run_prompts(decoder, prompts, input_ids.device, attention_mask.dtype)
+        suffix_lens = (attention_mask.sum(1) - torch.tensor(starts, device=input_ids.device)).tolist()
+        parts = [_suffix_hidden(decoder, prompt, input_ids, attention_mask, score_mask, starts, group, rows)
+                 for rows in length_buckets(suffix_lens)]
+    else:
+        parts = [_full_hidden(decoder, input_ids, attention_mask, score_mask, rows)
+                 for rows in length_buckets(_ends(attention_mask).tolist())]
+    h, targets, rows, cols = (torch.cat(x) for x in zip(*parts))
+    out[rows, cols] = target_logprobs(head, h, targets, chunk)
     return out
 
 

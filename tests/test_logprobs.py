@@ -165,11 +165,19 @@ def _assert_grads_close(grads, ngrads):
 
 @pytest.mark.parametrize("head_path", ["linear", "generic"])
 @pytest.mark.parametrize("grouped", [False, True])
-def test_gradients_through_chunked_logprobs_match_naive(tiny, monkeypatch, head_path, grouped):
+@pytest.mark.parametrize("call_tokens", [32, 0])
+def test_gradients_through_chunked_logprobs_match_naive(tiny, monkeypatch, head_path, grouped, call_tokens):
     """Values and gradients equal the naive per-sequence computation, for the fused linear head and
     for any other head (here: the same head with a no-op forward hook, which takes the generic,
-    checkpointed path), with repeated prompts (shared prompt forward) and without."""
+    checkpointed path), with repeated prompts (shared prompt forward) and without, with the batch
+    run whole (these short rows are not worth a second call at 32 tokens a call) and in length
+    groups (a call costing 0 tokens: one group per distinct length)."""
     model, tok = tiny
+    monkeypatch.setattr(lp_mod, "BUCKET_CALL_TOKENS", call_tokens)
+    calls = []
+    real_decoder_forward = type(model.get_decoder()).forward
+    monkeypatch.setattr(type(model.get_decoder()), "forward",
+                        lambda self, *a, **kw: calls.append(kw["input_ids"].shape[0]) or real_decoder_forward(self, *a, **kw))
     model.zero_grad(set_to_none=True)
     xs, zs, ys = (_grouped_batch if grouped else _random_batch)(11, tok.eos_token_id, len(tok))
     batch = pack(xs, zs, ys, pad_id=tok.pad_token_id)
@@ -179,11 +187,11 @@ def test_gradients_through_chunked_logprobs_match_naive(tiny, monkeypatch, head_
 
     rows_per_chunk, shared = [], []
     real_generic, real_logits = lp_mod._generic_target_logprobs, lp_mod.LinearTargetLogProb._logits
-    real_shared = lp_mod._shared_prompt_hidden
+    real_prompts = lp_mod._run_prompts
     monkeypatch.setattr(lp_mod, "_generic_target_logprobs", lambda head, h, t: rows_per_chunk.append(h.shape[0]) or real_generic(head, h, t))
     monkeypatch.setattr(lp_mod.LinearTargetLogProb, "_logits",
                         staticmethod(lambda h, w, b: rows_per_chunk.append(h.shape[0]) or real_logits(h, w, b)))
-    monkeypatch.setattr(lp_mod, "_shared_prompt_hidden", lambda *a: shared.append(len(a[-1])) or real_shared(*a))
+    monkeypatch.setattr(lp_mod, "_run_prompts", lambda dec, prompts, *a: shared.append(len(prompts)) or real_prompts(dec, prompts, *a))
     hook = model.get_output_embeddings().register_forward_hook(lambda m, i, o: o) if head_path == "generic" else None
     try:
         lz, ly = sequence_logprobs(model, batch, chunk=3)
@@ -192,6 +200,12 @@ def test_gradients_through_chunked_logprobs_match_naive(tiny, monkeypatch, head_
         assert sum(rows_per_chunk) == n_scored and len(rows_per_chunk) == -(-n_scored // 3)
         assert max(rows_per_chunk) == 3
         assert shared == ([2] if grouped else [])      # two distinct prompts, each run once
+        # every row runs once (after the prompts' call): in one call, or in one per distinct length
+        lens = ((batch.attention_mask.sum(1) - (batch.z_mask | batch.y_mask).int().argmax(1)) if grouped
+                else batch.attention_mask.sum(1)).tolist()
+        rows_per_call = calls[len(shared):]
+        assert sum(rows_per_call) == len(xs)
+        assert len(rows_per_call) == (1 if call_tokens else len(set(lens)))
         grads = torch.autograd.grad((wz * lz).sum() + (wy * ly).sum(), params)
         assert sum(rows_per_chunk) == 2 * n_scored      # backward recomputed each chunk's logits once
     finally:
@@ -299,3 +313,38 @@ def test_target_logprobs_accurate_at_full_vocabulary_size():
     exact = torch.log_softmax(h.double() @ w.double().t(), -1).gather(-1, t[:, None]).squeeze(-1)
     fused = lp_mod.LinearTargetLogProb.apply(h, w, None, t, 16).double()
     assert (fused - exact).mean().abs() < 1e-7 and (fused - exact).abs().max() < 2e-6
+
+
+def _partitions(items):
+    if not items:
+        yield []
+        return
+    first, rest = items[0], items[1:]
+    for part in _partitions(rest):
+        yield [[first]] + part
+        for i in range(len(part)):
+            yield part[:i] + [[first] + part[i]] + part[i + 1:]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_length_buckets_is_the_cheapest_split(seed):
+    """The dynamic program over sorted rows finds the cheapest of *all* ways to split the rows
+    (brute force over every set partition), and returns each row exactly once."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, 140, (6,), generator=g).tolist()
+
+    def cost(groups):
+        return sum(len(gr) * max(lengths[i] for i in gr) + 32 for gr in groups)
+
+    groups = lp_mod.length_buckets(lengths, call_tokens=32)
+    assert sorted(i for gr in groups for i in gr) == list(range(6))
+    assert cost(groups) == min(cost(p) for p in _partitions(list(range(6))))
+
+
+def test_length_buckets_examples():
+    assert lp_mod.length_buckets([50, 50, 50]) == [[0, 1, 2]]
+    assert lp_mod.length_buckets([10, 12, 11], call_tokens=32) == [[0, 1, 2]]
+    # a benchmark batch's rationale + answer lengths: the long rows together, the short ones apart
+    lens = [136, 136, 136, 136, 50, 136, 89, 35]
+    assert lp_mod.length_buckets(lens, call_tokens=32) == [[0, 1, 2, 3, 5], [6], [4, 7]]
+    assert lp_mod.length_buckets(lens, call_tokens=10_000) == [list(range(8))]

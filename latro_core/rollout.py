@@ -6,14 +6,21 @@ The stop string is found on the decoded text, so it is caught even when split ac
 and it is not part of z: z keeps the longest token prefix whose text ends before it.
 
 Cost notes: the prompt is prefilled once per question and its cache repeated K times; finished
-rows leave the batch (and the cache); only the current step's logits exist at any time.
+rows leave the batch (and the cache); only the current step's logits exist at any time. On a
+CPU in fp32, decoding multiplies a handful of rows by every weight matrix at each step, and
+MKL's kernel for so few rows reads the weights at a third of the memory bandwidth; the weights
+are therefore repacked once per call for oneDNN's linear kernel (:func:`prepacked_linears`,
+results/generation_speed.md).
 """
 
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 
 from .tasks import STOP_STRINGS
 
@@ -100,12 +107,57 @@ def _cut_at_stop(tokenizer, tokens: list[int], stop_strings) -> tuple[list[int],
     return tokens[:n], True
 
 
+def _packable(m: nn.Module) -> bool:
+    """A plain fp32 CPU ``nn.Linear`` that nothing else hooks into (hooks, e.g. accelerate's, would be
+    skipped by a replaced forward)."""
+    return (type(m) is nn.Linear and m.weight.device.type == "cpu" and m.weight.dtype == torch.float32
+            and not (m._forward_hooks or m._forward_pre_hooks or hasattr(m, "_hf_hook") or "forward" in vars(m)))
+
+
+def _free_memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+@contextmanager
+def prepacked_linears(model: nn.Module, rows: int):
+    """Inside the context, the model's fp32 CPU linear layers run oneDNN's linear kernel on weights
+    repacked once for ``rows`` input rows (the kernel torch.compile's CPU freezing uses, called
+    directly). Values equal ``F.linear`` to float rounding; a row's result does not depend on the
+    other rows in the batch (tests/test_rollout.py). Costs one copy of those weights while open, so
+    it does nothing when that copy would take more than half the free memory, when oneDNN is
+    unavailable, or on other devices and dtypes. Forward only: the copy does not follow the weights."""
+    mods = [m for m in model.modules() if _packable(m)]
+    free = _free_memory_bytes()
+    size = sum(m.weight.numel() * 4 for m in mods)
+    if not mods or not torch.backends.mkldnn.is_available() or (free is not None and 2 * size > free):
+        yield False
+        return
+    packed = False
+    try:
+        try:
+            for m in mods:
+                w = torch.ops.mkldnn._reorder_linear_weight(m.weight.detach(), rows)
+                b = None if m.bias is None else m.bias.detach()
+                m.forward = lambda x, w=w, b=b: torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
+            packed = True
+        except (RuntimeError, AttributeError, NotImplementedError):   # this build or CPU lacks the kernel
+            for m in mods:
+                vars(m).pop("forward", None)
+        yield packed
+    finally:
+        for m in mods:
+            vars(m).pop("forward", None)
+
+
 @torch.no_grad()
 def sample_rationales(model, tokenizer, prompts: list[str], *, k: int = 1, max_new_tokens: int = 128,
                       temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                       stop_strings=STOP_STRINGS, keep_going_after_stop: bool = False,
                       generator: torch.Generator | list[torch.Generator] | None = None,
-                      progress=None) -> Rollout:
+                      progress=None, prepack: bool = True) -> Rollout:
     """Sample ``k`` continuations of each prompt (chat-formatted strings) with a KV cache.
 
     stop_strings: rationale stops (None: stop at EOS or L only).
@@ -114,6 +166,7 @@ def sample_rationales(model, tokenizer, prompts: list[str], *, k: int = 1, max_n
     generator: one torch.Generator for the batch, or a list with one per prompt: each question's
     K samples then draw only from its own generator, so they do not depend on which questions
     share the batch (the trainer's per-question seeding, equal for 1 and N processes).
+    prepack: decode CPU fp32 linears with :func:`prepacked_linears` (no effect elsewhere).
     """
     if k < 1 or max_new_tokens < 1:
         from .errors import ConfigError
@@ -121,6 +174,16 @@ def sample_rationales(model, tokenizer, prompts: list[str], *, k: int = 1, max_n
     per_question = isinstance(generator, (list, tuple))
     if per_question and len(generator) != len(prompts):
         raise ValueError(f"got {len(generator)} generators for {len(prompts)} prompts; pass one per prompt")
+    packing = prepacked_linears(model, len(prompts) * k) if prepack else nullcontext()
+    with packing:
+        return _decode(model, tokenizer, prompts, k, max_new_tokens, temperature, top_k, top_p, stop_strings,
+                       keep_going_after_stop, generator, progress)
+
+
+def _decode(model, tokenizer, prompts, k, max_new_tokens, temperature, top_k, top_p, stop_strings,
+            keep_going_after_stop, generator, progress) -> Rollout:
+    """sample_rationales' loop (arguments as there, checked)."""
+    per_question = isinstance(generator, (list, tuple))
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device

@@ -9,7 +9,8 @@ from torch import nn
 
 from latro_core.errors import ConfigError
 from latro_core.models import tiny_model
-from latro_core.rollout import _cut_at_stop, _sample_next, find_stop, sample_rationales
+from latro_core import rollout as rollout_mod
+from latro_core.rollout import _cut_at_stop, _sample_next, find_stop, prepacked_linears, sample_rationales
 from latro_core.tasks import STOP_STRINGS
 
 
@@ -336,3 +337,53 @@ def test_scripted_rollout_stop_excludes_template_exactly(scripted):
     roll = sample_rationales(model, tok, ["Q stop?"], k=1, max_new_tokens=L_SCRIPT, temperature=0,
                              stop_strings=None)
     assert roll.finish == ["eos"] and roll.texts == ["x The answer is 5"]
+
+
+# ----------------------------------------------------------------------------- prepacked linears
+
+def test_prepacked_linears_match_linear_and_do_not_depend_on_batch_mates():
+    """Inside the context a linear layer (the real model's shapes, with a bias) gives F.linear's
+    values to float rounding, each row's result bit-identical alone or among 8 rows; a hooked layer
+    is left alone; on leaving, every layer is back to nn.Linear.forward."""
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("no oneDNN in this torch build")
+    g = torch.Generator().manual_seed(0)
+    net = nn.Sequential(nn.Linear(576, 1536), nn.Linear(1536, 576, bias=False), nn.Linear(576, 49152, bias=False))
+    hooked = nn.Linear(576, 576)
+    hooked.register_forward_hook(lambda m, i, o: o)
+    x = torch.randn(8, 1, 576, generator=g)
+    with torch.no_grad():
+        want = net(x)
+        with prepacked_linears(nn.ModuleList([net, hooked]), rows=8) as packed:
+            assert packed
+            assert all("forward" in vars(m) for m in net) and "forward" not in vars(hooked)
+            got = net(x)
+            alone = [net(x[i:i + 1]) for i in range(8)]
+            pairs = net(x[3:5])
+    assert not any("forward" in vars(m) for m in net)
+    torch.testing.assert_close(got, want, atol=2e-4, rtol=1e-4)
+    assert all(torch.equal(a, got[i:i + 1]) for i, a in enumerate(alone))
+    assert torch.equal(pairs, got[3:5])
+
+
+def test_prepacked_linears_off_without_onednn_or_memory(monkeypatch):
+    net = nn.Linear(4, 3)
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+    with prepacked_linears(net, rows=2) as packed:
+        assert not packed and "forward" not in vars(net)
+    monkeypatch.undo()
+    monkeypatch.setattr(rollout_mod, "_free_memory_bytes", lambda: 10)      # the copy would not fit
+    with prepacked_linears(net, rows=2) as packed:
+        assert not packed and "forward" not in vars(net)
+
+
+def test_prepacked_decoding_samples_as_plain_decoding(tiny):
+    """Greedy and seeded sampling give the same rationales with and without prepacking (the values
+    differ only by float rounding), and the layers are restored afterwards."""
+    model, tok = tiny
+    for temperature in (0, 1.0):
+        rolls = [sample_rationales(model, tok, PROMPTS, k=2, max_new_tokens=8, stop_strings=None, prepack=p,
+                                   temperature=temperature, generator=[torch.Generator().manual_seed(s) for s in range(3)])
+                 for p in (True, False)]
+        assert rolls[0].rationale_ids == rolls[1].rationale_ids
+    assert not any("forward" in vars(m) for m in model.modules())

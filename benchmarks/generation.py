@@ -1,6 +1,6 @@
 """Decoding speed: latro_core's ``sample_rationales`` vs ``model.generate(do_sample=True)``, and
 what transformers/torch offer on CPU (SDPA vs eager attention, static KV cache, torch.compile,
-inference_mode).
+inference_mode, oneDNN's prepacked linear kernel vs MKL's).
 
     .venv/bin/python benchmarks/generation.py --prompts 8 --L 64 --repeats 3 --threads 1
     .venv/bin/python benchmarks/generation.py --compile --compile-timeout 480   # also try torch.compile
@@ -111,15 +111,16 @@ def _left_batch(tok, prompts):
 
 # ---------------------------------------------------------------------------------- the ways
 
-def way_rollout(mod=None, impl: str | None = None, inference: bool = False):
+def way_rollout(mod=None, impl: str | None = None, inference: bool = False, prepack: bool = True):
     def run(model, tok, prompts, L, seed):
         m = mod or rollout_mod
         ctx_attn = attention(model, impl) if impl else contextlib.nullcontext()
         ctx_inf = torch.inference_mode() if inference else contextlib.nullcontext()
         with ctx_attn, ctx_inf, no_model_eos(model):
             t0, c0 = time.perf_counter(), time.process_time()
+            kw = {} if prepack else {"prepack": False}       # (a baseline revision may predate the argument)
             roll = m.sample_rationales(model, NoEos(tok), prompts, k=1, max_new_tokens=L, temperature=1.0,
-                                       stop_strings=None, generator=torch.Generator().manual_seed(seed))
+                                       stop_strings=None, generator=torch.Generator().manual_seed(seed), **kw)
             dt, dc = time.perf_counter() - t0, time.process_time() - c0
         return dt, dc, roll.new_tokens, roll.rationale_ids
     return run
@@ -154,6 +155,7 @@ WAYS = {
     "rollout (sample_rationales)": way_rollout(),
     "rollout, eager attention": way_rollout(impl="eager"),
     "rollout, inference_mode": way_rollout(inference=True),
+    "rollout, MKL linears (prepack=False)": way_rollout(prepack=False),
     "generate (sdpa, dynamic cache)": way_generate(),
     "generate, eager attention": way_generate(impl="eager"),
     "generate, static cache": way_generate(cache="static"),

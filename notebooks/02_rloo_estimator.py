@@ -317,7 +317,8 @@ plt.show()
 # rationales $z_k\sim\pi_\theta(\cdot\mid x)$ (`rollout.sample_rationales`: a rationale ends at the
 # answer template "The answer is", at EOS, or after $L$ tokens), then score, in one forward pass
 # over $x\oplus z_k\oplus y$ (`logprobs.sequence_logprobs`; the $K$ samples of a question run its
-# prompt once and continue from its KV cache),
+# prompt once and continue from its KV cache, and rows of similar length run together, each group
+# padded only to its own longest row),
 #
 # $$\log\pi_\theta(z_k\mid x) = \sum_{t\in z_k}\log\pi_\theta(z_{k,t}\mid x, z_{k,<t}), \qquad
 # \log\pi_\theta(y\mid x\oplus z_k) = \sum_{t\in y}\log\pi_\theta(y_t\mid x\oplus z_k, y_{<t}),$$

@@ -61,7 +61,7 @@ if str(ROOT) not in sys.path:
 from benchmarks._provenance import git_commit, machine_info  # noqa: E402
 from latro_core.logprobs import (PolicyScorer, _prompt_groups, _split_lm, can_share_prompt, pack,  # noqa: E402
                                  sequence_logprobs)
-from latro_core.models import LoraSpec, add_lora, frozen_copy, load_model  # noqa: E402
+from latro_core.models import LoraSpec, add_lora, enable_checkpointing, frozen_copy, load_model  # noqa: E402
 from latro_core.objective import latro_loss, penalize_truncated, rloo_advantages, self_reward  # noqa: E402
 from latro_core.rollout import _eos_ids, sample_rationales  # noqa: E402
 from latro_core.tasks import load_task  # noqa: E402
@@ -193,7 +193,7 @@ class FastWay:
         self.model, self.tok, self.hp, self.lora, self.chunk = model, tok, hp, lora, chunk
         self.ref = None if lora or hp.beta == 0 else frozen_copy(model)
         if grad_ckpt:      # not latro_core's default: activation checkpointing of the decoder layers
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            enable_checkpointing(model)
             if lora:
                 model.enable_input_require_grads()
         self.scorer = PolicyScorer(model)
@@ -759,7 +759,7 @@ def report_md(res: dict, notes: str | None = None) -> str:
         lm = res["settings"].get("fast_ckpt") or {}
         extra = f", vocabulary chunks of {lm.get('chunk')} positions" if lm.get("chunk") else ""
         lines += [f"fast-ckpt = the fast update with activation checkpointing of the decoder layers "
-                  f"(`gradient_checkpointing_enable`{extra}; not latro_core's defaults; it scores the fast sampler's batch, so its "
+                  f"(`enable_checkpointing`{extra}; not latro_core's defaults; it scores the fast sampler's batch, so its "
                   f"sampling time is the fast row's): literal / fast-ckpt time {rt['time_literal_over_fast_ckpt']:.2f}x "
                   f"({rt['cpu_time_literal_over_fast_ckpt']:.2f}x CPU), "
                   f"fast-ckpt / literal peak memory {rt['peak_mem_fast_ckpt_over_literal']:.2f}x.", ""]

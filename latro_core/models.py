@@ -214,6 +214,17 @@ def add_lora(model, lora: LoraSpec | None = None, adapter: str | None = None):
     return get_peft_model(model, cfg)
 
 
+def enable_checkpointing(model) -> None:
+    """Recompute each decoder layer's activations in backward instead of keeping them (non-reentrant
+    torch checkpointing), through a peft wrapper too. transformers >= 5 names this
+    ``activation_checkpointing_enable``; older versions ``gradient_checkpointing_enable``."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if hasattr(base, "activation_checkpointing_enable"):
+        base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def frozen_copy(model):
     """pi_0: a frozen copy of the starting model (used when training without LoRA)."""
     ref = copy.deepcopy(model)

@@ -32,7 +32,7 @@ import torch
 
 from .errors import ConfigError, NumericalError
 from .logprobs import PolicyScorer, pack, sequence_logprobs
-from .models import LoraSpec, add_lora, frozen_copy, load_model
+from .models import LoraSpec, add_lora, enable_checkpointing, frozen_copy, load_model
 from .objective import TRUNCATION_RULES, latro_loss, penalize_truncated, rloo_advantages, self_reward
 from .rollout import sample_rationales
 from .tasks import load_task
@@ -217,8 +217,7 @@ class Trainer:
         elif resume_from is not None:
             _load_weights(model, resume_from / "model")
         if config.gradient_checkpointing:      # sampling runs in eval mode, so it keeps its KV cache
-            (model.get_base_model() if hasattr(model, "get_base_model") else model).gradient_checkpointing_enable(
-                gradient_checkpointing_kwargs={"use_reentrant": False})
+            enable_checkpointing(model)
         self.scorer = PolicyScorer(model)
         # FSDP's transformer auto-wrap reads the prepared module's _no_split_modules (LlamaDecoderLayer,
         # MistralDecoderLayer, Phi3DecoderLayer, ...): pass the language model's on

@@ -6,7 +6,7 @@ import torch
 
 from latro_core import logprobs as lp_mod
 from latro_core.logprobs import PolicyScorer, pack, sequence_logprobs, token_logprobs
-from latro_core.models import tiny_model
+from latro_core.models import enable_checkpointing, tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -234,7 +234,7 @@ def test_shared_prompt_equals_unshared_and_is_off_under_gradient_checkpointing(s
     torch.testing.assert_close(out[True][1], out[False][1], **SUM_TOL)
     _assert_grads_close(out[True][2], out[False][2])
     assert lp_mod.can_share_prompt(model.get_decoder())
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    enable_checkpointing(model)
     assert not lp_mod.can_share_prompt(model.get_decoder())
     lz, ly = sequence_logprobs(model, batch)
     torch.testing.assert_close(lz.detach(), out[False][0], **SUM_TOL)

@@ -115,6 +115,13 @@ def _packable(m: nn.Module) -> bool:
 
 
 def _free_memory_bytes() -> int | None:
+    """Memory the system can hand out without swapping (Linux: MemAvailable, which counts
+    reclaimable file cache; else free pages; None where neither can be read)."""
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(ln.split()[1]) * 1024 for ln in f if ln.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        pass
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):

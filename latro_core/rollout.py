@@ -130,10 +130,11 @@ def _free_memory_bytes() -> int | None:
 
 @contextmanager
 def prepacked_linears(model: nn.Module, rows: int):
-    """Inside the context, the model's fp32 CPU linear layers run oneDNN's linear kernel on weights
-    repacked once for ``rows`` input rows (the kernel torch.compile's CPU freezing uses, called
-    directly). Values equal ``F.linear`` to float rounding; a row's result does not depend on the
-    other rows in the batch (tests/test_rollout.py). Costs one copy of those weights while open, so
+    """Inside the context, the model's fp32 CPU linear layers multiply inputs of at most ``rows`` rows
+    (decode steps) with oneDNN's linear kernel, on weights repacked once (the kernel torch.compile's
+    CPU freezing uses, called directly); larger inputs (a prompt's prefill) keep ``F.linear``, where
+    MKL is as fast. Values equal ``F.linear`` to float rounding; a row's result does not depend on
+    the other rows in the batch (tests/test_rollout.py). Costs one copy of those weights while open, so
     it does nothing when that copy would take more than half the free memory, when oneDNN is
     unavailable, or on other devices and dtypes. Forward only: the copy does not follow the weights."""
     mods = [m for m in model.modules() if _packable(m)]
@@ -148,7 +149,9 @@ def prepacked_linears(model: nn.Module, rows: int):
             for m in mods:
                 w = torch.ops.mkldnn._reorder_linear_weight(m.weight.detach(), rows)
                 b = None if m.bias is None else m.bias.detach()
-                m.forward = lambda x, w=w, b=b: torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
+                m.forward = lambda x, m=m, w=w, b=b: (
+                    torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "") if x.numel() <= rows * x.shape[-1]
+                    else nn.Linear.forward(m, x))
             packed = True
         except (RuntimeError, AttributeError, NotImplementedError):   # this build or CPU lacks the kernel
             for m in mods:

@@ -343,8 +343,9 @@ def test_scripted_rollout_stop_excludes_template_exactly(scripted):
 
 def test_prepacked_linears_match_linear_and_do_not_depend_on_batch_mates():
     """Inside the context a linear layer (the real model's shapes, with a bias) gives F.linear's
-    values to float rounding, each row's result bit-identical alone or among 8 rows; a hooked layer
-    is left alone; on leaving, every layer is back to nn.Linear.forward."""
+    values to float rounding, each row's result bit-identical alone or among 8 rows; more rows than
+    packed for run F.linear itself; a hooked layer is left alone; on leaving, every layer is back to
+    nn.Linear.forward."""
     if not torch.backends.mkldnn.is_available():
         pytest.skip("no oneDNN in this torch build")
     g = torch.Generator().manual_seed(0)
@@ -360,10 +361,12 @@ def test_prepacked_linears_match_linear_and_do_not_depend_on_batch_mates():
             got = net(x)
             alone = [net(x[i:i + 1]) for i in range(8)]
             pairs = net(x[3:5])
+            prefill = net(x.view(1, 8, 576).expand(2, 8, 576))        # 16 rows > 8: F.linear (MKL)
     assert not any("forward" in vars(m) for m in net)
     torch.testing.assert_close(got, want, atol=2e-4, rtol=1e-4)
     assert all(torch.equal(a, got[i:i + 1]) for i, a in enumerate(alone))
     assert torch.equal(pairs, got[3:5])
+    assert torch.equal(prefill, net(x.view(1, 8, 576).expand(2, 8, 576)))
 
 
 def test_prepacked_linears_off_without_onednn_or_memory(monkeypatch):

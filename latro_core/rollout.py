@@ -114,6 +114,21 @@ def _packable(m: nn.Module) -> bool:
             and not (m._forward_hooks or m._forward_pre_hooks or hasattr(m, "_hf_hook") or "forward" in vars(m)))
 
 
+def _lora_weight(m: nn.Module) -> torch.Tensor | None:
+    """For a peft LoRA linear layer with plain LoRA adapters active and not merged, the weight it
+    applies in eval mode, W + Σ_adapters scaling·B·A (peft's ``get_delta_weight``); else None."""
+    if not (hasattr(m, "lora_A") and hasattr(m, "get_delta_weight") and _packable(getattr(m, "base_layer", None))):
+        return None
+    active = [a for a in m.active_adapters if a in m.lora_A]
+    if (m.merged or m.disable_adapters or m._forward_hooks or m._forward_pre_hooks or "forward" in vars(m)
+            or any(a in getattr(m, "lora_variant", {}) or getattr(m, "lora_bias", {}).get(a) for a in active)):
+        return None
+    w = m.base_layer.weight.detach()
+    for a in active:
+        w = w + m.get_delta_weight(a).detach()
+    return w
+
+
 def _free_memory_bytes() -> int | None:
     """Memory the system can hand out without swapping (Linux: MemAvailable, which counts
     reclaimable file cache; else free pages; None where neither can be read)."""
@@ -134,31 +149,37 @@ def prepacked_linears(model: nn.Module, rows: int):
     (decode steps) with oneDNN's linear kernel, on weights repacked once (the kernel torch.compile's
     CPU freezing uses, called directly); larger inputs (a prompt's prefill) keep ``F.linear``, where
     MKL is as fast. Values equal ``F.linear`` to float rounding; a row's result does not depend on
-    the other rows in the batch (tests/test_rollout.py). Costs one copy of those weights while open, so
-    it does nothing when that copy would take more than half the free memory, when oneDNN is
-    unavailable, or on other devices and dtypes. Forward only: the copy does not follow the weights."""
-    mods = [m for m in model.modules() if _packable(m)]
+    the other rows in the batch (tests/test_rollout.py). A peft LoRA layer is packed with its
+    adapter merged in, W + scaling·B·A, so decoding does no adapter matmuls and the base weights are
+    left untouched (peft's own merge would add and later subtract the adapter, rounding them). Costs
+    one copy of those weights while open, so it does nothing when that copy would take more than half
+    the free memory, when oneDNN is unavailable, or on other devices and dtypes. For inference in
+    eval mode only (no dropout, no gradients): the copy does not follow the weights."""
+    lora = {m: w for m in model.modules() if (w := _lora_weight(m)) is not None}
+    inside_lora = {id(c) for m in lora for c in m.modules()}
+    weights = {**lora, **{m: m.weight.detach() for m in model.modules() if _packable(m) and id(m) not in inside_lora}}
     free = _free_memory_bytes()
-    size = sum(m.weight.numel() * 4 for m in mods)
-    if not mods or not torch.backends.mkldnn.is_available() or (free is not None and 2 * size > free):
+    size = sum(w.numel() * 4 for w in weights.values())
+    if not weights or not torch.backends.mkldnn.is_available() or (free is not None and 2 * size > free):
         yield False
         return
     packed = False
     try:
         try:
-            for m in mods:
-                w = torch.ops.mkldnn._reorder_linear_weight(m.weight.detach(), rows)
-                b = None if m.bias is None else m.bias.detach()
+            for m, weight in weights.items():
+                w = torch.ops.mkldnn._reorder_linear_weight(weight, rows)
+                linear = getattr(m, "base_layer", m)
+                b = None if linear.bias is None else linear.bias.detach()
                 m.forward = lambda x, m=m, w=w, b=b: (
                     torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "") if x.numel() <= rows * x.shape[-1]
-                    else nn.Linear.forward(m, x))
+                    else type(m).forward(m, x))
             packed = True
         except (RuntimeError, AttributeError, NotImplementedError):   # this build or CPU lacks the kernel
-            for m in mods:
+            for m in weights:
                 vars(m).pop("forward", None)
         yield packed
     finally:
-        for m in mods:
+        for m in weights:
             vars(m).pop("forward", None)
 
 

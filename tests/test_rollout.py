@@ -390,3 +390,34 @@ def test_prepacked_decoding_samples_as_plain_decoding(tiny):
                  for p in (True, False)]
         assert rolls[0].rationale_ids == rolls[1].rationale_ids
     assert not any("forward" in vars(m) for m in model.modules())
+
+
+def test_prepacked_lora_layers_carry_their_adapter(smol_tokenizer):
+    """Under LoRA each adapted layer is packed with W + scaling·B·A: inside the context it gives what
+    peft computes (base output plus adapter) to float rounding, the base weights are untouched,
+    sampling draws the same rationales, and on leaving every layer is peft's again."""
+    from latro_core.models import LoraSpec, add_lora
+
+    model = add_lora(tiny_model(smol_tokenizer, seed=3)[0], LoraSpec(r=4, alpha=8, dropout=0.1)).eval()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:                      # peft starts B at 0: make the adapters do something
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+    layers = [m for m in model.modules() if rollout_mod._lora_weight(m) is not None]
+    assert layers
+    base = {n: p.detach().clone() for n, p in model.named_parameters() if "lora" not in n}
+    x = torch.randn(3, 1, layers[0].in_features, generator=g)
+    with torch.no_grad():
+        want = layers[0](x)
+        assert (want - layers[0].base_layer(x)).abs().max() > 1e-3          # the adapter matters
+        with prepacked_linears(model, rows=6) as packed:
+            assert packed and all("forward" in vars(m) for m in layers)
+            assert not any("forward" in vars(c) for m in layers for c in m.modules() if c is not m)
+            got = layers[0](x)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert all(torch.equal(p, base[n]) for n, p in model.named_parameters() if "lora" not in n)
+    assert not any("forward" in vars(m) for m in model.modules())
+    rolls = [sample_rationales(model, smol_tokenizer, PROMPTS[:2], k=3, max_new_tokens=8, stop_strings=None, prepack=p,
+                               generator=[torch.Generator().manual_seed(s) for s in range(2)]) for p in (True, False)]
+    assert rolls[0].rationale_ids == rolls[1].rationale_ids

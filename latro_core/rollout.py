@@ -114,18 +114,23 @@ def _packable(m: nn.Module) -> bool:
             and not (m._forward_hooks or m._forward_pre_hooks or hasattr(m, "_hf_hook") or "forward" in vars(m)))
 
 
-def _lora_weight(m: nn.Module) -> torch.Tensor | None:
-    """For a peft LoRA linear layer with plain LoRA adapters active and not merged, the weight it
-    applies in eval mode, W + Σ_adapters scaling·B·A (peft's ``get_delta_weight``); else None."""
+def _mergeable_lora(m: nn.Module) -> bool:
+    """A peft LoRA linear layer over a packable ``nn.Linear``, its plain LoRA adapters active and
+    not merged."""
     if not (hasattr(m, "lora_A") and hasattr(m, "get_delta_weight") and _packable(getattr(m, "base_layer", None))):
-        return None
+        return False
     active = [a for a in m.active_adapters if a in m.lora_A]
-    if (m.merged or m.disable_adapters or m._forward_hooks or m._forward_pre_hooks or "forward" in vars(m)
-            or any(a in getattr(m, "lora_variant", {}) or getattr(m, "lora_bias", {}).get(a) for a in active)):
-        return None
+    return not (m.merged or m.disable_adapters or m._forward_hooks or m._forward_pre_hooks or "forward" in vars(m)
+                or any(a in getattr(m, "lora_variant", {}) or getattr(m, "lora_bias", {}).get(a) for a in active))
+
+
+def _lora_weight(m: nn.Module) -> torch.Tensor:
+    """The weight such a layer applies in eval mode: W + Σ_adapters scaling·B·A (peft's
+    ``get_delta_weight``)."""
     w = m.base_layer.weight.detach()
-    for a in active:
-        w = w + m.get_delta_weight(a).detach()
+    for a in m.active_adapters:
+        if a in m.lora_A:
+            w = w + m.get_delta_weight(a).detach()
     return w
 
 
@@ -155,31 +160,32 @@ def prepacked_linears(model: nn.Module, rows: int):
     one copy of those weights while open, so it does nothing when that copy would take more than half
     the free memory, when oneDNN is unavailable, or on other devices and dtypes. For inference in
     eval mode only (no dropout, no gradients): the copy does not follow the weights."""
-    lora = {m: w for m in model.modules() if (w := _lora_weight(m)) is not None}
+    lora = [m for m in model.modules() if _mergeable_lora(m)]
     inside_lora = {id(c) for m in lora for c in m.modules()}
-    weights = {**lora, **{m: m.weight.detach() for m in model.modules() if _packable(m) and id(m) not in inside_lora}}
+    mods = lora + [m for m in model.modules() if _packable(m) and id(m) not in inside_lora]
     free = _free_memory_bytes()
-    size = sum(w.numel() * 4 for w in weights.values())
-    if not weights or not torch.backends.mkldnn.is_available() or (free is not None and 2 * size > free):
+    size = sum(getattr(m, "base_layer", m).weight.numel() * 4 for m in mods)
+    if not mods or not torch.backends.mkldnn.is_available() or (free is not None and 2 * size > free):
         yield False
         return
     packed = False
     try:
         try:
-            for m, weight in weights.items():
-                w = torch.ops.mkldnn._reorder_linear_weight(weight, rows)
+            for m in mods:
                 linear = getattr(m, "base_layer", m)
+                weight = _lora_weight(m) if linear is not m else linear.weight.detach()   # merged: a temporary
+                w = torch.ops.mkldnn._reorder_linear_weight(weight, rows)
                 b = None if linear.bias is None else linear.bias.detach()
                 m.forward = lambda x, m=m, w=w, b=b: (
                     torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "") if x.numel() <= rows * x.shape[-1]
                     else type(m).forward(m, x))
             packed = True
         except (RuntimeError, AttributeError, NotImplementedError):   # this build or CPU lacks the kernel
-            for m in weights:
+            for m in mods:
                 vars(m).pop("forward", None)
         yield packed
     finally:
-        for m in weights:
+        for m in mods:
             vars(m).pop("forward", None)
 
 

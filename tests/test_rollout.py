@@ -404,7 +404,7 @@ def test_prepacked_lora_layers_carry_their_adapter(smol_tokenizer):
         for n, p in model.named_parameters():
             if "lora_B" in n:                      # peft starts B at 0: make the adapters do something
                 p.copy_(0.1 * torch.randn(p.shape, generator=g))
-    layers = [m for m in model.modules() if rollout_mod._lora_weight(m) is not None]
+    layers = [m for m in model.modules() if rollout_mod._mergeable_lora(m)]
     assert layers
     base = {n: p.detach().clone() for n, p in model.named_parameters() if "lora" not in n}
     x = torch.randn(3, 1, layers[0].in_features, generator=g)

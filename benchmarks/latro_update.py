@@ -158,7 +158,7 @@ def forward_flops(shape: dict, seq_lens: list[int], scored: int, shared: list[in
 def machine_peaks(repeats: int = 10) -> dict:
     """This process's measured fp32 peaks, at the thread count in force: matmul FLOP/s on the model's
     own training shapes (2048 tokens x 576 x 1536 and back; the best of them); the memory read rate
-    (one pass over the 576 x 49152 vocabulary projection, ``sum``: what a decode step that reads each
+    (one pass over the 49152 x 576 vocabulary projection, ``sum``: what a decode step that reads each
     weight once could reach); and, for comparison, the rate at which torch's default (MKL) matmul
     reads that weight in a decode-shaped product (8 rows). Each is the fastest of ``repeats`` calls:
     on a shared machine the best call is the closest to what the hardware can do."""

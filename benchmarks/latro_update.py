@@ -193,9 +193,7 @@ class FastWay:
         self.model, self.tok, self.hp, self.lora, self.chunk = model, tok, hp, lora, chunk
         self.ref = None if lora or hp.beta == 0 else frozen_copy(model)
         if grad_ckpt:      # not latro_core's default: activation checkpointing of the decoder layers
-            enable_checkpointing(model)
-            if lora:
-                model.enable_input_require_grads()
+            enable_checkpointing(model)      # (also makes the embeddings' output require grad, for LoRA)
         self.scorer = PolicyScorer(model)
         self.shape = _model_shape(model)             # for the model-FLOP count of every update
         self.params = _trainable(self.scorer)

@@ -168,6 +168,10 @@ def prepacked_linears(model: nn.Module, rows: int):
     if not mods or not torch.backends.mkldnn.is_available() or (free is not None and 2 * size > free):
         yield False
         return
+    def restore():
+        for m in mods:
+            vars(m).pop("forward", None)
+
     packed = False
     try:
         try:
@@ -181,12 +185,10 @@ def prepacked_linears(model: nn.Module, rows: int):
                     else type(m).forward(m, x))
             packed = True
         except (RuntimeError, AttributeError, NotImplementedError):   # this build or CPU lacks the kernel
-            for m in mods:
-                vars(m).pop("forward", None)
+            restore()
         yield packed
     finally:
-        for m in mods:
-            vars(m).pop("forward", None)
+        restore()
 
 
 @torch.no_grad()

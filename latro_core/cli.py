@@ -5,6 +5,7 @@
     latro rft      ...                                            (rejection-sampling baseline)
     latro evaluate --model runs/latro/final --task gsm8k --split test --k 8
     latro tables   --runs runs --out results
+    latro signal   --temperatures 1.0,0.7,0.5 --budgets 32,64,96      (is there a learning signal?)
     latro reproduce --profile demo
 
 Errors a user can fix (``LatroError``) print one line and exit with status 2; an interrupted
@@ -84,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .evaluate import EvalConfig
     from .reproduce import ReproduceConfig
     from .results import TablesConfig
+    from .reward_signal import SignalConfig
     from .trainer import TrainConfig
 
     p = argparse.ArgumentParser(prog="latro", description="LaTent Reasoning Optimization (arXiv 2411.04282)")
@@ -94,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
         add_dataclass_args(sp, TrainConfig, skip=("method",))
     add_dataclass_args(sub.add_parser("evaluate", help="greedy / maj@k accuracy, AUROC, NLL"), EvalConfig)
     add_dataclass_args(sub.add_parser("tables", help="build results tables from run outputs"), TablesConfig)
+    add_dataclass_args(sub.add_parser("signal", help="the base model's self-reward signal (before training)"),
+                       SignalConfig)
     add_dataclass_args(sub.add_parser("reproduce", help="run the notebooks headless for a profile"), ReproduceConfig)
     return p
 
@@ -119,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "tables":
             from .results import TablesConfig, build_tables
             build_tables(config_from_args(TablesConfig, args))
+        elif args.command == "signal":
+            from .reward_signal import SignalConfig, run_signal
+            run_signal(config_from_args(SignalConfig, args))
         elif args.command == "reproduce":
             from .reproduce import ReproduceConfig, reproduce
             reproduce(config_from_args(ReproduceConfig, args))

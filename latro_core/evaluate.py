@@ -57,13 +57,30 @@ def generate_answers(model, tokenizer, task, examples, *, k: int = 1, temperatur
     return rolls, preds
 
 
+def greedy_report(model, tokenizer, task, *, max_new_tokens: int = 128, direct: bool = False,
+                  progress: bool = False, batch_questions: int = 16) -> dict:
+    """Greedy decoding on every question of ``task``: {"accuracy", "n", "frac_truncated" (no
+    EOS or answer template within ``max_new_tokens``), "mean_length" (rationale tokens),
+    "accuracy_finished" (among the rationales that finished; None when none did)}. Accuracy
+    beside finishing and length shows whether a gain is format (stopping, the template) or
+    correct answers."""
+    exs = list(task)
+    rolls, preds = generate_answers(model, tokenizer, task, exs, max_new_tokens=max_new_tokens, direct=direct,
+                                    progress=progress, batch_questions=batch_questions)
+    right = [task.is_correct(p[0], e) for p, e in zip(preds, exs)]
+    cut = [bool(t) for r in rolls for t in r.truncated]
+    lengths = [len(z) for r in rolls for z in r.rationale_ids]
+    finished = [ok for ok, c in zip(right, cut) if not c]
+    n = max(1, len(exs))
+    return {"accuracy": sum(right) / n, "n": len(exs), "frac_truncated": sum(cut) / n,
+            "mean_length": sum(lengths) / n, "accuracy_finished": sum(finished) / len(finished) if finished else None}
+
+
 def greedy_accuracy(model, tokenizer, task, *, max_new_tokens: int = 128, direct: bool = False,
                     progress: bool = False) -> float:
     """Fraction of ``task`` answered correctly with greedy decoding."""
-    exs = list(task)
-    _, preds = generate_answers(model, tokenizer, task, exs, max_new_tokens=max_new_tokens, direct=direct,
-                                progress=progress)
-    return sum(task.is_correct(p[0], e) for p, e in zip(preds, exs)) / max(1, len(exs))
+    return greedy_report(model, tokenizer, task, max_new_tokens=max_new_tokens, direct=direct,
+                         progress=progress)["accuracy"]
 
 
 def _per_question(rolls) -> list[dict]:

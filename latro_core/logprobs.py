@@ -1,4 +1,4 @@
-"""log pi(z|x) and log pi(y|x+z) for a padded batch, in one forward pass.
+"""log pi(z|x) and log pi(y|x+z) for a padded batch.
 
 Every sample is the token sequence  x ⊕ z ⊕ y  (prompt, rationale, answer). We right-pad the
 batch, so real tokens sit at positions 0..len-1 and need no position-id fix-up, and mark which
@@ -17,6 +17,15 @@ Three savings, all exact up to float rounding (tests/test_logprobs.py):
   (``length_buckets``): rationales of 30 and 128 tokens do not both cost 128.
 * Only the rows of W h that are scored are computed, ``chunk`` at a time, and only logsumexp is
   kept: the (tokens x vocab) logits are never stored, and backward recomputes one chunk at a time.
+
+A policy sampled at temperature T ≠ 1 is the distribution softmax(W h / T), and its score
+function is the gradient of *that* log-probability; ``temperature`` scores z under it, for πθ and
+π0 alike, so Eq. 4 estimates the gradient of the objective of the policy that drew the samples
+(``tests/test_objective.py`` checks it by enumeration at T ≠ 1, and that untempered scoring fails):
+
+    log π_T(z_t | s_<t) = log_softmax(W h_{t-1} / T)[z_t],   W (h / T) = (W h) / T.
+
+y is scored at T = 1: the self-reward is the model's own probability of the answer at any T.
 """
 
 from __future__ import annotations
@@ -119,28 +128,36 @@ class LinearTargetLogProb(torch.autograd.Function):
         return grad_h, grad_w, grad_b, None, None
 
 
-def _generic_target_logprobs(head: nn.Module, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """log_softmax(head(h))[targets] for any head module: h (N, H), targets (N,) -> (N,) in fp32."""
+def _generic_target_logprobs(head: nn.Module, h: torch.Tensor, targets: torch.Tensor,
+                             inv_temperature: torch.Tensor | None = None) -> torch.Tensor:
+    """log_softmax(head(h) · s)[targets] for any head module: h (N, H), targets (N,), s (N,) or
+    None -> (N,) in fp32."""
     logits = head(h).float()
+    if inv_temperature is not None:
+        logits = logits * inv_temperature[:, None]
     return logits.log_softmax(-1).gather(-1, targets[:, None]).squeeze(-1)
 
 
-def target_logprobs(head: nn.Module, h: torch.Tensor, targets: torch.Tensor, chunk: int = 256) -> torch.Tensor:
-    """log pi(target | h) = log_softmax(head(h))[target] for h (N, H), targets (N,) -> (N,) fp32,
-    ``chunk`` rows of vocabulary logits at a time. A plain ``nn.Linear`` head goes through
-    :class:`LinearTargetLogProb`; any other head (wrapped by peft, or carrying hooks, e.g. accelerate's
-    offloading ones, that calling its weight directly would skip) is checkpointed chunk by chunk, so
-    its logits too are recomputed in backward rather than stored."""
+def target_logprobs(head: nn.Module, h: torch.Tensor, targets: torch.Tensor, chunk: int = 256,
+                    inv_temperature: torch.Tensor | None = None) -> torch.Tensor:
+    """log pi(target | h) = log_softmax(head(h) · s)[target] for h (N, H), targets (N,) -> (N,) fp32,
+    ``chunk`` rows of vocabulary logits at a time; s = ``inv_temperature`` (N,) = 1/T per row (None:
+    1). A plain ``nn.Linear`` head goes through :class:`LinearTargetLogProb` (bias-free: on h · s,
+    since W (h s) = (W h) s); any other head (with a bias under T ≠ 1, wrapped by peft, or carrying
+    hooks, e.g. accelerate's offloading ones, that calling its weight directly would skip) is
+    checkpointed chunk by chunk, so its logits too are recomputed in backward rather than stored."""
     hooked = head._forward_hooks or head._forward_pre_hooks or hasattr(head, "_hf_hook")
-    if type(head) is nn.Linear and not hooked:
-        return LinearTargetLogProb.apply(h, head.weight, head.bias, targets, chunk)
+    if type(head) is nn.Linear and not hooked and (inv_temperature is None or head.bias is None):
+        hs = h if inv_temperature is None else h * inv_temperature[:, None].to(h.dtype)
+        return LinearTargetLogProb.apply(hs, head.weight, head.bias, targets, chunk)
     parts = []
     for s in range(0, h.shape[0], chunk):
         hc, tc = h[s:s + chunk], targets[s:s + chunk]
+        sc = None if inv_temperature is None else inv_temperature[s:s + chunk]
         if torch.is_grad_enabled() and hc.requires_grad:
-            parts.append(checkpoint(_generic_target_logprobs, head, hc, tc, use_reentrant=False))
+            parts.append(checkpoint(_generic_target_logprobs, head, hc, tc, sc, use_reentrant=False))
         else:
-            parts.append(_generic_target_logprobs(head, hc, tc))
+            parts.append(_generic_target_logprobs(head, hc, tc, sc))
     return torch.cat(parts) if parts else h.new_zeros(0, dtype=torch.float32)
 
 
@@ -258,8 +275,10 @@ def _ends(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 def token_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                   score_mask: torch.Tensor, chunk: int = 256, share_prompt: bool = True) -> torch.Tensor:
-    """(B, T) log pi(s_t | s_<t) at positions where ``score_mask`` is True, 0 elsewhere.
+                   score_mask: torch.Tensor, chunk: int = 256, share_prompt: bool = True,
+                   temperature: float = 1.0, tempered_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, T) log pi(s_t | s_<t) at positions where ``score_mask`` is True, 0 elsewhere; positions
+    where ``tempered_mask`` (B, T) is True are scored at ``temperature``: log_softmax(logits / T).
 
     ``score_mask[:, 0]`` must be False (the first token has no context). With ``share_prompt``, rows
     with the same prompt (the tokens before their first scored position) run it through the decoder
@@ -281,15 +300,22 @@ def token_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_mask: to
         parts = [_full_hidden(decoder, input_ids, attention_mask, score_mask, rows)
                  for rows in length_buckets(_ends(attention_mask).tolist())]
     h, targets, rows, cols = (torch.cat(x) for x in zip(*parts))
-    out[rows, cols] = target_logprobs(head, h, targets, chunk)
+    inv_t = None
+    if temperature != 1.0 and tempered_mask is not None:
+        if not temperature > 0:
+            raise ValueError(f"scoring needs a temperature > 0, got {temperature}")
+        # log π_T(s_t) = log_softmax(logits / T)[s_t] on tempered positions, T = 1 elsewhere
+        inv_t = torch.where(tempered_mask[rows, cols], 1.0 / temperature, 1.0).float()
+    out[rows, cols] = target_logprobs(head, h, targets, chunk, inv_t)
     return out
 
 
 def sequence_logprobs(model: nn.Module, batch: PackedBatch, chunk: int = 256,
-                      share_prompt: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """One forward pass over x⊕z⊕y: returns (log pi(z|x), log pi(y|x⊕z)), each (B,) fp32 token sums."""
+                      share_prompt: bool = True, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward pass over x⊕z⊕y: returns (log π_T(z|x), log π(y|x⊕z)), each (B,) fp32 token
+    sums; z is scored at ``temperature`` (the policy that sampled it), y at T = 1."""
     tlp = token_logprobs(model, batch.input_ids, batch.attention_mask, batch.z_mask | batch.y_mask, chunk,
-                         share_prompt)
+                         share_prompt, temperature, batch.z_mask)
     return (tlp * batch.z_mask).sum(1), (tlp * batch.y_mask).sum(1)
 
 
@@ -300,9 +326,11 @@ class PolicyScorer(nn.Module):
     (which hooks ``forward``) sees every pass. ``self.lm`` is the language model itself.
     """
 
-    def __init__(self, lm: nn.Module):
+    def __init__(self, lm: nn.Module, temperature: float = 1.0):
         super().__init__()
         self.lm = lm
+        self.temperature = temperature     # z is scored under the policy that sampled it
 
     def forward(self, input_ids, attention_mask, z_mask, y_mask):
-        return sequence_logprobs(self.lm, PackedBatch(input_ids, attention_mask, z_mask, y_mask))
+        return sequence_logprobs(self.lm, PackedBatch(input_ids, attention_mask, z_mask, y_mask),
+                                 temperature=self.temperature)

@@ -156,3 +156,43 @@ def plot_accuracy_vs_L(rows, path="figures/accuracy_vs_L.png") -> str:
     if any(lines):
         ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def plot_reward_signal(entries: list[dict], path="figures/self_reward_signal.png") -> str:
+    """The base model's learning signal against the budget L (``latro_core.reward_signal``): left,
+    the % of samples that are right and finished within L; middle, the % of questions with at
+    least one such sample among K; right, the within-question AUROC of the self-reward (95%
+    bootstrap over questions as error bars, offset per line). One colour per temperature, one
+    line style per difficulty."""
+    diffs = sorted({e["difficulty"] for e in entries})
+    temps = sorted({e["temperature"] for e in entries}, reverse=True)
+    styles = ["-", "--", ":", "-."]
+    fig = Figure(figsize=(12, 3.6))
+    axes = fig.subplots(1, 3)
+    n_lines = max(1, len(diffs) * len(temps))
+    for di, d in enumerate(diffs):
+        for ti, T in enumerate(temps):
+            rows = sorted((e for e in entries if e["difficulty"] == d and e["temperature"] == T), key=lambda e: e["L"])
+            if not rows:
+                continue
+            Ls = [e["L"] for e in rows]
+            kw = dict(color=f"C{ti}", ls=styles[di % len(styles)], marker="o", ms=3,
+                      label=f"{d}, T={T} (n={rows[0]['n_questions']}×{rows[0]['k']})")
+            axes[0].plot(Ls, [100 * e["frac_right_and_finished"] for e in rows], **kw)
+            axes[1].plot(Ls, [100 * e["frac_questions_with_right_finished"] for e in rows], **kw)
+            shift = (di * len(temps) + ti - (n_lines - 1) / 2) * 0.6
+            pts = [(L + shift, e["auroc_all"]) for L, e in zip(Ls, rows) if e["auroc_all"]["mean"] is not None]
+            if pts:
+                xs, au = zip(*pts)
+                mean = [a["mean"] for a in au]
+                err = [[m - a["ci95"][0] for m, a in zip(mean, au)], [a["ci95"][1] - m for m, a in zip(mean, au)]]
+                axes[2].errorbar(xs, mean, yerr=err, capsize=2, **kw)
+    axes[0].set_ylabel("samples right and finished within L (%)")
+    axes[1].set_ylabel("questions with ≥1 right & finished sample (%)")
+    axes[2].set_ylabel("within-question AUROC of log p(y|x⊕z)")
+    axes[2].axhline(0.5, color="grey", lw=0.8, ls=":")
+    for ax in axes:
+        ax.set_xlabel("rationale budget L (tokens)")
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Base model's self-reward signal (error bars: 95% bootstrap over questions)", fontsize=10)
+    return _save(fig, path)

@@ -33,6 +33,9 @@ class Rollout:
     truncated: (n*k,) bool, True where the rationale hit L without EOS or stop string.
     finish: "eos", "stop" or "length" per sample.  texts: decoded rationales (skip special tokens).
     full_texts: decoded generations including the stop string and what followed (evaluation mode).
+    generated_ids: every generated token before EOS (the stop string and what followed included).
+    end_steps: decode steps the rationale took to end (the step that sampled EOS or completed the
+    stop string), None when it was cut at L; it also ended within any budget L' >= that step.
     """
 
     prompt_ids: list[list[int]]
@@ -43,6 +46,8 @@ class Rollout:
     k: int
     full_texts: list[str] = field(default_factory=list)
     new_tokens: int = 0
+    generated_ids: list[list[int]] = field(default_factory=list)
+    end_steps: list[int | None] = field(default_factory=list)
 
     @property
     def lengths(self) -> torch.Tensor:
@@ -251,6 +256,7 @@ def _decode(model, tokenizer, prompts, k, max_new_tokens, temperature, top_k, to
     gen: list[list[int]] = [[] for _ in range(B)]
     finish = ["length"] * B
     stop_at = [None] * B                             # generated-token count when the stop string appeared
+    end_step = [None] * B                            # decode step at which the rationale ended
     alive = torch.arange(B, device=device)           # rows of the original batch still generating
     window = 2 + max((len(s) for s in (stop_strings or ())), default=0)
     for step in range(max_new_tokens):
@@ -260,12 +266,14 @@ def _decode(model, tokenizer, prompts, k, max_new_tokens, temperature, top_k, to
         for j, (row, t) in enumerate(zip(alive.tolist(), tok.tolist())):
             if t in eos:
                 finish[row] = "eos" if stop_at[row] is None else "stop"
+                end_step[row] = end_step[row] or step + 1
                 continue
             gen[row].append(t)
             if stop_strings and stop_at[row] is None:
                 tail = tokenizer.decode(gen[row][-window:], skip_special_tokens=False)
                 if find_stop(tail, stop_strings) is not None:
                     stop_at[row] = len(gen[row])
+                    end_step[row] = step + 1
                     if not keep_going_after_stop:
                         finish[row] = "stop"
                         continue
@@ -303,4 +311,6 @@ def _decode(model, tokenizer, prompts, k, max_new_tokens, temperature, top_k, to
         k=k,
         full_texts=full,
         new_tokens=sum(len(g) for g in gen),
+        generated_ids=gen,
+        end_steps=end_step,
     )

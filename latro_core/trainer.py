@@ -55,7 +55,7 @@ class TrainConfig:
     questions_per_step: int = 4        # global batch of questions per optimizer step
     k: int = 4                         # rationales per question (paper: 16)
     max_new_tokens: int = 96           # L, rationale budget (paper: 500)
-    temperature: float = 1.0           # T (paper: 1)
+    temperature: float = 1.0           # T (paper: 1); LaTRO scores z under the same tempered policy
     top_k: int | None = None           # off by default: pure sampling, as the paper
     top_p: float | None = None
     beta: float = 0.05                 # KL weight β (paper: 0.05 GSM8K, 0.25 ARC)
@@ -79,6 +79,8 @@ class TrainConfig:
     eval_every: int = 0                # greedy accuracy on eval_split every N steps (0: off)
     eval_split: str = "validation"     # the hook's split (model selection on it, never on test)
     eval_limit: int = 100              # questions for the hook (first n of a seed-0 shuffle)
+    eval_at_start: bool = False        # also evaluate the starting model (logged as step 0)
+    log_samples: int = 1               # questions per step whose K rationales go to samples.jsonl (0: none)
     resume: bool = False               # continue exactly from out_dir/checkpoint
     progress: bool = True              # progress bar
     task_kwargs: dict = field(default_factory=dict)   # arithmetic difficulty, e.g. {"steps": 2, "high": 20}
@@ -103,6 +105,9 @@ class TrainConfig:
                 f"whole questions (k samples each) for the leave-one-out baseline; e.g. micro_batch={self.k * max(1, self.micro_batch // self.k)}.")
         if self.temperature < 0 or self.lr <= 0:
             raise ConfigError(f"need temperature >= 0 and lr > 0, got T={self.temperature}, lr={self.lr}")
+        if self.method != "sft" and self.temperature == 0:
+            raise ConfigError(f"{self.method} samples its rationales: temperature must be > 0 "
+                              "(T = 0 is greedy: K identical rationales, no learning signal); e.g. 1.0 or 0.7.")
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -218,7 +223,8 @@ class Trainer:
             _load_weights(model, resume_from / "model")
         if config.gradient_checkpointing:      # sampling runs in eval mode, so it keeps its KV cache
             enable_checkpointing(model)
-        self.scorer = PolicyScorer(model)
+        # z is scored at the sampling temperature (πθ and π0 alike): the samples' own policy
+        self.scorer = PolicyScorer(model, temperature=config.temperature if config.method == "latro" else 1.0)
         # FSDP's transformer auto-wrap reads the prepared module's _no_split_modules (LlamaDecoderLayer,
         # MistralDecoderLayer, Phi3DecoderLayer, ...): pass the language model's on
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -247,10 +253,11 @@ class Trainer:
 
     def _ref_logp_z(self, batch):
         with torch.no_grad():
+            T = self.cfg.temperature
             if self.cfg.lora:
                 with self.lm.disable_adapter():
-                    return sequence_logprobs(self.lm, batch)[0]
-            return sequence_logprobs(self.ref, batch)[0]
+                    return sequence_logprobs(self.lm, batch, temperature=T)[0]
+            return sequence_logprobs(self.ref, batch, temperature=T)[0]
 
     def _generator(self, step: int, question: int) -> torch.Generator:
         """The sampling generator of the step's ``question``-th question (its position in the global
@@ -307,20 +314,25 @@ class Trainer:
         batches = [pack(roll.prompt_ids[sl], roll.rationale_ids[sl],
                         [self.task.answer_ids(exs[i // cfg.k], tok, roll.rationale_ids[i]) for i in range(sl.start, sl.stop)],
                         tok.pad_token_id).to(self.acc.device) for sl in slices]
+        t1 = time.time()
         refs = [self._ref_logp_z(b) if cfg.beta != 0 else None for b in batches]
         batch_mean = self._step_mean_reward(batches, refs, roll.truncated)
+        t_score, t_backward = time.time() - t1, 0.0
         for sl, batch, ref in zip(slices, batches, refs):
             n_mb = sl.stop - sl.start
             last = sl.stop >= n_local
             with self._sync(last):
+                t1 = time.time()
                 logp_z, logp_y = self.scorer(batch.input_ids, batch.attention_mask, batch.z_mask, batch.y_mask)
                 r = self_reward(logp_y, logp_z, ref, cfg.beta)
                 r = penalize_truncated(r, roll.truncated[sl], cfg.truncation, cfg.gamma, batch_mean)
                 adv = rloo_advantages(r.view(-1, cfg.k)).view(-1)
                 loss, terms = latro_loss(logp_z, logp_y, adv, cfg.lam)
                 _check_finite(step, loss=loss, reward=r)
+                t2 = time.time()
                 # scale so that the accumulated, process-averaged gradient is the mean over all samples
                 self.acc.backward(loss * (n_mb / n_global) * self.acc.num_processes)
+                t_score, t_backward = t_score + t2 - t1, t_backward + time.time() - t2
             rec["reward"].append(r)
             rec["logp_y"].append(logp_y.detach())
             rec["kl"].append((logp_z.detach() - ref) if ref is not None else torch.zeros_like(r))
@@ -328,6 +340,8 @@ class Trainer:
             rec["policy_loss"].append(terms["policy_loss"].expand(n_mb))
             rec["answer_loss"].append(terms["answer_loss"].expand(n_mb))
         t_update = time.time() - t0 - t_sample
+        if cfg.log_samples and self.acc.is_main_process:
+            self._log_samples(step, exs, roll, {k: torch.cat(rec[k]) for k in ("reward", "logp_y", "adv")})
         cat = {k: self.acc.gather(torch.cat(v).float()) for k, v in rec.items()}
         trunc = self.acc.gather(roll.truncated.float().to(self.acc.device))
         lens = self.acc.gather(roll.lengths.to(self.acc.device))
@@ -335,7 +349,20 @@ class Trainer:
                 "logp_y_mean": cat["logp_y"].mean(), "kl_mean": cat["kl"].mean(),
                 "adv_std": cat["adv"].std(), "rationale_len": lens.mean(), "frac_truncated": trunc.mean(),
                 "policy_loss": cat["policy_loss"].mean(), "answer_loss": cat["answer_loss"].mean(),
-                "sample_s": t_sample, "update_s": t_update, "samples": float(n_global)}
+                "frac_equal_rewards": _frac_equal_rows(cat["reward"].view(-1, cfg.k)),
+                "sample_s": t_sample, "update_s": t_update, "score_s": t_score, "backward_s": t_backward,
+                "samples": float(n_global)}
+
+    def _log_samples(self, step: int, exs, roll, values: dict) -> None:
+        """Append the K rationales of the step's first ``log_samples`` questions, with their reward
+        (after the truncation penalty), log p(y|x⊕z) and advantage, to ``samples.jsonl``."""
+        with open(self.out / "samples.jsonl", "a") as f:
+            for i in range(min(self.cfg.log_samples, len(exs)) * self.cfg.k):
+                ex = exs[i // self.cfg.k]
+                f.write(json.dumps({"step": step + 1, "id": ex.id, "answer": ex.answer, "sample": i % self.cfg.k,
+                                    "rationale": roll.texts[i], "length": len(roll.rationale_ids[i]),
+                                    "truncated": bool(roll.truncated[i]),
+                                    **{k: round(float(v[i]), 4) for k, v in values.items()}}) + "\n")
 
     @torch.no_grad()
     def _step_mean_reward(self, batches, refs, truncated) -> torch.Tensor | None:
@@ -410,6 +437,7 @@ class Trainer:
         if self.acc.is_main_process:
             (self.out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
             _truncate_metrics(metrics_path, self.step)
+            _truncate_metrics(self.out / "samples.jsonl", self.step)
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         step_fn = {"latro": self._latro_step, "sft": self._sft_step, "rft": self._rft_step}[cfg.method]
         bar = None
@@ -418,6 +446,11 @@ class Trainer:
             bar = tqdm(total=cfg.steps, initial=self.step, desc=f"{cfg.method} {self.task.name}", unit="step")
         last = {}
         try:
+            if cfg.eval_at_start and self.step == 0 and cfg.eval_every:
+                m = {"step": 0, **self.evaluate()}     # the starting model, as step 0 of the curves
+                if self.acc.is_main_process:
+                    with open(metrics_path, "a") as f:
+                        f.write(json.dumps(m) + "\n")
             self.scorer.train()
             while self.step < cfg.steps:
                 t0 = time.time()
@@ -430,7 +463,9 @@ class Trainer:
                     if norm is not None:    # DeepSpeed clips (and steps) inside backward
                         m["grad_norm"] = norm
                         _check_finite(self.step, grad_norm=torch.as_tensor(norm))
+                    t1 = time.time()
                     self.opt.step()
+                    m["optim_s"] = time.time() - t1
                 self.sched.step()
                 self.opt.zero_grad(set_to_none=True)
                 self.step += 1
@@ -467,12 +502,14 @@ class Trainer:
             save_checkpoint(self.ckpt, self.lm, self.opt, self.sched, self.step, self.cfg, tokenizer=self.tok)
 
     def evaluate(self) -> dict:
-        from .evaluate import greedy_accuracy
+        """Greedy on the first ``eval_limit`` questions of ``eval_split``: eval_accuracy, and beside
+        it eval_frac_truncated, eval_mean_length, eval_accuracy_finished (format vs answers)."""
+        from .evaluate import greedy_report
         task = load_task(self.cfg.task, self.cfg.eval_split, data_dir=self.cfg.data_dir, **self.cfg.task_kwargs)
-        acc = greedy_accuracy(self.lm, self.tok, task.subset(self.cfg.eval_limit, seed=0),
-                              max_new_tokens=self.cfg.max_new_tokens + 32,
-                              direct=self.cfg.method == "sft" and task.name.startswith("arc"))
-        return {"eval_accuracy": acc}
+        rep = greedy_report(self.lm, self.tok, task.subset(self.cfg.eval_limit, seed=0),
+                            max_new_tokens=self.cfg.max_new_tokens + 32,
+                            direct=self.cfg.method == "sft" and task.name.startswith("arc"), batch_questions=50)
+        return {f"eval_{k}": v for k, v in rep.items() if k != "n"}
 
 
 def _with_adapter(model, spec: LoraSpec, adapter_dir: Path | None):
@@ -515,6 +552,12 @@ def _load_weights(model, folder: Path) -> None:
     if missing or res.unexpected_keys:
         raise ConfigError(f"checkpoint {folder} does not match the model: missing {missing[:3]}, "
                           f"unexpected {list(res.unexpected_keys)[:3]}; resume with the same --model.")
+
+
+def _frac_equal_rows(rewards: torch.Tensor) -> torch.Tensor:
+    """Fraction of questions (rows of the (Q, K) rewards) whose K rewards are all equal: their RLOO
+    advantages are 0, so they carry no learning signal (e.g. every rationale cut at L)."""
+    return (rewards == rewards[:, :1]).all(1).float().mean()
 
 
 def _linear_schedule(warmup: int, total: int):

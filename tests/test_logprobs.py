@@ -40,6 +40,16 @@ def _naive(model, x, z, y):
     return tok[nx - 1:nx + nz - 1].sum(), tok[nx + nz - 1:].sum()
 
 
+def _naive_tempered(model, x, z, y, temperature):
+    """log π_T(z|x) with π_T = softmax(logits / T), and log π(y|x⊕z) at T = 1, for one sequence."""
+    ids = torch.tensor([x + z + y])
+    logits = model(ids).logits[0].float()
+    nx, nz = len(x), len(z)
+    tz = (logits / temperature).log_softmax(-1)[:-1].gather(-1, ids[0, 1:, None]).squeeze(-1)
+    ty = logits.log_softmax(-1)[:-1].gather(-1, ids[0, 1:, None]).squeeze(-1)
+    return tz[nx - 1:nx + nz - 1].sum(), ty[nx + nz - 1:].sum()
+
+
 def _naive_tokens(model, xs, zs, ys, T):
     """(B, T) naive per-token log-probs laid out like the right-padded pack (0 on prompt and pad)."""
     out = torch.zeros(len(xs), T)
@@ -95,6 +105,44 @@ def test_sequence_logprobs_equals_unpadded_per_sequence(tiny, seed):
     torch.testing.assert_close(t, nt, atol=1e-5, rtol=0)
     assert lz[zs.index([])] == 0.0  # empty rationale: log π(∅|x) = 0
     assert (ly < 0).all() and (lz[[i for i, z in enumerate(zs) if z]] < 0).all()
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_tempered_scoring_is_log_softmax_of_logits_over_T_on_z_only(tiny, bias):
+    model, tok = tiny
+    xs, zs, ys = _random_batch(5, tok.eos_token_id, len(tok))
+    batch = pack(xs, zs, ys, pad_id=tok.pad_token_id)
+    head = model.get_output_embeddings()
+    if bias:   # a head with a bias cannot fold 1/T into h; it takes the generic (logits / T) path
+        old = head
+        head = torch.nn.Linear(old.in_features, old.out_features, bias=True)
+        with torch.no_grad():
+            head.weight.copy_(old.weight)
+            head.bias.copy_(torch.randn(old.out_features, generator=torch.Generator().manual_seed(0)))
+        model.set_output_embeddings(head)
+    try:
+        lz, ly = sequence_logprobs(model, batch, chunk=3, temperature=0.6)
+        with torch.no_grad():
+            ref = [_naive_tempered(model, x, z, y, 0.6) for x, z, y in zip(xs, zs, ys)]
+        torch.testing.assert_close(lz.detach(), torch.stack([a for a, _ in ref]), **SUM_TOL)
+        torch.testing.assert_close(ly.detach(), torch.stack([b for _, b in ref]), **SUM_TOL)
+        # and they differ from untempered scoring (the test would pass with T ignored otherwise)
+        plain_z, _ = sequence_logprobs(model, batch)
+        assert (plain_z.detach() - lz.detach()).abs().max() > 0.1
+        # gradients of the tempered scores equal the naive ones
+        params = [p for p in model.parameters() if p.requires_grad]
+        g_fast = torch.autograd.grad(lz.sum() + ly.sum(), params, allow_unused=True)
+        naive = [_naive_tempered(model, x, z, y, 0.6) for x, z, y in zip(xs, zs, ys)]
+        g_naive = torch.autograd.grad(sum(a + b for a, b in naive), params, allow_unused=True)
+        for a, b in zip(g_fast, g_naive):
+            if a is not None or b is not None:
+                torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
+        scorer = PolicyScorer(model, temperature=0.6)
+        sz, _ = scorer(batch.input_ids, batch.attention_mask, batch.z_mask, batch.y_mask)
+        torch.testing.assert_close(sz.detach(), lz.detach())
+    finally:
+        if bias:
+            model.set_output_embeddings(old)
 
 
 def test_token_logprobs_zero_outside_score_mask(tiny):

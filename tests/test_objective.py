@@ -144,8 +144,15 @@ def _flat(grads):
     return torch.cat([g.reshape(-1) for g in grads]).double()
 
 
-@pytest.fixture(scope="module")
-def toy():
+TEMPERATURES = [1.0, 0.7]     # the paper's T = 1, and a tempered policy: z ~ softmax(logits / T)
+
+
+@pytest.fixture(scope="module", params=TEMPERATURES, ids=lambda t: f"T={t}")
+def toy(request):
+    return _toy(request.param)
+
+
+def _toy(T):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
@@ -170,17 +177,26 @@ def toy():
     xs = [x for x in PROMPTS for _ in rats]
     zs = [z for _ in PROMPTS for z in rats]
     batch = pack(xs, zs, [ANSWER] * len(xs), pad_id=EOS)
-    logp_z, logp_y = sequence_logprobs(model, batch, chunk=7)
+    # z scored under the tempered policy π_T = softmax(logits / T) that samples it (πθ and π0 alike)
+    logp_z, logp_y = sequence_logprobs(model, batch, chunk=7, temperature=T)
     with torch.no_grad():
-        ref_z, _ = sequence_logprobs(ref, batch)
-    # the enumeration is complete: Σ_z πθ(z|x) = 1 for every prompt
+        ref_z, _ = sequence_logprobs(ref, batch, temperature=T)
+    # the enumeration is complete: Σ_z π_T,θ(z|x) = 1 for every prompt
     torch.testing.assert_close(logp_z.detach().double().exp().view(Q, S).sum(1),
                                torch.ones(Q, dtype=torch.float64), atol=1e-5, rtol=0)
     # per-rationale gradients, rows [∇log πθ(z_s|x) for all s] + [∇log πθ(y|x⊕z_s) for all s]
     G = torch.stack([_flat(torch.autograd.grad(v, params, retain_graph=True))
                      for v in list(logp_z) + list(logp_y)])
-    return dict(params=params, logp_z=logp_z, logp_y=logp_y, ref_z=ref_z, G=G, S=S, Q=Q,
-                truncated=torch.tensor([z[-1] != EOS for z in zs]))
+    toy = dict(params=params, logp_z=logp_z, logp_y=logp_y, ref_z=ref_z, G=G, S=S, Q=Q, T=T,
+               truncated=torch.tensor([z[-1] != EOS for z in zs]))
+    if T != 1.0:   # the same rationales scored untempered, for the estimator that forgets T
+        plain_z, _ = sequence_logprobs(model, batch, chunk=7)
+        with torch.no_grad():
+            plain_ref, _ = sequence_logprobs(ref, batch)
+        G_plain = torch.stack([_flat(torch.autograd.grad(v, params, retain_graph=True))
+                               for v in list(plain_z) + list(logp_y)])
+        toy["plain"] = dict(logp_z=plain_z, ref_z=plain_ref, G=G_plain)
+    return toy
 
 
 def _exact_grad(toy, beta):
@@ -189,20 +205,24 @@ def _exact_grad(toy, beta):
     return _flat(torch.autograd.grad(J, toy["params"], retain_graph=True))
 
 
-def _estimator_moments(toy, beta, *, lam=1.0, advantages="rloo", kl_in_reward=True, seed=1):
-    """Mean and standard error, per parameter, of the gradient estimate −∇loss over M batches."""
-    Q, S, G = toy["Q"], toy["S"], toy["G"]
+def _estimator_moments(toy, beta, *, lam=1.0, advantages="rloo", kl_in_reward=True, seed=1, scored=None):
+    """Mean and standard error, per parameter, of the gradient estimate −∇loss over M batches.
+    Rationales are always sampled from the toy's (tempered) policy; ``scored`` (default: that
+    policy) supplies the log π(z|x), log π0(z|x) and ∇log π(z|x) the estimator is given."""
+    Q, S = toy["Q"], toy["S"]
+    scored = scored or toy
+    G, ref_z = scored["G"], scored["ref_z"]
     R = Q * S
-    lz_all, ly_all = toy["logp_z"].detach(), toy["logp_y"].detach()
+    lz_all, ly_all = scored["logp_z"].detach(), toy["logp_y"].detach()
     g = torch.Generator().manual_seed(seed)
-    p = lz_all.double().exp().view(Q, S)
+    p = toy["logp_z"].detach().double().exp().view(Q, S)     # the sampling distribution
     # sampled rationale rows, (M, Q, K): batch m holds K samples z ~ πθ(·|x_q) for each prompt
     idx = torch.stack([torch.multinomial(p[q], M * K, replacement=True, generator=g).view(M, K) + q * S
                        for q in range(Q)], 1)
     rows = idx.reshape(-1)
     lz = lz_all[rows].clone().requires_grad_(True)
     ly = ly_all[rows].clone().requires_grad_(True)
-    r = self_reward(ly, lz, toy["ref_z"][rows] if kl_in_reward else None, beta)
+    r = self_reward(ly, lz, ref_z[rows] if kl_in_reward else None, beta)
     r = penalize_truncated(r, toy["truncated"][rows], "none")
     if advantages == "rloo":
         adv = rloo_advantages(r.view(M * Q, K)).view(-1)
@@ -254,3 +274,13 @@ def test_exactness_check_rejects_wrong_estimators(toy):
     assert not ok and z > 10, z
     # and the exact gradient itself depends on β (the KL term is not negligible here)
     assert (exact - _exact_grad(toy, 0.0)).norm() > 0.05 * exact.norm()
+
+
+@pytest.mark.parametrize("beta", [0.1, 0.0])
+def test_scoring_tempered_samples_untempered_is_biased(beta):
+    # z ~ π_T with T = 0.7, but log πθ(z|x) (and log π0) scored at T = 1: the score function is then
+    # that of another distribution, and the estimate misses ∇J of the tempered objective
+    toy = _toy(0.7)
+    exact = _exact_grad(toy, beta)
+    ok, z, rel = _check(exact, *_estimator_moments(toy, beta, scored=toy["plain"]))
+    assert not ok and z > 10, z

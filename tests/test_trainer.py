@@ -29,7 +29,7 @@ from latro_core.trainer import (TrainConfig, Trainer, TrainingInterrupted, check
 ROOT = Path(__file__).resolve().parents[1]
 METRIC_FIELDS = ("reward_mean", "reward_std", "logp_y_mean", "kl_mean", "adv_std", "rationale_len",
                  "frac_truncated", "policy_loss", "answer_loss", "samples_per_s")
-TIMING = {"sample_s", "update_s", "step_s", "samples_per_s"}
+TIMING = {"sample_s", "update_s", "step_s", "samples_per_s", "score_s", "backward_s", "optim_s"}
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -107,11 +107,15 @@ _SETTINGS: dict[str, dict[str, dict]] = {
     },
     "03_self_rewarding": {
         "smoke": dict(model=None, task="arithmetic", limit=6, k=4, max_new_tokens=48, temperature=1.0, seed=0,
-                      n_boot=500, n_cases=2, dtype="fp32", device="auto"),
+                      n_boot=500, n_cases=2, dtype="fp32", device="auto",
+                      signal=dict(limit=3, k=2, temperatures="1.0,0.5", budgets="8,16", greedy_limit=2, n_boot=100)),
         "demo": dict(model=None, task=["arithmetic", "gsm8k"], limit=16, k=4, max_new_tokens=96, temperature=1.0,
-                     seed=0, n_boot=2000, n_cases=3, dtype="fp32", device="auto"),
+                     seed=0, n_boot=2000, n_cases=3, dtype="fp32", device="auto",
+                     signal="results"),             # the committed study: ~1 h of CPU (results/self_reward_signal.md)
         "paper": dict(model=PAPER_MODELS[0], task="gsm8k", limit=None, k=8, max_new_tokens=500,
-                      temperature=1.0, seed=0, n_boot=2000, n_cases=3, dtype="bf16", device="auto"),
+                      temperature=1.0, seed=0, n_boot=2000, n_cases=3, dtype="bf16", device="auto",
+                      signal=dict(model=PAPER_MODELS[0], task="gsm8k", limit=200, k=8, temperatures="1.0,0.7",
+                                  budgets="200,500", greedy_limit=0, dtype="bf16")),
     },
     # ---- 04: LaTRO vs SFT vs base (the paper's Table 2, GSM8K column) -----------------------
     # run: options of reproduce.train_run. test_limit / test_max_new_tokens: also log greedy test

@@ -19,7 +19,9 @@ report and the figure are rebuilt from that file every time (:func:`write_report
 
 from __future__ import annotations
 
+import fcntl
 import json
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -177,35 +179,44 @@ def run_signal(cfg: SignalConfig, model=None, tokenizer=None) -> dict:
         model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
     task = load_task(cfg.task, cfg.split, data_dir=cfg.data_dir, **cfg.task_kwargs).subset(cfg.limit, seed=0)
     exs = list(task)
-    entries, greedy = [], {}
     samples_dir = Path(cfg.samples_dir)
     samples_dir.mkdir(parents=True, exist_ok=True)
+    out = Path(cfg.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save(entries, greedy):     # after every temperature: an interrupted study keeps what it measured
+        with open(out.with_suffix(".lock"), "w") as lock:        # several difficulties may run at once
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            data = _merge(out.with_suffix(".json"), {"entries": entries, "greedy": greedy,
+                                                     "commands": {f"{cfg.difficulty}, T={cfg.temperatures}": command_line("signal", cfg)}})
+            data["commit"] = git_commit()
+            out.with_suffix(".json").write_text(json.dumps(data, indent=1))
+            write_report(data, out.with_suffix(".md"), cfg.figure)
+        return data
+
+    data = None
     for T in temps:
+        entries = []
         t0 = time.time()
         recs = sample_and_score(model, tokenizer, task, exs, k=cfg.k, temperature=T, budgets=budgets,
                                 batch_questions=cfg.batch_questions, seed=cfg.seed, progress=cfg.progress)
         seconds = time.time() - t0
-        with open(samples_dir / f"{cfg.difficulty}_T{T}.jsonl", "w") as f:
+        slug = re.sub(r"[^A-Za-z0-9]+", "_", cfg.difficulty).strip("_")
+        with open(samples_dir / f"{slug}_T{T}.jsonl", "w") as f:
             for r in recs:
                 f.write(json.dumps({**r, "id": exs[r["q"]].id}) + "\n")
         for L in budgets:
             stats = signal_stats([r for r in recs if r["L"] == L], cfg.n_boot, cfg.seed)
             entries.append({"difficulty": cfg.difficulty, "task_kwargs": cfg.task_kwargs, "temperature": T,
                             "L": L, "k": cfg.k, "seconds": seconds, **stats})
+        data = save(entries, {})
     if cfg.greedy_limit:
         val = load_task(cfg.task, "validation", data_dir=cfg.data_dir, **cfg.task_kwargs).subset(cfg.greedy_limit)
         rolls, preds = generate_answers(model, tokenizer, val, list(val), max_new_tokens=budgets[-1] + 32,
                                         batch_questions=50, progress=cfg.progress)
         stats = accuracy_stats([val.is_correct(p[0], e) for p, e in zip(preds, val)])
         stats["frac_truncated"] = float(torch.cat([r.truncated.float() for r in rolls]).mean())
-        greedy[cfg.difficulty] = {**stats, "split": "validation", "max_new_tokens": budgets[-1] + 32}
-    out = Path(cfg.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    data = _merge(out.with_suffix(".json"), {"entries": entries, "greedy": greedy,
-                                             "commands": {cfg.difficulty: command_line("signal", cfg)}})
-    data["commit"] = git_commit()
-    out.with_suffix(".json").write_text(json.dumps(data, indent=1))
-    write_report(data, out.with_suffix(".md"), cfg.figure)
+        data = save([], {cfg.difficulty: {**stats, "split": "validation", "max_new_tokens": budgets[-1] + 32}})
     return data
 
 

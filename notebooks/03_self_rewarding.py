@@ -67,6 +67,7 @@ temperature = None    # sampling temperature
 seed = None           # sampling and question-subset seed
 n_boot = None         # bootstrap resamples for the AUROC interval
 n_cases = None        # case studies printed at each end of the reward ranking
+signal = None         # section 6 (latro signal): dict of SignalConfig fields, or "results" to show the committed study
 dtype = None          # fp32 | bf16 | fp16
 device = None         # auto | cpu | cuda
 
@@ -77,6 +78,7 @@ from latro_core.profiles import fill_parameters
 print(fill_parameters("03_self_rewarding", profile, globals()))
 
 # %%
+import json
 import socket
 import textwrap
 import time
@@ -370,6 +372,51 @@ for name, df in samples.items():
     print(f"===== {name}: lowest self-reward")
     for _, row in ranked.tail(n_cases).iterrows():
         show(row)
+
+# %% [markdown]
+# ## 6. Is there a learning signal? The study behind the recipe
+#
+# RLOO learns from a question only when its $K$ rewards differ, and it learns the *right* thing only
+# when the reward ranks right rationales above wrong ones **of the same question**. Under the released
+# trainer's truncation rule a rationale cut at $L$ gets $2\times$ the batch-mean reward, so what a
+# question can teach is a rationale that is right *and* finished within $L$. `latro signal`
+# (`latro_core/reward_signal.py`) measures, on training questions of the base model, at several
+# temperatures $T$ and budgets $L$ (a shorter budget is read off the same samples):
+#
+# - the % of samples that are right, finished, and both; the % of questions with at least one sample
+#   that is both (the rest give RLOO nothing to reinforce);
+# - the within-question AUROC of $\log\pi_0(y\mid x\oplus z)$ for "right", averaged over the questions
+#   that have both kinds, with a 95% bootstrap over questions.
+#
+# The full study (200 questions × K = 8 per setting, about an hour of CPU) is run from the command line
+# and committed in `results/self_reward_signal.md`; the `smoke` profile runs a tiny one live.
+
+# %%
+from latro_core.reward_signal import SignalConfig, run_signal, write_report
+
+if signal == "results":
+    study = json.loads((ROOT / "results" / "self_reward_signal.json").read_text())
+    print("the committed study:", ", ".join(sorted(study["commands"].values())))
+    sig_fig = ROOT / "figures" / "self_reward_signal.png"
+else:
+    sig_fig = FIG / f"03_self_reward_signal_{profile}.png"
+    study = run_signal(SignalConfig(**signal, out=str(ROOT / "runs" / profile / "self_reward_signal"),
+                                    figure=str(sig_fig), samples_dir=str(ROOT / "runs" / profile / "signal"),
+                                    progress=False), model=lm, tokenizer=tok)
+cols = ["difficulty", "temperature", "L", "frac_right", "frac_finished", "frac_right_and_finished",
+        "frac_questions_with_right_finished"]
+table = pd.DataFrame([{**{c: e[c] for c in cols}, "AUROC within q": (e["auroc_all"]["mean"]),
+                       "AUROC 95%": e["auroc_all"]["ci95"], "n_q (both kinds)": e["auroc_all"]["n_questions"],
+                       "n": f"{e['n_questions']} x {e['k']}"} for e in study["entries"]])
+display(table.round(3))
+if study.get("greedy"):
+    display(pd.DataFrame(study["greedy"]).T[["accuracy", "ci95", "n", "frac_truncated", "max_new_tokens"]])
+display(Image(str(sig_fig)))
+
+# %% [markdown]
+# Reading the study (the committed numbers; README and `results/self_reward_signal.md` discuss them):
+# the fraction of questions with at least one right-and-finished sample bounds what a LaTRO step can
+# reinforce, and the within-question AUROC says whether the reward points the right way among them.
 
 # %% [markdown]
 # ## Summary

@@ -1,10 +1,13 @@
-"""Summarise the LaTRO recipe sweep (scripts/sweep_latro.sh runs) into results/latro_sweep.md.
+"""Summarise a LaTRO recipe sweep (scripts/sweep_latro.sh runs) into a table and a figure.
 
-    .venv/bin/python scripts/summarize_sweep.py [runs/sweep] [--base runs/eval/base_arith_val50_L96/summary.json]
+    .venv/bin/python scripts/summarize_sweep.py [runs/recipe] [--out results/latro_recipe] [--figure figures/latro_recipe.png]
 
-One row per run: its flags (from config.json, only those that differ between runs), the mean
-self-reward, log p(y|x,z), rationale length and fraction cut at L over the first and last 4 steps,
-and greedy validation accuracy at each evaluation step (50 questions, n and Wilson interval).
+One row per run: the knobs that differ between runs (from config.json), what it cost (rationales
+sampled, CPU seconds of its steps), the self-reward and the fraction cut at L over the first and
+last 4 steps, the fraction of questions whose K rewards were all equal (no signal), and greedy
+validation accuracy at each evaluation (step 0 = the starting model; a run without its own step-0
+evaluation borrows one from a run with the same evaluation settings), with the last evaluation's
+rationale length, % finished and accuracy among finished rationales beside it (format vs answers).
 """
 
 from __future__ import annotations
@@ -19,50 +22,106 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from latro_core.evaluate import wilson_interval  # noqa: E402
 
-KNOBS = ("lr", "beta", "lam", "truncation", "gamma", "max_new_tokens", "k", "questions_per_step", "steps", "seed")
+KNOBS = ("lr", "lora", "k", "questions_per_step", "temperature", "beta", "lam", "truncation", "gamma",
+         "max_new_tokens", "steps", "seed", "task_kwargs")
+EVAL_KEYS = ("task", "task_kwargs", "max_new_tokens", "eval_split", "eval_limit")
+
+
+def _rows(p: Path) -> list[dict]:
+    return [json.loads(x) for x in (p / "metrics.jsonl").read_text().splitlines() if x.strip()]
+
+
+def _evals(rows) -> list[dict]:
+    return [r for r in rows if "eval_accuracy" in r]
+
+
+def _mean(rows, key):
+    v = [r[key] for r in rows if r.get(key) is not None]
+    return sum(v) / len(v) if v else float("nan")
+
+
+def _acc(r, n) -> str:
+    lo, hi = wilson_interval(round(r["eval_accuracy"] * n), n)
+    return f"{r['step']}: {100 * r['eval_accuracy']:.1f} [{100 * lo:.0f}, {100 * hi:.0f}]"
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("runs", nargs="?", default="runs/sweep")
-    ap.add_argument("--base", default="runs/eval/base_arith_val50_L96/summary.json")
-    ap.add_argument("--out", default="results/latro_sweep.md")
+    ap.add_argument("runs", nargs="?", default="runs/recipe")
+    ap.add_argument("--out", default="results/latro_recipe")
+    ap.add_argument("--figure", default="figures/latro_recipe.png")
     args = ap.parse_args(argv)
     runs = sorted(p for p in Path(args.runs).iterdir() if (p / "metrics.jsonl").exists())
     cfgs = {p.name: json.loads((p / "config.json").read_text()) for p in runs}
+    data = {p.name: _rows(p) for p in runs}
+    # step 0 (the starting model) for runs that did not evaluate it themselves
+    base = {}
+    for name, rows in data.items():
+        key = json.dumps([cfgs[name].get(k) for k in EVAL_KEYS])
+        base.update({key: r for r in _evals(rows) if r["step"] == 0})
+    for name, rows in data.items():
+        key = json.dumps([cfgs[name].get(k) for k in EVAL_KEYS])
+        if not any(r["step"] == 0 for r in _evals(rows)) and key in base:
+            rows.insert(0, {**base[key], "borrowed": True})
     varying = [k for k in KNOBS if len({json.dumps(c.get(k)) for c in cfgs.values()}) > 1] or ["lr"]
-    same = {k: v for k, v in next(iter(cfgs.values())).items() if k in KNOBS and k not in varying}
+    first = next(iter(cfgs.values()))
+    same = {k: first.get(k) for k in KNOBS if k not in varying}
+    n_eval = first.get("eval_limit")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     lines = ["# LaTRO recipe sweep, embedded SmolLM2-135M-Instruct, arithmetic task", "",
-             f"Runs: `scripts/sweep_latro.sh NAME FLAGS...` (one thread each, two at a time); this table: "
-             f"`python scripts/summarize_sweep.py {args.runs}` at commit `{commit}`.", "",
-             "Shared settings: " + ", ".join(f"{k}={v}" for k, v in same.items()) + ". Validation: greedy, first 50 "
-             "validation questions (seed-0 shuffle), L+32 new tokens.", ""]
-    if Path(args.base).exists():
-        base = json.loads(Path(args.base).read_text())
-        b = base["greedy"]
-        lo, hi = b["ci95"] if "ci95" in b else wilson_interval(b["correct"], b["n"])
-        lines += [f"Base model on the same questions and budget: **{b['accuracy']:.2f}** "
-                  f"({b['correct']}/{b['n']}, 95% [{lo:.2f}, {hi:.2f}]), `{base.get('command', 'latro evaluate')}`.", ""]
-    head = ["run"] + varying + ["reward first→last", "log p(y\\|x,z) first→last", "length first→last",
-                               "cut at L first→last", "val accuracy (step: acc)"]
+             f"Runs: `scripts/sweep_latro.sh NAME FLAGS...` (commands below; one thread each, two at a time); "
+             f"this table and `{args.figure}`: `python scripts/summarize_sweep.py {args.runs}` at commit `{commit}`.", "",
+             "Shared settings: " + ", ".join(f"{k}={v}" for k, v in same.items()) + f". Validation: greedy on the "
+             f"first {n_eval} validation questions (seed-0 shuffle), L+32 new tokens; accuracy % [95% Wilson], n = "
+             f"{n_eval} per point; step 0 is the starting model. 'equal r': mean fraction of a step's questions whose K "
+             "rewards were all equal (no learning signal). Last eval: rationale length (tokens), % finished "
+             "(EOS or template before the budget), accuracy % among finished.", ""]
+    head = (["run"] + varying + ["rationales", "steps wall s", "reward first→last", "cut at L first→last", "equal r",
+                                 "val accuracy % (step: acc [95%])", "last eval: length, % finished, acc. among finished %"])
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for p in runs:
-        rows = [json.loads(x) for x in (p / "metrics.jsonl").read_text().splitlines() if x.strip()]
-        def fl(key, fmt="{:.1f}"):
-            a = [r[key] for r in rows[:4]]
-            z = [r[key] for r in rows[-4:]]
-            return f"{fmt.format(sum(a) / len(a))} → {fmt.format(sum(z) / len(z))}"
-        evals = "; ".join(f"{r['step']}: {r['eval_accuracy']:.2f}" for r in rows if "eval_accuracy" in r)
-        lines.append("| " + " | ".join([p.name] + [str(cfgs[p.name].get(k)) for k in varying] +
-                                         [fl("reward_mean"), fl("logp_y_mean"), fl("rationale_len"),
-                                          fl("frac_truncated", "{:.2f}"), evals or "—"]) + " |")
-    lines += ["", "Commands:", ""] + [
-        f"    scripts/sweep_latro.sh {p.name} " + " ".join(f"--{k.replace('_', '-')} {cfgs[p.name][k]}"
-                                                      for k in dict.fromkeys(varying + ["lr", "beta", "lam"]))
-        for p in runs]
-    Path(args.out).write_text("\n".join(lines) + "\n")
+    for name, rows in data.items():
+        steps = [r for r in rows if "reward_mean" in r or "sft_loss" in r]
+        ev = _evals(rows)
+        cpu = sum(r.get("step_s", 0) for r in steps)
+        fl = (lambda key, f="{:.1f}": f"{f.format(_mean(steps[:4], key))} → {f.format(_mean(steps[-4:], key))}")
+        last = ev[-1] if ev else {}
+        fin = last.get("eval_accuracy_finished")
+        tail = (f"{last.get('eval_mean_length', float('nan')):.0f}, {100 * (1 - last.get('eval_frac_truncated', 1)):.0f}, "
+                f"{'–' if fin is None else f'{100 * fin:.0f}'}") if last else "–"
+        lines.append("| " + " | ".join(
+            [name] + [json.dumps(cfgs[name].get(k)) if k == "task_kwargs" else str(cfgs[name].get(k)) for k in varying]
+            + [f"{int(sum(r.get('samples', 0) for r in steps))}", f"{cpu:.0f}", fl("reward_mean"),
+               fl("frac_truncated", "{:.2f}"), f"{_mean(steps, 'frac_equal_rewards'):.2f}",
+               "; ".join(_acc(r, n_eval) for r in ev) or "—", tail]) + " |")
+    lines += ["", "Commands:", ""]
+    for name in data:
+        c = cfgs[name]
+        flags = " ".join(f"--{k.replace('_', '-')} {json.dumps(c[k]) if isinstance(c[k], dict) else c[k]}"
+                         for k in dict.fromkeys(varying + ["lr", "temperature", "k", "questions_per_step"]) if k in c)
+        lines.append(f"    scripts/sweep_latro.sh {name} {flags}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    _figure({n: _evals(r) for n, r in data.items()}, args.figure, n_eval)
     print("\n".join(lines))
+
+
+def _figure(evals: dict, path: str, n: int) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.5, 4.2))
+    ax = fig.subplots()
+    for i, (name, ev) in enumerate(evals.items()):
+        if ev:
+            ax.plot([r["step"] for r in ev], [100 * r["eval_accuracy"] for r in ev], marker="o", ms=3,
+                    color=f"C{i % 10}", ls="-" if i < 10 else "--", label=name)
+    ax.set_xlabel("optimizer step (0 = starting model)")
+    ax.set_ylabel(f"greedy validation accuracy (%), n = {n}")
+    ax.set_title("LaTRO recipe sweep (one line per run)")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ Notebook helpers (the notebooks call these rather than re-implementing them):
 
 from __future__ import annotations
 
+import dataclasses
+
 import hashlib
 import json
 import os
@@ -224,6 +226,8 @@ def train_run(cfg, *, launch: str = "inline", accelerate_config: str = ACCELERAT
         if r.returncode != 0:
             raise LatroError(f"training command failed with exit status {r.returncode}: {shlex.join(cmd)}")
     elif launch == "inline":
+        if not cfg.resume:      # a notebook that runs again trains its runs again
+            cfg = dataclasses.replace(cfg, overwrite=True)
         trainer = _selecting_trainer()(cfg, test_limit=test_limit, test_max_new_tokens=test_max_new_tokens,
                                        keep_resume_state=keep_resume_state, **trainer_kw)
         trainer.train()

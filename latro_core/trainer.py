@@ -82,6 +82,9 @@ class TrainConfig:
     eval_at_start: bool = False        # also evaluate the starting model (logged as step 0)
     log_samples: int = 1               # questions per step whose K rationales go to samples.jsonl (0: none)
     resume: bool = False               # continue exactly from out_dir/checkpoint
+    overwrite: bool = False            # start over in an out_dir that holds a run (deletes its records and models)
+    change: str = ""                   # with --resume: comma-separated settings allowed to differ from the
+                                       # checkpoint's (e.g. "lr,beta"); each change is recorded in config.json
     progress: bool = True              # progress bar
     task_kwargs: dict = field(default_factory=dict)   # arithmetic difficulty, e.g. {"steps": 2, "high": 20}
 
@@ -201,7 +204,11 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.out = Path(config.out_dir)
         self.ckpt = self.out / "checkpoint"
+        _check_writable(self.out)
         resume_from = self.ckpt if (config.resume and checkpoint_step(self.ckpt) is not None) else None
+        self.changes = _resume_changes(config, resume_from) if resume_from is not None else {}
+        if resume_from is None:
+            self._start_over(config)
         self.task = task if task is not None else load_task(config.task, config.split, data_dir=config.data_dir,
                                                             **config.task_kwargs)
         if config.train_limit:
@@ -245,6 +252,23 @@ class Trainer:
                 torch.cuda.set_rng_state_all(state["cuda_rng"])
             self.step = checkpoint_step(resume_from)
         self._stop_signal = None
+
+    def _start_over(self, config: TrainConfig) -> None:
+        """A new run: refuse an out_dir that holds one, unless ``overwrite`` (then delete it)."""
+        found = [name for name in RUN_FILES if (self.out / name).exists()]
+        self.acc.wait_for_everyone()
+        if not found:
+            return
+        if not config.overwrite:
+            what = ("--resume finds no checkpoint/ to continue from" if config.resume
+                    else "continue it with --resume")
+            raise ConfigError(f"{self.out} already holds a run ({', '.join(found)}); {what}, or start over with "
+                              f"--overwrite (deletes it), or pick another --out-dir.")
+        if self.acc.is_main_process:
+            for name in found:
+                path = self.out / name
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        self.acc.wait_for_everyone()
 
     # -- helpers
     @property
@@ -435,7 +459,7 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         metrics_path = self.out / "metrics.jsonl"
         if self.acc.is_main_process:
-            (self.out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+            self._write_config()
             _truncate_metrics(metrics_path, self.step)
             _truncate_metrics(self.out / "samples.jsonl", self.step)
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -496,6 +520,18 @@ class Trainer:
             self.tok.save_pretrained(self.out / "final")
         return last
 
+    def _write_config(self) -> None:
+        """config.json: the settings in force, and under "resumes" every resume that changed some
+        (the step it resumed at and {field: [old, new]}), so the record says what each step used."""
+        path = self.out / "config.json"
+        try:
+            resumes = json.loads(path.read_text()).get("resumes", []) if self.step else []
+        except (OSError, ValueError):
+            resumes = []
+        if self.changes:
+            resumes.append({"step": self.step, "changed": self.changes})
+        path.write_text(json.dumps({**asdict(self.cfg), **({"resumes": resumes} if resumes else {})}, indent=1))
+
     def save(self):
         self.acc.wait_for_everyone()
         if self.acc.is_main_process:
@@ -510,6 +546,48 @@ class Trainer:
                             max_new_tokens=self.cfg.max_new_tokens + 32,
                             direct=self.cfg.method == "sft" and task.name.startswith("arc"), batch_questions=50)
         return {f"eval_{k}": v for k, v in rep.items() if k != "n"}
+
+
+# what a run writes into its out_dir (a new run refuses a folder holding any of them without --overwrite)
+RUN_FILES = ("metrics.jsonl", "samples.jsonl", "config.json", "checkpoint", "checkpoint.old", "checkpoint.tmp",
+             "final", "best", "best.json")
+# settings that --resume may change freely: the step budget, the progress bar, where things are read and written
+RESUME_FREE = ("steps", "progress", "out_dir", "data_dir", "device", "resume", "overwrite", "change")
+
+
+def _check_writable(out: Path) -> None:
+    """Create ``out`` and write a file in it, or fail with ConfigError before any work starts."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"cannot write to the output folder {out} ({e.strerror or e}); "
+                          f"choose a writable --out-dir.") from None
+
+
+def _resume_changes(config: TrainConfig, ckpt: Path) -> dict:
+    """{field: [checkpoint's value, new value]} for the settings that differ from the checkpoint's;
+    ConfigError for those not named in ``config.change``."""
+    try:
+        saved = json.loads((ckpt / "trainer.json").read_text())["config"]
+    except (OSError, ValueError, KeyError):
+        raise ConfigError(f"{ckpt / 'trainer.json'} is missing or damaged; delete {ckpt} to restart "
+                          f"the run, or start over with --overwrite.") from None
+    now = asdict(config)
+    diff = {k: [saved.get(k), v] for k, v in now.items() if k not in RESUME_FREE and saved.get(k, v) != v}
+    allowed = {c.strip().replace("-", "_") for c in config.change.split(",") if c.strip()}
+    unknown = allowed - set(now)
+    if unknown:
+        raise ConfigError(f"--change names unknown settings {sorted(unknown)}; known: {sorted(now)}")
+    refused = {k: d for k, d in diff.items() if k not in allowed}
+    if refused:
+        listed = "; ".join(f"{k}: {a!r} in the checkpoint, {b!r} now" for k, (a, b) in refused.items())
+        raise ConfigError(f"--resume with other settings than the checkpoint's ({listed}); resume with the "
+                          f"checkpoint's settings, or allow the change with --change {','.join(refused)} "
+                          f"(recorded in config.json).")
+    return diff
 
 
 def _with_adapter(model, spec: LoraSpec, adapter_dir: Path | None):

@@ -133,7 +133,7 @@ SIGNAL_ARGS = ["train", "--task", "arithmetic", "--task-kwargs", '{"n": 16}', "-
                "--k", "2", "--questions-per-step", "2", "--max-new-tokens", "6", "--micro-batch", "4",
                "--save-every", "100", "--truncation", "none", "--lr", "1e-3", "--device", "cpu",
                "--progress", "false"]
-SIGNAL_KW = dict(steps=SIGNAL_STEPS, save_every=100, truncation="none", lr=1e-3)
+SIGNAL_KW = dict(steps=SIGNAL_STEPS, save_every=100, truncation="none", lr=1e-3, task_kwargs={"n": 16})
 
 DDP_SCRIPT = r"""
 import json, sys
@@ -615,3 +615,37 @@ def test_gradient_checkpointing_same_training(tok, task, tmp_path):
     # drops the KV cache under checkpointing): the same sums in another order. AdamW steps of lr 1e-3
     # turn that rounding into weight differences of ~1e-6; a wrong gradient would move them by ~1e-3.
     assert_same_weights(weights(tmp_path / "plain" / "final"), weights(tmp_path / "ckpt" / "final"), atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- run folders and resumes
+
+def test_a_new_run_refuses_a_folder_holding_a_run_and_overwrite_starts_over(tok, task, tmp_path):
+    run(make_cfg(tmp_path, steps=2), tok, task)
+    before = metrics(tmp_path)
+    with pytest.raises(ConfigError, match="already holds a run.*--resume.*--overwrite"):
+        run(make_cfg(tmp_path, steps=1), tok, task)
+    assert metrics(tmp_path) == before and (tmp_path / "final").exists()     # nothing was touched
+    run(make_cfg(tmp_path, steps=1, overwrite=True), tok, task)
+    assert [m["step"] for m in metrics(tmp_path)] == [1]
+    assert checkpoint_step(tmp_path / "checkpoint") == 1
+
+
+def test_resume_refuses_changed_settings_and_records_the_allowed_ones(tok, task, tmp_path):
+    run(make_cfg(tmp_path, steps=2, lr=1e-3), tok, task)
+    with pytest.raises(ConfigError, match=r"k: 2 in the checkpoint, 4 now.*lr: 0.001 in the checkpoint, 0.01 now"
+                                          r".*--change k,lr"):
+        run(make_cfg(tmp_path, steps=3, lr=1e-2, k=4, micro_batch=4, resume=True), tok, task)
+    with pytest.raises(ConfigError, match="unknown settings"):
+        run(make_cfg(tmp_path, steps=3, lr=1e-2, resume=True, change="lr,learning_rate"), tok, task)
+    # the step budget may grow without asking; a named change is allowed and recorded with its step
+    run(make_cfg(tmp_path, steps=3, lr=1e-2, resume=True, change="lr"), tok, task)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert cfg["lr"] == 1e-2 and cfg["steps"] == 3
+    assert cfg["resumes"] == [{"step": 2, "changed": {"lr": [1e-3, 1e-2]}}]
+    assert [m["step"] for m in metrics(tmp_path)] == [1, 2, 3]
+
+
+def test_an_output_folder_that_cannot_be_written_fails_before_any_work(tok, task, tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(ConfigError, match="cannot write to the output folder"):
+        Trainer(make_cfg(tmp_path / "file" / "run"), model=tiny_model(tok)[0], tokenizer=tok, task=task)

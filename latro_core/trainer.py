@@ -106,8 +106,17 @@ class TrainConfig:
             raise ConfigError(
                 f"micro_batch={self.micro_batch} samples is not a multiple of k={self.k}: a micro-batch must hold "
                 f"whole questions (k samples each) for the leave-one-out baseline; e.g. micro_batch={self.k * max(1, self.micro_batch // self.k)}.")
-        if self.temperature < 0 or self.lr <= 0:
-            raise ConfigError(f"need temperature >= 0 and lr > 0, got T={self.temperature}, lr={self.lr}")
+        for name, lo, hi in NUMERIC_RANGES:
+            v = getattr(self, name)
+            if v is None and name in ("top_p", "grad_clip", "top_k"):
+                continue
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and lo <= v <= hi):
+                raise ConfigError(f"{name}={v!r} is out of range: it must be a finite number in [{lo}, {hi}].")
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if self.device not in ("auto", "cpu"):
+            from .models import resolve_device
+            resolve_device(self.device)     # a device that is not there is an error, not a silent CPU run
         if self.method != "sft" and self.temperature == 0:
             raise ConfigError(f"{self.method} samples its rationales: temperature must be > 0 "
                               "(T = 0 is greedy: K identical rationales, no learning signal); e.g. 1.0 or 0.7.")
@@ -119,6 +128,14 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown TrainConfig fields {sorted(unknown)}; known: {sorted(names)}")
         return cls(**d)
+
+
+# (field, lowest, highest): every number is checked where it enters (validate)
+NUMERIC_RANGES = (("temperature", 0.0, 10.0), ("top_k", 1, 10**9), ("top_p", 1e-9, 1.0), ("beta", 0.0, 1e6),
+                  ("lam", 0.0, 1e6), ("gamma", -1e6, 1e6), ("lr", 0.0, 1.0), ("weight_decay", 0.0, 10.0),
+                  ("grad_clip", 1e-9, 1e9), ("warmup_steps", 0, 10**9), ("lora_r", 1, 4096), ("lora_alpha", 1, 1e6),
+                  ("eval_every", 0, 10**9), ("eval_limit", 1, 10**9), ("save_every", 1, 10**9), ("seed", 0, 2**63 - 1),
+                  ("log_samples", 0, 10**6), ("k", 0, 10**6))
 
 
 class TrainingInterrupted(Exception):

@@ -156,7 +156,12 @@ def test_tokenizer_without_pad_token(smol_tokenizer):
     (["--max-new-tokens", "0"], ["max_new_tokens must be >= 1", "got 0"]),
     (["--steps", "0"], ["steps must be >= 1"]),
     (["--truncation", "sometimes"], ["truncation='sometimes'"]),
-])
+    (["--temperature", "nan"], ["temperature=nan is out of range", "[0.0, 10.0]"]),
+    (["--lr", "inf"], ["lr=inf is out of range"]),
+    (["--beta", "-1"], ["beta=-1.0 is out of range"]),
+    (["--top-p", "1.5"], ["top_p=1.5 is out of range"]),
+] + ([] if __import__("torch").cuda.is_available() else [
+    (["--device", "cuda"], ["no CUDA GPU is visible"])]))
 def test_bad_settings_are_config_errors(capsys, tmp_path, flags, expected):
     msg = cli_error(capsys, ["train", "--task", "arithmetic", *SMALL, *flags], tmp_path)
     for e in expected:

@@ -63,6 +63,38 @@ _NUM = re.compile(r"(?<![\w.])(-?)\$?((?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?)(?:/(
 _TEMPLATE = re.compile(r"(?:\bthe\s+(?:final\s+)?answer\s+is\b|\banswer\s*:)\s*:?", re.IGNORECASE)
 
 
+# dashes and minus signs a model writes for "-" (U+2212 minus, en dash, figure dash, small and full-width hyphen-minus)
+_MINUS = str.maketrans({c: "-" for c in "\u2212\u2013\u2012\ufe63\uff0d"})
+# a thousands separator other than the comma: no-break, narrow no-break, thin or figure space, or an
+# apostrophe, between a digit and exactly three more ("1 234", "1'234"); a plain space is not one
+_GROUP = re.compile(r"(?<=\d)[\u00a0\u202f\u2009\u2007'\u2019](?=\d{3}(?!\d))")
+_ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+         "sixteen seventeen eighteen nineteen").split()
+_TENS = dict(zip("twenty thirty forty fifty sixty seventy eighty ninety".split(), range(20, 100, 10)))
+_WORD_NUMBER = re.compile(r"[\s*_`\"'(]*(-|minus\s+|negative\s+)?(%s)(?:[\s-]+(%s))?\b(?!\s+of\b)" % (
+    "|".join(list(_TENS) + _ONES[::-1]), "|".join(_ONES[1:10])), re.IGNORECASE)
+
+
+def _plain(text: str) -> str:
+    """``text`` with typographic minus signs as "-" and non-comma thousands separators removed."""
+    return _GROUP.sub("", (text or "").translate(_MINUS))
+
+
+def _number_word(segment: str) -> str | None:
+    """The number a segment starts with in words, 0-99 ("five", "twenty-one", "minus three"), or None."""
+    m = _WORD_NUMBER.match(segment)
+    if not m:
+        return None
+    word, unit = m.group(2).lower(), (m.group(3) or "").lower()
+    if word in _TENS:
+        value = _TENS[word] + (_ONES.index(unit) if unit else 0)
+    elif unit:                  # "five three" is not a number
+        return None
+    else:
+        value = _ONES.index(word)
+    return str(-value if m.group(1) and value else value)
+
+
 def _fmt(d: Decimal) -> str:
     if d == d.to_integral_value():
         return str(int(d))
@@ -75,7 +107,7 @@ def normalize_number(s: str) -> str | None:
     "1,234" -> "1234", "$5.00" -> "5", "72.0" -> "72", "3.50" -> "3.5", "-4" -> "-4",
     "12 dollars" -> "12", "1/2" -> "0.5".
     """
-    m = _NUM.search(s or "")
+    m = _NUM.search(_plain(s))
     if not m:
         return None
     try:
@@ -197,12 +229,15 @@ class Task:
         return f"{ex.rationale} {_sentence(ex.answer)}" + end_of_turn(tokenizer)
 
     def extract_answer(self, text: str, ex: Example | None = None) -> str | None:
-        """Normalized number after the first answer template followed by one on its line,
-        else the last number in ``text``; None when there is no number."""
-        for segment in _after_templates(text or ""):
-            if (num := normalize_number(segment)) is not None:
+        """Normalized number after the first answer template followed by one on its line (in
+        digits, or in words 0-99 right after the template: "The answer is five."), else the last
+        number in ``text``; None when there is no number. Typographic minus signs and non-comma
+        thousands separators ("1 234", "1'234") are read as "-" and grouping."""
+        text = _plain(text)
+        for segment in _after_templates(text):
+            if (num := _number_word(segment)) is not None or (num := normalize_number(segment)) is not None:
                 return num
-        matches = list(_NUM.finditer(text or ""))
+        matches = list(_NUM.finditer(text))
         return normalize_number(matches[-1].group(0)) if matches else None
 
     def is_correct(self, prediction: str | None, ex: Example) -> bool:

@@ -121,6 +121,19 @@ def test_arc_tricky_generations(arc_test):
     ("The answer is:\n\n12", "12"),
     ("I cannot tell.", None),
     ("", None),
+    # what models write besides ASCII digits (issue 17): typographic minus, other group separators, words
+    ("The answer is \u22124.", "-4"),                      # U+2212 minus sign
+    ("It drops to \u20133 degrees.", "-3"),                # en dash as a minus
+    ("The answer is 1\u202f234.", "1234"),                 # narrow no-break space between groups
+    ("The answer is 1\u00a0234 dollars", "1234"),          # no-break space
+    ("The answer is 1'234.", "1234"),                      # apostrophe grouping
+    ("The answer is \uff13\uff17.", "37"),                 # full-width digits
+    ("The answer is five.", "5"),
+    ("So the answer is **Twenty-one** apples.", "21"),
+    ("The answer is minus three.", "-3"),
+    ("The answer is one of the two: 7", "7"),              # "one of" is not a number
+    ("There are 3 apples and 1 234 pears.", "234"),        # a plain space does not group digits
+    ("The answer is 12.\n\nThe final count is 13.", "12"),  # the first template's number wins
 ])
 def test_numeric_extraction(text, expected):
     assert tasks.GSM8K("test", []).extract_answer(text) == expected

@@ -123,6 +123,51 @@ def load_tokenizer(name: str | None = None):
     return prepare_tokenizer(tok)
 
 
+_HUB_STATE: dict[str, bool] = {}
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub can be reached: False at once under HF_HUB_OFFLINE /
+    TRANSFORMERS_OFFLINE, else one TCP connection to its host (``HF_ENDPOINT``), tried once per
+    process, so an offline machine fails in seconds instead of retrying for a minute."""
+    if any(os.environ.get(v, "").upper() in ("1", "ON", "YES", "TRUE") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
+        return False
+    if "hub" not in _HUB_STATE:
+        import socket
+        from urllib.parse import urlparse
+        host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+        try:
+            socket.create_connection((host, 443), timeout=timeout).close()
+            _HUB_STATE["hub"] = True
+        except OSError:
+            _HUB_STATE["hub"] = False
+    return _HUB_STATE["hub"]
+
+
+def _looks_like_path(name: str) -> bool:
+    """A name written as a path ("/x", "./x", "../x", "~/x", "runs/x/final") rather than a hub id ("org/model")."""
+    return name.startswith(("/", "./", "../", "~", "\\")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
+
+
+def _check_model_name(name: str) -> None:
+    """Fail fast and clearly: a path that does not exist, or a hub id that is not cached while offline."""
+    if name == EMBEDDED or Path(name).suffix.lower() == ".gguf" or Path(name).expanduser().exists():
+        return                      # (a .gguf path gets its own checks in _gguf_location)
+    if _looks_like_path(name):
+        raise ModelError(f"no such model folder or file: {name}; pass an existing folder (a save_pretrained output, "
+                         f"e.g. runs/x/final), a .gguf file, a Hugging Face model id, or omit --model for the embedded "
+                         f"SmolLM2-135M-Instruct.")
+    try:
+        from huggingface_hub import try_to_load_from_cache
+        cached = isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except Exception:  # noqa: BLE001 - an invalid repo id: let from_pretrained word the error
+        return
+    if not cached and not hub_reachable():
+        raise ModelError(f"model {name!r} is not in the local Hugging Face cache and the hub cannot be reached "
+                         f"(offline). Connect to the hub once to download it, pass a local folder or .gguf file, "
+                         f"or omit --model for the embedded SmolLM2-135M-Instruct.")
+
+
 def _not_found(name: str, err: Exception) -> str:
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     return (f"Could not load model {name!r}: {first[:300]}. "
@@ -143,6 +188,7 @@ def load_model(name: str | None = None, *, dtype: str | torch.dtype = "fp32", de
     name = name or EMBEDDED
     torch_dtype = resolve_dtype(dtype)
     dev = resolve_device(device)
+    _check_model_name(name)
     loc = _gguf_location(name)
     cached = cache_dir() / "embedded-smollm2-135m" if name == EMBEDDED else None
     try:

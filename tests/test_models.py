@@ -63,8 +63,10 @@ def test_load_model_from_a_saved_folder(tok, tmp_path):
 
 
 def test_missing_folder_or_gguf_is_a_model_error(tmp_path):
-    with pytest.raises(ModelError, match="Could not load model"):
+    with pytest.raises(ModelError, match="no such model folder or file"):
         load_model(str(tmp_path / "no-such-folder"), device="cpu")
+    with pytest.raises(ModelError, match="no such model folder or file: ./runs/x/final"):
+        load_model("./runs/x/final", device="cpu")
     with pytest.raises(ModelError, match="does not exist"):
         load_model(str(tmp_path / "m.gguf"))
     bad = tmp_path / "x.gguf"
@@ -144,3 +146,17 @@ def test_embedded_model_loads_offline():
         logits = model(input_ids=ids).logits
     assert torch.isfinite(logits).all() and logits.shape[-1] == len(tok)
     assert (models.cache_dir() / "embedded-smollm2-135m" / "config.json").exists()
+
+
+def test_an_uncached_hub_id_offline_fails_in_seconds(monkeypatch):
+    import time
+
+    import latro_core.models as models_mod
+    monkeypatch.setattr(models_mod, "hub_reachable", lambda timeout=3.0: False)
+    t0 = time.time()
+    with pytest.raises(ModelError, match="not in the local Hugging Face cache and the hub cannot be reached"):
+        load_model("no-such-org/no-such-model", device="cpu")
+    assert time.time() - t0 < 10
+    monkeypatch.undo()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert models_mod.hub_reachable() is False                         # the offline switch needs no network

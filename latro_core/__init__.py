@@ -14,4 +14,4 @@ Modules, one job each:
 
 __version__ = "0.1.0"
 
-from .errors import ConfigError, DataError, LatroError, ModelError, NumericalError  # noqa: F401
+from .errors import CheckpointError, ConfigError, DataError, LatroError, ModelError, NumericalError  # noqa: F401

@@ -23,3 +23,7 @@ class ConfigError(LatroError):
 
 class NumericalError(LatroError):
     """A NaN or inf appeared in a loss or reward during training."""
+
+
+class CheckpointError(LatroError):
+    """A checkpoint or run record cannot be read back, or a checkpoint cannot be written."""

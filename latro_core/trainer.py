@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import ConfigError, NumericalError
+from .errors import CheckpointError, ConfigError, LatroError, NumericalError
 from .logprobs import PolicyScorer, pack, sequence_logprobs
 from .models import LoraSpec, add_lora, enable_checkpointing, frozen_copy, load_model
 from .objective import TRUNCATION_RULES, latro_loss, penalize_truncated, rloo_advantages, self_reward
@@ -241,8 +241,9 @@ class Trainer:
         if config.method == "latro" and config.beta != 0 and not config.lora:
             self.ref = frozen_copy(model).to(self.acc.device)
         if config.lora:
-            model = _with_adapter(model, LoraSpec(r=config.lora_r, alpha=config.lora_alpha),
-                                  resume_from / "model" if resume_from is not None else None)
+            spec = LoraSpec(r=config.lora_r, alpha=config.lora_alpha)
+            model = (_with_adapter(model, spec, None) if resume_from is None else
+                     _read_back(resume_from / "model", lambda folder: _with_adapter(model, spec, folder)))
         elif resume_from is not None:
             _load_weights(model, resume_from / "model")
         if config.gradient_checkpointing:      # sampling runs in eval mode, so it keeps its KV cache
@@ -261,7 +262,7 @@ class Trainer:
         self.scorer, self.opt, self.sched = self.acc.prepare(self.scorer, opt, sched)
         self.step = 0
         if resume_from is not None:
-            state = torch.load(resume_from / "state.pt", weights_only=False)
+            state = _read_back(resume_from / "state.pt", lambda f: torch.load(f, weights_only=False))
             self.opt.load_state_dict(state["optimizer"])
             self.sched.load_state_dict(state["scheduler"])
             torch.set_rng_state(state["torch_rng"])
@@ -552,7 +553,14 @@ class Trainer:
     def save(self):
         self.acc.wait_for_everyone()
         if self.acc.is_main_process:
-            save_checkpoint(self.ckpt, self.lm, self.opt, self.sched, self.step, self.cfg, tokenizer=self.tok)
+            try:
+                save_checkpoint(self.ckpt, self.lm, self.opt, self.sched, self.step, self.cfg, tokenizer=self.tok)
+            except OSError as e:        # a full disk, a lost mount: the previous checkpoint is untouched
+                kept = checkpoint_step(self.ckpt)
+                raise CheckpointError(f"could not write the checkpoint of step {self.step} to {self.ckpt} "
+                                      f"({e.strerror or e}); "
+                                      + (f"the checkpoint of step {kept} is kept: free space and continue with "
+                                         f"--resume." if kept is not None else "no earlier checkpoint exists.")) from None
 
     def evaluate(self) -> dict:
         """Greedy on the first ``eval_limit`` questions of ``eval_split``: eval_accuracy, and beside
@@ -634,7 +642,7 @@ def _load_weights(model, folder: Path) -> None:
                           f"checkpoint or train without --resume.")
     state = {}
     for f in files:
-        state.update(load_file(str(f)))
+        state.update(_read_back(f, lambda path: load_file(str(path))))
     own = model.state_dict()
     try:
         res = model.load_state_dict(state, strict=False)
@@ -653,6 +661,19 @@ def _frac_equal_rows(rewards: torch.Tensor) -> torch.Tensor:
     """Fraction of questions (rows of the (Q, K) rewards) whose K rewards are all equal: their RLOO
     advantages are 0, so they carry no learning signal (e.g. every rationale cut at L)."""
     return (rewards == rewards[:, :1]).all(1).float().mean()
+
+
+def _read_back(path: Path, read):
+    """``read(path)``, or one CheckpointError naming the file when it is missing or damaged."""
+    try:
+        return read(path)
+    except LatroError:
+        raise
+    except Exception as e:  # noqa: BLE001 - torch / safetensors raise many kinds for a cut file
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise CheckpointError(f"{path} is missing or damaged ({reason}); the run cannot resume from it: delete "
+                              f"{Path(path).parent} (keeping metrics.jsonl) and start over with --overwrite, "
+                              f"or resume from a copy of an intact checkpoint.") from None
 
 
 def _linear_schedule(warmup: int, total: int):
@@ -676,7 +697,19 @@ def _truncate_metrics(path: Path, step: int) -> None:
     """Drop metric lines beyond ``step`` (after a resume) so the file has each step once."""
     if not path.exists():
         return
-    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
+    keep, lines = [], path.read_text().splitlines()
+    for i, ln in enumerate(lines):
+        if not ln.strip():
+            continue
+        try:
+            row = json.loads(ln)
+        except ValueError:
+            if i == len(lines) - 1:     # the last line, cut by a kill mid-write: drop it
+                continue
+            raise CheckpointError(f"{path}, line {i + 1}, is damaged (not JSON); fix or delete that line, "
+                                  f"then resume.") from None
+        if row.get("step", 0) <= step:
+            keep.append(ln)
     path.write_text("".join(ln + "\n" for ln in keep))
 
 

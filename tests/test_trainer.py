@@ -649,3 +649,45 @@ def test_an_output_folder_that_cannot_be_written_fails_before_any_work(tok, task
     (tmp_path / "file").write_text("not a folder")
     with pytest.raises(ConfigError, match="cannot write to the output folder"):
         Trainer(make_cfg(tmp_path / "file" / "run"), model=tiny_model(tok)[0], tokenizer=tok, task=task)
+
+
+@pytest.mark.parametrize("damage", ["state.pt", "weights", "metrics line"])
+def test_a_damaged_file_read_back_on_resume_is_one_clear_error(tok, task, tmp_path, damage):
+    from latro_core.errors import CheckpointError
+
+    run(make_cfg(tmp_path, steps=2, save_every=1), tok, task)
+    if damage == "state.pt":
+        f = tmp_path / "checkpoint" / "state.pt"
+        f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])          # a truncated file
+        match = r"checkpoint/state.pt is missing or damaged"
+    elif damage == "weights":
+        f = next((tmp_path / "checkpoint" / "model").glob("*.safetensors"))
+        f.write_bytes(f.read_bytes()[:100])
+        match = r"model.safetensors is missing or damaged"
+    else:
+        lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+        (tmp_path / "metrics.jsonl").write_text("\n".join(["{not json"] + lines) + "\n")
+        match = r"metrics.jsonl, line 1, is damaged"
+    with pytest.raises(CheckpointError, match=match):
+        run(make_cfg(tmp_path, steps=3, save_every=1, resume=True), tok, task)
+
+
+def test_a_failed_save_keeps_the_last_good_checkpoint(tok, task, tmp_path, monkeypatch):
+    from latro_core.errors import CheckpointError
+
+    real_save, calls = torch.save, {"n": 0}
+
+    def save_that_fills_the_disk(obj, f, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:                                          # the second checkpoint
+            raise OSError(28, "No space left on device")
+        return real_save(obj, f, *a, **kw)
+
+    monkeypatch.setattr(trainer_mod.torch, "save", save_that_fills_the_disk)
+    with pytest.raises(CheckpointError, match="No space left on device.*the checkpoint of step 1 is kept"):
+        run(make_cfg(tmp_path, steps=3, save_every=1), tok, task)
+    assert checkpoint_step(tmp_path / "checkpoint") == 1
+    assert not (tmp_path / "checkpoint.tmp").exists()
+    monkeypatch.setattr(trainer_mod.torch, "save", real_save)
+    run(make_cfg(tmp_path, steps=3, save_every=1, resume=True), tok, task)     # and the run goes on
+    assert [m["step"] for m in metrics(tmp_path)] == [1, 2, 3]

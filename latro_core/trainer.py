@@ -277,11 +277,13 @@ class Trainer:
         self.acc.wait_for_everyone()
         if not found:
             return
-        if not config.overwrite:
-            what = ("--resume finds no checkpoint/ to continue from" if config.resume
-                    else "continue it with --resume")
-            raise ConfigError(f"{self.out} already holds a run ({', '.join(found)}); {what}, or start over with "
-                              f"--overwrite (deletes it), or pick another --out-dir.")
+        if config.resume and self.acc.is_main_process:
+            # killed before its first checkpoint: nothing to resume, and the records beyond the last
+            # checkpoint (here: all) are dropped on any resume
+            print(f"latro: {self.out} has no checkpoint to resume from; starting the run over.", flush=True)
+        elif not config.overwrite:
+            raise ConfigError(f"{self.out} already holds a run ({', '.join(found)}); continue it with --resume, "
+                              f"or start over with --overwrite (deletes it), or pick another --out-dir.")
         if self.acc.is_main_process:
             for name in found:
                 path = self.out / name

@@ -691,3 +691,60 @@ def test_a_failed_save_keeps_the_last_good_checkpoint(tok, task, tmp_path, monke
     monkeypatch.setattr(trainer_mod.torch, "save", real_save)
     run(make_cfg(tmp_path, steps=3, save_every=1, resume=True), tok, task)     # and the run goes on
     assert [m["step"] for m in metrics(tmp_path)] == [1, 2, 3]
+
+
+KILL_SCRIPT = r"""
+import sys
+from transformers import AutoTokenizer
+tok = AutoTokenizer.from_pretrained(sys.argv[1])
+import latro_core.trainer as T
+from latro_core.models import tiny_model
+T.load_model = lambda *a, **k: tiny_model(tok)        # the CLI run, on the tiny model
+from latro_core.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+KILL_STEPS = 6
+KILL_KW = dict(steps=KILL_STEPS, save_every=1, truncation="none", lr=1e-3, task_kwargs={"n": 16})
+
+
+def test_sigkill_at_random_moments_then_resume_ends_like_an_uninterrupted_run(tok_dir, task, tmp_path):
+    """SIGKILL (no handler runs) lands at random moments after a new metrics line: inside a step,
+    inside a checkpoint write, between the two renames. Each time `--resume` picks up from the
+    last complete checkpoint; the end is the uninterrupted run's weights and metrics."""
+    import random
+
+    from transformers import AutoTokenizer
+
+    tok2 = AutoTokenizer.from_pretrained(tok_dir)
+    ref = tmp_path / "uninterrupted"
+    run(make_cfg(ref, **KILL_KW), tok2, task, tiny_model(tok2)[0])
+    (tmp_path / "kill_run.py").write_text(KILL_SCRIPT)
+    out = tmp_path / "killed"
+    args = [tmp_path / "kill_run.py", tok_dir, "train", "--task", "arithmetic", "--task-kwargs", '{"n": 16}',
+            "--steps", str(KILL_STEPS), "--k", "2", "--questions-per-step", "2", "--max-new-tokens", "6",
+            "--micro-batch", "4", "--save-every", "1", "--truncation", "none", "--lr", "1e-3", "--device", "cpu",
+            "--progress", "false", "--resume", "--out-dir", out]
+    rng, kills = random.Random(0), 0
+    for attempt in range(12):
+        proc = _popen(args)
+        seen = len(metrics(out)) if (out / "metrics.jsonl").exists() else 0
+        deadline = time.time() + 120
+        while proc.poll() is None and time.time() < deadline:
+            n = len((out / "metrics.jsonl").read_text().splitlines()) if (out / "metrics.jsonl").exists() else 0
+            if n > seen:
+                time.sleep(rng.uniform(0.0, 0.25))
+                break
+            time.sleep(0.01)
+        if proc.poll() is None and kills < 4:
+            proc.kill()                                   # SIGKILL
+            kills += 1
+        _, err = proc.communicate(timeout=120)
+        if proc.returncode == 0:
+            break
+        assert proc.returncode == -signal.SIGKILL, err[-2000:]
+    assert kills == 4 and proc.returncode == 0, (kills, proc.returncode)
+    assert_same_weights(weights(ref / "final"), weights(out / "final"), atol=1e-6)
+    for a, b in zip(no_timing(metrics(ref)), no_timing(metrics(out)), strict=True):
+        assert a.keys() == b.keys()
+        for k in a:
+            assert a[k] == pytest.approx(b[k], rel=1e-6, abs=1e-6), k

@@ -188,7 +188,7 @@ def plot_reward_signal(entries: list[dict], path="figures/self_reward_signal.png
                 err = [[m - a["ci95"][0] for m, a in zip(mean, au)], [a["ci95"][1] - m for m, a in zip(mean, au)]]
                 axes[2].errorbar(xs, mean, yerr=err, capsize=2, **kw)
     axes[0].set_ylabel("samples right and finished within L (%)")
-    axes[1].set_ylabel("questions with ≥1 right & finished sample (%)")
+    axes[1].set_ylabel("% questions with ≥1 right & finished")
     axes[2].set_ylabel("within-question AUROC of log p(y|x⊕z)")
     axes[2].axhline(0.5, color="grey", lw=0.8, ls=":")
     for ax in axes:

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The LaTRO recipe sweep behind results/latro_recipe.md: every run of RUNS below through
+# scripts/sweep_latro.sh, two at a time (one thread each), then the summary and figure.
+#   scripts/recipe_sweep.sh            # all runs (skips those with a final/ model already)
+#   scripts/recipe_sweep.sh r03 r05    # only these
+# Shared settings (each run may override): 12 steps x 2 questions x K = 8 (192 rationales),
+# L = 64, greedy validation on 200 questions at steps 6 and 12 (step 0: --eval-at-start, once per L).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+COMMON="--steps 12 --questions-per-step 2 --k 8 --max-new-tokens 64 --micro-batch 16 --eval-every 6"
+# in the order they were run (two at a time); the signal study (results/self_reward_signal.md) chose T = 0.5
+RUNS=(
+  "r01_T0.5_lr5e-5        --temperature 0.5 --lr 5e-5 --eval-at-start"
+  "r02_T1.0_lr5e-5        --temperature 1.0 --lr 5e-5"
+  "r03_T0.5_lr2e-5        --temperature 0.5 --lr 2e-5"
+  "r04_T0.5_lr1e-4        --temperature 0.5 --lr 1e-4"
+  "r05_T0.7_lr5e-5        --temperature 0.7 --lr 5e-5"
+  "r06_T0.5_lora_lr1e-3   --temperature 0.5 --lora --lr 1e-3"
+  "r07_T0.5_lr5e-5_lam0   --temperature 0.5 --lr 5e-5 --lam 0"
+  "r08_T0.5_lr5e-5_notrunc --temperature 0.5 --lr 5e-5 --truncation none"
+  "r09_T0.5_lr5e-5_K4q4   --temperature 0.5 --lr 5e-5 --k 4 --questions-per-step 4"
+  "r10_T0.5_lr5e-5_L96    --temperature 0.5 --lr 5e-5 --max-new-tokens 96 --eval-at-start"
+  "r11_T0.5_lr5e-5_beta0  --temperature 0.5 --lr 5e-5 --beta 0"
+  "r12_T0.5_lora_lr3e-4   --temperature 0.5 --lora --lr 3e-4"
+)
+want=("$@")
+jobs=()
+for r in "${RUNS[@]}"; do
+  name=${r%% *}
+  if [ ${#want[@]} -gt 0 ] && [[ ! " ${want[*]} " =~ " ${name} " ]]; then continue; fi
+  [ -d "runs/recipe/$name/final" ] && { echo "skip $name (done)"; continue; }
+  jobs+=("$name $COMMON ${r#* } --overwrite")
+done
+printf '%s\n' "${jobs[@]}" | xargs -P 2 -L 1 bash -c 'echo "start $0 $(date +%T)"; scripts/sweep_latro.sh "$0" "$@" && echo "done $0 $(date +%T)" || echo "FAILED $0 (runs/recipe/$0.log)"'
+.venv/bin/python scripts/summarize_sweep.py runs/recipe --out results/latro_recipe --figure figures/latro_recipe.png > /dev/null
+echo "results/latro_recipe.md, figures/latro_recipe.png"

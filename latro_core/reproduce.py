@@ -10,10 +10,10 @@ It ends with a summary: wall time per notebook and the files written under ``fig
 Notebook helpers (the notebooks call these rather than re-implementing them):
 
 - :func:`resolve_data_dir`, :func:`task_available`  where GSM8K / ARC live, and whether they load;
-- :func:`train_run`  one training run, either in-process with model selection on the validation
-  split (the checkpoint with the best ``eval_accuracy`` is written to ``<run>/best`` when it is not
-  the final one; see ``SelectingTrainer``), or, in the paper profile, as an ``accelerate launch``
-  subprocess;
+- :func:`train_run`, :func:`train_runs`  training runs (in this process, or as ``latro train`` child
+  processes several at a time) with model selection on the validation split (``TrainConfig.keep_best``:
+  the model with the best ``eval_accuracy`` is kept in ``<run>/best`` when it is not the final one),
+  or, in the paper profile, as an ``accelerate launch`` subprocess;
 - :func:`run_report`, :func:`selection_markdown`  what each run selected, and the paper's rule.
 """
 
@@ -138,68 +138,13 @@ def launch_command(cfg, accelerate_config: str = ACCELERATE_CONFIG, num_processe
             + ["-m", "latro_core.cli", sub] + cli_flags(cfg, skip=("method",)))
 
 
-# ============================================================================ model selection
+# ============================================================================ training runs
 
-def _selecting_trainer():
-    from .evaluate import greedy_accuracy
-    from .tasks import load_task
-    from .trainer import Trainer
-
-    class SelectingTrainer(Trainer):
-        """The trainer, keeping the best model by validation accuracy.
-
-        Each periodic evaluation (``eval_every``, on ``eval_split``) that beats the best so far
-        keeps a copy of the weights in memory (ties keep the earlier step); :meth:`finish` writes
-        ``best.json`` (step and accuracies) and, when the best is not the final step, the model to
-        ``<out>/best``. With ``test_limit`` it also measures greedy accuracy on the first
-        ``test_limit`` test questions (``test_accuracy`` in metrics.jsonl), only to report the
-        paper's selection rule (best on test) next to ours; it never selects anything.
-        ``keep_resume_state=False`` skips the resumable checkpoints (optimizer state, ~3x the
-        model's size on disk): the run cannot be resumed, and writes a third as much.
-        """
-
-        def __init__(self, config, *, test_limit: int = 0, test_max_new_tokens: int | None = None,
-                     keep_resume_state: bool = True, **kw):
-            super().__init__(config, **kw)
-            self.test_limit, self.test_max_new_tokens = test_limit, test_max_new_tokens
-            self.keep_resume_state = keep_resume_state
-            self.best, self.best_state = None, None
-            for stale in ("best", "best.tmp"):
-                shutil.rmtree(self.out / stale, ignore_errors=True)
-            (self.out / "best.json").unlink(missing_ok=True)
-
-        def save(self):
-            if self.keep_resume_state:
-                super().save()
-
-        def evaluate(self) -> dict:
-            m = super().evaluate()
-            cfg = self.cfg
-            if self.test_limit:
-                task = load_task(cfg.task, "test", data_dir=cfg.data_dir, **cfg.task_kwargs)
-                m["test_accuracy"] = greedy_accuracy(
-                    self.lm, self.tok, task.subset(self.test_limit, seed=0),
-                    max_new_tokens=self.test_max_new_tokens or cfg.max_new_tokens + 32,
-                    direct=cfg.method == "sft" and task.name.startswith("arc"))
-            if self.best is None or m["eval_accuracy"] > self.best["eval_accuracy"]:
-                self.best = {"step": self.step, "eval_split": cfg.eval_split, **m}
-                self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.lm.state_dict().items()}
-            return m
-
-        def finish(self) -> None:
-            """Write the selected model (after :meth:`train`)."""
-            if self.best is None or not self.acc.is_main_process:
-                return
-            if self.best["step"] != self.step:
-                self.lm.load_state_dict(self.best_state)
-                tmp = self.out / "best.tmp"
-                self.lm.save_pretrained(tmp)
-                self.tok.save_pretrained(tmp)
-                os.replace(tmp, self.out / "best")
-            self.best_state = None
-            (self.out / "best.json").write_text(json.dumps(self.best, indent=1))
-
-    return SelectingTrainer
+def _run_config(cfg, test_limit: int, test_max_new_tokens: int | None, keep_resume_state: bool):
+    """``cfg`` as a notebook trains it: the best model on validation kept (``keep_best``), the paper's
+    test rule logged beside it, and (unless resuming) a rerun starting over in its folder."""
+    return dataclasses.replace(cfg, keep_best=True, test_limit=test_limit, test_max_new_tokens=test_max_new_tokens,
+                               keep_resume_state=keep_resume_state, overwrite=cfg.overwrite or not cfg.resume)
 
 
 def train_run(cfg, *, launch: str = "inline", accelerate_config: str = ACCELERATE_CONFIG,
@@ -207,10 +152,11 @@ def train_run(cfg, *, launch: str = "inline", accelerate_config: str = ACCELERAT
               keep_resume_state: bool = True, cwd: str | Path | None = None, **trainer_kw) -> dict:
     """Train one run and return :func:`run_report` of it.
 
-    launch="inline": in this process, keeping the best checkpoint by validation accuracy
-    (:class:`SelectingTrainer`; ``test_limit`` > 0 also logs test accuracy for the paper's rule).
-    ``keep_resume_state=False`` writes no resumable ``checkpoint/`` (optimizer state), only the
-    models (``final``, and ``best`` when it differs).
+    launch="inline": in this process; "subprocess": ``latro train`` in a child process (one torch
+    thread unless OMP_NUM_THREADS says otherwise; :func:`train_runs` runs several at once). Both keep
+    the best model by validation accuracy (``TrainConfig.keep_best``); ``test_limit`` > 0 also logs
+    test accuracy for the paper's rule; ``keep_resume_state=False`` writes no resumable
+    ``checkpoint/`` (optimizer state), only the models (``final``, and ``best`` when it differs).
     launch="accelerate": print and run :func:`launch_command` (needs a GPU; the plain trainer keeps
     only the final model, so the report selects ``final``).
     """
@@ -226,16 +172,45 @@ def train_run(cfg, *, launch: str = "inline", accelerate_config: str = ACCELERAT
         if r.returncode != 0:
             raise LatroError(f"training command failed with exit status {r.returncode}: {shlex.join(cmd)}")
     elif launch == "inline":
-        if not cfg.resume:      # a notebook that runs again trains its runs again
-            cfg = dataclasses.replace(cfg, overwrite=True)
-        trainer = _selecting_trainer()(cfg, test_limit=test_limit, test_max_new_tokens=test_max_new_tokens,
-                                       keep_resume_state=keep_resume_state, **trainer_kw)
-        trainer.train()
-        trainer.finish()
-        del trainer
+        from .trainer import Trainer
+        Trainer(_run_config(cfg, test_limit, test_max_new_tokens, keep_resume_state), **trainer_kw).train()
+    elif launch == "subprocess":
+        return train_runs([cfg], parallel=1, test_limit=test_limit, test_max_new_tokens=test_max_new_tokens,
+                          keep_resume_state=keep_resume_state, cwd=cwd)[0]
     else:
-        raise ConfigError(f"launch={launch!r} is not one of 'inline', 'accelerate'")
+        raise ConfigError(f"launch={launch!r} is not one of 'inline', 'subprocess', 'accelerate'")
     return run_report(cfg.out_dir)
+
+
+def train_runs(cfgs, *, parallel: int = 2, threads: int = 1, test_limit: int = 0,
+               test_max_new_tokens: int | None = None, keep_resume_state: bool = True,
+               cwd: str | Path | None = None) -> list[dict]:
+    """Train several runs as ``latro train`` child processes, ``parallel`` at a time with ``threads``
+    torch threads each (on 2 cores, two 1-thread runs do more per second than one 2-thread run:
+    results/latro_step_throughput.md). Each child's output goes to ``<out_dir>.log``; a failed run
+    raises LatroError naming its log. Returns :func:`run_report` of each run, in order."""
+    pending = [_run_config(c, test_limit, test_max_new_tokens, keep_resume_state) for c in cfgs]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    running: list[tuple] = []
+    failed = []
+    while pending or running:
+        while pending and len(running) < max(1, parallel):
+            c = pending.pop(0)
+            Path(c.out_dir).parent.mkdir(parents=True, exist_ok=True)
+            log = open(f"{c.out_dir}.log", "w")
+            cmd = [sys.executable, "-m", "latro_core.cli", {"latro": "train"}.get(c.method, c.method)] + \
+                cli_flags(dataclasses.replace(c, progress=False), skip=("method",))
+            running.append((subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT), c, log))
+        time.sleep(0.5)
+        for item in [r for r in running if r[0].poll() is not None]:
+            proc, c, log = item
+            log.close()
+            running.remove(item)
+            if proc.returncode != 0:
+                failed.append(f"{c.out_dir} (exit {proc.returncode}, see {c.out_dir}.log)")
+    if failed:
+        raise LatroError("training failed: " + "; ".join(failed))
+    return [run_report(c.out_dir) for c in cfgs]
 
 
 def run_report(out_dir: str | Path) -> dict:

@@ -80,6 +80,12 @@ class TrainConfig:
     eval_split: str = "validation"     # the hook's split (model selection on it, never on test)
     eval_limit: int = 100              # questions for the hook (first n of a seed-0 shuffle)
     eval_at_start: bool = False        # also evaluate the starting model (logged as step 0)
+    keep_best: bool = False            # keep the model with the best eval_accuracy in out_dir/best (+ best.json);
+                                       # ties keep the earlier step; never selected on test unless eval_split is
+    test_limit: int = 0                # at each evaluation also log greedy accuracy on the first n test questions
+                                       # (test_accuracy: reports the paper's rule of picking on test; selects nothing)
+    test_max_new_tokens: int | None = None   # that evaluation's budget (None: L + 32)
+    keep_resume_state: bool = True     # write checkpoint/ (optimizer state, ~3x the model on disk; needed for --resume)
     log_samples: int = 1               # questions per step whose K rationales go to samples.jsonl (0: none)
     resume: bool = False               # continue exactly from out_dir/checkpoint
     overwrite: bool = False            # start over in an out_dir that holds a run (deletes its records and models)
@@ -270,6 +276,9 @@ class Trainer:
                 torch.cuda.set_rng_state_all(state["cuda_rng"])
             self.step = checkpoint_step(resume_from)
         self._stop_signal = None
+        self.best = None            # keep_best: {"step", "eval_accuracy", ...} of the model in best/
+        if resume_from is not None and (self.out / "best.json").exists():
+            self.best = _read_back(self.out / "best.json", lambda f: json.loads(Path(f).read_text()))
 
     def _start_over(self, config: TrainConfig) -> None:
         """A new run: refuse an out_dir that holds one, unless ``overwrite`` (then delete it)."""
@@ -538,6 +547,7 @@ class Trainer:
         if self.acc.is_main_process:
             self.lm.save_pretrained(self.out / "final")
             self.tok.save_pretrained(self.out / "final")
+            self._finish_best()
         return last
 
     def _write_config(self) -> None:
@@ -553,6 +563,8 @@ class Trainer:
         path.write_text(json.dumps({**asdict(self.cfg), **({"resumes": resumes} if resumes else {})}, indent=1))
 
     def save(self):
+        if not self.cfg.keep_resume_state:
+            return
         self.acc.wait_for_everyone()
         if self.acc.is_main_process:
             try:
@@ -566,18 +578,42 @@ class Trainer:
 
     def evaluate(self) -> dict:
         """Greedy on the first ``eval_limit`` questions of ``eval_split``: eval_accuracy, and beside
-        it eval_frac_truncated, eval_mean_length, eval_accuracy_finished (format vs answers)."""
-        from .evaluate import greedy_report
-        task = load_task(self.cfg.task, self.cfg.eval_split, data_dir=self.cfg.data_dir, **self.cfg.task_kwargs)
-        rep = greedy_report(self.lm, self.tok, task.subset(self.cfg.eval_limit, seed=0),
-                            max_new_tokens=self.cfg.max_new_tokens + 32,
-                            direct=self.cfg.method == "sft" and task.name.startswith("arc"), batch_questions=50)
-        return {f"eval_{k}": v for k, v in rep.items() if k != "n"}
+        it eval_frac_truncated, eval_mean_length, eval_accuracy_finished (format vs answers); with
+        ``test_limit``, test_accuracy on the first test questions too. With ``keep_best`` a new best
+        eval_accuracy writes the model to ``best/`` at once (so an interrupted run keeps it)."""
+        from . import evaluate as ev
+        cfg = self.cfg
+        direct = cfg.method == "sft" and cfg.task.startswith("arc")
+
+        def greedy(split, limit, budget):
+            task = load_task(cfg.task, split, data_dir=cfg.data_dir, **cfg.task_kwargs)
+            return ev.greedy_report(self.lm, self.tok, task.subset(limit, seed=0), max_new_tokens=budget,
+                                    direct=direct, batch_questions=50)
+
+        m = {f"eval_{k}": v for k, v in greedy(cfg.eval_split, cfg.eval_limit, cfg.max_new_tokens + 32).items()
+             if k != "n"}
+        if cfg.test_limit:
+            m["test_accuracy"] = greedy("test", cfg.test_limit, cfg.test_max_new_tokens or cfg.max_new_tokens + 32)["accuracy"]
+        if cfg.keep_best and self.acc.is_main_process and (self.best is None or m["eval_accuracy"] > self.best["eval_accuracy"]):
+            self.best = {"step": self.step, "eval_split": cfg.eval_split, **m}
+            tmp = self.out / "best.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            self.lm.save_pretrained(tmp)
+            self.tok.save_pretrained(tmp)
+            shutil.rmtree(self.out / "best", ignore_errors=True)
+            os.replace(tmp, self.out / "best")
+            (self.out / "best.json").write_text(json.dumps(self.best, indent=1))
+        return m
+
+    def _finish_best(self) -> None:
+        """The best model is the final one: drop the copy (``run_report`` then points at final/)."""
+        if self.best is not None and self.best["step"] == self.step:
+            shutil.rmtree(self.out / "best", ignore_errors=True)
 
 
 # what a run writes into its out_dir (a new run refuses a folder holding any of them without --overwrite)
 RUN_FILES = ("metrics.jsonl", "samples.jsonl", "config.json", "checkpoint", "checkpoint.old", "checkpoint.tmp",
-             "final", "best", "best.json")
+             "final", "best", "best.tmp", "best.json")
 # settings that --resume may change freely: the step budget, the progress bar, where things are read and written
 RESUME_FREE = ("steps", "progress", "out_dir", "data_dir", "device", "resume", "overwrite", "change")
 

@@ -4,15 +4,18 @@ with tiny stand-in notebooks in a temporary folder (no model is loaded)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import nbformat
 import pytest
 
 from latro_core import profiles
 from latro_core.cli import build_parser, config_from_args, main
-from latro_core.errors import ConfigError
+from latro_core.errors import ConfigError, LatroError
 from latro_core.reproduce import (ReproduceConfig, ReproduceError, cli_flags, launch_command, reproduce,
                                   run_report, select_notebooks, selection_markdown)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _notebook(path, body: str):
@@ -205,7 +208,7 @@ def _tiny_run(tmp_path, monkeypatch, smol_tokenizer, val, test, **kw):
     from latro_core.trainer import TrainConfig
 
     calls = {"validation": iter(val), "test": iter(test)}
-    monkeypatch.setattr(ev, "greedy_accuracy", lambda model, tok, task, **_: next(calls[task.split]))
+    monkeypatch.setattr(ev, "greedy_report", lambda model, tok, task, **_: {"accuracy": next(calls[task.split]), "n": 2})
     tok = prepare_tokenizer(smol_tokenizer)
     cfg = TrainConfig(out_dir=str(tmp_path / "run"), steps=len(val), k=2, questions_per_step=2, max_new_tokens=4,
                       micro_batch=4, eval_every=1, eval_limit=2, device="cpu", progress=False, **kw)
@@ -232,3 +235,26 @@ def test_train_run_best_at_the_end_points_to_final(tmp_path, monkeypatch, smol_t
     r = _tiny_run(tmp_path, monkeypatch, smol_tokenizer, val=[0.1, 0.5], test=[0.0, 0.0], method="sft")
     assert r["best_step"] == 2 and r["model"] == str(tmp_path / "run" / "final")
     assert not (tmp_path / "run" / "best").exists()
+
+
+def test_train_runs_trains_child_processes_two_at_a_time_and_keeps_the_best(tmp_path, smol_tokenizer):
+    from latro_core.models import prepare_tokenizer, tiny_model
+    from latro_core.reproduce import train_runs
+    from latro_core.trainer import TrainConfig
+
+    tok = prepare_tokenizer(smol_tokenizer)
+    model, _ = tiny_model(tok)
+    model.save_pretrained(tmp_path / "tiny")
+    tok.save_pretrained(tmp_path / "tiny")
+    cfgs = [TrainConfig(model=str(tmp_path / "tiny"), out_dir=str(tmp_path / "runs" / f"s{seed}"), seed=seed, steps=2,
+                        k=2, questions_per_step=2, max_new_tokens=4, micro_batch=4, eval_every=1, eval_limit=2,
+                        task_kwargs={"n": 8}, device="cpu") for seed in (0, 1)]
+    reports = train_runs(cfgs, parallel=2, cwd=ROOT, keep_resume_state=False)
+    for cfg, rep in zip(cfgs, reports):
+        out = Path(cfg.out_dir)
+        assert (out / "final").exists() and (out / "best.json").exists() and not (out / "checkpoint").exists()
+        assert rep["seed"] == cfg.seed and [h[0] for h in rep["history"]] == [1, 2]
+        assert Path(f"{cfg.out_dir}.log").exists()
+    bad = [TrainConfig(model=str(tmp_path / "no-such-model"), out_dir=str(tmp_path / "runs" / "bad"), steps=1)]
+    with pytest.raises(LatroError, match=r"training failed: .*bad \(exit 2, see .*bad.log\)"):
+        train_runs(bad, cwd=ROOT)

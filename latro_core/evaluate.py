@@ -504,6 +504,7 @@ def run_evaluation(cfg: EvalConfig, model=None, tokenizer=None) -> dict:
             scores, summary["self_eval"] = _self_eval(model, tok, task, examples, samples, correct, cfg.score_batch)
         for i, (rec, s, ps, cs) in enumerate(zip(records, samples, preds, correct)):
             rec["maj_pred"] = majority_vote(ps)
+            rec["maj_correct"] = bool(task.is_correct(rec["maj_pred"], examples[i]))     # maj@k, k = cfg.k
             rec["samples"] = [{"rationale": s["rationales"][j], "text": s["texts"][j], "pred": ps[j],
                                "correct": cs[j], "finish": s["finish"][j],
                                **({"self_reward": scores[i][j]} if scores is not None else {})}

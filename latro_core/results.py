@@ -7,9 +7,11 @@ RFT, LaTRO), columns "GD" (greedy) and "maj@8" for each task. A cell is
 
     mean accuracy over seeds  [95% interval]   (n questions, number of seeds)
 
-with the Wilson interval of the single seed, or, for ≥ 2 seeds, the Wilson interval pooled over
-all questions × seeds (which treats them as independent, so it ignores between-seed variance)
-together with the standard deviation of the per-seed accuracies. Nothing is typed by hand: the
+with the Wilson interval of the single seed, or, for ≥ 2 seeds evaluated on the same questions, a
+clustered bootstrap: questions are resampled (each keeping its correctness under every seed), since
+seeds answering the same question are not independent trials; beside it the standard deviation of
+the per-seed accuracies. (Without per-question records the pooled Wilson interval is the fallback,
+and the cell says so.) Nothing is typed by hand: the
 .md, .csv and .json files each record the command, the git commit and the source summaries.
 """
 
@@ -22,6 +24,8 @@ import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import numpy as np
 
 from .errors import ConfigError
 from .evaluate import SUMMARY_KIND, command_line, git_commit, wilson_interval
@@ -83,20 +87,62 @@ def _group(found, split: str) -> tuple[dict, list[Path], list[Path]]:
 
 # ----------------------------------------------------------------------------- cells
 
-def cell_stats(results: list[tuple[int, int]]) -> dict:
-    """One table cell from per-seed (correct, n) pairs.
+def clustered_interval(per_seed: list[dict], n_boot: int = 2000, seed: int = 0) -> tuple[float, float, int]:
+    """95% percentile bootstrap of mean accuracy over seeds, resampling *questions*.
 
-    mean = (1/S) Σ_s c_s/n_s;  ci95 = Wilson(c_1, n_1) for S = 1, else Wilson(Σc_s, Σn_s) (pooled);
-    seed_std = sample std of c_s/n_s (S ≥ 2, else None).
+    per_seed: one {question id: correct} per seed. With C (n_q, S) the correctness of the questions
+    all seeds answered, each resample draws n_q rows of C with replacement and takes C*.mean(); a
+    question keeps its S answers together, so between-question variance is counted once, not S
+    times. Returns (lo, hi, n_q).
+    """
+    ids = sorted(set.intersection(*(set(d) for d in per_seed)))
+    if not ids:
+        return float("nan"), float("nan"), 0
+    C = np.array([[bool(d[i]) for d in per_seed] for i in ids], dtype=float)
+    idx = np.random.default_rng(seed).integers(0, len(ids), size=(n_boot, len(ids)))
+    means = C[idx].mean(axis=(1, 2))
+    lo, hi = np.quantile(means, [0.025, 0.975])
+    return float(lo), float(hi), len(ids)
+
+
+def cell_stats(results: list[tuple[int, int]], per_question: list[dict] | None = None) -> dict:
+    """One table cell from per-seed (correct, n) pairs (and, when known, per-seed {question id: correct}).
+
+    mean = (1/S) Σ_s c_s/n_s;  ci95 = Wilson(c_1, n_1) for S = 1, else the clustered bootstrap over
+    questions (:func:`clustered_interval`), or the pooled Wilson(Σc_s, Σn_s) when ``per_question``
+    is missing ("ci": which one); seed_std = sample std of c_s/n_s (S ≥ 2, else None).
     """
     accs = [c / n for c, n in results if n > 0]
     if not accs:
         return {"mean": None, "ci95": [None, None], "seed_std": None, "n": [], "seeds": 0, "correct": 0, "total": 0}
     correct, total = sum(c for c, _ in results), sum(n for _, n in results)
-    lo, hi = wilson_interval(*results[0]) if len(results) == 1 else wilson_interval(correct, total)
-    return {"mean": statistics.fmean(accs), "ci95": [lo, hi],
+    if len(results) == 1:
+        (lo, hi), how = wilson_interval(*results[0]), "wilson"
+    elif per_question is not None and len(per_question) == len(results):
+        lo, hi, _ = clustered_interval(per_question)
+        how = "bootstrap over questions"
+    else:
+        (lo, hi), how = wilson_interval(correct, total), "pooled wilson"
+    return {"mean": statistics.fmean(accs), "ci95": [lo, hi], "ci": how,
             "seed_std": statistics.stdev(accs) if len(accs) > 1 else None,
             "n": sorted({n for _, n in results}), "seeds": len(results), "correct": correct, "total": total}
+
+
+def _per_question(summary_path: Path, metric: str) -> dict | None:
+    """{question id: correct} from the predictions.jsonl beside a summary (None when absent)."""
+    f = Path(summary_path).parent / "predictions.jsonl"
+    if not f.exists():
+        return None
+    key = "greedy" if metric == "GD" else "maj"
+    out = {}
+    for ln in f.read_text().splitlines():
+        if ln.strip():
+            rec = json.loads(ln)
+            ok = rec.get("greedy", {}).get("correct") if key == "greedy" else rec.get("maj_correct")
+            if ok is None:
+                return None
+            out[rec["id"]] = bool(ok)
+    return out
 
 
 def _metric(s: dict, metric: str, maj_k: int) -> tuple[int, int] | None:
@@ -115,6 +161,8 @@ def format_cell(c: dict) -> str:
     ci = f"[{100 * c['ci95'][0]:.1f}, {100 * c['ci95'][1]:.1f}]"
     if c["seeds"] == 1:
         return f"{100 * c['mean']:.1f} {ci} (n={n})"
+    if c.get("ci") == "pooled wilson":
+        ci += " pooled"
     return f"{100 * c['mean']:.1f} ± {100 * c['seed_std']:.1f} sd {ci} (n={n} × {c['seeds']} seeds)"
 
 
@@ -148,10 +196,12 @@ def build_tables(cfg: TablesConfig) -> dict:
     for label, method in sorted({(k[0], k[1]) for k in groups}, key=lambda lm: (lm[0], _method_order(lm[1]))):
         cells = {}
         for col, t, sp, m in columns:
-            seeds = groups.get((label, method, t, sp), {})
-            res = [r for _, s in sorted(seeds.values(), key=lambda ps: str(ps[0]))
-                   if (r := _metric(s, "GD" if m == "GD" else "maj", cfg.maj_k)) is not None]
-            cells[col] = cell_stats(res) if res else None
+            seeds = sorted(groups.get((label, method, t, sp), {}).values(), key=lambda ps: str(ps[0]))
+            kind = "GD" if m == "GD" else "maj"
+            have = [(p, r) for p, s in seeds if (r := _metric(s, kind, cfg.maj_k)) is not None]
+            per_q = [_per_question(p, kind) for p, _ in have]
+            cells[col] = cell_stats([r for _, r in have], None if any(q is None for q in per_q) else per_q) \
+                if have else None
         rows.append({"model": label, "method": METHOD_NAMES.get(method, method), "cells": cells})
     self_eval = [{"model": label, "method": METHOD_NAMES.get(method, method), "task": t, "split": sp,
                   "train_seed": s.get("train_seed"), "auroc": s["self_eval"]["auroc"],
@@ -186,8 +236,9 @@ def to_markdown(table: dict) -> str:
     head = ["Model", "Method"] + table["columns"]
     lines = [f"# Zero-shot accuracy (%) — {table['config']['name']}", "",
              "Cells: mean accuracy over seeds [95% interval] (n questions; seeds). One seed: Wilson "
-             "interval; ≥ 2 seeds: ± sd of per-seed accuracies and the Wilson interval pooled over "
-             "questions × seeds. GD: greedy decoding; maj@k: majority vote over k samples at T = 1.", "",
+             "interval; ≥ 2 seeds: ± sd of per-seed accuracies and a 95% bootstrap interval that resamples "
+             "questions (each keeping its answers under every seed; 2000 resamples), not questions × seeds "
+             "as independent trials. GD: greedy decoding; maj@k: majority vote over k samples.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in table["rows"]:
         lines.append("| " + " | ".join([r["model"], r["method"]] + [format_cell(r["cells"][c]) for c in table["columns"]])

@@ -54,8 +54,28 @@ def test_cell_stats():
     assert three["ci95"] == list(wilson_interval(150, 300)) and three["seeds"] == 3
     assert (three["correct"], three["total"]) == (150, 300)
     assert format_cell(one) == "50.0 [40.4, 59.6] (n=100)"
-    assert format_cell(three).startswith("50.0 ± 10.0 sd [44.4, 55.6] (n=100 × 3 seeds)")
+    assert three["ci"] == "pooled wilson"                            # no per-question records given
+    assert format_cell(three).startswith("50.0 ± 10.0 sd [44.4, 55.6] pooled (n=100 × 3 seeds)")
     assert format_cell(None) == "–"
+
+
+def test_seeds_on_the_same_questions_are_resampled_by_question_not_as_independent_trials():
+    from latro_core.results import clustered_interval
+
+    same = {f"q{i}": i < 50 for i in range(100)}                    # 3 seeds answering identically
+    lo, hi, n_q = clustered_interval([same, same, same])
+    assert n_q == 100
+    wilson_one = wilson_interval(50, 100)
+    pooled = wilson_interval(150, 300)
+    # identical seeds add no information: the interval is as wide as one seed's, not 1/sqrt(3) of it
+    assert (hi - lo) == pytest.approx(wilson_one[1] - wilson_one[0], rel=0.15)
+    assert (hi - lo) > 1.4 * (pooled[1] - pooled[0])
+    # independent-looking seeds (different questions right) average out: a narrower interval
+    mixed = [{f"q{i}": (i + 33 * s) % 100 < 50 for i in range(100)} for s in range(3)]
+    lo2, hi2, _ = clustered_interval(mixed)
+    assert hi2 - lo2 < hi - lo
+    cell = cell_stats([(50, 100)] * 3, [same, same, same])
+    assert cell["ci"] == "bootstrap over questions" and cell["ci95"] == [lo, hi]
 
 
 def test_build_tables(runs, tmp_path):
@@ -81,7 +101,7 @@ def test_build_tables(runs, tmp_path):
     md = (out / "t2.md").read_text()
     assert "| Model | Method | arc_challenge GD | gsm8k GD | gsm8k maj@8 |" in md
     assert "| SmolLM2-135M-Instruct | Base | 75.0 [59.8, 85.8] (n=40) | 50.0 [40.4, 59.6] (n=100) |" in md
-    assert "| SmolLM2-135M-Instruct | LaTRO | – | 50.0 ± 10.0 sd [44.4, 55.6] (n=100 × 3 seeds) |" in md
+    assert "| SmolLM2-135M-Instruct | LaTRO | – | 50.0 ± 10.0 sd [44.4, 55.6] pooled (n=100 × 3 seeds) |" in md
     assert f"- command: latro tables --runs {runs}" in md and "- git commit: " in md
     assert md.count("- source: ") == 5
 

@@ -65,21 +65,22 @@ _PAPER_LAUNCH = dict(launch="accelerate", accelerate_config=ACCELERATE_CONFIG)
 # ----------------------------------------------------------------------------- demo training
 
 # The one LaTRO recipe of the CPU demo; notebooks 04 and 06 share it (06 trains its short-L model
-# with the same recipe and L = short_L). Chosen from the sweep in results/latro_sweep.md
-# (scripts/sweep_latro.sh): with lr 2e-5, 2 questions x K=4, L=64 and the released trainer's
-# truncation rule, validation accuracy rose from 0.18 (base) to 0.30 at step 12 of 24 (0.26 at
-# step 24); a 12-step schedule keeps the three seeds inside the demo's time budget.
-DEMO_LATRO = dict(task="arithmetic", steps=12, questions_per_step=2, k=4,
-                  max_new_tokens=64,                 # L: ~85% of the base model's rationales are cut at 64
-                  lr=2e-5, beta=0.05, truncation="batch_mean", temperature=1.0, micro_batch=8, save_every=10_000,
-                  eval_every=6, eval_split="validation", eval_limit=50)
+# with the same recipe and L = short_L). Chosen from measurements: the base model's self-reward
+# signal (results/self_reward_signal.md: at T = 0.5, 25% of questions have a right and finished
+# sample among 8 at L = 64, against 9% at T = 1) and the recipe sweep (results/latro_recipe.md:
+# lr 2e-5, T = 0.5 took greedy validation accuracy from 16.5% to 37.5% by step 6, n = 200; lr 5e-5
+# and 1e-4 collapsed the rationales to a restated number or nothing).
+DEMO_LATRO = dict(task="arithmetic", steps=12, questions_per_step=2, k=8,
+                  max_new_tokens=64,                 # L: 86% of the base model's T=0.5 samples are cut at 64
+                  lr=2e-5, beta=0.05, truncation="batch_mean", temperature=0.5, micro_batch=16, save_every=10_000,
+                  eval_every=6, eval_split="validation", eval_limit=200)
 DEMO_SFT = dict(task="arithmetic", steps=16, questions_per_step=4, lr=2e-5,
                 max_new_tokens=64,                   # only sets the validation budget (L + 32), as for LaTRO
-                micro_batch=4, save_every=10_000, eval_every=8, eval_split="validation", eval_limit=50)
+                micro_batch=4, save_every=10_000, eval_every=8, eval_split="validation", eval_limit=200)
 DEMO_RFT = dict(task="arithmetic", steps=12,
-                questions_per_step=2, k=4,           # the LaTRO sampler's batch
-                max_new_tokens=64,                   # L, as LaTRO
-                lr=2e-5, micro_batch=8, save_every=10_000, eval_every=6, eval_split="validation", eval_limit=50)
+                questions_per_step=2, k=8,           # the LaTRO sampler's batch: the same sampling budget
+                max_new_tokens=64, temperature=0.5,  # L and T, as LaTRO
+                lr=2e-5, micro_batch=16, save_every=10_000, eval_every=6, eval_split="validation", eval_limit=200)
 DEMO_SEEDS = [0, 1, 2]
 
 # ----------------------------------------------------------------------------- the table
@@ -140,13 +141,14 @@ _SETTINGS: dict[str, dict[str, dict]] = {
         "demo": dict(
             models=[None], seeds=DEMO_SEEDS,
             latro=DEMO_LATRO, sft=DEMO_SFT, rft=DEMO_RFT,
-            # the time budget: no RFT (not in the paper's table); greedy on 50 test questions for every
-            # model, no maj@8 pass here (8x the generation; notebook 06 draws maj@k for Base and LaTRO)
-            seeds_by_method=dict(rft=[]),
-            eval=dict(task="arithmetic", split="test", limit=50, max_new_tokens=96, k=8, batch_questions=25,
+            # greedy on 200 test questions for every model; no maj@8 pass here (8x the generation;
+            # notebook 06 draws maj@k for Base and LaTRO)
+            seeds_by_method={},
+            eval=dict(task="arithmetic", split="test", limit=200, max_new_tokens=96, k=8, batch_questions=50,
                       auroc=False),
             maj_methods=[], maj_seeds=[0],
-            run=dict(launch="inline", keep_resume_state=False, test_limit=0, test_max_new_tokens=96)),
+            # two one-thread training processes at a time (results/latro_step_throughput.md)
+            run=dict(launch="inline", parallel=2, keep_resume_state=False, test_limit=0, test_max_new_tokens=96)),
         "paper": dict(
             models=list(PAPER_MODELS), seeds=[0],
             # GSM8K has no validation split, so the per-epoch evaluation is on test: the paper's rule

@@ -182,6 +182,17 @@ def train_run(cfg, *, launch: str = "inline", accelerate_config: str = ACCELERAT
     return run_report(cfg.out_dir)
 
 
+def train_all(cfgs, *, parallel: int = 1, launch: str = "inline", cwd: str | Path | None = None,
+              **run_kw) -> list[dict]:
+    """Train every config: ``parallel`` > 1 (and not ``accelerate``) as that many ``latro train`` child
+    processes at a time (:func:`train_runs`), else one after another (:func:`train_run`).
+    ``run_kw``: test_limit, test_max_new_tokens, keep_resume_state, accelerate options."""
+    if parallel > 1 and launch != "accelerate":
+        keep = {k: v for k, v in run_kw.items() if k in ("test_limit", "test_max_new_tokens", "keep_resume_state")}
+        return train_runs(list(cfgs), parallel=parallel, cwd=cwd, **keep)
+    return [train_run(c, launch=launch, cwd=cwd, **run_kw) for c in cfgs]
+
+
 def train_runs(cfgs, *, parallel: int = 2, threads: int = 1, test_limit: int = 0,
                test_max_new_tokens: int | None = None, keep_resume_state: bool = True,
                cwd: str | Path | None = None) -> list[dict]:

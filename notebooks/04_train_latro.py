@@ -56,7 +56,7 @@ from IPython.display import Image, Markdown, display
 from latro_core.evaluate import EvalConfig, run_evaluation
 from latro_core.plots import plot_maj_at_k, plot_training
 from latro_core.profiles import settings
-from latro_core.reproduce import resolve_data_dir, run_name, selection_markdown, task_available, train_run
+from latro_core.reproduce import resolve_data_dir, run_name, selection_markdown, task_available, train_all
 from latro_core.results import TablesConfig, build_tables
 from latro_core.trainer import TrainConfig
 
@@ -104,25 +104,27 @@ def seeds(method):
     return S["seeds_by_method"].get(method, S["seeds"])
 
 
-reports = {}
-for model in S["models"]:
-    for method in ("sft", "rft"):
-        for seed in seeds(method):
-            cfg = TrainConfig(method=method, model=model, seed=seed, data_dir=DATA,
-                              out_dir=str(RUNS / run_name(method, seed, model)), **S[method])
-            reports[method, model, seed] = train_run(cfg, cwd=ROOT, **S["run"])
+def configs(methods):
+    return {(method, model, seed): TrainConfig(method=method, model=model, seed=seed, data_dir=DATA,
+                                               out_dir=str(RUNS / run_name(method, seed, model)), **S[method])
+            for model in S["models"] for method in methods for seed in seeds(method)}
+
+
+def train(cfgs):
+    """The runs, ``S["run"]["parallel"]`` at a time as one-thread child processes (logs: <run>.log)."""
+    return dict(zip(cfgs, train_all(list(cfgs.values()), cwd=ROOT, **S["run"])))
+
+
+reports = train(configs(("sft", "rft")))
 
 # %% [markdown]
 # Now LaTRO, same seeds. Each step samples `k` rationales of at most `max_new_tokens` (L) tokens for
-# `questions_per_step` questions; the progress bar shows the mean self-reward and
-# $\log \pi(y \mid x \oplus z)$, which should rise as training goes on.
+# `questions_per_step` questions at temperature T, and scores z under that same tempered policy;
+# `metrics.jsonl` logs the mean self-reward and $\log \pi(y \mid x \oplus z)$, which should rise as
+# training goes on (in the `demo` profile runs train two at a time, one thread each).
 
 # %%
-for model in S["models"]:
-    for seed in seeds("latro"):
-        cfg = TrainConfig(method="latro", model=model, seed=seed, data_dir=DATA,
-                          out_dir=str(RUNS / run_name("latro", seed, model)), **S["latro"])
-        reports["latro", model, seed] = train_run(cfg, cwd=ROOT, **S["run"])
+reports.update(train(configs(("latro",))))
 
 # %% [markdown]
 # ### Training curves

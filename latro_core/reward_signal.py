@@ -61,6 +61,7 @@ class SignalConfig:
     dtype: str = "fp32"
     device: str = "auto"
     progress: bool = True
+    report_only: bool = False          # only rebuild <out>.md and the figure from <out>.json
 
     def grid(self) -> tuple[list[float], list[int]]:
         """(temperatures, budgets) parsed and checked."""
@@ -175,6 +176,13 @@ def run_signal(cfg: SignalConfig, model=None, tokenizer=None) -> dict:
     from .tasks import load_task
 
     temps, budgets = cfg.grid()
+    if cfg.report_only:
+        path = Path(cfg.out).with_suffix(".json")
+        if not path.exists():
+            raise ConfigError(f"--report-only needs {path}; run latro signal without it first.")
+        data = json.loads(path.read_text())
+        write_report(data, Path(cfg.out).with_suffix(".md"), cfg.figure)
+        return data
     if model is None:
         model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
     task = load_task(cfg.task, cfg.split, data_dir=cfg.data_dir, **cfg.task_kwargs).subset(cfg.limit, seed=0)

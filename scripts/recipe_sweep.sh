@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The LaTRO recipe sweep behind results/latro_recipe.md: every run of RUNS below through
 # scripts/sweep_latro.sh, two at a time (one thread each), then the summary and figure.
-#   scripts/recipe_sweep.sh            # all runs (skips those with a final/ model already)
-#   scripts/recipe_sweep.sh r03 r05    # only these
+#   scripts/recipe_sweep.sh                                  # every run without a final/ model yet
+#   scripts/recipe_sweep.sh r03_T0.5_lr2e-5 r05_T0.7_lr2e-5  # (re)run these
 # Shared settings (each run may override): 12 steps x 2 questions x K = 8 (192 rationales),
 # L = 64, greedy validation on 200 questions at steps 6 and 12 (step 0: --eval-at-start, once per L).
 set -euo pipefail
@@ -33,7 +33,7 @@ jobs=()
 for r in "${RUNS[@]}"; do
   name=${r%% *}
   if [ ${#want[@]} -gt 0 ] && [[ ! " ${want[*]} " =~ " ${name} " ]]; then continue; fi
-  [ -d "runs/recipe/$name/final" ] && { echo "skip $name (done)"; continue; }
+  if [ ${#want[@]} -eq 0 ] && [ -d "runs/recipe/$name/final" ]; then echo "skip $name (done)"; continue; fi
   jobs+=("$name $COMMON ${r#* } --overwrite")
 done
 printf '%s\n' "${jobs[@]}" | xargs -P 2 -L 1 bash -c 'echo "start $0 $(date +%T)"; scripts/sweep_latro.sh "$0" "$@" && echo "done $0 $(date +%T)" || echo "FAILED $0 (runs/recipe/$0.log)"'

@@ -93,12 +93,9 @@ def main(argv=None) -> None:
             + [f"{int(sum(r.get('samples', 0) for r in steps))}", f"{cpu:.0f}", fl("reward_mean"),
                fl("frac_truncated", "{:.2f}"), f"{_mean(steps, 'frac_equal_rewards'):.2f}",
                "; ".join(_acc(r, n_eval) for r in ev) or "—", tail]) + " |")
-    lines += ["", "Commands:", ""]
-    for name in data:
-        c = cfgs[name]
-        flags = " ".join(f"--{k.replace('_', '-')} {json.dumps(c[k]) if isinstance(c[k], dict) else c[k]}"
-                         for k in dict.fromkeys(varying + ["lr", "temperature", "k", "questions_per_step"]) if k in c)
-        lines.append(f"    scripts/sweep_latro.sh {name} {flags}")
+    lines += ["", "Commands: `scripts/recipe_sweep.sh` runs every run of its RUNS list (each line holds the run's "
+              "flags on top of the shared ones), two at a time; `scripts/recipe_sweep.sh NAME` reruns one:", ""]
+    lines += [f"    scripts/recipe_sweep.sh {name}" for name in data]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")

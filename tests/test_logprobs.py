@@ -236,7 +236,7 @@ def test_gradients_through_chunked_logprobs_match_naive(tiny, monkeypatch, head_
     rows_per_chunk, shared = [], []
     real_generic, real_logits = lp_mod._generic_target_logprobs, lp_mod.LinearTargetLogProb._logits
     real_prompts = lp_mod._run_prompts
-    monkeypatch.setattr(lp_mod, "_generic_target_logprobs", lambda head, h, t: rows_per_chunk.append(h.shape[0]) or real_generic(head, h, t))
+    monkeypatch.setattr(lp_mod, "_generic_target_logprobs", lambda head, h, t, s=None: rows_per_chunk.append(h.shape[0]) or real_generic(head, h, t, s))
     monkeypatch.setattr(lp_mod.LinearTargetLogProb, "_logits",
                         staticmethod(lambda h, w, b: rows_per_chunk.append(h.shape[0]) or real_logits(h, w, b)))
     monkeypatch.setattr(lp_mod, "_run_prompts", lambda dec, prompts, *a: shared.append(len(prompts)) or real_prompts(dec, prompts, *a))

@@ -159,7 +159,8 @@ def prepacked_linears(model: nn.Module, rows: int):
     (decode steps) with oneDNN's linear kernel, on weights repacked once (the kernel torch.compile's
     CPU freezing uses, called directly); larger inputs (a prompt's prefill) keep ``F.linear``, where
     MKL is as fast. Values equal ``F.linear`` to float rounding; a row's result does not depend on
-    the other rows in the batch (tests/test_rollout.py). A peft LoRA layer is packed with its
+    the other rows in the batch on the AVX-512 CPUs tested first, and differs only at float rounding
+    on one with AVX512-BF16, where oneDNN picks kernels by row count (tests/test_rollout.py). A peft LoRA layer is packed with its
     adapter merged in, W + scaling·B·A, so decoding does no adapter matmuls and the base weights are
     left untouched (peft's own merge would add and later subtract the adapter, rounding them). Costs
     one copy of those weights while open, so it does nothing when that copy would take more than half

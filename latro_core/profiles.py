@@ -5,14 +5,14 @@ and its next cell reads ``settings("<notebook>", profile)``:
 
 - ``smoke``  each notebook in about a minute on a CPU: a couple of steps, a handful of questions,
   a few tokens. Checks that everything runs, says nothing about accuracy (tests, CI).
-- ``demo``   the CPU reproduction with the embedded SmolLM2-135M-Instruct: LaTRO and SFT on the
+- ``demo``   the CPU reproduction with the embedded SmolLM2-135M-Instruct: LaTRO, RFT and SFT on the
   generated arithmetic task (3 training seeds each), small GSM8K / ARC-Challenge evaluations.
-  Target: about 60 min on 2 cores; measured: 57 min from a clean clone (README).
+  Target: about 60 min on 2 cores; measured: 57 min from a clean clone with the earlier recipe; notebook 04 with the current one alone takes 45 min (README).
 - ``paper``  the paper's settings (arXiv 2411.04282, Section 5): Phi-3.5-mini, Mistral-7B and
   Llama-3.1-8B, K = 16, L = 500, T = 1, lr 5e-7, beta 0.05 (GSM8K) / 0.25 (ARC), 6 / 12 epochs,
   trained through ``accelerate launch`` on GPUs (``latro reproduce`` refuses it without one).
 
-The demo's training recipe was measured (results/latro_sweep.md); its sizes are set by the ~60 min
+The demo's training recipe was measured (results/latro_recipe.md); its sizes are set by the ~60 min
 budget, not by accuracy saturating. Values marked ``ASSUMED`` are paper settings we could not pin
 down from the paper text and chose ourselves. Change a number here, not in a notebook.
 

@@ -62,7 +62,7 @@ class TrainConfig:
     lam: float = 1.0                   # λ on Σ∇log π(y|x⊕z) (Eq. 4: 1; released code: 0)
     truncation: str = "batch_mean"     # penalty for rationales cut at L: batch_mean | constant | none
     gamma: float = 2.0                 # batch_mean: r = γ·mean(r); constant: r = γ
-    lr: float = 1e-5                   # AdamW; paper 5e-7 is for 7-8B models; 135M: results/latro_sweep.md
+    lr: float = 1e-5                   # AdamW; paper 5e-7 is for 7-8B models; 135M: results/latro_recipe.md
     weight_decay: float = 0.0
     warmup_steps: int = 0              # linear warm-up, then linear decay to 0 (paper: none)
     micro_batch: int = 16              # samples per forward/backward (a multiple of k)

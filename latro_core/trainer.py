@@ -286,10 +286,11 @@ class Trainer:
         self.acc.wait_for_everyone()
         if not found:
             return
-        if config.resume and self.acc.is_main_process:
+        if config.resume:
             # killed before its first checkpoint: nothing to resume, and the records beyond the last
             # checkpoint (here: all) are dropped on any resume
-            print(f"latro: {self.out} has no checkpoint to resume from; starting the run over.", flush=True)
+            if self.acc.is_main_process:
+                print(f"latro: {self.out} has no checkpoint to resume from; starting the run over.", flush=True)
         elif not config.overwrite:
             raise ConfigError(f"{self.out} already holds a run ({', '.join(found)}); continue it with --resume, "
                               f"or start over with --overwrite (deletes it), or pick another --out-dir.")

@@ -30,8 +30,8 @@ import numpy as np
 import torch
 
 from .errors import ConfigError
-from .evaluate import (accuracy_stats, answer_logprobs, auroc, bootstrap_interval, command_line, generate_answers,
-                       git_commit, mean_se)
+from .evaluate import (answer_logprobs, auroc, bootstrap_interval, command_line, git_commit, greedy_report, mean_se,
+                       wilson_interval)
 from .rollout import sample_rationales
 
 ANSWER_ROOM = 16     # tokens generated past L_max so that a rationale ending near L_max still writes its answer
@@ -220,10 +220,9 @@ def run_signal(cfg: SignalConfig, model=None, tokenizer=None) -> dict:
         data = save(entries, {})
     if cfg.greedy_limit:
         val = load_task(cfg.task, "validation", data_dir=cfg.data_dir, **cfg.task_kwargs).subset(cfg.greedy_limit)
-        rolls, preds = generate_answers(model, tokenizer, val, list(val), max_new_tokens=budgets[-1] + 32,
-                                        batch_questions=50, progress=cfg.progress)
-        stats = accuracy_stats([val.is_correct(p[0], e) for p, e in zip(preds, val)])
-        stats["frac_truncated"] = float(torch.cat([r.truncated.float() for r in rolls]).mean())
+        stats = greedy_report(model, tokenizer, val, max_new_tokens=budgets[-1] + 32, batch_questions=50,
+                              progress=cfg.progress)
+        stats["ci95"] = list(wilson_interval(round(stats["accuracy"] * stats["n"]), stats["n"]))
         data = save([], {cfg.difficulty: {**stats, "split": "validation", "max_new_tokens": budgets[-1] + 32}})
     return data
 

@@ -17,6 +17,7 @@ import importlib.util
 import os
 import shutil
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,6 +176,29 @@ def _not_found(name: str, err: Exception) -> str:
             f"omit --model (or pass --model {EMBEDDED}) for the embedded SmolLM2-135M-Instruct.")
 
 
+@contextmanager
+def quiet_weights_io():
+    """transformers' per-tensor progress bars ("Loading weights", "Writing model shards") off for the
+    block: they flood logs and notebook outputs (downloads keep huggingface_hub's own bar)."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+
+
+def save_model(model, tokenizer, folder) -> None:
+    """``save_pretrained`` of the model (or LoRA adapter) and, unless None, its tokenizer into ``folder``."""
+    with quiet_weights_io():
+        model.save_pretrained(folder)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(folder)
+
+
 def load_model(name: str | None = None, *, dtype: str | torch.dtype = "fp32", device: str = "auto",
                lora: LoraSpec | None = None, adapter: str | None = None):
     """Load ``(model, tokenizer)``.
@@ -183,8 +207,6 @@ def load_model(name: str | None = None, *, dtype: str | torch.dtype = "fp32", de
     output or a latro checkpoint), a ``.gguf`` file, or ``None``/"embedded" for the embedded default.
     lora: wrap the model in a fresh LoRA adapter; adapter: load a saved peft adapter folder.
     """
-    from transformers import AutoModelForCausalLM
-
     name = name or EMBEDDED
     torch_dtype = resolve_dtype(dtype)
     dev = resolve_device(device)
@@ -192,20 +214,8 @@ def load_model(name: str | None = None, *, dtype: str | torch.dtype = "fp32", de
     loc = _gguf_location(name)
     cached = cache_dir() / "embedded-smollm2-135m" if name == EMBEDDED else None
     try:
-        if cached is not None and (cached / "config.json").exists():
-            model = AutoModelForCausalLM.from_pretrained(cached, dtype=torch_dtype)
-            tok = prepare_tokenizer(_tokenizer_from(cached, loc))
-        elif loc is not None:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                model = AutoModelForCausalLM.from_pretrained(loc[0], gguf_file=loc[1], dtype=torch.float32)
-            tok = load_tokenizer(name)
-            if cached is not None:
-                _save_cache(model, tok, cached)
-            model = model.to(torch_dtype)
-        else:
-            model = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype)
-            tok = load_tokenizer(name)
+        with quiet_weights_io():
+            model, tok = _load(name, loc, cached, torch_dtype)
     except ModelError:
         raise
     except (OSError, ValueError) as e:
@@ -215,6 +225,28 @@ def load_model(name: str | None = None, *, dtype: str | torch.dtype = "fp32", de
     if adapter is not None or lora is not None:
         model = add_lora(model, lora, adapter)
     return model.to(dev), tok
+
+
+def _load(name: str, loc, cached: Path | None, torch_dtype):
+    """(model, tokenizer) of ``load_model``: the de-quantised cache of the embedded model, a GGUF file
+    (de-quantised to fp32, then cached when embedded), or a hub id / folder."""
+    from transformers import AutoModelForCausalLM
+
+    if cached is not None and (cached / "config.json").exists():
+        model = AutoModelForCausalLM.from_pretrained(cached, dtype=torch_dtype)
+        tok = prepare_tokenizer(_tokenizer_from(cached, loc))
+    elif loc is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = AutoModelForCausalLM.from_pretrained(loc[0], gguf_file=loc[1], dtype=torch.float32)
+        tok = load_tokenizer(name)
+        if cached is not None:
+            _save_cache(model, tok, cached)
+        model = model.to(torch_dtype)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype)
+        tok = load_tokenizer(name)
+    return model, tok
 
 
 def _tokenizer_from(folder: Path, loc):
@@ -236,8 +268,7 @@ def _save_cache(model, tok, folder: Path) -> None:
             del model.config.quantization_config
         model.is_quantized = False
         folder.parent.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
+        save_model(model, tok, tmp)
         os.replace(tmp, folder)
     except (OSError, ValueError) as e:
         warnings.warn(f"could not cache the de-quantised embedded model in {folder}: {e}")

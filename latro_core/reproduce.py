@@ -49,6 +49,8 @@ class ReproduceConfig:
     force: bool = False               # rerun completed notebooks; run the paper profile without a GPU
     kernel: str | None = None         # Jupyter kernel name; None: the notebook's own (python3)
     notebook_dir: str = "notebooks"
+    save_outputs: bool | None = None  # write each executed notebook's outputs into its notebooks/*.ipynb, so it
+                                      # opens with them; None: for the demo profile only
 
 
 # ============================================================================ small helpers
@@ -199,28 +201,57 @@ def train_runs(cfgs, *, parallel: int = 2, threads: int = 1, test_limit: int = 0
     torch threads each (on 2 cores, two 1-thread runs do more per second than one 2-thread run:
     results/latro_step_throughput.md). Each child's output goes to ``<out_dir>.log``; a failed run
     raises LatroError naming its log. Returns :func:`run_report` of each run, in order."""
-    pending = [_run_config(c, test_limit, test_max_new_tokens, keep_resume_state) for c in cfgs]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    running: list[tuple] = []
-    failed = []
-    while pending or running:
-        while pending and len(running) < max(1, parallel):
-            c = pending.pop(0)
-            Path(c.out_dir).parent.mkdir(parents=True, exist_ok=True)
-            log = open(f"{c.out_dir}.log", "w")
-            cmd = [sys.executable, "-m", "latro_core.cli", {"latro": "train"}.get(c.method, c.method)] + \
-                cli_flags(dataclasses.replace(c, progress=False), skip=("method",))
-            running.append((subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT), c, log))
-        time.sleep(0.5)
-        for item in [r for r in running if r[0].poll() is not None]:
-            proc, c, log = item
-            log.close()
-            running.remove(item)
-            if proc.returncode != 0:
-                failed.append(f"{c.out_dir} (exit {proc.returncode}, see {c.out_dir}.log)")
-    if failed:
-        raise LatroError("training failed: " + "; ".join(failed))
+    runs = [_run_config(c, test_limit, test_max_new_tokens, keep_resume_state) for c in cfgs]
+    run_children([([{"latro": "train"}.get(c.method, c.method)] + cli_flags(dataclasses.replace(c, progress=False),
+                                                                            skip=("method",)), f"{c.out_dir}.log")
+                  for c in runs], parallel=parallel, threads=threads, cwd=cwd, what="training")
     return [run_report(c.out_dir) for c in cfgs]
+
+
+def evaluate_all(cfgs, *, parallel: int = 1, threads: int = 1, cwd: str | Path | None = None) -> list[dict]:
+    """:func:`~latro_core.evaluate.run_evaluation` of every :class:`~latro_core.evaluate.EvalConfig`:
+    ``parallel`` > 1 as that many ``latro evaluate`` child processes at a time (logs: ``<out>.log``),
+    else one after another here. Returns each summary (``summary.json``), in order."""
+    from .evaluate import run_evaluation
+
+    if parallel <= 1:
+        return [run_evaluation(c) for c in cfgs]
+    if any(c.out is None for c in cfgs):
+        raise ConfigError("evaluate_all with parallel > 1 needs every EvalConfig's `out` folder set")
+    run_children([(["evaluate"] + cli_flags(dataclasses.replace(c, progress=False)), f"{c.out}.log") for c in cfgs],
+                 parallel=parallel, threads=threads, cwd=cwd, what="evaluation")
+    return [{**json.loads(Path(cwd or ".", c.out, "summary.json").read_text()), "out": c.out} for c in cfgs]
+
+
+def run_children(jobs, *, parallel: int, threads: int, cwd: str | Path | None, what: str) -> None:
+    """Run ``latro <args>`` for each ``(args, log_path)`` of ``jobs`` as child processes, ``parallel``
+    at a time, ``threads`` torch threads each, output to the log. Failures: one LatroError naming the
+    logs, after the others finished. Interrupted (Ctrl-C): the children are stopped too."""
+    pending, running, failed = list(jobs), [], []
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    try:
+        while pending or running:
+            while pending and len(running) < max(1, parallel):
+                args, log_path = pending.pop(0)
+                Path(cwd or ".", log_path).parent.mkdir(parents=True, exist_ok=True)
+                log = open(Path(cwd or ".", log_path), "w")
+                proc = subprocess.Popen([sys.executable, "-m", "latro_core.cli", *args], cwd=cwd, env=env,
+                                        stdout=log, stderr=subprocess.STDOUT)
+                running.append((proc, log_path, log))
+            time.sleep(0.5)
+            for item in [r for r in running if r[0].poll() is not None]:
+                proc, log_path, log = item
+                log.close()
+                running.remove(item)
+                if proc.returncode != 0:
+                    failed.append(f"{str(log_path).removesuffix('.log')} (exit {proc.returncode}, see {log_path})")
+    finally:
+        for proc, _, log in running:      # only on an exception (KeyboardInterrupt): stop the children
+            proc.terminate()
+            proc.wait()
+            log.close()
+    if failed:
+        raise LatroError(f"{what} failed: " + "; ".join(failed))
 
 
 def run_report(out_dir: str | Path) -> dict:
@@ -270,8 +301,29 @@ def selection_markdown(reports: dict[str, dict]) -> str:
 
 # ============================================================================ reproduce
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+def _source_sha256(path: Path) -> str:
+    """A fingerprint of a notebook's cell sources: its saved outputs (``save_outputs``) do not count."""
+    import nbformat
+
+    cells = [(c.cell_type, c.source) for c in nbformat.read(path, as_version=4).cells]
+    return hashlib.sha256(json.dumps(cells).encode()).hexdigest()
+
+
+def save_outputs(executed: Path, notebook: Path, provenance: dict) -> None:
+    """Copy the outputs of ``executed`` (papermill's run of ``notebook``) into ``notebook`` itself, so
+    the committed notebook opens with them; papermill's injected-parameters cell is left out, every
+    other cell must have the source it ran with. ``provenance`` goes to the metadata (``latro``)."""
+    import nbformat
+
+    ran, nb = nbformat.read(executed, as_version=4), nbformat.read(notebook, as_version=4)
+    cells = [c for c in ran.cells if "injected-parameters" not in c.metadata.get("tags", [])]
+    if [(c.cell_type, c.source) for c in cells] != [(c.cell_type, c.source) for c in nb.cells]:
+        raise ReproduceError(f"{notebook} changed while it ran; its outputs were not saved (rerun it)")
+    for mine, theirs in zip(nb.cells, cells):
+        if mine.cell_type == "code":
+            mine.outputs, mine.execution_count = theirs.outputs, theirs.execution_count
+    nb.metadata["latro"] = provenance
+    nbformat.write(nb, notebook)
 
 
 def select_notebooks(notebook_dir: str | Path, names: str = "") -> list[Path]:
@@ -318,7 +370,7 @@ def _skip(nb: Path, executed: Path, marker: Path, force: bool, profile: str) -> 
         done = json.loads(marker.read_text())
     except ValueError:
         return None
-    same = done.get("source_sha256") == _sha256(nb) and done.get("settings_sha256") == _settings_sha256(nb, profile)
+    same = done.get("source_sha256") == _source_sha256(nb) and done.get("settings_sha256") == _settings_sha256(nb, profile)
     return done if same else None
 
 
@@ -396,9 +448,13 @@ def reproduce(cfg: ReproduceConfig) -> dict:
         wall = time.time() - t0
         marker.write_text(json.dumps({"notebook": name, "profile": profile, "started": started,
                                       "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "wall_s": round(wall, 1),
-                                      "source": str(nb), "source_sha256": _sha256(nb),
+                                      "source": str(nb), "source_sha256": _source_sha256(nb),
                                       "settings_sha256": _settings_sha256(nb, profile), "executed": str(executed),
                                       "python": sys.executable}, indent=1))
+        if cfg.save_outputs or (cfg.save_outputs is None and profile == "demo"):
+            from .evaluate import git_commit
+            save_outputs(executed, nb, {"outputs": f"latro reproduce --profile {profile}", "commit": git_commit(nb_dir),
+                                        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "wall_s": round(wall, 1)})
         rows.append({"notebook": name, "status": "ran", "wall_s": wall, "executed": str(executed)})
     bar.close()
     return summary()

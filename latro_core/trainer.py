@@ -32,7 +32,7 @@ import torch
 
 from .errors import CheckpointError, ConfigError, LatroError, NumericalError
 from .logprobs import PolicyScorer, pack, sequence_logprobs
-from .models import LoraSpec, add_lora, enable_checkpointing, frozen_copy, load_model
+from .models import LoraSpec, add_lora, enable_checkpointing, frozen_copy, load_model, save_model
 from .objective import TRUNCATION_RULES, latro_loss, penalize_truncated, rloo_advantages, self_reward
 from .rollout import sample_rationales
 from .tasks import load_task
@@ -163,9 +163,7 @@ def save_checkpoint(path: Path, model, optimizer, scheduler, step: int, config: 
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir(parents=True)
-        model.save_pretrained(tmp / "model")
-        if tokenizer is not None:
-            tokenizer.save_pretrained(tmp / "model")
+        save_model(model, tokenizer, tmp / "model")
         rng = {"torch_rng": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda_rng"] = torch.cuda.get_rng_state_all()
@@ -211,6 +209,14 @@ def question_indices(step: int, n_questions: int, per_step: int, seed: int) -> l
         g = torch.Generator().manual_seed(seed * 7919 + epoch)
         out.append(int(torch.randperm(n_questions, generator=g)[i]))
     return out
+
+
+def sampling_generator(seed: int, step: int, question: int, device="cpu") -> torch.Generator:
+    """The generator that samples the K rationales of the ``question``-th question (its position in
+    the step's global batch) at optimizer step ``step`` (0-based): seeded by (seed, step, question),
+    not by the process, so a run samples the same rationales whatever the number of processes."""
+    g = torch.Generator(device=device)
+    return g.manual_seed(((seed * 1_000_003 + step) * 1_000_033 + question) % (2 ** 63))
 
 
 # ---------------------------------------------------------------- the trainer
@@ -313,12 +319,6 @@ class Trainer:
                     return sequence_logprobs(self.lm, batch, temperature=T)[0]
             return sequence_logprobs(self.ref, batch, temperature=T)[0]
 
-    def _generator(self, step: int, question: int) -> torch.Generator:
-        """The sampling generator of the step's ``question``-th question (its position in the global
-        batch): seeded by (seed, step, question), not by the process, so a run samples the same
-        rationales whatever the number of processes."""
-        g = torch.Generator(device=self.acc.device)
-        return g.manual_seed(((self.cfg.seed * 1_000_003 + step) * 1_000_033 + question) % (2 ** 63))
 
     def _my_questions(self, step: int):
         """(position of this process's first question in the step's global batch, its questions)."""
@@ -329,12 +329,13 @@ class Trainer:
 
     def _sample(self, step: int, first: int, exs, **kw):
         """K rationales per question, in one batch, each question drawing from its own generator
-        (see :meth:`_generator`)."""
+        (see :func:`sampling_generator`)."""
         try:
             return sample_rationales(self.lm, self.tok, [self.task.prompt(e, self.tok) for e in exs], k=self.cfg.k,
                                      max_new_tokens=self.cfg.max_new_tokens, temperature=self.cfg.temperature,
                                      top_k=self.cfg.top_k, top_p=self.cfg.top_p,
-                                     generator=[self._generator(step, first + i) for i in range(len(exs))], **kw)
+                                     generator=[sampling_generator(self.cfg.seed, step, first + i, self.acc.device)
+                                                for i in range(len(exs))], **kw)
         except RuntimeError as e:
             if "probability tensor contains" not in str(e):
                 raise
@@ -546,8 +547,7 @@ class Trainer:
             if bar is not None:
                 bar.close()
         if self.acc.is_main_process:
-            self.lm.save_pretrained(self.out / "final")
-            self.tok.save_pretrained(self.out / "final")
+            save_model(self.lm, self.tok, self.out / "final")
             self._finish_best()
         return last
 
@@ -599,8 +599,7 @@ class Trainer:
             self.best = {"step": self.step, "eval_split": cfg.eval_split, **m}
             tmp = self.out / "best.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
-            self.lm.save_pretrained(tmp)
-            self.tok.save_pretrained(tmp)
+            save_model(self.lm, self.tok, tmp)
             shutil.rmtree(self.out / "best", ignore_errors=True)
             os.replace(tmp, self.out / "best")
             (self.out / "best.json").write_text(json.dumps(self.best, indent=1))

@@ -25,13 +25,16 @@
 # $$\log \pi_\theta(y \mid x) \;=\; \log \sum_{z} \pi_\theta(y \mid x \oplus z)\,\pi_0(z \mid x).
 # \qquad\text{(paper, Eq. 2)}$$
 #
-# The sum has astronomically many terms for a real model, so LaTRO maximises a **lower bound**
-# instead (Eq. 3), with the rationale distribution $q(z\mid x)$ being the model itself, $q = \pi_\theta$:
+# The sum has astronomically many terms for a real model, so LaTRO maximises, with the rationale
+# distribution $q(z\mid x)$ being the model itself ($q = \pi_\theta$), the objective of Eq. 3, which at KL
+# weight β = 1 is a **lower bound** (the evidence lower bound, ELBO):
 #
 # $$\log \pi_\theta(y \mid x) \;\ge\; \mathbb{E}_{z\sim q(z\mid x)}\big[\log \pi_\theta(y \mid x \oplus z)\big]
 #   \;-\; D_{\mathrm{KL}}\big(q(z\mid x)\,\|\,\pi_0(z\mid x)\big).$$
 #
-# This notebook checks that argument step by step, on a model small enough to enumerate exactly:
+# The paper weights the KL term by β < 1 (0.05 on GSM8K); section 3 shows that this objective is
+# then *not* a bound of $\log p(y\mid x)$ and says what it is. This notebook checks each step on a
+# model small enough to enumerate exactly:
 # a handful of rationales with explicit probabilities. Then it checks the paper's **Proposition 1**:
 # chain-of-thought with self-consistency (majority vote over sampled rationales) approximates
 # $\arg\max_y$ of the same marginal.
@@ -117,7 +120,7 @@ log_lik_gold = lik[:, gold].log()                              # log pi(y | x + 
 #
 # $$p(y\mid x) = \sum_z \pi(y\mid x\oplus z)\,\pi_0(z\mid x), \qquad \sum_y p(y \mid x) = 1.$$
 
-# %%
+# %% tags=["nbval-check-output"]
 p_marginal = prior @ lik                                       # p(y | x) for every answer y
 log_p = torch.logsumexp(log_lik_gold + prior.log(), 0)          # log p(gold | x), computed in log space
 print("p(y|x):", {a: round(float(p), 4) for a, p in zip(answers, p_marginal)})
@@ -137,7 +140,7 @@ assert torch.allclose(log_p, p_marginal[gold].log())
 #
 # Check: for the prior itself, the uniform distribution and random $q$'s, the bound holds.
 
-# %%
+# %% tags=["nbval-check-output"]
 def elbo(q):
     """E_q[log pi(y|x+z)] - KL(q || pi_0), exactly (sum over the six rationales)."""
     return (q * log_lik_gold).sum(-1) - kl(q, prior)
@@ -166,7 +169,7 @@ assert (elbo(random_qs) <= log_p + 1e-12).all() and elbo(prior) <= log_p and elb
 # so the bound is tight exactly when $q$ is the posterior: the rationales that *explain the gold
 # answer*, weighted by how plausible they were a priori.
 
-# %%
+# %% tags=["nbval-check-output"]
 posterior = torch.softmax(log_lik_gold + prior.log(), 0)        # p(z | x, y)
 gap = log_p - elbo(random_qs)
 print("posterior p(z|x,y):", [round(float(p), 4) for p in posterior])
@@ -186,7 +189,7 @@ assert torch.allclose(elbo(posterior), log_p)
 #
 # `latro_core.objective.self_reward` computes $r$; its expectation under $q$ reproduces the bound.
 
-# %%
+# %% tags=["nbval-check-output"]
 for name, q in [("prior", prior), ("uniform", uniform), ("posterior", posterior)]:
     r = self_reward(logp_y=log_lik_gold, logp_z=q.log(), ref_logp_z=prior.log(), beta=1.0)
     print(f"q = {name:9s}: E_q[r] = {(q * r).sum():.6f}   ELBO(q) = {elbo(q):.6f}")
@@ -238,7 +241,7 @@ plt.show()
 # which for β = 1 is $\log p(y\mid x)$ and the posterior. A small β (the paper uses 0.05 on GSM8K)
 # lets $q$ move further from $\pi_0$ towards the rationales that make the gold answer most likely.
 
-# %%
+# %% tags=["nbval-check-output"]
 def climb(beta, steps=400, lr=0.5):
     phi = prior.log().clone().requires_grad_(True)
     opt = torch.optim.Adam([phi], lr=lr)
@@ -260,6 +263,47 @@ for beta in (1.0, 0.5, 0.1):
           f"max |q_hat - q*| = {(q_hat - q_star).abs().max():.1e}; q*(gold-giving z_1..z_3) = {q_star[1:4].sum():.3f}")
     assert abs(value - best) < 1e-4 and (q_hat - q_star).abs().max() < 1e-2
 assert torch.allclose(torch.softmax(prior.log() + log_lik_gold, 0), posterior)
+
+# %% [markdown]
+# ### With β < 1 the objective is no longer a bound
+#
+# The paper trains with β = 0.05 (GSM8K) and 0.25 (ARC), not β = 1. Then the maximum above is
+# *larger* than $\log p(y\mid x)$. Write $p_z = \pi(y\mid x\oplus z)$ and $s = 1/\beta \ge 1$; by the
+# power-mean inequality ($M_s \ge M_1$ for $s \ge 1$, under the weights $\pi_0$),
+#
+# $$\max_q\Big(\mathbb{E}_q[\log p_z] - \beta\,D_{\mathrm{KL}}(q\|\pi_0)\Big)
+#   = \log\big(\mathbb{E}_{\pi_0}[p_z^{\,s}]\big)^{1/s}
+#   \;\ge\; \log \mathbb{E}_{\pi_0}[p_z] = \log p(y\mid x),$$
+#
+# with equality only at β = 1 (or when every rationale gives $y$ the same probability). So **for
+# β < 1 the objective is not a lower bound** of $\log p(y\mid x)$. What it is instead:
+#
+# - for every $q$ it equals $\mathrm{ELBO}(q) + (1-\beta)\,D_{\mathrm{KL}}(q\|\pi_0)$: the bound plus a
+#   bonus for moving away from $\pi_0$;
+# - its maximum is a *soft maximum* over rationales, $\beta\log\sum_z \pi_0(z\mid x)\,p_z^{1/\beta}$, which
+#   tends to $\max_z \log \pi(y\mid x\oplus z)$ (over $\pi_0$'s support) as β → 0. At β = 0.05 the paper's
+#   objective is close to that limit: find the rationale that makes the gold answer most likely, while
+#   the KL term keeps it a rationale the starting model would write.
+#
+# Which marginal is bounded at β = 1: $\log\sum_z \pi_0(z\mid x)\,\pi_\theta(y\mid x\oplus z)$, rationales
+# weighted by the *frozen* $\pi_0$, answers by the current model; $q = \pi_\theta(z\mid x)$ is the variational
+# distribution, not part of the marginal. LaTRO also trains $\log\pi_\theta(y\mid x\oplus z)$ itself (the λ term
+# of Eq. 4), which raises the marginal, not only the bound's gap to it.
+
+# %% tags=["nbval-check-output"]
+maxima = {}
+for beta in (1.0, 0.5, 0.25, 0.1, 0.05):
+    maxima[beta] = beta * torch.logsumexp(prior.log() + log_lik_gold / beta, 0)    # β log E_π0[p_z^(1/β)]
+    print(f"beta={beta:4.2f}: max_q objective = {maxima[beta]:.5f}   log p(y|x) = {log_p:.5f}   "
+          f"difference {maxima[beta] - log_p:+.5f}")
+print(f"max_z log pi(y|x+z) = {log_lik_gold.max():.5f}   (the beta -> 0 limit)")
+values = list(maxima.values())
+assert torch.allclose(maxima[1.0], log_p)                                   # β = 1: the maximum is log p(y|x)
+assert all(v > log_p + 1e-6 for v in values[1:])                            # β < 1: above it, not a bound
+assert all(a < b for a, b in zip(values, values[1:])) and values[-1] <= log_lik_gold.max()
+# for every q: objective_β(q) = ELBO(q) + (1 − β) KL(q ‖ π0)
+assert torch.allclose((random_qs * log_lik_gold).sum(-1) - 0.05 * kl(random_qs, prior),
+                      elbo(random_qs) + 0.95 * kl(random_qs, prior))
 
 # %% [markdown]
 # ## 4. Proposition 1: self-consistency approximates $\arg\max_y$ of the marginal
@@ -363,6 +407,9 @@ plt.show()
 #   $D_{\mathrm{KL}}(q\,\|\,p(z\mid x,y))$: checked to machine precision above.
 # - The bound is the expectation of the self-reward $r(z)$ that LaTRO computes per sampled rationale
 #   (`objective.self_reward`); maximising it over $q$ moves $q$ to the posterior and closes the gap.
+# - With the paper's β < 1 the maximum lies *above* $\log p(y\mid x)$ (power-mean inequality): the
+#   objective is the bound plus $(1-\beta)\,D_{\mathrm{KL}}(q\|\pi_0)$, a soft maximum over rationales, not a
+#   bound.
 # - Self-consistency's majority vote estimates $\arg\max_y p_M(y\mid x)$, the mode of the same marginal
 #   (Proposition 1), and can disagree with the answer of the single most likely rationale.
 #

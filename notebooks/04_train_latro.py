@@ -48,15 +48,17 @@ profile = "smoke"  # smoke | demo | paper   (papermill: -p profile demo)
 overrides = {}     # optional changes to the profile's settings, e.g. {"seeds": [0]}
 
 # %%
+import dataclasses
 import json
 from pathlib import Path
 
 from IPython.display import Image, Markdown, display
 
-from latro_core.evaluate import EvalConfig, run_evaluation
+from latro_core.evaluate import EvalConfig
 from latro_core.plots import plot_maj_at_k, plot_training
 from latro_core.profiles import settings
-from latro_core.reproduce import resolve_data_dir, run_name, selection_markdown, task_available, train_all
+from latro_core.reproduce import (evaluate_all, resolve_data_dir, run_name, selection_markdown, task_available,
+                                  train_all)
 from latro_core.results import TablesConfig, build_tables
 from latro_core.trainer import TrainConfig
 
@@ -91,6 +93,106 @@ print(json.dumps(S, indent=1))
 # as LaTRO, keeps those whose extracted answer is right, and fine-tunes on them. It needs an answer
 # checker; LaTRO does not, it only needs the gold answer's likelihood.
 #
+# ## One LaTRO step by hand
+#
+# Before the trainer runs as a black box, here is its first optimizer step written out with
+# `latro_core`'s own pieces, on the profile's LaTRO recipe (`S["latro"]`), each tensor printed:
+#
+# 1. **sample** K rationales per question at temperature T, cut at the stop string or at L tokens
+#    (`rollout.sample_rationales`, each question drawing from its own seeded generator);
+# 2. **score** $\log\pi_\theta(z\mid x)$ (at T, the policy that sampled z) and $\log\pi_\theta(y\mid x\oplus z)$
+#    in one forward pass over $x\oplus z\oplus y$ (`logprobs.sequence_logprobs`), and **π0**'s
+#    $\log\pi_0(z\mid x)$ with the frozen starting model;
+# 3. the **self-reward** $r_k = \log\pi_\theta(y\mid x\oplus z_k) - \beta\,[\log\pi_\theta(z_k\mid x) - \log\pi_0(z_k\mid x)]$;
+# 4. the **truncation penalty**: a rationale cut at L gets $\gamma\cdot\overline{r}$, the batch-mean
+#    reward times γ (the released code's rule; `truncation` in the config);
+# 5. **RLOO** advantages $A_k = r_k - \frac{1}{K-1}\sum_{j\ne k} r_j$ within each question;
+# 6. the **Eq. 4 loss** $-\frac1N\sum_k A_k\log\pi_\theta(z_k\mid x) - \lambda\,\frac1N\sum_k\log\pi_\theta(y\mid x\oplus z_k)$
+#    (λ = 1 is Eq. 4; λ = 0 the released code);
+# 7. backward, gradient clipping and one **AdamW** step.
+#
+# Then the trainer takes the same first step from the same starting model, and the two must agree.
+
+# %%
+import pandas as pd
+import torch
+
+from latro_core.logprobs import pack, sequence_logprobs
+from latro_core.models import frozen_copy, load_model
+from latro_core.objective import latro_loss, penalize_truncated, rloo_advantages, self_reward
+from latro_core.rollout import sample_rationales
+from latro_core.tasks import load_task
+from latro_core.trainer import Trainer, question_indices, sampling_generator
+
+hand = TrainConfig(method="latro", model=S["models"][0], seed=S["seeds"][0], data_dir=DATA,
+                   out_dir=str(RUNS / "one-step"), **{**S["latro"], "steps": 1, "eval_every": 0})
+lm, tok = load_model(hand.model, dtype=hand.dtype, device="cpu")
+pi0 = frozen_copy(lm)                                               # π0: the starting model, frozen
+train_set = load_task(hand.task, hand.split, data_dir=DATA, **hand.task_kwargs)
+assert not hand.train_limit, "this walk-through reads the whole training split"
+exs = [train_set[i] for i in question_indices(0, len(train_set), hand.questions_per_step, hand.seed)]
+K = hand.k
+
+# 1. sample: K rationales per question, at most L tokens, at temperature T
+roll = sample_rationales(lm, tok, [train_set.prompt(e, tok) for e in exs], k=K, max_new_tokens=hand.max_new_tokens,
+                         temperature=hand.temperature, top_k=hand.top_k, top_p=hand.top_p,
+                         generator=[sampling_generator(hand.seed, 0, q) for q in range(len(exs))])
+# 2. score x⊕z⊕y in one pass: log πθ(z|x) at T (with gradients), log πθ(y|x⊕z); log π0(z|x) without
+batch = pack(roll.prompt_ids, roll.rationale_ids,
+             [train_set.answer_ids(exs[i // K], tok, roll.rationale_ids[i]) for i in range(len(exs) * K)],
+             tok.pad_token_id)
+logp_z, logp_y = sequence_logprobs(lm, batch, temperature=hand.temperature)
+with torch.no_grad():
+    ref_logp_z, _ = sequence_logprobs(pi0, batch, temperature=hand.temperature)
+# 3. self-reward r = log πθ(y|x⊕z) − β (log πθ(z|x) − log π0(z|x))
+r = self_reward(logp_y, logp_z, ref_logp_z, hand.beta)
+# 4. a rationale cut at L: r = γ · mean(r)   (truncation="batch_mean")
+r_pen = penalize_truncated(r, roll.truncated, hand.truncation, hand.gamma)
+# 5. A_k = r_k − mean_{j≠k} r_j, per question
+adv = rloo_advantages(r_pen.view(-1, K)).view(-1)
+# 6. loss = −mean(A · log πθ(z|x)) − λ · mean(log πθ(y|x⊕z))
+loss, terms = latro_loss(logp_z, logp_y, adv, hand.lam)
+
+print(f"question: {exs[0].question}\ngold answer: {exs[0].answer}\n")
+display(pd.DataFrame({"question": [i // K for i in range(len(exs) * K)],
+                      "rationale z (first 70 characters)": [t[:70] for t in roll.texts],
+                      "tokens": [len(z) for z in roll.rationale_ids], "cut at L": roll.truncated.tolist(),
+                      "log πθ(z|x)": logp_z.detach().numpy(), "log π0(z|x)": ref_logp_z.numpy(),
+                      "log πθ(y|x⊕z)": logp_y.detach().numpy(), "r": r.numpy(), "r after penalty": r_pen.numpy(),
+                      "A (RLOO)": adv.numpy()}).round(3))
+print(f"loss {loss.item():.4f} = policy {terms['policy_loss'].item():.4f} + λ·answer {terms['answer_loss'].item():.4f}")
+
+# 7. backward, clip the gradient norm, one AdamW step (lr at step 1 of the linear decay: the full lr)
+opt = torch.optim.AdamW(lm.parameters(), lr=hand.lr, weight_decay=hand.weight_decay)
+loss.backward()
+grad_norm = torch.nn.utils.clip_grad_norm_(lm.parameters(), hand.grad_clip or float("inf"))
+opt.step()
+with torch.no_grad():
+    logp_z_after, logp_y_after = sequence_logprobs(lm, batch, temperature=hand.temperature)
+change_z = logp_z_after - logp_z.detach()
+print(f"gradient norm {grad_norm:.1f} (clipped to {hand.grad_clip}); after the step, on the same rationales: "
+      f"mean log πθ(y|x⊕z) {logp_y.mean():.3f} → {logp_y_after.mean():.3f}")
+if adv.std() > 0:   # the rationales with A > 0 should have become more likely
+    print(f"corr(A, change of log πθ(z|x)) = {torch.corrcoef(torch.stack([adv, change_z]))[0, 1]:.2f}")
+else:
+    print("every A is 0 (e.g. every rationale cut at L): no rationale-policy signal; only the λ term moved θ")
+
+# %% [markdown]
+# The trainer's first step, from a fresh copy of the same starting model, samples the same
+# rationales (the same seeded generators) and computes the same rewards and loss:
+
+# %%
+fresh, _ = load_model(hand.model, dtype=hand.dtype, device="cpu")
+Trainer(dataclasses.replace(hand, overwrite=True, keep_resume_state=False, progress=False,
+                            log_samples=len(exs)), model=fresh, tokenizer=tok).train()
+first = json.loads((RUNS / "one-step" / "metrics.jsonl").read_text().splitlines()[0])
+mine = {"reward_mean": r_pen.mean().item(), "policy_loss": terms["policy_loss"].item(),
+        "answer_loss": terms["answer_loss"].item(), "frac_truncated": roll.truncated.float().mean().item()}
+display(pd.DataFrame({"by hand": mine, "trainer, step 1": {k: first[k] for k in mine}}).round(5))
+assert all(abs(mine[k] - first[k]) <= 1e-4 * (1 + abs(mine[k])) for k in mine), "the trainer's step 1 differs"
+del lm, pi0, fresh
+
+# %% [markdown]
 # ## Model selection
 #
 # Every `eval_every` steps the trainer measures greedy accuracy on the **validation** split, and
@@ -116,19 +218,17 @@ def train(cfgs):
     return dict(zip(cfgs, train_all(list(cfgs.values()), cwd=ROOT, **S["run"])))
 
 
-reports = train(configs(("sft", "rft")))
-
-# %% [markdown]
-# Now LaTRO, same seeds. Each step samples `k` rationales of at most `max_new_tokens` (L) tokens for
-# `questions_per_step` questions at temperature T, and scores z under that same tempered policy;
-# `metrics.jsonl` logs the mean self-reward and $\log \pi(y \mid x \oplus z)$, which should rise as
-# training goes on (in the `demo` profile runs train two at a time, one thread each).
-
-# %%
-reports.update(train(configs(("latro",))))
+# LaTRO first: the longest runs start first, so the two slots stay busy to the end.
+reports = train(configs(("latro", "rft", "sft")))
 
 # %% [markdown]
 # ### Training curves
+#
+# Each LaTRO step samples `k` rationales of at most `max_new_tokens` (L) tokens for
+# `questions_per_step` questions at temperature T, and scores z under that same tempered policy;
+# `metrics.jsonl` logs the mean self-reward and $\log \pi(y \mid x \oplus z)$, which should rise as
+# training goes on. (In the `demo` profile the runs train two at a time, one thread each: on two
+# cores that does more per second than one two-thread run, `results/latro_step_throughput.md`.)
 #
 # One line per seed: the self-reward and its parts ($\log \pi(y\mid x\oplus z)$, the KL estimate),
 # the fraction of rationales cut at L, and the validation accuracy at the evaluation steps.
@@ -152,19 +252,20 @@ for method in ("latro", "sft", "rft"):
 
 # %%
 EVAL = RUNS / "eval"
-summaries = {}
 
 
-def evaluate(name, model, maj):
+def eval_config(name, model, maj):
     kw = {**S["eval"], **({} if maj else {"k": 0})}   # k=0: greedy only
-    return run_evaluation(EvalConfig(model=model, data_dir=DATA, out=str(EVAL / name), **kw))
+    return EvalConfig(model=model, data_dir=DATA, out=str(EVAL / name), **kw)
 
 
-for model in S["models"]:
-    summaries["base", model, None] = evaluate(run_name("base", 0, model), model, maj="base" in S["maj_methods"])
-for (method, model, seed), rep in reports.items():
-    summaries[method, model, seed] = evaluate(Path(rep["out"]).name, rep["model"],
-                                              maj=method in S["maj_methods"] and seed in S["maj_seeds"])
+jobs = {("base", model, None): eval_config(run_name("base", 0, model), model, maj="base" in S["maj_methods"])
+        for model in S["models"]}
+jobs.update({(method, model, seed): eval_config(Path(rep["out"]).name, rep["model"],
+                                                maj=method in S["maj_methods"] and seed in S["maj_seeds"])
+             for (method, model, seed), rep in reports.items()})
+# the base model (the slowest: it rambles to L) first; `parallel` one-thread child processes
+summaries = dict(zip(jobs, evaluate_all(list(jobs.values()), parallel=S["run"].get("parallel", 1), cwd=ROOT)))
 for (method, model, seed), s in summaries.items():
     print(f"{method:5s} {s['model_label']:28s} seed {seed}: greedy {s['greedy']['accuracy']:.3f}"
           + (f", maj@{s['k']} {s['maj_at_k'][str(s['k'])]['accuracy']:.3f}" if s.get("maj_at_k") else ""))

@@ -9,8 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 COMMON="--steps 12 --questions-per-step 2 --k 8 --max-new-tokens 64 --micro-batch 16 --eval-every 6"
 # in the order they were run (two at a time); the signal study (results/self_reward_signal.md) chose
-# T = 0.5. r01-r04 showed lr 5e-5 and 1e-4 collapsing the rationales within a few steps, so the
-# variants after them start from lr 2e-5 (r03).
+# T = 0.5. r01-r04 showed lr 5e-5 and 1e-4 collapsing the rationales within a few steps, so r06-r07
+# start from lr 2e-5 (r03); r05 (T = 0.7) did best, so r08 on start from it.
 RUNS=(
   "r01_T0.5_lr5e-5        --temperature 0.5 --lr 5e-5 --eval-at-start"
   "r02_T1.0_lr5e-5        --temperature 1.0 --lr 5e-5"
@@ -19,14 +19,15 @@ RUNS=(
   "r05_T0.7_lr2e-5        --temperature 0.7 --lr 2e-5"
   "r06_T0.5_lora_lr2e-4   --temperature 0.5 --lora --lr 2e-4"
   "r07_T0.5_lr2e-5_lam0   --temperature 0.5 --lr 2e-5 --lam 0"
-  "r08_T0.5_lr2e-5_notrunc --temperature 0.5 --lr 2e-5 --truncation none"
-  "r09_T0.5_lr2e-5_beta0.5 --temperature 0.5 --lr 2e-5 --beta 0.5"
-  "r10_T0.5_lr1e-5        --temperature 0.5 --lr 1e-5"
-  "r11_T0.5_lr2e-5_K4q4   --temperature 0.5 --lr 2e-5 --k 4 --questions-per-step 4"
-  "r12_T0.5_lr2e-5_L96    --temperature 0.5 --lr 2e-5 --max-new-tokens 96 --eval-at-start"
-  "r13_T0.5_lr2e-5_add    --temperature 0.5 --lr 2e-5 --task-kwargs '{\"ops\":\"+\"}' --eval-at-start"
-  "r14_T0.5_lr2e-5_24steps --temperature 0.5 --lr 2e-5 --steps 24"
-  "r15_T0.5_lora_lr1e-3   --temperature 0.5 --lora --lr 1e-3"
+  # r08 on: one change at a time from r05 (T = 0.7, lr 2e-5), the demo's recipe
+  "r08_T0.7_notrunc       --temperature 0.7 --lr 2e-5 --truncation none"
+  "r09_T0.7_beta0.5       --temperature 0.7 --lr 2e-5 --beta 0.5"
+  "r10_T0.7_K4q4          --temperature 0.7 --lr 2e-5 --k 4 --questions-per-step 4"
+  "r11_T0.7_L96           --temperature 0.7 --lr 2e-5 --max-new-tokens 96 --eval-at-start"
+  "r12_T0.7_24steps       --temperature 0.7 --lr 2e-5 --steps 24 --eval-every 6"
+  "r13_T0.7_lora_lr1e-3   --temperature 0.7 --lora --lr 1e-3"
+  "r14_T0.7_K16q1         --temperature 0.7 --lr 2e-5 --k 16 --questions-per-step 1"
+  "r15_T0.7_lr1e-5        --temperature 0.7 --lr 1e-5"
 )
 want=("$@")
 jobs=()

@@ -1,9 +1,11 @@
-"""The notebooks: every ``notebooks/*.py`` is paired with its ``.ipynb`` (jupytext, same cells, saved
-without outputs), and every notebook runs top to bottom in a fresh kernel with the ``smoke`` profile.
+"""The notebooks: every ``notebooks/*.py`` is paired with its ``.ipynb`` (jupytext, same cell
+sources); the committed ``.ipynb`` holds the outputs of ``latro reproduce --profile demo``; and every
+notebook runs top to bottom under nbval (``pytest --nbval-lax``) at the smoke setting its parameters
+cell holds, failing on an error, with the cells tagged ``nbval-check-output`` (the exact,
+profile-independent checks of 01-02) compared with their stored outputs.
 
-Execution uses papermill (``-p profile smoke``) in a subprocess of this interpreter, so the kernel
-is this environment's Python: jupyter_client starts a kernelspec whose command is ``python`` with
-``sys.executable``. Executed copies go to pytest's tmp folder; runs, figures and tables go where the
+nbval runs in a subprocess of this interpreter with ``--nbval-current-env`` (the kernel is this
+environment's Python) and leaves the notebook file as it is; runs, figures and tables go where the
 notebooks put them (``runs/smoke/``, ``figures/*_smoke.png``, ``results/*_smoke.*``).
 """
 
@@ -46,17 +48,29 @@ def test_jupytext_pairing(py):
         assert x == y, f"cell {i} differs between {py.name} and {ipynb.name}; run: jupytext --sync {py}"
 
 
+DEMO_OUTPUTS = "latro reproduce --profile demo"     # what wrote a committed notebook's outputs (metadata)
+
+
+def _checked_cells(nb: dict) -> list[dict]:
+    return [c for c in nb["cells"] if "nbval-check-output" in c.get("metadata", {}).get("tags", [])]
+
+
 @pytest.mark.parametrize("ipynb", IPYNB_FILES, ids=[p.stem for p in IPYNB_FILES])
-def test_notebook_saved_clean(ipynb):
-    """Paired, saved without outputs, with a `parameters` cell naming the profile."""
+def test_notebook_is_saved_with_a_parameters_cell_and_only_demo_outputs(ipynb):
+    """Paired, with one `parameters` cell naming the profile; outputs only as `latro reproduce --profile
+    demo` saved them (its metadata says so), and then on every cell nbval checks."""
     assert ipynb.with_suffix(".py").exists(), f"{ipynb.name} has no paired .py (jupytext --set-formats ipynb,py:percent)"
     nb = json.loads(ipynb.read_text())
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
-    dirty = [i for i, c in enumerate(code) if c.get("outputs") or c.get("execution_count") is not None]
-    assert not dirty, f"{ipynb.name}: code cells {dirty} were saved with outputs; clear them and save again"
+    if any(c.get("outputs") for c in code):
+        assert nb["metadata"].get("latro", {}).get("outputs") == DEMO_OUTPUTS, (
+            f"{ipynb.name} holds outputs that `{DEMO_OUTPUTS}` did not write; clear them or rerun it")
+    missing = [i for i, c in enumerate(_checked_cells(nb)) if not c.get("outputs")]
+    assert not missing, f"{ipynb.name}: nbval-checked cells {missing} have no stored output; run `{DEMO_OUTPUTS}`"
     params = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(params) == 1, f"{ipynb.name} needs exactly one cell tagged 'parameters' (papermill), found {len(params)}"
     assert "profile" in "".join(params[0]["source"]), f"{ipynb.name}: the parameters cell must set `profile`"
+    assert not params[0].get("outputs"), f"{ipynb.name}: the parameters cell has outputs"
     assert nb["metadata"].get("kernelspec", {}).get("name"), f"{ipynb.name} has no kernelspec in its metadata"
     # papermill reads every `name = value  # help` line (`papermill --help-notebook`); a line it cannot
     # parse prints "Unable to parse line" at every run
@@ -68,14 +82,34 @@ def test_notebook_saved_clean(ipynb):
     assert len(PythonTranslator.inspect(cell)) == len(lines), f"{ipynb.name}: papermill cannot parse a parameters line"
 
 
-@pytest.mark.parametrize("ipynb", IPYNB_FILES, ids=[p.stem for p in IPYNB_FILES])
-def test_notebook_runs_smoke(ipynb, tmp_path):
-    out = tmp_path / ipynb.name
-    cmd = [sys.executable, "-m", "papermill", str(ipynb), str(out), "-p", "profile", "smoke",
-           "--cwd", str(NOTEBOOKS), "--no-progress-bar"]
+def _nbval(ipynb: Path) -> subprocess.CompletedProcess:
+    """pytest --nbval-lax on ``ipynb``: every cell runs (the parameters cell says profile "smoke") and
+    fails on an error; cells tagged nbval-check-output must print what the notebook stores."""
+    cmd = [sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env", "-p", "no:cacheprovider", "-q",
+           "--nbval-cell-timeout", str(TIMEOUT_S), str(ipynb)]
     try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S, cwd=ROOT)
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S, cwd=ROOT)
     except subprocess.TimeoutExpired:
-        pytest.fail(f"{ipynb.name} did not finish in {TIMEOUT_S} s with the smoke profile (partial output: {out})")
-    assert r.returncode == 0, (f"{ipynb.name} failed with the smoke profile; executed notebook: {out}\n"
-                               f"{(r.stdout + r.stderr)[-4000:]}")
+        pytest.fail(f"{ipynb.name} did not finish in {TIMEOUT_S} s with the smoke profile")
+
+
+@pytest.mark.parametrize("ipynb", IPYNB_FILES, ids=[p.stem for p in IPYNB_FILES])
+def test_notebook_runs_at_the_smoke_setting_under_nbval(ipynb):
+    r = _nbval(ipynb)
+    assert r.returncode == 0, f"{ipynb.name} failed under nbval at the smoke setting:\n{(r.stdout + r.stderr)[-4000:]}"
+
+
+def test_a_changed_stored_output_of_a_checked_cell_fails_nbval():
+    nb = json.loads((NOTEBOOKS / "01_variational_bound.ipynb").read_text())
+    cell = _checked_cells(nb)[0]
+    stream = next(o for o in cell["outputs"] if o["output_type"] == "stream")
+    text = "".join(stream["text"])
+    digit = next(ch for ch in text if ch.isdigit())
+    stream["text"] = text.replace(digit, "8" if digit == "9" else "9", 1)          # one digit changed
+    planted = NOTEBOOKS / f"_planted_{os.getpid()}.ipynb"     # beside the others: the kernel runs in notebooks/
+    try:
+        planted.write_text(json.dumps(nb))
+        r = _nbval(planted)
+    finally:
+        planted.unlink(missing_ok=True)
+    assert r.returncode != 0 and "mismatch" in (r.stdout + r.stderr).lower(), (r.stdout + r.stderr)[-3000:]

@@ -258,3 +258,52 @@ def test_train_runs_trains_child_processes_two_at_a_time_and_keeps_the_best(tmp_
     bad = [TrainConfig(model=str(tmp_path / "no-such-model"), out_dir=str(tmp_path / "runs" / "bad"), steps=1)]
     with pytest.raises(LatroError, match=r"training failed: .*bad \(exit 2, see .*bad.log\)"):
         train_runs(bad, cwd=ROOT)
+
+
+def test_evaluate_all_in_child_processes_gives_what_evaluating_here_gives(tmp_path, smol_tokenizer):
+    from latro_core.evaluate import EvalConfig
+    from latro_core.models import prepare_tokenizer, tiny_model
+    from latro_core.reproduce import evaluate_all
+
+    tok = prepare_tokenizer(smol_tokenizer)
+    model, _ = tiny_model(tok)
+    model.save_pretrained(tmp_path / "tiny")
+    tok.save_pretrained(tmp_path / "tiny")
+    cfgs = {where: [EvalConfig(model=str(tmp_path / "tiny"), limit=3, max_new_tokens=4, k=k, auroc=False,
+                               device="cpu", task_kwargs={"n": 8}, out=str(tmp_path / where / f"k{k}"))
+                    for k in (0, 2)] for where in ("here", "children")}
+    here = evaluate_all(cfgs["here"], parallel=1)
+    children = evaluate_all(cfgs["children"], parallel=2, cwd=ROOT)
+    for h, c, cfg in zip(here, children, cfgs["children"]):
+        assert c["out"] == cfg.out and Path(f"{cfg.out}.log").exists()
+        assert c["greedy"] == h["greedy"] and c.get("maj_at_k") == h.get("maj_at_k")
+        assert (Path(cfg.out) / "predictions.jsonl").read_text() == (Path(h["out"]) / "predictions.jsonl").read_text()
+    with pytest.raises(LatroError, match=r"evaluation failed: .*bad \(exit 2, see .*bad.log\)"):
+        evaluate_all([EvalConfig(model=str(tmp_path / "no-such-model"), out=str(tmp_path / "bad"))] * 2,
+                     parallel=2, cwd=ROOT)
+
+
+def test_save_outputs_puts_the_run_outputs_into_the_notebook_without_papermills_cell(tmp_path):
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+
+    from latro_core.reproduce import ReproduceError, save_outputs
+
+    src = new_notebook(cells=[new_markdown_cell("# title"),
+                              new_code_cell('profile = "smoke"', metadata={"tags": ["parameters"]}),
+                              new_code_cell("print(profile)")])
+    nbformat.write(src, tmp_path / "nb.ipynb")
+    ran = nbformat.from_dict(json.loads(json.dumps(src)))
+    ran.cells.insert(2, new_code_cell('profile = "demo"', metadata={"tags": ["injected-parameters"]}))
+    ran.cells[3].outputs = [new_output("stream", name="stdout", text="demo\n")]
+    ran.cells[3].execution_count = 3
+    nbformat.write(ran, tmp_path / "ran.ipynb")
+    save_outputs(tmp_path / "ran.ipynb", tmp_path / "nb.ipynb", {"outputs": "latro reproduce --profile demo"})
+    nb = nbformat.read(tmp_path / "nb.ipynb", as_version=4)
+    assert [c.source for c in nb.cells] == ["# title", 'profile = "smoke"', "print(profile)"]
+    assert nb.cells[2].outputs[0].text == "demo\n" and nb.cells[2].execution_count == 3
+    assert nb.metadata["latro"] == {"outputs": "latro reproduce --profile demo"}
+    ran.cells[3].source = "print(profile, 1)"                    # the notebook changed while it ran
+    nbformat.write(ran, tmp_path / "ran.ipynb")
+    with pytest.raises(ReproduceError, match="changed while it ran"):
+        save_outputs(tmp_path / "ran.ipynb", tmp_path / "nb.ipynb", {})

@@ -106,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import LatroError
 
     args = build_parser().parse_args(argv)
+    if args.command != "reproduce":       # the notebooks' kernels choose their own
+        from .models import set_threads
+        set_threads()                     # LATRO_THREADS / OMP_NUM_THREADS, else one per free core
     try:
         if args.command in ("train", "sft", "rft"):
             from .trainer import TrainConfig, TrainingInterrupted, train

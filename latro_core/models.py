@@ -16,6 +16,7 @@ import copy
 import importlib.util
 import os
 import shutil
+import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -69,6 +70,41 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ModelError(f"device={device!r} asked for, but no CUDA GPU is visible; use --device cpu or auto.")
     return torch.device(device)
+
+
+def busy_cores(samples: int = 5, interval_s: float = 0.02) -> int:
+    """Cores other work keeps busy now: the runnable tasks of Linux's /proc/loadavg other than this
+    reader (median of ``samples`` readings ``interval_s`` apart); 0 where it cannot be read."""
+    counts = []
+    for i in range(samples):
+        try:
+            counts.append(int(Path("/proc/loadavg").read_text().split()[3].split("/")[0]) - 1)
+        except (OSError, ValueError, IndexError):
+            return 0
+        if i + 1 < samples:
+            time.sleep(interval_s)
+    return max(0, sorted(counts)[len(counts) // 2])
+
+
+def choose_threads(environ=None) -> int:
+    """torch's thread count: ``LATRO_THREADS`` (or ``OMP_NUM_THREADS``) when set, else the cores this
+    process may use minus those other work keeps busy, at least 1. One torch thread per free core:
+    on 2 cores beside one busy process, 2 threads ran several times slower than 1
+    (results/threads_under_load.md)."""
+    environ = os.environ if environ is None else environ
+    for var in ("LATRO_THREADS", "OMP_NUM_THREADS"):
+        value = environ.get(var, "").strip()
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores - busy_cores())
+
+
+def set_threads(n: int | None = None) -> int:
+    """Set torch's intra-op threads to ``n`` (default :func:`choose_threads`); returns the number."""
+    n = n or choose_threads()
+    torch.set_num_threads(n)
+    return n
 
 
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:

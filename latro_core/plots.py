@@ -19,15 +19,19 @@ from matplotlib.figure import Figure
 
 NLL_CONDITIONS = {"no_rationale": "no rationale", "gold_rationale": "gold rationale",
                   "own_correct": "own rationale, right", "own_wrong": "own rationale, wrong"}
-TRAINING_PANELS = {"reward_mean": "self-reward (mean)", "logp_y_mean": "log p(y|x⊕z)",
-                   "kl_mean": "KL(πθ‖π0) estimate", "frac_truncated": "fraction truncated at L",
-                   "eval_accuracy": "eval accuracy (greedy)", "sft_loss": "SFT loss (token NLL)"}
+TRAINING_PANELS = {"reward_mean": "self-reward, after the truncation penalty (nats)",
+                   "logp_y_mean": "log πθ(y|x⊕z) (nats)",
+                   "kl_mean": "log πθ(z|x) − log π0(z|x) (nats; KL estimate)",
+                   "frac_truncated": "rationales cut at L (%)",
+                   "eval_accuracy": "validation accuracy, greedy (%)", "sft_loss": "SFT loss (nats per token)"}
+PERCENT_PANELS = ("frac_truncated", "eval_accuracy")      # stored as fractions, drawn as %
 
 
-def _save(fig, path) -> str:
+def _save(fig, path, tight: bool = True) -> str:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    if tight:
+        fig.tight_layout()
     fig.savefig(path, dpi=150)
     return str(path)
 
@@ -54,12 +58,15 @@ def figure2(results_by_model: dict, path="figures/figure2.png") -> str:
         xs = [i + (j - (len(conds) - 1) / 2) * width for i in range(len(data))]
         means = [_number(d.get(c, {}).get("mean")) for d in data.values()]   # nan: no bar
         ses = [_number(d.get(c, {}).get("se")) for d in data.values()]
-        ax.bar(xs, means, width, yerr=[0.0 if math.isnan(e) else e for e in ses], capsize=3,
-               label=NLL_CONDITIONS[c])
+        bars = ax.bar(xs, means, width, yerr=[0.0 if math.isnan(e) else e for e in ses], capsize=3,
+                      label=NLL_CONDITIONS[c])
+        ax.bar_label(bars, labels=[f"n={d.get(c, {}).get('n', 0)}" if not math.isnan(m) else ""
+                                   for d, m in zip(data.values(), means)], fontsize=6, padding=2)
     ax.set_xticks(range(len(data)), list(data))
-    ax.set_ylabel("NLL of gold answer (nats)")
-    ax.set_title("−log p(y | x ⊕ z) by rationale z")
-    ax.legend(fontsize=8)
+    ax.set_ylabel("NLL of the gold answer (nats)")
+    ax.set_title("−log p(y | x ⊕ z) by rationale z (mean ± 1 s.e.; n samples)", fontsize=9)
+    ax.margins(y=0.15)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, frameon=False)
     return _save(fig, path)
 
 
@@ -69,10 +76,13 @@ def _read_metrics(src) -> list[dict]:
     return list(src)
 
 
-def plot_training(metrics_jsonl_path_or_list, path="figures/training.png") -> str:
-    """Small multiples of the training metrics over optimizer steps: self-reward, log p(y|x⊕z),
-    KL, fraction truncated, eval accuracy (and SFT loss); panels without data are left out.
-    Input: a metrics.jsonl path, a list of metric dicts, or {label: either} to overlay runs."""
+def plot_training(metrics_jsonl_path_or_list, path="figures/training.png", *, start: dict | None = None,
+                  eval_n: int | None = None) -> str:
+    """Small multiples of the training metrics over optimizer steps: self-reward (after the
+    truncation penalty), log p(y|x⊕z), KL estimate, % cut at L, validation accuracy (and SFT loss);
+    panels without data are left out. Input: a metrics.jsonl path, a list of metric dicts, or
+    {label: either} to overlay runs. ``start``: the starting model's values at step 0 (e.g.
+    {"eval_accuracy": 0.165}), drawn as a black star; ``eval_n``: validation questions per point."""
     src = metrics_jsonl_path_or_list
     runs = ({k: _read_metrics(v) for k, v in src.items()} if isinstance(src, dict) else {None: _read_metrics(src)})
     panels = [k for k in TRAINING_PANELS if any(k in m for rows in runs.values() for m in rows)]
@@ -80,20 +90,33 @@ def plot_training(metrics_jsonl_path_or_list, path="figures/training.png") -> st
         raise ValueError(f"no known metric ({', '.join(TRAINING_PANELS)}) in the training records")
     cols = min(3, len(panels))
     nrows = math.ceil(len(panels) / cols)
-    fig = Figure(figsize=(3.6 * cols, 2.6 * nrows))
+    fig = Figure(figsize=(3.8 * cols, 2.7 * nrows + 0.5))
     axes = fig.subplots(nrows, cols, squeeze=False)
     for ax, key in zip(axes.flat, panels):
+        scale = 100 if key in PERCENT_PANELS else 1
         for label, rows in runs.items():
-            pts = [(m.get("step", i + 1), m[key]) for i, m in enumerate(rows) if m.get(key) is not None]
+            pts = [(m.get("step", i + 1), scale * m[key]) for i, m in enumerate(rows) if m.get(key) is not None]
             if pts:
                 ax.plot(*zip(*pts), marker="o" if key == "eval_accuracy" else None, ms=3, lw=1.2, label=label)
-        ax.set_title(TRAINING_PANELS[key], fontsize=9)
-        ax.set_xlabel("step", fontsize=8)
-        if len(runs) > 1:
-            ax.legend(fontsize=7)
+        if start and start.get(key) is not None:
+            ax.plot([0], [scale * start[key]], marker="*", ms=9, color="k", ls="none", label="starting model")
+        title = TRAINING_PANELS[key] + (f", n={eval_n}" if key == "eval_accuracy" and eval_n else "")
+        ax.set_title(title, fontsize=8)
+        ax.set_xlabel("optimizer step", fontsize=8)
+        ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
-    return _save(fig, path)
+    handles = {lab: h for ax in axes.flat for h, lab in zip(*ax.get_legend_handles_labels())}
+    if len(handles) > 1 or start:               # one legend for all panels, below them
+        fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(6, len(handles)), fontsize=7,
+                   frameon=False)
+        fig.tight_layout(rect=(0, 0.06 if nrows > 1 else 0.1, 1, 1))
+    return _save(fig, path, tight=False)
+
+
+def _offsets(n: int, width: float) -> list[float]:
+    """Horizontal offsets (in axis units, or log2 units) that keep n lines' error bars apart."""
+    return [(i - (n - 1) / 2) * width for i in range(n)]
 
 
 def _summary_label(s: dict) -> str:
@@ -101,60 +124,68 @@ def _summary_label(s: dict) -> str:
 
 
 def plot_maj_at_k(summaries, path="figures/maj_at_k.png") -> str:
-    """maj@k accuracy vs k (log2 x-axis) with Wilson 95% bars, one line per summary; the greedy
-    accuracy as a dashed line of the same colour. ``summaries``: list of summary dicts/paths, or
-    {label: summary}."""
-    items = summaries.items() if isinstance(summaries, dict) else [(None, s) for s in summaries]
-    fig = Figure(figsize=(4.8, 3.4))
+    """maj@k accuracy (%) vs k (log2 x-axis) with Wilson 95% bars, one line per summary (offset a
+    little in k so the bars do not overlap); the greedy accuracy as a dashed line of the same colour.
+    ``summaries``: list of summary dicts/paths, or {label: summary}."""
+    items = [(label, _load_summary(s)) for label, s in
+             (summaries.items() if isinstance(summaries, dict) else [(None, s) for s in summaries])]
+    items = [(label, s) for label, s in items if s.get("maj_at_k")]
+    fig = Figure(figsize=(5.2, 3.8))
     ax = fig.subplots()
-    for label, s in items:
-        s = _load_summary(s)
+    for (label, s), dx in zip(items, _offsets(len(items), 0.06)):
         label = label or _summary_label(s)
-        pts = sorted((int(k), v) for k, v in (s.get("maj_at_k") or {}).items())
-        if not pts:
-            continue
-        ks, accs = [k for k, _ in pts], [v["accuracy"] for _, v in pts]
-        err = [[a - v["ci95"][0] for a, (_, v) in zip(accs, pts)], [v["ci95"][1] - a for a, (_, v) in zip(accs, pts)]]
-        line = ax.errorbar(ks, accs, yerr=err, marker="o", ms=4, capsize=3, label=label)
+        pts = sorted((int(k), v) for k, v in s["maj_at_k"].items())
+        ks, accs = [k for k, _ in pts], [100 * v["accuracy"] for _, v in pts]
+        err = [[a - 100 * v["ci95"][0] for a, (_, v) in zip(accs, pts)],
+               [100 * v["ci95"][1] - a for a, (_, v) in zip(accs, pts)]]
+        line = ax.errorbar([k * 2 ** dx for k in ks], accs, yerr=err, marker="o", ms=4, capsize=3,
+                           label=f"{label} (n={s.get('n', '?')})")
         if s.get("greedy"):
-            ax.axhline(s["greedy"]["accuracy"], ls="--", lw=1, color=line[0].get_color())
+            ax.axhline(100 * s["greedy"]["accuracy"], ls="--", lw=1, color=line[0].get_color())
     ax.set_xscale("log", base=2)
-    ticks = sorted({int(k) for _, s in items for k in (_load_summary(s).get("maj_at_k") or {})})
+    ticks = sorted({int(k) for _, s in items for k in s["maj_at_k"]})
     ax.set_xticks(ticks, [str(k) for k in ticks])
     ax.minorticks_off()
     ax.set_xlabel("k (samples in the majority vote)")
-    ax.set_ylabel("accuracy")
-    ax.set_title("maj@k (dashed: greedy)")
-    ax.legend(fontsize=8)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title("maj@k (bars: Wilson 95%; dashed: greedy)", fontsize=9)
+    if items:
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, frameon=False)
     return _save(fig, path)
 
 
 def plot_accuracy_vs_L(rows, path="figures/accuracy_vs_L.png") -> str:
-    """Accuracy vs the rationale budget L, one line per label. ``rows``: dicts with "L",
-    "accuracy", optional "label", "lo", "hi"; or evaluation summaries (L = max_new_tokens,
-    accuracy = greedy, label = model and method)."""
+    """Accuracy (%) vs the rationale budget L, one line per label (offset a little in L so the
+    bars do not overlap). ``rows``: dicts with "L", "accuracy" (a fraction), optional "label", "lo",
+    "hi" (the 95% interval), "n"; or evaluation summaries (L = max_new_tokens, accuracy = greedy,
+    label = model and method)."""
     lines: dict[str, list] = {}
     for r in rows:
         r = _load_summary(r)
         if "greedy" in r:
             g = r["greedy"]
             r = {"L": r["max_new_tokens"], "accuracy": g["accuracy"], "lo": g["ci95"][0], "hi": g["ci95"][1],
-                 "label": _summary_label(r)}
+                 "n": g.get("n"), "label": _summary_label(r)}
         lines.setdefault(r.get("label") or "", []).append(r)
-    fig = Figure(figsize=(4.8, 3.4))
+    fig = Figure(figsize=(5.2, 3.8))
     ax = fig.subplots()
-    for label, pts in lines.items():
+    Ls = sorted({r["L"] for pts in lines.values() for r in pts})
+    gap = min((b - a for a, b in zip(Ls, Ls[1:])), default=1.0)
+    for (label, pts), dx in zip(lines.items(), _offsets(len(lines), 0.06 * gap)):
         pts.sort(key=lambda r: r["L"])
-        acc = [r["accuracy"] for r in pts]
+        acc = [100 * r["accuracy"] for r in pts]
         err = None
         if all("lo" in r and "hi" in r for r in pts):
-            err = [[a - r["lo"] for a, r in zip(acc, pts)], [r["hi"] - a for a, r in zip(acc, pts)]]
-        ax.errorbar([r["L"] for r in pts], acc, yerr=err, marker="o", ms=4, capsize=3, label=label or None)
-    ax.set_xlabel("rationale budget L (max new tokens)")
-    ax.set_ylabel("accuracy")
-    ax.set_title("accuracy vs L")
+            err = [[a - 100 * r["lo"] for a, r in zip(acc, pts)], [100 * r["hi"] - a for a, r in zip(acc, pts)]]
+        n = sorted({r["n"] for r in pts if r.get("n")})
+        ax.errorbar([r["L"] + dx for r in pts], acc, yerr=err, marker="o", ms=4, capsize=3,
+                    label=(label or "") + (f" (n={'/'.join(map(str, n))})" if n else "") or None)
+    ax.set_xticks(Ls, [str(L) for L in Ls])
+    ax.set_xlabel("rationale budget L at inference (max new tokens)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title("accuracy vs L (bars: Wilson 95%)", fontsize=9)
     if any(lines):
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, frameon=False)
     return _save(fig, path)
 
 
@@ -193,6 +224,8 @@ def plot_reward_signal(entries: list[dict], path="figures/self_reward_signal.png
     axes[2].axhline(0.5, color="grey", lw=0.8, ls=":")
     for ax in axes:
         ax.set_xlabel("rationale budget L (tokens)")
-    axes[0].legend(fontsize=7)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=7, frameon=False)
     fig.suptitle("Base model's self-reward signal (error bars: 95% bootstrap over questions)", fontsize=10)
-    return _save(fig, path)
+    fig.tight_layout(rect=(0, 0.08 + 0.04 * ((len(labels) - 1) // 4), 1, 1))
+    return _save(fig, path, tight=False)

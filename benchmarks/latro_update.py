@@ -62,7 +62,7 @@ from benchmarks._provenance import git_commit, machine_info  # noqa: E402
 from latro_core.logprobs import (PolicyScorer, _prompt_groups, _split_lm, can_share_prompt, pack,  # noqa: E402
                                  sequence_logprobs)
 from latro_core.models import LoraSpec, add_lora, enable_checkpointing, frozen_copy, load_model  # noqa: E402
-from latro_core.objective import latro_loss, penalize_truncated, rloo_advantages, self_reward  # noqa: E402
+from latro_core.objective import latro_update  # noqa: E402
 from latro_core.rollout import _eos_ids, sample_rationales  # noqa: E402
 from latro_core.tasks import load_task  # noqa: E402
 
@@ -259,10 +259,9 @@ class FastWay:
         else:
             logp_z, logp_y = sequence_logprobs(self.model, pb, self.chunk)
         ref = self._ref_logp_z(pb) if hp.beta != 0 else None
-        r = self_reward(logp_y, logp_z, ref, hp.beta)
-        r = penalize_truncated(r, torch.tensor(batch.truncated), hp.truncation, hp.gamma)
-        adv = rloo_advantages(r.view(-1, hp.k)).view(-1)
-        loss, _ = latro_loss(logp_z, logp_y, adv, hp.lam)
+        loss, terms = latro_update(logp_z, logp_y, ref, torch.tensor(batch.truncated), hp.k, beta=hp.beta, lam=hp.lam,
+                                   truncation=hp.truncation, gamma=hp.gamma)
+        adv = terms["adv"]
         t1, c1 = time.perf_counter(), time.process_time()
         gn = _step(loss, self.params, self.opt, hp.grad_clip)
         t2, c2 = time.perf_counter(), time.process_time()
@@ -271,7 +270,7 @@ class FastWay:
         fwd, *ref_fwd = self._pass_flops(pb, [self.model] + ([] if ref is None else [self.model if self.lora else self.ref]))
         flops = {"scoring": fwd + sum(ref_fwd), "backward": fwd * (1 if self.lora else 2)}
         return {"scoring_s": t1 - t0, "backward_step_s": t2 - t1, "scoring_cpu_s": c1 - c0, "backward_step_cpu_s": c2 - c1,
-                "loss": float(loss.detach()), "grad_norm": gn, "reward_mean": float(r.mean()), "forwards": 2,
+                "loss": float(loss.detach()), "grad_norm": gn, "reward_mean": float(terms["reward"].mean()), "forwards": 2,
                 "loss_scale": loss_scale(adv, logp_z, logp_y, hp.lam), "logp_z": logp_z.detach().tolist(), "logp_y": logp_y.detach().tolist(),
                 "model_flops": flops}
 
@@ -399,12 +398,14 @@ class LiteralWay:
             ref_z = literal_logprob_sum(self.ref, *xz, collect=c) if hp.beta != 0 else None
             roll_y = literal_logprob_sum(model, *xzy, collect=c)
         _collect(c)
-        r = self_reward(roll_y, roll_z, ref_z, hp.beta)
-        r = penalize_truncated(r, torch.tensor(batch.truncated), hp.truncation, hp.gamma)
-        adv = rloo_advantages(r.view(-1, hp.k)).view(-1)
         logp_z = literal_logprob_sum(model, *xz, collect=c)           # training: 2 passes with grad
         logp_y = literal_logprob_sum(model, *xzy, collect=c)
-        loss, _ = latro_loss(logp_z, logp_y, adv, hp.lam)
+        # the released code takes the rewards from the rollout passes: the same values (same weights and
+        # sequences), so the update reads them off the training passes' detached values
+        assert torch.allclose(logp_z.detach(), roll_z, rtol=1e-5, atol=1e-4), "rollout and training passes differ"
+        loss, terms = latro_update(logp_z, logp_y, ref_z, torch.tensor(batch.truncated), hp.k, beta=hp.beta,
+                                   lam=hp.lam, truncation=hp.truncation, gamma=hp.gamma)
+        adv = terms["adv"]
         t1, c1 = time.perf_counter(), time.process_time()
         gn = _step(loss, self.params, self.opt, hp.grad_clip)
         scale, lz, ly = loss_scale(adv, logp_z, logp_y, hp.lam), logp_z.detach().tolist(), logp_y.detach().tolist()
@@ -412,7 +413,7 @@ class LiteralWay:
         _collect(c)
         t2, c2 = time.perf_counter(), time.process_time()
         return {"scoring_s": t1 - t0, "backward_step_s": t2 - t1, "scoring_cpu_s": c1 - c0, "backward_step_cpu_s": c2 - c1,
-                "loss": float(loss.detach()), "grad_norm": gn, "reward_mean": float(r.mean()), "forwards": 5,
+                "loss": float(loss.detach()), "grad_norm": gn, "reward_mean": float(terms["reward"].mean()), "forwards": 5,
                 "loss_scale": scale, "logp_z": lz, "logp_y": ly}
 
 

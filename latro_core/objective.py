@@ -82,3 +82,23 @@ def latro_loss(logp_z: torch.Tensor, logp_y: torch.Tensor, advantages: torch.Ten
     # −λ/N Σ_k log πθ(y|x⊕z_k)
     answer_loss = -lam * logp_y.mean()
     return policy_loss + answer_loss, {"policy_loss": policy_loss.detach(), "answer_loss": answer_loss.detach()}
+
+
+def latro_update(logp_z: torch.Tensor, logp_y: torch.Tensor, ref_logp_z: torch.Tensor | None,
+                 truncated: torch.Tensor, k: int, *, beta: float, lam: float = 1.0, truncation: str = "batch_mean",
+                 gamma: float = 2.0, batch_mean: torch.Tensor | float | None = None
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One LaTRO update on scored samples: the loss to back-propagate and its per-sample pieces.
+
+    logp_z, logp_y (N,) with gradients, N = Q·K question-major; ref_logp_z (N,) from π0 (None when
+    β = 0); truncated (N,) bool, cut at L. The trainer, the benchmarks and notebook 04 all call this:
+        r = log πθ(y|x⊕z) − β·(log πθ(z|x) − log π0(z|x))       (self_reward)
+        r ← γ·mean(r) (or γ, or r) where cut at L               (penalize_truncated)
+        A = r_k − mean_{j≠k} r_j, per question                  (rloo_advantages)
+        loss = −mean(A · log πθ(z|x)) − λ·mean(log πθ(y|x⊕z))   (latro_loss, Eq. 4)
+    Returns (loss, {"reward" (after the penalty), "adv", "policy_loss", "answer_loss"}).
+    """
+    r = penalize_truncated(self_reward(logp_y, logp_z, ref_logp_z, beta), truncated, truncation, gamma, batch_mean)
+    adv = rloo_advantages(r.view(-1, k)).view(-1)
+    loss, terms = latro_loss(logp_z, logp_y, adv, lam)
+    return loss, {"reward": r, "adv": adv, **terms}

@@ -33,7 +33,7 @@ import torch
 from .errors import CheckpointError, ConfigError, LatroError, NumericalError
 from .logprobs import PolicyScorer, pack, sequence_logprobs
 from .models import LoraSpec, add_lora, enable_checkpointing, frozen_copy, load_model, save_model
-from .objective import TRUNCATION_RULES, latro_loss, penalize_truncated, rloo_advantages, self_reward
+from .objective import TRUNCATION_RULES, latro_update, self_reward
 from .rollout import sample_rationales
 from .tasks import load_task
 
@@ -379,10 +379,9 @@ class Trainer:
             with self._sync(last):
                 t1 = time.time()
                 logp_z, logp_y = self.scorer(batch.input_ids, batch.attention_mask, batch.z_mask, batch.y_mask)
-                r = self_reward(logp_y, logp_z, ref, cfg.beta)
-                r = penalize_truncated(r, roll.truncated[sl], cfg.truncation, cfg.gamma, batch_mean)
-                adv = rloo_advantages(r.view(-1, cfg.k)).view(-1)
-                loss, terms = latro_loss(logp_z, logp_y, adv, cfg.lam)
+                loss, terms = latro_update(logp_z, logp_y, ref, roll.truncated[sl], cfg.k, beta=cfg.beta, lam=cfg.lam,
+                                           truncation=cfg.truncation, gamma=cfg.gamma, batch_mean=batch_mean)
+                r, adv = terms["reward"], terms["adv"]
                 _check_finite(step, loss=loss, reward=r)
                 t2 = time.time()
                 # scale so that the accumulated, process-averaged gradient is the mean over all samples

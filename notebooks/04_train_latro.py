@@ -137,7 +137,7 @@ import torch
 
 from latro_core.logprobs import pack, sequence_logprobs
 from latro_core.models import frozen_copy, load_model
-from latro_core.objective import latro_loss, penalize_truncated, rloo_advantages, self_reward
+from latro_core.objective import latro_loss, latro_update, penalize_truncated, rloo_advantages, self_reward
 from latro_core.rollout import sample_rationales
 from latro_core.tasks import load_task
 from latro_core.trainer import Trainer, question_indices, sampling_generator
@@ -170,6 +170,10 @@ r_pen = penalize_truncated(r, roll.truncated, hand.truncation, hand.gamma)
 adv = rloo_advantages(r_pen.view(-1, K)).view(-1)
 # 6. loss = −mean(A · log πθ(z|x)) − λ · mean(log πθ(y|x⊕z))
 loss, terms = latro_loss(logp_z, logp_y, adv, hand.lam)
+# 3–6 are objective.latro_update, the one function the trainer calls: the same numbers
+same_loss, same = latro_update(logp_z, logp_y, ref_logp_z, roll.truncated, K, beta=hand.beta, lam=hand.lam,
+                               truncation=hand.truncation, gamma=hand.gamma)
+assert torch.equal(same_loss, loss) and torch.equal(same["adv"], adv) and torch.equal(same["reward"], r_pen)
 
 print(f"question: {exs[0].question}\ngold answer: {exs[0].answer}\n")
 display(pd.DataFrame({"question": [i // K for i in range(len(exs) * K)],

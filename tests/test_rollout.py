@@ -9,8 +9,9 @@ from torch import nn
 
 from latro_core.errors import ConfigError
 from latro_core.models import tiny_model
-from latro_core import rollout as rollout_mod
-from latro_core.rollout import _cut_at_stop, _sample_next, find_stop, prepacked_linears, sample_rationales
+from latro_core import cpu_kernels
+from latro_core.cpu_kernels import prepacked_linears
+from latro_core.rollout import _cut_at_stop, _sample_next, find_stop, sample_rationales
 from latro_core.tasks import STOP_STRINGS
 
 
@@ -379,7 +380,7 @@ def test_prepacked_linears_off_without_onednn_or_memory(monkeypatch):
     with prepacked_linears(net, rows=2) as packed:
         assert not packed and "forward" not in vars(net)
     monkeypatch.undo()
-    monkeypatch.setattr(rollout_mod, "_free_memory_bytes", lambda: 10)      # the copy would not fit
+    monkeypatch.setattr(cpu_kernels, "_free_memory_bytes", lambda: 10)      # the copy would not fit
     with prepacked_linears(net, rows=2) as packed:
         assert not packed and "forward" not in vars(net)
 
@@ -408,7 +409,7 @@ def test_prepacked_lora_layers_carry_their_adapter(smol_tokenizer):
         for n, p in model.named_parameters():
             if "lora_B" in n:                      # peft starts B at 0: make the adapters do something
                 p.copy_(0.1 * torch.randn(p.shape, generator=g))
-    layers = [m for m in model.modules() if rollout_mod._mergeable_lora(m)]
+    layers = [m for m in model.modules() if cpu_kernels._mergeable_lora(m)]
     assert layers
     base = {n: p.detach().clone() for n, p in model.named_parameters() if "lora" not in n}
     x = torch.randn(3, 1, layers[0].in_features, generator=g)

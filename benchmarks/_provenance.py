@@ -33,11 +33,6 @@ def machine_info() -> dict:
 
 def git_commit() -> str:
     """``HEAD``'s hash, plus the latro_core .py files with uncommitted changes (what was timed)."""
-    try:
-        c = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "latro_core"], cwd=ROOT, capture_output=True,
-                               text=True).stdout.split()
-    except OSError:
-        return "unknown"
-    files = [f for f in dirty if f.endswith(".py")]
-    return c + (f" + uncommitted changes to {', '.join(files)}" if files else "")
+    from latro_core.cli import git_commit as commit
+
+    return commit(ROOT, dirty=True) or "unknown"

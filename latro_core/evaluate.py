@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 import sys
 import time
 from collections import Counter
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .cli import command_line, git_commit
 from .errors import ConfigError
 from .logprobs import pack, sequence_logprobs
 from .rollout import sample_rationales
@@ -385,30 +385,6 @@ def _run_name(model: str | None, adapter: str | None) -> str | None:
         if (c := _read_json(folder / "config.json")) and "method" in c:
             return folder.name
     return p.name
-
-
-def git_commit(cwd: str | Path | None = None) -> str | None:
-    """``git rev-parse HEAD`` of the repository holding ``cwd`` (default: this package), or None."""
-    try:
-        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd or Path(__file__).resolve().parent,
-                           capture_output=True, text=True, timeout=10)
-        return r.stdout.strip() if r.returncode == 0 and r.stdout.strip() else None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def command_line(sub: str, cfg) -> str:
-    """The ``latro <sub> ...`` command that reproduces ``cfg`` (only fields that differ from the defaults)."""
-    import shlex
-    parts = ["latro", sub]
-    for f in fields(cfg):
-        v = getattr(cfg, f.name)
-        default = f.default if f.default is not MISSING else f.default_factory()
-        if v == default:
-            continue
-        parts.append("--" + f.name.replace("_", "-"))
-        parts.append(json.dumps(v, separators=(",", ":")) if isinstance(v, dict) else str(v).lower() if isinstance(v, bool) else str(v))
-    return " ".join(shlex.quote(p) for p in parts)
 
 
 def _jsonable(x):

@@ -28,9 +28,10 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
+from .cli import cli_flags
 from .errors import ConfigError, LatroError
 from .profiles import ACCELERATE_CONFIG, check_profile, notebook_name, settings
 
@@ -114,20 +115,6 @@ def load_eval_model(model: str | None, dtype: str = "fp32", device: str = "auto"
 
     base, adapter, _ = resolve_model(model)
     return load_model(base, dtype=dtype, device=device, adapter=adapter)
-
-
-def cli_flags(cfg, skip=()) -> list[str]:
-    """``--flag value`` pairs for the fields of dataclass ``cfg`` that differ from their defaults."""
-    out = []
-    for f in fields(cfg):
-        v = getattr(cfg, f.name)
-        default = f.default if f.default is not MISSING else f.default_factory()
-        if f.name in skip or v == default or v is None:
-            continue
-        out.append("--" + f.name.replace("_", "-"))
-        out.append(json.dumps(v, separators=(",", ":")) if isinstance(v, dict)
-                   else str(v).lower() if isinstance(v, bool) else str(v))
-    return out
 
 
 def launch_command(cfg, accelerate_config: str = ACCELERATE_CONFIG, num_processes: int | None = None) -> list[str]:
@@ -452,7 +439,7 @@ def reproduce(cfg: ReproduceConfig) -> dict:
                                       "settings_sha256": _settings_sha256(nb, profile), "executed": str(executed),
                                       "python": sys.executable}, indent=1))
         if cfg.save_outputs or (cfg.save_outputs is None and profile == "demo"):
-            from .evaluate import git_commit
+            from .cli import git_commit
             save_outputs(executed, nb, {"outputs": f"latro reproduce --profile {profile}", "commit": git_commit(nb_dir),
                                         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "wall_s": round(wall, 1)})
         rows.append({"notebook": name, "status": "ran", "wall_s": wall, "executed": str(executed)})
@@ -461,6 +448,6 @@ def reproduce(cfg: ReproduceConfig) -> dict:
 
 
 __all__ = ["ReproduceConfig", "ReproduceError", "reproduce", "select_notebooks", "format_summary",
-           "resolve_data_dir", "task_available", "has_gpu", "run_name", "load_eval_model", "cli_flags", "launch_command",
-           "train_run", "run_report", "selection_markdown"]
+           "resolve_data_dir", "task_available", "has_gpu", "run_name", "load_eval_model", "launch_command",
+           "train_run", "train_all", "train_runs", "evaluate_all", "run_report", "selection_markdown", "save_outputs"]
 

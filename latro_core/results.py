@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConfigError
-from .evaluate import SUMMARY_KIND, command_line, git_commit, wilson_interval
+from .cli import command_line, git_commit
+from .evaluate import SUMMARY_KIND, wilson_interval
 
 METHOD_NAMES = {"base": "Base", "sft": "SFT", "rft": "RFT", "latro": "LaTRO"}
 

@@ -29,8 +29,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .cli import command_line, git_commit
 from .errors import ConfigError
-from .evaluate import (answer_logprobs, auroc, bootstrap_interval, command_line, git_commit, greedy_report, mean_se,
+from .evaluate import (answer_logprobs, auroc, bootstrap_interval, greedy_report, mean_se,
                        wilson_interval)
 from .rollout import sample_rationales
 

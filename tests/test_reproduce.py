@@ -12,8 +12,9 @@ import pytest
 from latro_core import profiles
 from latro_core.cli import build_parser, config_from_args, main
 from latro_core.errors import ConfigError, LatroError
-from latro_core.reproduce import (ReproduceConfig, ReproduceError, cli_flags, launch_command, reproduce,
-                                  run_report, select_notebooks, selection_markdown)
+from latro_core.cli import cli_flags
+from latro_core.reproduce import (ReproduceConfig, ReproduceError, launch_command, reproduce, run_report,
+                                  select_notebooks, selection_markdown)
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -40,7 +40,6 @@ a table and writes ``<out>.md`` and ``<out>.json``.
 from __future__ import annotations
 
 import argparse
-import copy
 import gc
 import json
 import os
@@ -396,7 +395,7 @@ class LiteralWay:
         with torch.no_grad():                                        # rollout: 3 no-grad passes
             roll_z = literal_logprob_sum(model, *xz, collect=c)
             ref_z = literal_logprob_sum(self.ref, *xz, collect=c) if hp.beta != 0 else None
-            roll_y = literal_logprob_sum(model, *xzy, collect=c)
+            literal_logprob_sum(model, *xzy, collect=c)                # its values: logp_y below
         _collect(c)
         logp_z = literal_logprob_sum(model, *xz, collect=c)           # training: 2 passes with grad
         logp_y = literal_logprob_sum(model, *xzy, collect=c)

@@ -19,7 +19,6 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
-from torch import nn
 
 from .cpu_kernels import prepacked_linears
 from .tasks import STOP_STRINGS

@@ -30,7 +30,8 @@ from pathlib import Path
 
 import torch
 
-from .errors import CheckpointError, ConfigError, LatroError, NumericalError
+from .checkpoint import _load_weights, _read_back, _truncate_metrics, checkpoint_step, save_checkpoint
+from .errors import CheckpointError, ConfigError, NumericalError
 from .logprobs import PolicyScorer, pack, sequence_logprobs
 from .models import LoraSpec, add_lora, enable_checkpointing, frozen_copy, load_model, save_model
 from .objective import TRUNCATION_RULES, latro_update, self_reward
@@ -146,56 +147,6 @@ NUMERIC_RANGES = (("temperature", 0.0, 10.0), ("top_k", 1, 10**9), ("top_p", 1e-
 
 class TrainingInterrupted(Exception):
     """Raised after SIGINT/SIGTERM once the checkpoint is safely written."""
-
-
-# ---------------------------------------------------------------- checkpoints
-
-def save_checkpoint(path: Path, model, optimizer, scheduler, step: int, config: TrainConfig,
-                    tokenizer=None) -> None:
-    """Write model/adapter (and tokenizer), optimizer, scheduler, RNG state and step to ``path``
-    atomically: a temporary folder is filled (``trainer.json`` last) and then renamed, so a kill at
-    any moment leaves either the old or the new checkpoint (:func:`checkpoint_step` recovers the
-    one complete folder if the kill fell between the two renames)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    old = path.with_name(path.name + ".old")
-    _recover_checkpoint(path)
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        tmp.mkdir(parents=True)
-        save_model(model, tokenizer, tmp / "model")
-        rng = {"torch_rng": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            rng["cuda_rng"] = torch.cuda.get_rng_state_all()
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), **rng},
-                   tmp / "state.pt")
-        (tmp / "trainer.json").write_text(json.dumps({"step": step, "config": asdict(config)}, indent=1))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)   # the previous checkpoint is untouched
-        raise
-    if path.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(path, old)
-    os.replace(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _recover_checkpoint(path: Path) -> None:
-    """If a kill fell between save_checkpoint's two renames, ``path`` is missing while ``.old``
-    (previous) and/or a complete ``.tmp`` (new, trainer.json is written last) exist: restore one."""
-    path = Path(path)
-    if path.exists():
-        return
-    for cand in (path.with_name(path.name + ".tmp"), path.with_name(path.name + ".old")):
-        if (cand / "trainer.json").exists():
-            os.replace(cand, path)
-            return
-
-
-def checkpoint_step(path: Path) -> int | None:
-    _recover_checkpoint(Path(path))
-    f = Path(path) / "trainer.json"
-    return json.loads(f.read_text())["step"] if f.exists() else None
 
 
 # ---------------------------------------------------------------- data order
@@ -668,49 +619,10 @@ def _with_adapter(model, spec: LoraSpec, adapter_dir: Path | None):
     return add_lora(model, spec, str(adapter_dir) if adapter_dir is not None else None)
 
 
-def _load_weights(model, folder: Path) -> None:
-    """Load a ``save_pretrained`` folder's safetensors weights into ``model`` in place (resume
-    without a second copy of the model). Tied weights (lm_head = embeddings) may be absent."""
-    from safetensors.torch import load_file
-
-    files = sorted(Path(folder).glob("*.safetensors"))
-    if not files:
-        raise ConfigError(f"no *.safetensors weights in checkpoint folder {folder}; delete the "
-                          f"checkpoint or train without --resume.")
-    state = {}
-    for f in files:
-        state.update(_read_back(f, lambda path: load_file(str(path))))
-    own = model.state_dict()
-    try:
-        res = model.load_state_dict(state, strict=False)
-    except RuntimeError as e:   # shape mismatches
-        first = str(e).strip().splitlines()[-1].strip()
-        raise ConfigError(f"checkpoint {folder} does not match the model ({first[:200]}); "
-                          f"resume with the same --model.") from None
-    loaded = {own[k].data_ptr() for k in state if k in own}
-    missing = [k for k in res.missing_keys if own[k].data_ptr() not in loaded]
-    if missing or res.unexpected_keys:
-        raise ConfigError(f"checkpoint {folder} does not match the model: missing {missing[:3]}, "
-                          f"unexpected {list(res.unexpected_keys)[:3]}; resume with the same --model.")
-
-
 def _frac_equal_rows(rewards: torch.Tensor) -> torch.Tensor:
     """Fraction of questions (rows of the (Q, K) rewards) whose K rewards are all equal: their RLOO
     advantages are 0, so they carry no learning signal (e.g. every rationale cut at L)."""
     return (rewards == rewards[:, :1]).all(1).float().mean()
-
-
-def _read_back(path: Path, read):
-    """``read(path)``, or one CheckpointError naming the file when it is missing or damaged."""
-    try:
-        return read(path)
-    except LatroError:
-        raise
-    except Exception as e:  # noqa: BLE001 - torch / safetensors raise many kinds for a cut file
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-        raise CheckpointError(f"{path} is missing or damaged ({reason}); the run cannot resume from it: delete "
-                              f"{Path(path).parent} (keeping metrics.jsonl) and start over with --overwrite, "
-                              f"or resume from a copy of an intact checkpoint.") from None
 
 
 def _linear_schedule(warmup: int, total: int):
@@ -728,26 +640,6 @@ def _check_finite(step: int, **quantities: torch.Tensor) -> None:
             raise NumericalError(f"non-finite {name} at step {step + 1} ({v.detach().flatten()[:4].tolist()}...); "
                                  f"the run stopped and the last good checkpoint is kept. Lower the learning rate "
                                  f"or use fp32.")
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric lines beyond ``step`` (after a resume) so the file has each step once."""
-    if not path.exists():
-        return
-    keep, lines = [], path.read_text().splitlines()
-    for i, ln in enumerate(lines):
-        if not ln.strip():
-            continue
-        try:
-            row = json.loads(ln)
-        except ValueError:
-            if i == len(lines) - 1:     # the last line, cut by a kill mid-write: drop it
-                continue
-            raise CheckpointError(f"{path}, line {i + 1}, is damaged (not JSON); fix or delete that line, "
-                                  f"then resume.") from None
-        if row.get("step", 0) <= step:
-            keep.append(ln)
-    path.write_text("".join(ln + "\n" for ln in keep))
 
 
 def train(config: TrainConfig, **kw) -> dict:

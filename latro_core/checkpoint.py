@@ -1,0 +1,124 @@
+"""Checkpoints: atomic save, recovery after a kill between renames, and reading files back with one
+clear error when they are missing or damaged. A checkpoint folder holds ``model/`` (weights or the
+LoRA adapter, and the tokenizer), ``state.pt`` (optimizer, scheduler, RNG states) and
+``trainer.json`` (the step and the config), written last."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from .errors import CheckpointError, ConfigError, LatroError
+from .models import save_model
+
+
+def save_checkpoint(path: Path, model, optimizer, scheduler, step: int, config,
+                    tokenizer=None) -> None:
+    """Write model/adapter (and tokenizer), optimizer, scheduler, RNG state and step to ``path``
+    atomically: a temporary folder is filled (``trainer.json`` last) and then renamed, so a kill at
+    any moment leaves either the old or the new checkpoint (:func:`checkpoint_step` recovers the
+    one complete folder if the kill fell between the two renames)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    old = path.with_name(path.name + ".old")
+    _recover_checkpoint(path)
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+        save_model(model, tokenizer, tmp / "model")
+        rng = {"torch_rng": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda_rng"] = torch.cuda.get_rng_state_all()
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), **rng},
+                   tmp / "state.pt")
+        (tmp / "trainer.json").write_text(json.dumps({"step": step, "config": asdict(config)}, indent=1))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)   # the previous checkpoint is untouched
+        raise
+    if path.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _recover_checkpoint(path: Path) -> None:
+    """If a kill fell between save_checkpoint's two renames, ``path`` is missing while ``.old``
+    (previous) and/or a complete ``.tmp`` (new, trainer.json is written last) exist: restore one."""
+    path = Path(path)
+    if path.exists():
+        return
+    for cand in (path.with_name(path.name + ".tmp"), path.with_name(path.name + ".old")):
+        if (cand / "trainer.json").exists():
+            os.replace(cand, path)
+            return
+
+
+def checkpoint_step(path: Path) -> int | None:
+    _recover_checkpoint(Path(path))
+    f = Path(path) / "trainer.json"
+    return json.loads(f.read_text())["step"] if f.exists() else None
+
+
+def _load_weights(model, folder: Path) -> None:
+    """Load a ``save_pretrained`` folder's safetensors weights into ``model`` in place (resume
+    without a second copy of the model). Tied weights (lm_head = embeddings) may be absent."""
+    from safetensors.torch import load_file
+
+    files = sorted(Path(folder).glob("*.safetensors"))
+    if not files:
+        raise ConfigError(f"no *.safetensors weights in checkpoint folder {folder}; delete the "
+                          f"checkpoint or train without --resume.")
+    state = {}
+    for f in files:
+        state.update(_read_back(f, lambda path: load_file(str(path))))
+    own = model.state_dict()
+    try:
+        res = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:   # shape mismatches
+        first = str(e).strip().splitlines()[-1].strip()
+        raise ConfigError(f"checkpoint {folder} does not match the model ({first[:200]}); "
+                          f"resume with the same --model.") from None
+    loaded = {own[k].data_ptr() for k in state if k in own}
+    missing = [k for k in res.missing_keys if own[k].data_ptr() not in loaded]
+    if missing or res.unexpected_keys:
+        raise ConfigError(f"checkpoint {folder} does not match the model: missing {missing[:3]}, "
+                          f"unexpected {list(res.unexpected_keys)[:3]}; resume with the same --model.")
+
+
+def _read_back(path: Path, read):
+    """``read(path)``, or one CheckpointError naming the file when it is missing or damaged."""
+    try:
+        return read(path)
+    except LatroError:
+        raise
+    except Exception as e:  # noqa: BLE001 - torch / safetensors raise many kinds for a cut file
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise CheckpointError(f"{path} is missing or damaged ({reason}); the run cannot resume from it: delete "
+                              f"{Path(path).parent} (keeping metrics.jsonl) and start over with --overwrite, "
+                              f"or resume from a copy of an intact checkpoint.") from None
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric lines beyond ``step`` (after a resume) so the file has each step once."""
+    if not path.exists():
+        return
+    keep, lines = [], path.read_text().splitlines()
+    for i, ln in enumerate(lines):
+        if not ln.strip():
+            continue
+        try:
+            row = json.loads(ln)
+        except ValueError:
+            if i == len(lines) - 1:     # the last line, cut by a kill mid-write: drop it
+                continue
+            raise CheckpointError(f"{path}, line {i + 1}, is damaged (not JSON); fix or delete that line, "
+                                  f"then resume.") from None
+        if row.get("step", 0) <= step:
+            keep.append(ln)
+    path.write_text("".join(ln + "\n" for ln in keep))

@@ -107,12 +107,12 @@ import torch
 from IPython.display import display
 
 from latro_core.objective import latro_loss, penalize_truncated, rloo_advantages, self_reward
+from latro_core.reproduce import resolve_data_dir
 
 ROOT = Path.cwd() if (Path.cwd() / "latro_core").exists() else Path.cwd().parent
 FIG = ROOT / "figures"
 FIG.mkdir(exist_ok=True)
-DATA = os.environ.get("LATRO_DATA_DIR") or next(
-    (str(p) for p in [ROOT.parent / "shared" / "data"] if p.is_dir()), None)  # GSM8K/ARC files, else the hub
+DATA = resolve_data_dir(ROOT)              # GSM8K / ARC folder ($LATRO_DATA_DIR), else the hub
 torch.manual_seed(seed)
 g = torch.Generator().manual_seed(seed)
 

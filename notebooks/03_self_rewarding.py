@@ -97,7 +97,6 @@ print("torch threads:", set_threads())   # one per free core; LATRO_THREADS=n se
 
 # %%
 import json
-import socket
 import textwrap
 import time
 from pathlib import Path
@@ -107,18 +106,17 @@ import pandas as pd
 import torch
 from IPython.display import Image, display
 
-from latro_core import LatroError
 from latro_core.evaluate import (answer_logprobs, answer_nll, auroc, bootstrap_interval, generate_answers,
                                  mean_se, model_name_label)
 from latro_core.models import load_model
 from latro_core.plots import figure2
+from latro_core.reproduce import resolve_data_dir, task_available
 from latro_core.tasks import load_task
 
 ROOT = Path.cwd() if (Path.cwd() / "latro_core").exists() else Path.cwd().parent
 FIG = ROOT / "figures"
 FIG.mkdir(exist_ok=True)
-DATA = os.environ.get("LATRO_DATA_DIR") or next(
-    (str(p) for p in [ROOT.parent / "shared" / "data"] if p.is_dir()), None)  # GSM8K/ARC files, else the hub
+DATA = resolve_data_dir(ROOT)              # GSM8K / ARC folder ($LATRO_DATA_DIR), else the hub
 TASKS = [task] if isinstance(task, str) else list(task)
 
 # %% [markdown]
@@ -129,27 +127,11 @@ TASKS = [task] if isinstance(task, str) else list(task)
 # when neither works the task is skipped with a note on how to enable it.
 
 # %%
-def hub_reachable(host="huggingface.co"):
-    try:
-        socket.getaddrinfo(host, 443)
-        return True
-    except OSError:
-        return False
-
-
 def load_questions(name):
-    folder = {"gsm8k": "gsm8k", "arc_challenge": "arc-challenge"}.get(name)
-    local = folder is None or (DATA is not None and (Path(DATA) / folder / "test.jsonl").is_file())
-    if not local and not hub_reachable():
-        print(f"skipping {name}: no {folder}/test.jsonl under LATRO_DATA_DIR={DATA!r} and the Hugging Face hub "
-              f"is not reachable. To enable it, set LATRO_DATA_DIR to a folder holding {folder}/test.jsonl "
-              f"(see the data README) or connect to the hub.")
+    """The first `limit` test questions of `name`, or None (with how to enable it) when unavailable."""
+    if not task_available(name, "test", DATA):
         return None
-    try:
-        return load_task(name, "test", data_dir=DATA).subset(limit, seed=seed)
-    except LatroError as e:
-        print(f"skipping {name}: {e}")
-        return None
+    return load_task(name, "test", data_dir=DATA).subset(limit, seed=seed)
 
 
 t0 = time.time()

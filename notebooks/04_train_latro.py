@@ -212,7 +212,7 @@ mine = {"reward_mean": r_pen.mean().item(), "policy_loss": terms["policy_loss"].
         "answer_loss": terms["answer_loss"].item(), "frac_truncated": roll.truncated.float().mean().item()}
 display(pd.DataFrame({"by hand": mine, "trainer, step 1": {k: first[k] for k in mine}}).round(5))
 assert all(abs(mine[k] - first[k]) <= 1e-4 * (1 + abs(mine[k])) for k in mine), "the trainer's step 1 differs"
-del lm, pi0, fresh
+del lm, pi0, fresh, opt, batch, logp_z, logp_y       # free the three model copies before training
 
 # %% [markdown]
 # ### What the authors' released trainer does differently

@@ -93,6 +93,8 @@ class TrainConfig:
     change: str = ""                   # with --resume: comma-separated settings allowed to differ from the
                                        # checkpoint's (e.g. "lr,beta"); each change is recorded in config.json
     progress: bool = True              # progress bar
+    tracker: str = ""                  # also log the metrics to an experiment tracker through accelerate:
+                                       # "tensorboard" (files in out_dir/tensorboard), "wandb", "mlflow", ...; "": off
     task_kwargs: dict = field(default_factory=dict)   # arithmetic difficulty, e.g. {"steps": 2, "high": 20}
 
     def validate(self, world_size: int = 1) -> None:
@@ -179,7 +181,8 @@ class Trainer:
         self.cfg = config
         # one scheduler step per optimizer step: with the default (step_scheduler_with_optimizer=True)
         # accelerate steps the schedule num_processes times per call, so N processes decayed N x faster
-        self.acc = Accelerator(cpu=config.device == "cpu", step_scheduler_with_optimizer=False)
+        self.acc = Accelerator(cpu=config.device == "cpu", step_scheduler_with_optimizer=False,
+                               log_with=_tracker(config.tracker), project_dir=config.out_dir)
         config.validate(self.acc.num_processes)
         torch.manual_seed(config.seed)
         self.out = Path(config.out_dir)
@@ -233,6 +236,7 @@ class Trainer:
                 torch.cuda.set_rng_state_all(state["cuda_rng"])
             self.step = checkpoint_step(resume_from)
         self._stop_signal = None
+        self._tracking = False
         self.best = None            # keep_best: {"step", "eval_accuracy", ...} of the model in best/
         if resume_from is not None and (self.out / "best.json").exists():
             self.best = _read_back(self.out / "best.json", lambda f: json.loads(Path(f).read_text()))
@@ -456,6 +460,7 @@ class Trainer:
                 if self.acc.is_main_process:
                     with open(metrics_path, "a") as f:
                         f.write(json.dumps(m) + "\n")
+                self._track(m)
             self.scorer.train()
             while self.step < cfg.steps:
                 t0 = time.time()
@@ -486,6 +491,7 @@ class Trainer:
                     if bar is not None:
                         bar.update(1)
                         bar.set_postfix({k: round(m[k], 3) for k in ("reward_mean", "logp_y_mean", "sft_loss", "eval_accuracy") if k in m})
+                self._track(m)
                 if self._stop_signal is not None or self.step % cfg.save_every == 0 or self.step == cfg.steps:
                     self.save()
                 if self._stop_signal is not None:
@@ -496,10 +502,23 @@ class Trainer:
                 signal.signal(s, h)
             if bar is not None:
                 bar.close()
+            if cfg.tracker:
+                self.acc.end_training()
         if self.acc.is_main_process:
             save_model(self.lm, self.tok, self.out / "final")
             self._finish_best()
         return last
+
+    def _track(self, m: dict) -> None:
+        """The step's metrics to the tracker (``tracker``), at the optimizer step."""
+        if self.cfg.tracker:
+            if not self._tracking:
+                # the project name is TensorBoard's folder under out_dir (accelerate's project_dir)
+                self.acc.init_trackers("tensorboard" if self.cfg.tracker == "tensorboard" else "latro",
+                                       config={k: v for k, v in asdict(self.cfg).items()
+                                               if isinstance(v, (int, float, str, bool))})
+                self._tracking = True
+            self.acc.log({k: v for k, v in m.items() if k != "step"}, step=int(m["step"]))
 
     def _write_config(self) -> None:
         """config.json: the settings in force, and under "resumes" every resume that changed some
@@ -623,6 +642,18 @@ def _frac_equal_rows(rewards: torch.Tensor) -> torch.Tensor:
     """Fraction of questions (rows of the (Q, K) rewards) whose K rewards are all equal: their RLOO
     advantages are 0, so they carry no learning signal (e.g. every rationale cut at L)."""
     return (rewards == rewards[:, :1]).all(1).float().mean()
+
+
+def _tracker(name: str):
+    """accelerate's ``log_with`` for ``TrainConfig.tracker`` ("" -> None), or ConfigError saying what to
+    install when the tracker's package is missing."""
+    if not name:
+        return None
+    from accelerate.utils import is_tensorboard_available
+
+    if name == "tensorboard" and not is_tensorboard_available():
+        raise ConfigError("tracker='tensorboard' needs the tensorboardX (or tensorboard) package: pip install tensorboardX")
+    return name
 
 
 def _linear_schedule(warmup: int, total: int):

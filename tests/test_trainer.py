@@ -748,3 +748,23 @@ def test_sigkill_at_random_moments_then_resume_ends_like_an_uninterrupted_run(to
         assert a.keys() == b.keys()
         for k in a:
             assert a[k] == pytest.approx(b[k], rel=1e-6, abs=1e-6), k
+
+
+def test_tracker_tensorboard_writes_an_event_file_holding_the_metrics(tok, task, tmp_path):
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    run(make_cfg(tmp_path, steps=2, tracker="tensorboard"), tok, task)
+    files = list((tmp_path / "tensorboard").rglob("events.out.tfevents.*"))
+    assert files, "no TensorBoard event file under out_dir/tensorboard"
+    data, seen = files[0].read_bytes(), {}
+    while data:                                   # TFRecord: length, crc, Event proto, crc
+        (n,) = struct.unpack("<Q", data[:8])
+        event = event_pb2.Event.FromString(data[12:12 + n])
+        data = data[12 + n + 4:]
+        for v in event.summary.value:
+            seen.setdefault(v.tag, []).append((event.step, v.simple_value))
+    logged = metrics(tmp_path)
+    assert [s for s, _ in seen["reward_mean"]] == [1, 2]
+    assert [round(v, 4) for _, v in seen["reward_mean"]] == [round(m["reward_mean"], 4) for m in logged]

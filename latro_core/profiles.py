@@ -239,6 +239,41 @@ def notebook_name(notebook: str) -> str:
     return name
 
 
+# which dataclass each nested settings entry fills (its keys must be that class's fields); "run": the
+# options of reproduce.train_run / train_all
+_TYPED = {"latro": "TrainConfig", "sft": "TrainConfig", "rft": "TrainConfig", "eval": "EvalConfig",
+          "signal": "SignalConfig"}
+_RUN_OPTIONS = {"launch", "parallel", "keep_resume_state", "test_limit", "test_max_new_tokens", "accelerate_config",
+                "num_processes"}
+
+
+def check_settings(chosen: dict, where: str = "") -> dict:
+    """``chosen`` if every nested entry's keys are fields of the dataclass it fills (``latro``/``sft``/
+    ``rft``: TrainConfig, ``eval``: EvalConfig, ``signal``: SignalConfig, ``run``: train_run's options),
+    else ConfigError naming the misspelt key: a typo fails when the notebook starts, not 30 min in."""
+    import dataclasses
+
+    from .evaluate import EvalConfig
+    from .reward_signal import SignalConfig
+    from .trainer import TrainConfig
+
+    classes = {"TrainConfig": TrainConfig, "EvalConfig": EvalConfig, "SignalConfig": SignalConfig}
+    for key, value in chosen.items():
+        if not isinstance(value, dict):
+            continue
+        if key in _TYPED:
+            allowed = {f.name for f in dataclasses.fields(classes[_TYPED[key]])}
+        elif key == "run":
+            allowed = _RUN_OPTIONS
+        else:
+            continue
+        if unknown := sorted(set(value) - allowed):
+            raise ConfigError(f"settings{' of ' + where if where else ''}: {key}={{{', '.join(unknown)}: ...}} "
+                              f"{'is' if len(unknown) == 1 else 'are'} not among the fields of "
+                              f"{_TYPED.get(key, 'train_run')}; see latro_core/profiles.py")
+    return chosen
+
+
 def settings(notebook: str, profile: str) -> dict:
     """The parameters of ``notebook`` (e.g. ``"04_train_latro"``) under ``profile`` (a fresh copy,
     with ``"profile"`` and ``"notebook"`` added). Unknown profile or notebook: :class:`ConfigError`."""
@@ -246,7 +281,8 @@ def settings(notebook: str, profile: str) -> dict:
     name = notebook_name(notebook)
     if name not in _SETTINGS:
         raise ConfigError(f"no settings for notebook {notebook!r}; known: {', '.join(_SETTINGS)}.")
-    return {**copy.deepcopy(_SETTINGS[name][profile]), "profile": profile, "notebook": name}
+    chosen = check_settings(copy.deepcopy(_SETTINGS[name][profile]), f"{name} ({profile})")
+    return {**chosen, "profile": profile, "notebook": name}
 
 
 def table(profile: str) -> dict[str, dict]:

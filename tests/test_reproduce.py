@@ -308,3 +308,15 @@ def test_save_outputs_puts_the_run_outputs_into_the_notebook_without_papermills_
     nbformat.write(ran, tmp_path / "ran.ipynb")
     with pytest.raises(ReproduceError, match="changed while it ran"):
         save_outputs(tmp_path / "ran.ipynb", tmp_path / "nb.ipynb", {})
+
+
+def test_every_profile_setting_names_fields_of_its_config_and_a_typo_fails_at_once():
+    from latro_core.errors import ConfigError as CE
+    from latro_core.profiles import PROFILES, check_settings, table
+
+    for profile in PROFILES:
+        assert table(profile)                      # settings() checks each notebook's entries
+    with pytest.raises(CE, match=r"latro=\{learning_rate: \.\.\.\} is not among the fields of TrainConfig"):
+        check_settings({"latro": {"steps": 2, "learning_rate": 1e-5}})
+    with pytest.raises(CE, match=r"run=\{paralel: \.\.\.\}"):
+        check_settings({"run": {"paralel": 2}})

@@ -341,6 +341,44 @@ build_tables(TablesConfig(runs=str(EVAL), out=str(RES), name=TABLE, maj_k=S["eva
 display(Markdown((RES / f"{TABLE}.md").read_text()))
 
 # %% [markdown]
+# ### Format or arithmetic?
+#
+# A lift in accuracy can come from *finishing* (stopping before L with "The answer is …", which a
+# rambling base model often fails to do) or from *more right answers* among finished rationales. From
+# each evaluation's `predictions.jsonl`: the % of greedy rationales that finished within the budget,
+# and the accuracy among those. If a trained model only finished more often and were right among
+# finished rationales as often as the base model, it would score (its % finished) × (the base model's
+# accuracy among finished); the rest of its lift over the base model is more right answers.
+
+# %%
+def format_split(summary):
+    rows = [json.loads(ln)["greedy"] for ln in (Path(summary["out"]) / "predictions.jsonl").read_text().splitlines()]
+    done = [r["correct"] for r in rows if r["finish"] != "length"]            # "length": cut at L
+    return {"accuracy %": 100 * sum(r["correct"] for r in rows) / len(rows), "finished %": 100 * len(done) / len(rows),
+            "accuracy among finished %": 100 * sum(done) / len(done) if done else float("nan"), "n": len(rows)}
+
+
+split = pd.DataFrame({f"{meth}" + (f" seed {s}" if s is not None else "") + (f" {Path(m).name}" if m else ""):
+                      format_split(summ) for (meth, m, s), summ in summaries.items()}).T
+display(split.round(1))
+for model in S["models"]:
+    base = format_split(summaries["base", model, None])
+    lines = []
+    for method in ("latro", "rft", "sft"):
+        runs = [format_split(summ) for (meth, m, _), summ in summaries.items() if meth == method and m == model]
+        if not runs:
+            continue
+        acc, fin = (sum(r[k] for r in runs) / len(runs) for k in ("accuracy %", "finished %"))
+        by_format = fin / 100 * base["accuracy among finished %"] - base["accuracy %"]
+        lines.append(f"- **{method}** (mean of {len(runs)} seed(s)): {acc:.1f}% against the base model's "
+                     f"{base['accuracy %']:.1f}%, a lift of {acc - base['accuracy %']:+.1f} points; it finishes "
+                     f"{fin:.0f}% of its rationales (base {base['finished %']:.0f}%). Finishing alone, at the base "
+                     f"model's {base['accuracy among finished %']:.1f}% among finished ones, would give "
+                     f"{by_format:+.1f} points; the other {acc - base['accuracy %'] - by_format:+.1f} are more right "
+                     f"answers among finished rationales.")
+    display(Markdown("\n".join(lines)))
+
+# %% [markdown]
 # ### Which checkpoint, and the paper's rule
 #
 # Our rows use the step chosen on validation. The last column is the paper's rule, the best greedy

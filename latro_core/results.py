@@ -25,11 +25,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 
 from .errors import ConfigError
 from .cli import command_line, git_commit
-from .evaluate import SUMMARY_KIND, wilson_interval
+from .evaluate import SUMMARY_KIND
+from .stats import clustered_interval, wilson_interval
 
 METHOD_NAMES = {"base": "Base", "sft": "SFT", "rft": "RFT", "latro": "LaTRO"}
 
@@ -87,24 +87,6 @@ def _group(found, split: str) -> tuple[dict, list[Path], list[Path]]:
 
 
 # ----------------------------------------------------------------------------- cells
-
-def clustered_interval(per_seed: list[dict], n_boot: int = 2000, seed: int = 0) -> tuple[float, float, int]:
-    """95% percentile bootstrap of mean accuracy over seeds, resampling *questions*.
-
-    per_seed: one {question id: correct} per seed. With C (n_q, S) the correctness of the questions
-    all seeds answered, each resample draws n_q rows of C with replacement and takes C*.mean(); a
-    question keeps its S answers together, so between-question variance is counted once, not S
-    times. Returns (lo, hi, n_q).
-    """
-    ids = sorted(set.intersection(*(set(d) for d in per_seed)))
-    if not ids:
-        return float("nan"), float("nan"), 0
-    C = np.array([[bool(d[i]) for d in per_seed] for i in ids], dtype=float)
-    idx = np.random.default_rng(seed).integers(0, len(ids), size=(n_boot, len(ids)))
-    means = C[idx].mean(axis=(1, 2))
-    lo, hi = np.quantile(means, [0.025, 0.975])
-    return float(lo), float(hi), len(ids)
-
 
 def cell_stats(results: list[tuple[int, int]], per_question: list[dict] | None = None) -> dict:
     """One table cell from per-seed (correct, n) pairs (and, when known, per-seed {question id: correct}).

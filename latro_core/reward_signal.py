@@ -31,8 +31,8 @@ import torch
 
 from .cli import command_line, git_commit
 from .errors import ConfigError
-from .evaluate import (answer_logprobs, auroc, bootstrap_interval, greedy_report, mean_se,
-                       wilson_interval)
+from .evaluate import answer_logprobs, greedy_report
+from .stats import auroc, bootstrap_interval, mean_se, wilson_interval
 from .rollout import sample_rationales
 
 ANSWER_ROOM = 16     # tokens generated past L_max so that a rationale ending near L_max still writes its answer

@@ -96,8 +96,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 
-from latro_core.evaluate import majority_vote, wilson_interval
+from latro_core.evaluate import majority_vote
 from latro_core.objective import self_reward
+from latro_core.stats import wilson_interval
 
 ROOT = Path.cwd() if (Path.cwd() / "latro_core").exists() else Path.cwd().parent
 FIG = ROOT / "figures"

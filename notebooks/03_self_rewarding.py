@@ -106,11 +106,11 @@ import pandas as pd
 import torch
 from IPython.display import Image, display
 
-from latro_core.evaluate import (answer_logprobs, answer_nll, auroc, bootstrap_interval, generate_answers,
-                                 mean_se, model_name_label)
+from latro_core.evaluate import answer_logprobs, answer_nll, generate_answers, model_name_label
 from latro_core.models import load_model
 from latro_core.plots import figure2
 from latro_core.reproduce import resolve_data_dir, task_available
+from latro_core.stats import auroc, bootstrap_interval, mean_se
 from latro_core.tasks import load_task
 
 ROOT = Path.cwd() if (Path.cwd() / "latro_core").exists() else Path.cwd().parent

@@ -12,9 +12,9 @@ import torch
 from latro_core import evaluate
 from latro_core.errors import ConfigError
 from latro_core.cli import command_line
-from latro_core.evaluate import (EvalConfig, answer_logprobs, answer_nll, auroc, bootstrap_interval,
-                                 generate_answers, greedy_accuracy, k_values, maj_at_k,
-                                 majority_vote, resolve_model, run_evaluation, wilson_interval)
+from latro_core.evaluate import (EvalConfig, answer_logprobs, answer_nll, generate_answers, greedy_accuracy,
+                                 k_values, maj_at_k, majority_vote, resolve_model, run_evaluation)
+from latro_core.stats import auroc, bootstrap_interval, wilson_interval
 from latro_core.rollout import Rollout
 from latro_core.tasks import ARCChallenge, Example, Task, load_task
 

@@ -7,7 +7,8 @@ import statistics
 import pytest
 
 from latro_core.errors import ConfigError
-from latro_core.evaluate import SUMMARY_KIND, wilson_interval
+from latro_core.evaluate import SUMMARY_KIND
+from latro_core.stats import wilson_interval
 from latro_core.results import TablesConfig, build_tables, cell_stats, format_cell
 
 
@@ -60,7 +61,7 @@ def test_cell_stats():
 
 
 def test_seeds_on_the_same_questions_are_resampled_by_question_not_as_independent_trials():
-    from latro_core.results import clustered_interval
+    from latro_core.stats import clustered_interval
 
     same = {f"q{i}": i < 50 for i in range(100)}                    # 3 seeds answering identically
     lo, hi, n_q = clustered_interval([same, same, same])

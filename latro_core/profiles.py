@@ -121,7 +121,7 @@ _SETTINGS: dict[str, dict[str, dict]] = {
                                   budgets="200,500", greedy_limit=0, dtype="bf16")),
     },
     # ---- 04: LaTRO vs SFT vs base (the paper's Table 2, GSM8K column) -----------------------
-    # run: options of reproduce.train_run. test_limit / test_max_new_tokens: also log greedy test
+    # run: options of runs.train_run. test_limit / test_max_new_tokens: also log greedy test
     # accuracy at every evaluation (the first test_limit of the table's questions, same L), only to
     # report the paper's selection rule next to ours (validation). seeds: the training seeds of
     # every method, unless seeds_by_method names others. maj_methods / maj_seeds: the models that
@@ -240,7 +240,7 @@ def notebook_name(notebook: str) -> str:
 
 
 # which dataclass each nested settings entry fills (its keys must be that class's fields); "run": the
-# options of reproduce.train_run / train_all
+# options of runs.train_run / train_all
 _TYPED = {"latro": "TrainConfig", "sft": "TrainConfig", "rft": "TrainConfig", "eval": "EvalConfig",
           "signal": "SignalConfig"}
 _RUN_OPTIONS = {"launch", "parallel", "keep_resume_state", "test_limit", "test_max_new_tokens", "accelerate_config",

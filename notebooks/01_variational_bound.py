@@ -83,26 +83,21 @@ n_marginal = None  # (rationale, answer) samples used to compare the answer freq
 n_path = None      # points on the path from prior to posterior
 
 # %%
-from latro_core.models import set_threads
 from latro_core.profiles import fill_parameters
 
 # knobs left at None take the profile's values from latro_core/profiles.py (the one table of settings)
 print(fill_parameters("01_variational_bound", profile, globals()))
-print("torch threads:", set_threads())   # one per free core; LATRO_THREADS=n sets it (README)
 
 # %%
-from pathlib import Path
-
 import matplotlib.pyplot as plt
 import torch
 
 from latro_core.evaluate import majority_vote
 from latro_core.objective import self_reward
+from latro_core.runs import notebook_setup
 from latro_core.stats import wilson_interval
 
-ROOT = Path.cwd() if (Path.cwd() / "latro_core").exists() else Path.cwd().parent
-FIG = ROOT / "figures"
-FIG.mkdir(exist_ok=True)
+ROOT, DATA, FIG, RES = notebook_setup()   # repository root, data folder, figures/, results/; threads
 torch.set_default_dtype(torch.float64)  # exact checks: float64 throughout
 
 

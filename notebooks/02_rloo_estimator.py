@@ -90,16 +90,13 @@ dtype = None          # real model: fp32 | bf16 | fp16
 device = None         # real model: auto | cpu | cuda
 
 # %%
-from latro_core.models import set_threads
 from latro_core.profiles import fill_parameters
 
 # knobs left at None take the profile's values from latro_core/profiles.py (the one table of settings)
 print(fill_parameters("02_rloo_estimator", profile, globals()))
-print("torch threads:", set_threads())   # one per free core; LATRO_THREADS=n sets it (README)
 
 # %%
 import time
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -107,12 +104,9 @@ import torch
 from IPython.display import display
 
 from latro_core.objective import latro_loss, penalize_truncated, rloo_advantages, self_reward
-from latro_core.reproduce import resolve_data_dir
+from latro_core.runs import notebook_setup
 
-ROOT = Path.cwd() if (Path.cwd() / "latro_core").exists() else Path.cwd().parent
-FIG = ROOT / "figures"
-FIG.mkdir(exist_ok=True)
-DATA = resolve_data_dir(ROOT)              # GSM8K / ARC folder ($LATRO_DATA_DIR), else the hub
+ROOT, DATA, FIG, RES = notebook_setup()   # repository root, data folder, figures/, results/; threads
 torch.manual_seed(seed)
 g = torch.Generator().manual_seed(seed)
 

@@ -88,18 +88,15 @@ dtype = None          # fp32 | bf16 | fp16
 device = None         # auto | cpu | cuda
 
 # %%
-from latro_core.models import set_threads
 from latro_core.profiles import fill_parameters
 
 # knobs left at None take the profile's values from latro_core/profiles.py (the one table of settings)
 print(fill_parameters("03_self_rewarding", profile, globals()))
-print("torch threads:", set_threads())   # one per free core; LATRO_THREADS=n sets it (README)
 
 # %%
 import json
 import textwrap
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -109,14 +106,11 @@ from IPython.display import Image, display
 from latro_core.evaluate import answer_logprobs, answer_nll, generate_answers, model_name_label
 from latro_core.models import load_model
 from latro_core.plots import figure2
-from latro_core.reproduce import resolve_data_dir, task_available
+from latro_core.runs import notebook_setup, task_available
 from latro_core.stats import auroc, bootstrap_interval, mean_se
 from latro_core.tasks import load_task
 
-ROOT = Path.cwd() if (Path.cwd() / "latro_core").exists() else Path.cwd().parent
-FIG = ROOT / "figures"
-FIG.mkdir(exist_ok=True)
-DATA = resolve_data_dir(ROOT)              # GSM8K / ARC folder ($LATRO_DATA_DIR), else the hub
+ROOT, DATA, FIG, RES = notebook_setup()   # repository root, data folder, figures/, results/; threads
 TASKS = [task] if isinstance(task, str) else list(task)
 
 # %% [markdown]

@@ -72,21 +72,16 @@ from IPython.display import Image, Markdown, display
 
 from latro_core.evaluate import EvalConfig
 from latro_core.plots import plot_maj_at_k, plot_training
-from latro_core.models import set_threads
 from latro_core.profiles import settings
-from latro_core.reproduce import (evaluate_all, resolve_data_dir, run_name, selection_markdown, task_available,
-                                  train_all)
 from latro_core.results import TablesConfig, build_tables
+from latro_core.runs import evaluate_all, notebook_setup, run_name, selection_markdown, task_available, train_all
 from latro_core.trainer import TrainConfig
 
-ROOT = Path.cwd() if (Path.cwd() / "latro_core").exists() else Path.cwd().parent
+ROOT, DATA, FIG, RES = notebook_setup()   # repository root, data folder, figures/, results/; threads
 S = {**settings("04_train_latro", profile), **overrides}
-DATA = resolve_data_dir(ROOT)              # GSM8K / ARC folder ($LATRO_DATA_DIR), else the hub
 RUNS = ROOT / "runs" / profile / "04_train_latro"
-FIG, RES = ROOT / "figures", ROOT / "results"
 assert task_available(S["eval"]["task"], "test", DATA), f"{S['eval']['task']} is needed for this profile"
 print(json.dumps(S, indent=1))
-print("torch threads:", set_threads())   # one per free core; LATRO_THREADS=n sets it (README)
 
 # %% [markdown]
 # ## The objective

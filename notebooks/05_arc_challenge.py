@@ -75,21 +75,18 @@ from pathlib import Path
 from IPython.display import Markdown, display
 
 from latro_core.evaluate import EvalConfig, run_evaluation
-from latro_core.models import set_threads
 from latro_core.profiles import settings
-from latro_core.reproduce import resolve_data_dir, run_name, selection_markdown, task_available, train_run
 from latro_core.results import TablesConfig, build_tables
+from latro_core.runs import notebook_setup, run_name, selection_markdown, task_available, train_run
 from latro_core.trainer import TrainConfig
 
-ROOT = Path.cwd() if (Path.cwd() / "latro_core").exists() else Path.cwd().parent
+ROOT, DATA, FIG, RES = notebook_setup()   # repository root, data folder, figures/, results/; threads
 S = {**settings("05_arc_challenge", profile), **overrides}
-DATA = resolve_data_dir(ROOT)
 RUNS = ROOT / "runs" / profile / "05_arc_challenge"
-EVAL, RES = RUNS / "eval", ROOT / "results"
+EVAL = RUNS / "eval"
 ARC = all(task_available("arc_challenge", split, DATA, allow_hub=profile != "smoke")
           for split in ("train", "validation", "test"))
 print(json.dumps(S, indent=1))
-print("torch threads:", set_threads())   # one per free core; LATRO_THREADS=n sets it (README)
 print("ARC-Challenge available:", ARC, "| data folder:", DATA)
 
 # %% [markdown]

@@ -68,26 +68,20 @@ overrides = {}     # optional changes to the profile's settings, e.g. {"L_values
 
 # %%
 import json
-from pathlib import Path
 
 from IPython.display import Image, display
 
 from latro_core.evaluate import EvalConfig, run_evaluation
 from latro_core.plots import plot_accuracy_vs_L, plot_maj_at_k
-from latro_core.models import set_threads
 from latro_core.profiles import settings
-from latro_core.reproduce import (load_eval_model, resolve_data_dir, run_name, run_report, task_available,
-                                  train_run)
+from latro_core.runs import load_eval_model, notebook_setup, run_name, run_report, task_available, train_run
 from latro_core.trainer import TrainConfig
 
-ROOT = Path.cwd() if (Path.cwd() / "latro_core").exists() else Path.cwd().parent
+ROOT, DATA, FIG, RES = notebook_setup()   # repository root, data folder, figures/, results/; threads
 S = {**settings("06_ablations", profile), **overrides}
-DATA = resolve_data_dir(ROOT)
 RUNS = ROOT / "runs" / profile / "06_ablations"
-FIG = ROOT / "figures"
 assert task_available(S["eval"]["task"], "test", DATA), f"{S['eval']['task']} is needed for this profile"
 print(json.dumps(S, indent=1))
-print("torch threads:", set_threads())   # one per free core; LATRO_THREADS=n sets it (README)
 
 # %% [markdown]
 # ## The models

@@ -13,8 +13,8 @@ from latro_core import profiles
 from latro_core.cli import build_parser, config_from_args, main
 from latro_core.errors import ConfigError, LatroError
 from latro_core.cli import cli_flags
-from latro_core.reproduce import (ReproduceConfig, ReproduceError, launch_command, reproduce, run_report,
-                                  select_notebooks, selection_markdown)
+from latro_core.reproduce import ReproduceConfig, ReproduceError, reproduce, select_notebooks
+from latro_core.runs import launch_command, run_report, selection_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -205,7 +205,7 @@ def _tiny_run(tmp_path, monkeypatch, smol_tokenizer, val, test, **kw):
     """train_run on a tiny random model for len(val) steps, with scripted greedy accuracies."""
     import latro_core.evaluate as ev
     from latro_core.models import prepare_tokenizer, tiny_model
-    from latro_core.reproduce import train_run
+    from latro_core.runs import train_run
     from latro_core.trainer import TrainConfig
 
     calls = {"validation": iter(val), "test": iter(test)}
@@ -240,7 +240,7 @@ def test_train_run_best_at_the_end_points_to_final(tmp_path, monkeypatch, smol_t
 
 def test_train_runs_trains_child_processes_two_at_a_time_and_keeps_the_best(tmp_path, smol_tokenizer):
     from latro_core.models import prepare_tokenizer, tiny_model
-    from latro_core.reproduce import train_runs
+    from latro_core.runs import train_runs
     from latro_core.trainer import TrainConfig
 
     tok = prepare_tokenizer(smol_tokenizer)
@@ -264,7 +264,7 @@ def test_train_runs_trains_child_processes_two_at_a_time_and_keeps_the_best(tmp_
 def test_evaluate_all_in_child_processes_gives_what_evaluating_here_gives(tmp_path, smol_tokenizer):
     from latro_core.evaluate import EvalConfig
     from latro_core.models import prepare_tokenizer, tiny_model
-    from latro_core.reproduce import evaluate_all
+    from latro_core.runs import evaluate_all
 
     tok = prepare_tokenizer(smol_tokenizer)
     model, _ = tiny_model(tok)

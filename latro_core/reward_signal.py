@@ -171,6 +171,13 @@ def _merge(path: Path, entry: dict) -> dict:
     return data
 
 
+def difficulty_slug(difficulty: str) -> str:
+    """A file name for a difficulty label: "+" and "-" spelt out, so "1 step +, 2-12" and
+    "1 step +-, 2-12" do not share one ("1_step_plus_2_12", "1_step_plus_minus_2_12")."""
+    spelt = difficulty.replace("+", " plus ").replace(" -", " minus ").replace("-,", " minus,")
+    return re.sub(r"[^A-Za-z0-9]+", "_", spelt).strip("_")
+
+
 def run_signal(cfg: SignalConfig, model=None, tokenizer=None) -> dict:
     """Measure one difficulty at every (T, L) of ``cfg``; merge into ``<out>.json``, rewrite the report."""
     from .models import load_model
@@ -210,7 +217,7 @@ def run_signal(cfg: SignalConfig, model=None, tokenizer=None) -> dict:
         recs = sample_and_score(model, tokenizer, task, exs, k=cfg.k, temperature=T, budgets=budgets,
                                 batch_questions=cfg.batch_questions, seed=cfg.seed, progress=cfg.progress)
         seconds = time.time() - t0
-        slug = re.sub(r"[^A-Za-z0-9]+", "_", cfg.difficulty).strip("_")
+        slug = difficulty_slug(cfg.difficulty)
         with open(samples_dir / f"{slug}_T{T}.jsonl", "w") as f:
             for r in recs:
                 f.write(json.dumps({**r, "id": exs[r["q"]].id}) + "\n")

@@ -28,7 +28,7 @@
 # | profile | model | task | training | time |
 # |---|---|---|---|---|
 # | `smoke` | SmolLM2-135M-Instruct (embedded) | arithmetic | 2 steps, 1 seed | ~1 min on a CPU |
-# | `demo` | SmolLM2-135M-Instruct (embedded) | arithmetic (generated word problems) | SFT 16 steps, LaTRO and RFT 12 steps at T = 0.7, 3 seeds each | ~45 min on 2 CPU cores |
+# | `demo` | SmolLM2-135M-Instruct (embedded) | arithmetic (generated word problems) | SFT 16 steps, LaTRO and RFT 12 steps at T = 0.7, 3 seeds each | ~35 min on 2 CPU cores |
 # | `paper` | Phi-3.5-mini, Mistral-7B, Llama-3.1-8B | GSM8K | 6 epochs, K=16, L=500 | GPUs (`accelerate launch`) |
 #
 # Every number comes from `latro_core/profiles.py`; this notebook only strings the library
@@ -404,16 +404,20 @@ if curves:
 #
 # - `smoke` only checks that the pipeline runs: two steps change nothing, and 4 questions measure
 #   nothing.
-# - `demo` (the committed run, `results/table_arithmetic_demo.md`, 200 test questions, 3 seeds):
-#   Base 19.5% [14.6, 25.5]; LaTRO 42.5 ± 9.1 [37.5, 47.7] (seeds 48.0, 32.0, 47.5); RFT with the
-#   same sampling budget 44.0 ± 7.9; SFT 87.7 ± 1.9. LaTRO's interval lies above the base model's: a
-#   lift of 23 points from 12 steps of 16 self-rewarded rationales, with no answer checker. About 5 of
-#   those points are format (the base model finishes only 18% of its rationales within the budget; LaTRO
-#   97–100%), the rest more right answers among finished rationales (25% for Base, 43% for LaTRO on
-#   average). RFT is as good here because it *has* an answer checker; SFT wins because the task's gold
-#   rationales are an exact template. The seed spread (32 to 48) is as large as the LaTRO–RFT gap, so
-#   read them as level. README's Results section shows the sweep behind this recipe, including the
-#   learning rates at which the rationales collapse to a restated number.
+# - `demo` (the outputs above, `results/table_arithmetic_demo.md`, 200 test questions, 3 seeds):
+#   Base 19.5% [14.6, 25.5]; LaTRO 42.2 ± 8.8 [37.2, 47.0] (seeds 47.0, 32.0, 47.5); RFT with the
+#   same sampling budget 41.0 ± 11.8; SFT 87.7 ± 1.9. LaTRO's interval lies above the base model's: a
+#   lift of 22.7 points from 12 steps of 16 self-rewarded rationales, with no answer checker. The
+#   "Format or arithmetic?" cell splits it: about 5 points from finishing (the base model finishes 18%
+#   of its rationales within the budget, LaTRO 97–100%), about 18 from more right answers among
+#   finished rationales (25% for Base, 33–48% for LaTRO). RFT is level with LaTRO here because it
+#   *has* an answer checker; SFT wins because the task's gold rationales are an exact template. The
+#   seed spread (32 to 47.5 for LaTRO, 29.5 to 53 for RFT) is as large as the LaTRO–RFT gap, so read
+#   them as level. Validation picked step 6 for two LaTRO seeds and step 12 for the third. The step
+#   by hand shows the mechanism: after one AdamW step the rationales with A > 0 became more likely
+#   (corr(A, Δ log πθ(z|x)) = 0.94) and log πθ(y|x⊕z) rose. README's Results section shows the sweep
+#   behind this recipe, including the learning rates at which the rationales collapse to a restated
+#   number.
 # - `paper` reproduces the paper's GSM8K setting, for which the paper reports average gains of 12.5%
 #   over the base models and 9.6% over SFT across the three models.
 #

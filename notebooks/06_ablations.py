@@ -154,3 +154,11 @@ display(Image(plot_maj_at_k(maj, FIG / f"06_maj_at_k_{profile}.png")))
 # rationales, moving some computation from inference to training; and majority voting adds to
 # LaTRO's gain rather than replacing it. With the 135M demo model, read the curves together with
 # their 95% intervals: 32 questions give intervals about ±15 points wide.
+#
+# The committed demo run: the base model is cut off mid-ramble at short budgets (0% at L = 16, 12.5% at
+# L = 32) and peaks at 31% (L = 64). LaTRO trained at L = 64 reaches 44–47% from L = 32 on, and the
+# model trained at L = 32 (the LaTRO-200 analogue) 44% at L = 16 and 59% from L = 32, with no
+# rationale cut at L ≥ 32: the first point of Figure 3 holds here. The second does not: majority
+# voting over T = 1 samples stays at 8–16% for both models, below their greedy accuracy, because this
+# model's T = 1 samples are much worse than its greedy answers (LaTRO trained at T = 0.7). That is a
+# negative result for maj@k at this scale.

@@ -60,3 +60,11 @@ def test_signal_config_grid_is_checked():
     for bad in (dict(temperatures="hot"), dict(temperatures="0"), dict(budgets="0"), dict(k=1)):
         with pytest.raises(ConfigError):
             SignalConfig(**bad).grid()
+
+
+def test_difficulty_labels_that_differ_only_in_their_signs_get_different_sample_files():
+    from latro_core.reward_signal import difficulty_slug
+
+    labels = ["1 step +, 2-12", "1 step +-, 2-12", "1 step -, 2-12", "2 steps +-, 2-12"]
+    assert len({difficulty_slug(x) for x in labels}) == len(labels)
+    assert difficulty_slug("1 step +, 2-12") == "1_step_plus_2_12"

@@ -649,7 +649,11 @@ def _tracker(name: str):
     install when the tracker's package is missing."""
     if not name:
         return None
-    from accelerate.utils import is_tensorboard_available
+    from accelerate.utils import LoggerType, is_tensorboard_available
+
+    known = sorted(t.value for t in LoggerType if t.value != "all")
+    if name not in known:
+        raise ConfigError(f"tracker={name!r} is not one of accelerate's trackers: {', '.join(known)}")
 
     if name == "tensorboard" and not is_tensorboard_available():
         raise ConfigError("tracker='tensorboard' needs the tensorboardX (or tensorboard) package: pip install tensorboardX")

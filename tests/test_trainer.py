@@ -768,3 +768,8 @@ def test_tracker_tensorboard_writes_an_event_file_holding_the_metrics(tok, task,
     logged = metrics(tmp_path)
     assert [s for s, _ in seen["reward_mean"]] == [1, 2]
     assert [round(v, 4) for _, v in seen["reward_mean"]] == [round(m["reward_mean"], 4) for m in logged]
+
+
+def test_an_unknown_tracker_is_a_config_error_naming_the_known_ones(tok, task, tmp_path):
+    with pytest.raises(ConfigError, match=r"tracker='tensorbord' is not one of accelerate's trackers: .*tensorboard"):
+        run(make_cfg(tmp_path, tracker="tensorbord"), tok, task)

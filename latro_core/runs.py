@@ -89,13 +89,18 @@ def load_eval_model(model: str | None, dtype: str = "fp32", device: str = "auto"
     return load_model(base, dtype=dtype, device=device, adapter=adapter)
 
 
+def train_args(cfg) -> list[str]:
+    """The ``latro`` arguments that train :class:`~latro_core.trainer.TrainConfig` ``cfg``:
+    ``train|sft|rft --flag value ...``."""
+    return [{"latro": "train", "sft": "sft", "rft": "rft"}[cfg.method]] + cli_flags(cfg, skip=("method",))
+
+
 def launch_command(cfg, accelerate_config: str = ACCELERATE_CONFIG, num_processes: int | None = None) -> list[str]:
     """``accelerate launch --config_file <yaml> -m latro_core.cli train|sft|rft --flag value ...`` for a
     :class:`~latro_core.trainer.TrainConfig`."""
-    sub = {"latro": "train", "sft": "sft", "rft": "rft"}[cfg.method]
     return (["accelerate", "launch", "--config_file", str(accelerate_config)]
             + (["--num_processes", str(num_processes)] if num_processes else [])
-            + ["-m", "latro_core.cli", sub] + cli_flags(cfg, skip=("method",)))
+            + ["-m", "latro_core.cli"] + train_args(cfg))
 
 
 # ============================================================================ training runs
@@ -161,9 +166,8 @@ def train_runs(cfgs, *, parallel: int = 2, threads: int = 1, test_limit: int = 0
     results/latro_step_throughput.md). Each child's output goes to ``<out_dir>.log``; a failed run
     raises LatroError naming its log. Returns :func:`run_report` of each run, in order."""
     runs = [_run_config(c, test_limit, test_max_new_tokens, keep_resume_state) for c in cfgs]
-    run_children([([{"latro": "train"}.get(c.method, c.method)] + cli_flags(dataclasses.replace(c, progress=False),
-                                                                            skip=("method",)), f"{c.out_dir}.log")
-                  for c in runs], parallel=parallel, threads=threads, cwd=cwd, what="training")
+    run_children([(train_args(dataclasses.replace(c, progress=False)), f"{c.out_dir}.log") for c in runs],
+                 parallel=parallel, threads=threads, cwd=cwd, what="training")
     return [run_report(c.out_dir) for c in cfgs]
 
 

@@ -236,7 +236,6 @@ class Trainer:
                 torch.cuda.set_rng_state_all(state["cuda_rng"])
             self.step = checkpoint_step(resume_from)
         self._stop_signal = None
-        self._tracking = False
         self.best = None            # keep_best: {"step", "eval_accuracy", ...} of the model in best/
         if resume_from is not None and (self.out / "best.json").exists():
             self.best = _read_back(self.out / "best.json", lambda f: json.loads(Path(f).read_text()))
@@ -447,6 +446,9 @@ class Trainer:
             self._write_config()
             _truncate_metrics(metrics_path, self.step)
             _truncate_metrics(self.out / "samples.jsonl", self.step)
+        if cfg.tracker:     # the project name is TensorBoard's folder under out_dir (accelerate's project_dir)
+            self.acc.init_trackers("tensorboard" if cfg.tracker == "tensorboard" else "latro",
+                                   config={k: v for k, v in asdict(cfg).items() if isinstance(v, (int, float, str, bool))})
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         step_fn = {"latro": self._latro_step, "sft": self._sft_step, "rft": self._rft_step}[cfg.method]
         bar = None
@@ -512,12 +514,6 @@ class Trainer:
     def _track(self, m: dict) -> None:
         """The step's metrics to the tracker (``tracker``), at the optimizer step."""
         if self.cfg.tracker:
-            if not self._tracking:
-                # the project name is TensorBoard's folder under out_dir (accelerate's project_dir)
-                self.acc.init_trackers("tensorboard" if self.cfg.tracker == "tensorboard" else "latro",
-                                       config={k: v for k, v in asdict(self.cfg).items()
-                                               if isinstance(v, (int, float, str, bool))})
-                self._tracking = True
             self.acc.log({k: v for k, v in m.items() if k != "step"}, step=int(m["step"]))
 
     def _write_config(self) -> None:

@@ -17,10 +17,11 @@ from .errors import CheckpointError, ConfigError, LatroError
 from .models import save_model
 
 
-def save_checkpoint(path: Path, model, optimizer, scheduler, step: int, config,
-                    tokenizer=None) -> None:
-    """Write model/adapter (and tokenizer), optimizer, scheduler, RNG state and step to ``path``
-    atomically: a temporary folder is filled (``trainer.json`` last) and then renamed, so a kill at
+def save_checkpoint(path: Path, model, optimizer_state: dict, scheduler, step: int, config,
+                    tokenizer=None, model_state: dict | None = None) -> None:
+    """Write model/adapter (and tokenizer), the optimizer's state dict, scheduler, RNG state and step
+    to ``path`` (``model_state``: the weights to write, when not the model's own, e.g. gathered
+    from shards) atomically: a temporary folder is filled (``trainer.json`` last) and then renamed, so a kill at
     any moment leaves either the old or the new checkpoint (:func:`checkpoint_step` recovers the
     one complete folder if the kill fell between the two renames)."""
     path = Path(path)
@@ -30,11 +31,11 @@ def save_checkpoint(path: Path, model, optimizer, scheduler, step: int, config,
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir(parents=True)
-        save_model(model, tokenizer, tmp / "model")
+        save_model(model, tokenizer, tmp / "model", state_dict=model_state)
         rng = {"torch_rng": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda_rng"] = torch.cuda.get_rng_state_all()
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), **rng},
+        torch.save({"optimizer": optimizer_state, "scheduler": scheduler.state_dict(), **rng},
                    tmp / "state.pt")
         (tmp / "trainer.json").write_text(json.dumps({"step": step, "config": asdict(config)}, indent=1))
     except BaseException:

@@ -276,17 +276,20 @@ def _ends(attention_mask: torch.Tensor) -> torch.Tensor:
 
 def token_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                    score_mask: torch.Tensor, chunk: int = 256, share_prompt: bool = True,
-                   temperature: float = 1.0, tempered_mask: torch.Tensor | None = None) -> torch.Tensor:
+                   temperature: float = 1.0, tempered_mask: torch.Tensor | None = None,
+                   length_groups: bool = True) -> torch.Tensor:
     """(B, T) log pi(s_t | s_<t) at positions where ``score_mask`` is True, 0 elsewhere; positions
     where ``tempered_mask`` (B, T) is True are scored at ``temperature``: log_softmax(logits / T).
 
     ``score_mask[:, 0]`` must be False (the first token has no context). With ``share_prompt``, rows
     with the same prompt (the tokens before their first scored position) run it through the decoder
     once. Rows run in groups of similar length (:func:`length_buckets`), each padded only to its own
-    longest. Vocabulary logits are made ``chunk`` positions at a time (:func:`target_logprobs`).
+    longest; ``length_groups=False`` runs them in one (a sharded model must make the same decoder
+    calls on every process). Vocabulary logits are made ``chunk`` positions at a time (:func:`target_logprobs`).
     """
     decoder, head = _split_lm(model)
     B = input_ids.shape[0]
+    groups = length_buckets if length_groups else (lambda lengths: [list(range(len(lengths)))])
     out = torch.zeros(input_ids.shape, dtype=torch.float32, device=input_ids.device)
     prompts = None
     if share_prompt and bool(score_mask.any(1).all()) and can_share_prompt(decoder):
@@ -295,10 +298,10 @@ def token_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_mask: to
         prompt = _run_prompts(decoder, prompts, input_ids.device, attention_mask.dtype)
         suffix_lens = (attention_mask.sum(1) - torch.tensor(starts, device=input_ids.device)).tolist()
         parts = [_suffix_hidden(decoder, prompt, input_ids, attention_mask, score_mask, starts, group, rows)
-                 for rows in length_buckets(suffix_lens)]
+                 for rows in groups(suffix_lens)]
     else:
         parts = [_full_hidden(decoder, input_ids, attention_mask, score_mask, rows)
-                 for rows in length_buckets(_ends(attention_mask).tolist())]
+                 for rows in groups(_ends(attention_mask).tolist())]
     h, targets, rows, cols = (torch.cat(x) for x in zip(*parts))
     inv_t = None
     if temperature != 1.0 and tempered_mask is not None:
@@ -310,27 +313,36 @@ def token_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_mask: to
     return out
 
 
-def sequence_logprobs(model: nn.Module, batch: PackedBatch, chunk: int = 256,
-                      share_prompt: bool = True, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+def sequence_logprobs(model: nn.Module, batch: PackedBatch, chunk: int = 256, share_prompt: bool = True,
+                      temperature: float = 1.0, length_groups: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """One forward pass over x⊕z⊕y: returns (log π_T(z|x), log π(y|x⊕z)), each (B,) fp32 token
     sums; z is scored at ``temperature`` (the policy that sampled it), y at T = 1."""
     tlp = token_logprobs(model, batch.input_ids, batch.attention_mask, batch.z_mask | batch.y_mask, chunk,
-                         share_prompt, temperature, batch.z_mask)
+                         share_prompt, temperature, batch.z_mask, length_groups)
     return (tlp * batch.z_mask).sum(1), (tlp * batch.y_mask).sum(1)
 
 
 class PolicyScorer(nn.Module):
     """The trainable module: wraps a causal LM so that ``forward`` returns the two log-probabilities.
 
-    Training calls the LM through this module's ``forward`` so that accelerate's DDP/FSDP wrapper
-    (which hooks ``forward``) sees every pass. ``self.lm`` is the language model itself.
+    Training calls the LM through this module's ``forward`` so that accelerate's DDP wrapper and
+    FSDP2's hooks (which hook ``forward``) see every pass. ``self.lm`` is the language model itself.
+    Called without ``z_mask`` it is the LM (``self.lm(input_ids, attention_mask, **kw)``): sampling
+    from a sharded policy goes through the same root module (``sharding.gathered``).
     """
 
-    def __init__(self, lm: nn.Module, temperature: float = 1.0):
+    def __init__(self, lm: nn.Module, temperature: float = 1.0, length_groups: bool = True):
         super().__init__()
         self.lm = lm
         self.temperature = temperature     # z is scored under the policy that sampled it
+        self.length_groups = length_groups
 
-    def forward(self, input_ids, attention_mask, z_mask, y_mask):
+    @property
+    def generation_config(self):
+        return self.lm.generation_config
+
+    def forward(self, input_ids, attention_mask, z_mask=None, y_mask=None, **lm_kwargs):
+        if z_mask is None:
+            return self.lm(input_ids=input_ids, attention_mask=attention_mask, **lm_kwargs)
         return sequence_logprobs(self.lm, PackedBatch(input_ids, attention_mask, z_mask, y_mask),
-                                 temperature=self.temperature)
+                                 temperature=self.temperature, length_groups=self.length_groups)

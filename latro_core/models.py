@@ -227,10 +227,11 @@ def quiet_weights_io():
             hf_logging.enable_progress_bar()
 
 
-def save_model(model, tokenizer, folder) -> None:
-    """``save_pretrained`` of the model (or LoRA adapter) and, unless None, its tokenizer into ``folder``."""
+def save_model(model, tokenizer, folder, state_dict: dict | None = None) -> None:
+    """``save_pretrained`` of the model (or LoRA adapter) and, unless None, its tokenizer into ``folder``;
+    ``state_dict``: the weights to write instead of the model's own (e.g. gathered from shards)."""
     with quiet_weights_io():
-        model.save_pretrained(folder)
+        model.save_pretrained(folder, **({"state_dict": state_dict} if state_dict is not None else {}))
         if tokenizer is not None:
             tokenizer.save_pretrained(folder)
 

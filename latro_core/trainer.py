@@ -36,6 +36,7 @@ from .logprobs import PolicyScorer, pack, sequence_logprobs
 from .models import LoraSpec, add_lora, enable_checkpointing, frozen_copy, load_model, save_model
 from .objective import TRUNCATION_RULES, latro_update, self_reward
 from .rollout import sample_rationales
+from .sharding import full_state_dict, full_tensor, gathered, set_gradient_sync, shard, sharding_requested
 from .tasks import load_task
 
 METHODS = ("latro", "sft", "rft")
@@ -93,6 +94,8 @@ class TrainConfig:
     change: str = ""                   # with --resume: comma-separated settings allowed to differ from the
                                        # checkpoint's (e.g. "lr,beta"); each change is recorded in config.json
     progress: bool = True              # progress bar
+    shard: bool = False                # FSDP2: shard weights, gradients and AdamW state across processes
+                                       # (also on under accelerate launch with configs/accelerate_fsdp.yaml)
     tracker: str = ""                  # also log the metrics to an experiment tracker through accelerate:
                                        # "tensorboard" (files in out_dir/tensorboard), "wandb", "mlflow", ...; "": off
     task_kwargs: dict = field(default_factory=dict)   # arithmetic difficulty, e.g. {"steps": 2, "high": 20}
@@ -184,6 +187,11 @@ class Trainer:
         self.acc = Accelerator(cpu=config.device == "cpu", step_scheduler_with_optimizer=False,
                                log_with=_tracker(config.tracker), project_dir=config.out_dir)
         config.validate(self.acc.num_processes)
+        self.sharded = sharding_requested(config.shard)
+        if self.sharded and (config.lora or not torch.distributed.is_initialized()):
+            raise ConfigError("shard: " + ("LoRA adapters are small, train them unsharded (configs/accelerate_ddp.yaml)"
+                                           if config.lora else "sharding needs several processes: run under accelerate "
+                                           "launch (configs/accelerate_fsdp.yaml) or torchrun"))
         torch.manual_seed(config.seed)
         self.out = Path(config.out_dir)
         self.ckpt = self.out / "checkpoint"
@@ -215,21 +223,26 @@ class Trainer:
         if config.gradient_checkpointing:      # sampling runs in eval mode, so it keeps its KV cache
             enable_checkpointing(model)
         # z is scored at the sampling temperature (πθ and π0 alike): the samples' own policy
-        self.scorer = PolicyScorer(model, temperature=config.temperature if config.method == "latro" else 1.0)
-        # FSDP's transformer auto-wrap reads the prepared module's _no_split_modules (LlamaDecoderLayer,
-        # MistralDecoderLayer, Phi3DecoderLayer, ...): pass the language model's on
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        self.scorer._no_split_modules = getattr(base, "_no_split_modules", None)
+        T = config.temperature if config.method == "latro" else 1.0
+        self.scorer = PolicyScorer(model, temperature=T, length_groups=not self.sharded)
+        if self.sharded:      # π0 sharded like πθ, and scored through its own root module
+            bf16 = self.acc.mixed_precision == "bf16"
+            self.scorer = shard(self.scorer, model, self.acc.device, bf16)
+            if self.ref is not None:
+                self.ref = shard(PolicyScorer(self.ref, temperature=T, length_groups=False), self.ref, self.acc.device, bf16)
         params = [p for p in self.scorer.parameters() if p.requires_grad]
         # fused AdamW updates in place: no temporaries, ~5x faster per step on CPU (results/adamw_step.md)
         fused = {"fused": True} if self.acc.device.type in ("cpu", "cuda") else {}
         opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, **fused)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _linear_schedule(config.warmup_steps, config.steps))
-        self.scorer, self.opt, self.sched = self.acc.prepare(self.scorer, opt, sched)
+        if self.sharded:    # sharded by latro itself (sharding.py): accelerate wraps nothing
+            self.opt, self.sched = opt, sched
+        else:
+            self.scorer, self.opt, self.sched = self.acc.prepare(self.scorer, opt, sched)
         self.step = 0
         if resume_from is not None:
             state = _read_back(resume_from / "state.pt", lambda f: torch.load(f, weights_only=False))
-            self.opt.load_state_dict(state["optimizer"])
+            self._load_optimizer(state["optimizer"])
             self.sched.load_state_dict(state["scheduler"])
             torch.set_rng_state(state["torch_rng"])
             if "cuda_rng" in state and torch.cuda.is_available():
@@ -263,7 +276,12 @@ class Trainer:
     # -- helpers
     @property
     def lm(self):
-        return self.acc.unwrap_model(self.scorer).lm
+        return self.scorer.lm if self.sharded else self.acc.unwrap_model(self.scorer).lm
+
+    @property
+    def policy(self):
+        """The module to sample from: the LM, or under sharding the sharded root (``sharding.gathered``)."""
+        return self.scorer if self.sharded else self.lm
 
     def _ref_logp_z(self, batch):
         with torch.no_grad():
@@ -271,7 +289,27 @@ class Trainer:
             if self.cfg.lora:
                 with self.lm.disable_adapter():
                     return sequence_logprobs(self.lm, batch, temperature=T)[0]
+            if self.sharded:
+                return self.ref(batch.input_ids, batch.attention_mask, batch.z_mask, batch.y_mask)[0]
             return sequence_logprobs(self.ref, batch, temperature=T)[0]
+
+    def _model_state(self) -> dict | None:
+        """The policy's weights to save: None (the model's own) unless sharded, then gathered to
+        process 0 (a collective)."""
+        return full_state_dict(self.scorer, prefix="lm.") if self.sharded else None
+
+    def _optimizer_state(self) -> dict:
+        if not self.sharded:
+            return self.opt.state_dict()
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+        return get_optimizer_state_dict(self.scorer, self.opt,
+                                        options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+    def _load_optimizer(self, state: dict) -> None:
+        if not self.sharded:
+            return self.opt.load_state_dict(state)
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+        set_optimizer_state_dict(self.scorer, self.opt, state, options=StateDictOptions(full_state_dict=True))
 
 
     def _my_questions(self, step: int):
@@ -285,11 +323,12 @@ class Trainer:
         """K rationales per question, in one batch, each question drawing from its own generator
         (see :func:`sampling_generator`)."""
         try:
-            return sample_rationales(self.lm, self.tok, [self.task.prompt(e, self.tok) for e in exs], k=self.cfg.k,
-                                     max_new_tokens=self.cfg.max_new_tokens, temperature=self.cfg.temperature,
-                                     top_k=self.cfg.top_k, top_p=self.cfg.top_p,
-                                     generator=[sampling_generator(self.cfg.seed, step, first + i, self.acc.device)
-                                                for i in range(len(exs))], **kw)
+            with gathered(self.policy) as policy:
+                return sample_rationales(policy, self.tok, [self.task.prompt(e, self.tok) for e in exs], k=self.cfg.k,
+                                         max_new_tokens=self.cfg.max_new_tokens, temperature=self.cfg.temperature,
+                                         top_k=self.cfg.top_k, top_p=self.cfg.top_p,
+                                         generator=[sampling_generator(self.cfg.seed, step, first + i, self.acc.device)
+                                                    for i in range(len(exs))], **kw)
         except RuntimeError as e:
             if "probability tensor contains" not in str(e):
                 raise
@@ -302,6 +341,9 @@ class Trainer:
         (DDP/FSDP ``no_sync``; under DeepSpeed, whose backward also steps, no step before the last)."""
         from accelerate.utils import DistributedType
 
+        if self.sharded:
+            set_gradient_sync(self.scorer, last)
+            return nullcontext()
         if self.acc.distributed_type == DistributedType.DEEPSPEED:
             self.acc.sync_gradients = last
             return nullcontext()
@@ -471,7 +513,7 @@ class Trainer:
                 if "samples" in m and (m.get("kept", 1) > 0):
                     # the total gradient norm (max_norm inf: measure only); a non-finite one stops the
                     # run before the optimizer writes NaN into the weights
-                    norm = self.acc.clip_grad_norm_(self.scorer.parameters(), cfg.grad_clip or float("inf"))
+                    norm = self._clip_grad_norm(cfg.grad_clip or float("inf"))
                     if norm is not None:    # DeepSpeed clips (and steps) inside backward
                         m["grad_norm"] = norm
                         _check_finite(self.step, grad_norm=torch.as_tensor(norm))
@@ -506,10 +548,18 @@ class Trainer:
                 bar.close()
             if cfg.tracker:
                 self.acc.end_training()
+        state = self._model_state()
         if self.acc.is_main_process:
-            save_model(self.lm, self.tok, self.out / "final")
+            save_model(self.lm, self.tok, self.out / "final", state_dict=state)
             self._finish_best()
         return last
+
+    def _clip_grad_norm(self, max_norm: float):
+        """Clip to ``max_norm`` and return the total gradient norm (None where DeepSpeed clips)."""
+        if self.sharded:
+            params = [p for p in self.scorer.parameters() if p.grad is not None]
+            return full_tensor(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        return self.acc.clip_grad_norm_(self.scorer.parameters(), max_norm)
 
     def _track(self, m: dict) -> None:
         """The step's metrics to the tracker (``tracker``), at the optimizer step."""
@@ -532,9 +582,11 @@ class Trainer:
         if not self.cfg.keep_resume_state:
             return
         self.acc.wait_for_everyone()
+        model_state, opt_state = self._model_state(), self._optimizer_state()
         if self.acc.is_main_process:
             try:
-                save_checkpoint(self.ckpt, self.lm, self.opt, self.sched, self.step, self.cfg, tokenizer=self.tok)
+                save_checkpoint(self.ckpt, self.lm, opt_state, self.sched, self.step, self.cfg, tokenizer=self.tok,
+                                model_state=model_state)
             except OSError as e:        # a full disk, a lost mount: the previous checkpoint is untouched
                 kept = checkpoint_step(self.ckpt)
                 raise CheckpointError(f"could not write the checkpoint of step {self.step} to {self.ckpt} "
@@ -553,18 +605,22 @@ class Trainer:
 
         def greedy(split, limit, budget):
             task = load_task(cfg.task, split, data_dir=cfg.data_dir, **cfg.task_kwargs)
-            return ev.greedy_report(self.lm, self.tok, task.subset(limit, seed=0), max_new_tokens=budget,
-                                    direct=direct, batch_questions=50)
+            with gathered(self.policy) as policy:
+                return ev.greedy_report(policy, self.tok, task.subset(limit, seed=0), max_new_tokens=budget,
+                                        direct=direct, batch_questions=50)
 
         m = {f"eval_{k}": v for k, v in greedy(cfg.eval_split, cfg.eval_limit, cfg.max_new_tokens + 32).items()
              if k != "n"}
         if cfg.test_limit:
             m["test_accuracy"] = greedy("test", cfg.test_limit, cfg.test_max_new_tokens or cfg.max_new_tokens + 32)["accuracy"]
-        if cfg.keep_best and self.acc.is_main_process and (self.best is None or m["eval_accuracy"] > self.best["eval_accuracy"]):
+        if cfg.keep_best and (self.best is None or m["eval_accuracy"] > self.best["eval_accuracy"]):
             self.best = {"step": self.step, "eval_split": cfg.eval_split, **m}
+            state = self._model_state()
+            if not self.acc.is_main_process:
+                return m
             tmp = self.out / "best.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
-            save_model(self.lm, self.tok, tmp)
+            save_model(self.lm, self.tok, tmp, state_dict=state)
             shutil.rmtree(self.out / "best", ignore_errors=True)
             os.replace(tmp, self.out / "best")
             (self.out / "best.json").write_text(json.dumps(self.best, indent=1))

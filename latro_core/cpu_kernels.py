@@ -68,14 +68,15 @@ def prepacked_linears(model: nn.Module, rows: int):
     adapter merged in, W + scaling·B·A, so decoding does no adapter matmuls and the base weights are
     left untouched (peft's own merge would add and later subtract the adapter, rounding them). Costs
     one copy of those weights while open, so it does nothing when that copy would take more than half
-    the free memory, when oneDNN is unavailable, or on other devices and dtypes. For inference in
+    the free memory, when oneDNN is unavailable, under CPU autocast, or on other devices and dtypes. For inference in
     eval mode only (no dropout, no gradients): the copy does not follow the weights."""
     lora = [m for m in model.modules() if _mergeable_lora(m)]
     inside_lora = {id(c) for m in lora for c in m.modules()}
     mods = lora + [m for m in model.modules() if _packable(m) and id(m) not in inside_lora]
     free = _free_memory_bytes()
     size = sum(getattr(m, "base_layer", m).weight.numel() * 4 for m in mods)
-    if not mods or not torch.backends.mkldnn.is_available() or (free is not None and 2 * size > free):
+    if (not mods or not torch.backends.mkldnn.is_available() or (free is not None and 2 * size > free)
+            or torch.is_autocast_enabled("cpu")):       # autocast: bf16 inputs, which the fp32 packing does not take
         yield False
         return
     def restore():

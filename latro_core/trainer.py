@@ -70,6 +70,8 @@ class TrainConfig:
     micro_batch: int = 16              # samples per forward/backward (a multiple of k)
     grad_clip: float | None = 1.0      # max gradient norm (None: off)
     dtype: str = "fp32"                # fp32 measured fastest on CPUs without AMX (results/precision.md)
+    mixed_precision: str = ""          # "bf16": compute in bf16 autocast on fp32 weights (GPUs; also without
+                                       # accelerate launch); "no": off; "": the accelerate config's, else off
     device: str = "auto"               # auto | cpu | cuda (accelerate decides under accelerate launch)
     lora: bool = False                 # train a LoRA adapter; π0 = the same weights, adapter off
     lora_r: int = 16
@@ -124,6 +126,9 @@ class TrainConfig:
                 continue
             if not (isinstance(v, (int, float)) and math.isfinite(v) and lo <= v <= hi):
                 raise ConfigError(f"{name}={v!r} is out of range: it must be a finite number in [{lo}, {hi}].")
+        if self.mixed_precision not in ("", "no", "bf16"):
+            raise ConfigError(f"mixed_precision={self.mixed_precision!r} is not one of '', 'no', 'bf16' "
+                              "(fp16 would need a loss scaler; bf16 does not)")
         if self.lr <= 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
         if self.device not in ("auto", "cpu"):
@@ -182,9 +187,13 @@ class Trainer:
         from accelerate import Accelerator
 
         self.cfg = config
+        if not torch.distributed.is_initialized():    # one process: each run its own precision (accelerate's
+            from accelerate.state import AcceleratorState   # state is a process-wide singleton)
+            AcceleratorState._reset_state()
         # one scheduler step per optimizer step: with the default (step_scheduler_with_optimizer=True)
         # accelerate steps the schedule num_processes times per call, so N processes decayed N x faster
         self.acc = Accelerator(cpu=config.device == "cpu", step_scheduler_with_optimizer=False,
+                               mixed_precision=config.mixed_precision or None,
                                log_with=_tracker(config.tracker), project_dir=config.out_dir)
         config.validate(self.acc.num_processes)
         self.sharded = sharding_requested(config.shard)
@@ -278,13 +287,18 @@ class Trainer:
     def lm(self):
         return self.scorer.lm if self.sharded else self.acc.unwrap_model(self.scorer).lm
 
+    def _autocast(self):
+        """The precision of the prepared scorer's forward (accelerate's autocast under mixed_precision)
+        for every other pass too: sampling, π0, evaluation. Sharded runs cast in FSDP2's policy instead."""
+        return nullcontext() if self.sharded else self.acc.autocast()
+
     @property
     def policy(self):
         """The module to sample from: the LM, or under sharding the sharded root (``sharding.gathered``)."""
         return self.scorer if self.sharded else self.lm
 
     def _ref_logp_z(self, batch):
-        with torch.no_grad():
+        with torch.no_grad(), self._autocast():
             T = self.cfg.temperature
             if self.cfg.lora:
                 with self.lm.disable_adapter():
@@ -323,7 +337,7 @@ class Trainer:
         """K rationales per question, in one batch, each question drawing from its own generator
         (see :func:`sampling_generator`)."""
         try:
-            with gathered(self.policy) as policy:
+            with gathered(self.policy) as policy, self._autocast():
                 return sample_rationales(policy, self.tok, [self.task.prompt(e, self.tok) for e in exs], k=self.cfg.k,
                                          max_new_tokens=self.cfg.max_new_tokens, temperature=self.cfg.temperature,
                                          top_k=self.cfg.top_k, top_p=self.cfg.top_p,
@@ -605,7 +619,7 @@ class Trainer:
 
         def greedy(split, limit, budget):
             task = load_task(cfg.task, split, data_dir=cfg.data_dir, **cfg.task_kwargs)
-            with gathered(self.policy) as policy:
+            with gathered(self.policy) as policy, self._autocast():
                 return ev.greedy_report(policy, self.tok, task.subset(limit, seed=0), max_new_tokens=budget,
                                         direct=direct, batch_questions=50)
 

@@ -8,6 +8,7 @@ reference policy, 1 vs 2 processes (gloo) and same-seed determinism (see docs/de
 """
 
 import json
+import math
 import os
 import signal
 import socket
@@ -558,6 +559,21 @@ def test_sharding_finds_the_decoder_layers_and_refuses_a_model_without_them(tok)
     model._no_split_modules = []
     with pytest.raises(ConfigError, match="names no decoder layer class"):
         layer_classes(model)
+
+
+def test_bf16_mixed_precision_keeps_fp32_weights_and_scores_pi0_in_the_same_precision(tok, task, tmp_path):
+    """mixed_precision="bf16" without accelerate launch: the scorer computes in bf16 autocast (its
+    log-probabilities differ from fp32's), the weights stay fp32, and π0 is scored under the same
+    autocast, so at the first step (πθ = π0) the KL term is exactly 0."""
+    fp32 = metrics(run(make_cfg(tmp_path / "fp32", steps=1), tok, task, tiny_model(tok)[0])[0].out)[0]
+    tr, _ = run(make_cfg(tmp_path / "bf16", steps=1, mixed_precision="bf16"), tok, task, tiny_model(tok)[0])
+    bf16 = metrics(tmp_path / "bf16")[0]
+    assert tr.acc.mixed_precision == "bf16"
+    assert {p.dtype for p in tr.lm.parameters()} == {torch.float32}
+    assert bf16["kl_mean"] == 0.0 and math.isfinite(bf16["reward_mean"])
+    assert bf16["logp_y_mean"] != fp32["logp_y_mean"]
+    with pytest.raises(ConfigError, match="fp16 would need a loss scaler"):
+        make_cfg(tmp_path, mixed_precision="fp16").validate()
 
 
 def test_sharding_asked_for_where_it_cannot_run_is_a_config_error(tok, task, tmp_path, monkeypatch):

@@ -23,7 +23,8 @@ TRAINING_PANELS = {"reward_mean": "self-reward, after the truncation penalty (na
                    "logp_y_mean": "log πθ(y|x⊕z) (nats)",
                    "kl_mean": "log πθ(z|x) − log π0(z|x) (nats; KL estimate)",
                    "frac_truncated": "rationales cut at L (%)",
-                   "eval_accuracy": "validation accuracy, greedy (%)", "sft_loss": "SFT loss (nats per token)"}
+                   "eval_accuracy": "validation accuracy, greedy (%)", "sft_loss": "SFT loss (nats per token)",
+                   "kept": "RFT: right rationales kept (per step)"}
 PERCENT_PANELS = ("frac_truncated", "eval_accuracy")      # stored as fractions, drawn as %
 
 

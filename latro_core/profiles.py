@@ -8,6 +8,9 @@ and its next cell reads ``settings("<notebook>", profile)``:
 - ``demo``   the CPU reproduction with the embedded SmolLM2-135M-Instruct: LaTRO, RFT and SFT on the
   generated arithmetic task (3 training seeds each), small GSM8K / ARC-Challenge evaluations.
   Target: about 60 min on 2 cores; measured: 57 min from a clean clone with the earlier recipe; notebook 04 with the current one alone takes 45 min (README).
+- ``gpu``    one 16-24 GB GPU (Colab's T4 or L4): Qwen2.5-0.5B-Instruct from the hub on GSM8K with
+  LoRA, K = 8, L = 256, Base / SFT / RFT / LaTRO (notebook 04), sized by estimate for about 1-2 h;
+  no GPU has run it yet (README "Paper scale"). Its smoke form, ``gpu-smoke``, runs on a CPU.
 - ``paper``  the paper's settings (arXiv 2411.04282, Section 5): Phi-3.5-mini, Mistral-7B and
   Llama-3.1-8B, K = 16, L = 500, T = 1, lr 5e-7, beta 0.05 (GSM8K) / 0.25 (ARC), 6 / 12 epochs,
   trained through ``accelerate launch`` on GPUs (``latro reproduce`` refuses it without one).
@@ -28,7 +31,9 @@ import math
 
 from .errors import ConfigError
 
-PROFILES: tuple[str, ...] = ("smoke", "demo", "paper")
+PROFILES: tuple[str, ...] = ("smoke", "demo", "gpu", "paper")
+GPU_PROFILES: tuple[str, ...] = ("gpu", "paper")     # latro reproduce refuses these without a CUDA GPU
+SMOKE_SUFFIX = "-smoke"      # "<profile>-smoke": that profile's settings with every size cut to smoke's
 NOTEBOOKS: tuple[str, ...] = ("01_variational_bound", "02_rloo_estimator", "03_self_rewarding",
                               "04_train_latro", "05_arc_challenge", "06_ablations")
 
@@ -61,6 +66,27 @@ def _paper_train(task: str, beta: float, train_size: int) -> dict:
 
 
 _PAPER_LAUNCH = dict(launch="accelerate", accelerate_config=ACCELERATE_CONFIG)
+
+# ----------------------------------------------------------------------------- one GPU
+
+# Qwen2.5-0.5B-Instruct: an instruct model with a chat template that writes step-by-step GSM8K
+# solutions, small enough for fp32 weights + LoRA on a 16 GB T4 (2 GB of weights; the T4 has no
+# fast bf16, so fp32 runs on every card; add mixed_precision="bf16" on an L4/A100). SmolLM2-360M is
+# smaller but, like the 135M demo model, far weaker at multi-step arithmetic; 1.7B-class models
+# leave less room for K x L activations on 16 GB. Sizes: ~1,600 training questions (200 steps x 8)
+# at K = 8, L = 256, then greedy accuracy on 500 test questions and maj@8 for Base and LaTRO:
+# about 1-2 h by estimate (decode ~30 ms/token-step at 64 rows), not yet measured on a GPU.
+GPU_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
+GPU_LATRO = dict(task="gsm8k", lora=True, lr=1e-4,   # ASSUMED: a usual LoRA lr (the 135M sweep's LoRA run used 1e-3)
+                 steps=200, questions_per_step=8, k=8, max_new_tokens=256, temperature=1.0, beta=0.05,
+                 truncation="batch_mean", micro_batch=16, save_every=50,
+                 eval_every=0, eval_split="test", eval_limit=100)   # no selection: the final model (GSM8K has no validation split)
+GPU_SFT = dict(task="gsm8k", lora=True, lr=1e-4, steps=200, questions_per_step=8, max_new_tokens=256,
+               micro_batch=8, save_every=50, eval_every=0, eval_split="test", eval_limit=100)
+GPU_RFT = dict(GPU_LATRO)   # the LaTRO sampler and schedule
+GPU_RFT.pop("beta"), GPU_RFT.pop("truncation")
+GPU_EVAL = dict(task="gsm8k", split="test", limit=500, max_new_tokens=288, k=8, batch_questions=50, auroc=False)
+_GPU_RUN = dict(launch="inline", parallel=1, keep_resume_state=True, test_limit=0, test_max_new_tokens=288)
 
 # ----------------------------------------------------------------------------- demo training
 
@@ -223,10 +249,64 @@ _SETTINGS: dict[str, dict[str, dict]] = {
 }
 
 
+_GPU: dict[str, dict] = {
+    "01_variational_bound": _SETTINGS["01_variational_bound"]["demo"],          # exact toys: no GPU needed
+    "02_rloo_estimator": dict(_SETTINGS["02_rloo_estimator"]["demo"], model=GPU_MODEL, task="gsm8k", n_questions=4,
+                              k=8, max_new_tokens=256),
+    "03_self_rewarding": dict(model=GPU_MODEL, task="gsm8k", limit=50, k=8, max_new_tokens=256, temperature=1.0, seed=0,
+                              n_boot=2000, n_cases=3, dtype="fp32", device="auto",
+                              signal=dict(model=GPU_MODEL, task="gsm8k", limit=100, k=8, temperatures="1.0,0.7",
+                                          budgets="128,256", greedy_limit=0)),
+    "04_train_latro": dict(models=[GPU_MODEL], seeds=[0], latro=GPU_LATRO, sft=GPU_SFT, rft=GPU_RFT, eval=GPU_EVAL,
+                           seeds_by_method={}, maj_methods=["base", "latro"], maj_seeds=[0], run=_GPU_RUN),
+    "05_arc_challenge": dict(
+        models=[GPU_MODEL], seeds=[0],
+        eval=dict(task="arc_challenge", split="test", limit=300, max_new_tokens=288, k=0, batch_questions=50),
+        direct_max_new_tokens=32,
+        sft=dict(task="arc_challenge", lora=True, lr=1e-4, steps=100, questions_per_step=8, max_new_tokens=16,
+                 micro_batch=8, save_every=50, eval_every=50, eval_split="validation", eval_limit=100),
+        latro=dict(task="arc_challenge", lora=True, lr=1e-4, steps=100, questions_per_step=8, k=8, max_new_tokens=256,
+                   beta=0.25, micro_batch=16, save_every=50, eval_every=50, eval_split="validation", eval_limit=100),
+        run=_GPU_RUN),
+    "06_ablations": dict(model=GPU_MODEL, L_values=[64, 128, 192, 256], short_L=128, latro=GPU_LATRO,
+                         eval=dict(task="gsm8k", split="test", limit=200, batch_questions=50),
+                         maj=dict(k=8, limit=100, max_new_tokens=288), run=_GPU_RUN),
+}
+for _name, _chosen in _GPU.items():
+    _SETTINGS[_name]["gpu"] = _chosen
+
+# the settings that are sizes (steps, questions, tokens, samples, seeds): what a profile's smoke form cuts
+_SIZES = {"steps", "questions_per_step", "k", "max_new_tokens", "micro_batch", "eval_limit", "train_limit",
+          "eval_every", "save_every", "limit", "batch_questions", "n_votes", "ks", "n_marginal", "n_path", "n_batches",
+          "n_questions", "repeats", "n_boot", "n_cases", "greedy_limit", "budgets", "temperatures", "L_values",
+          "short_L", "seeds", "maj_seeds", "direct_max_new_tokens", "test_limit", "test_max_new_tokens"}
+
+
+def smoke_form(chosen: dict, smoke: dict) -> dict:
+    """``chosen`` (a profile's settings) with every size (:data:`_SIZES`) taken from ``smoke`` (the
+    smoke profile's settings at the same place), nested entries alike; everything else (model, task,
+    LoRA, β, precision, launch) stays. An evaluation that ``chosen`` switches off (``eval_every`` 0)
+    stays off."""
+    out = {}
+    for key, value in chosen.items():
+        small = smoke.get(key)
+        if isinstance(value, dict) and isinstance(small, dict):
+            out[key] = smoke_form(value, small)
+        elif key in _SIZES and key in smoke and not (key == "eval_every" and not value):
+            out[key] = copy.deepcopy(small)
+        else:
+            out[key] = value
+    if any(isinstance(v, (int, str)) for v in chosen.values()) and "steps" in chosen:   # a training entry
+        out.update({k: v for k, v in smoke.items() if k in _SIZES and k not in out and k != "eval_every"})
+    return out
+
+
 def check_profile(profile: str) -> str:
-    """``profile`` if it is one of :data:`PROFILES`, else :class:`ConfigError`."""
-    if profile not in PROFILES:
-        raise ConfigError(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}.")
+    """``profile`` if it is one of :data:`PROFILES` or such a name + ``":smoke"``, else :class:`ConfigError`."""
+    base = profile[:-len(SMOKE_SUFFIX)] if profile.endswith(SMOKE_SUFFIX) else profile
+    if base not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)} "
+                          f"(or one of them + {SMOKE_SUFFIX!r}: its settings at smoke sizes).")
     return profile
 
 
@@ -281,7 +361,11 @@ def settings(notebook: str, profile: str) -> dict:
     name = notebook_name(notebook)
     if name not in _SETTINGS:
         raise ConfigError(f"no settings for notebook {notebook!r}; known: {', '.join(_SETTINGS)}.")
-    chosen = check_settings(copy.deepcopy(_SETTINGS[name][profile]), f"{name} ({profile})")
+    base = profile[:-len(SMOKE_SUFFIX)] if profile.endswith(SMOKE_SUFFIX) else profile
+    chosen = copy.deepcopy(_SETTINGS[name][base])
+    if base != profile:
+        chosen = smoke_form(chosen, _SETTINGS[name]["smoke"])
+    chosen = check_settings(chosen, f"{name} ({profile})")
     return {**chosen, "profile": profile, "notebook": name}
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError, LatroError
-from .profiles import check_profile, notebook_name, settings
+from .profiles import GPU_MODEL, GPU_PROFILES, check_profile, notebook_name, settings
 from .runs import has_gpu
 
 
@@ -147,9 +147,11 @@ def reproduce(cfg: ReproduceConfig) -> dict:
     from tqdm.auto import tqdm
 
     profile = check_profile(cfg.profile)
-    if profile == "paper" and not cfg.force and not has_gpu():
-        raise ConfigError("the paper profile trains 3.8-8B models and needs a CUDA GPU, and none is visible; "
-                          "use --profile demo on a CPU, or pass --force to run it anyway.")
+    if profile in GPU_PROFILES and not cfg.force and not has_gpu():
+        need = "3.8-8B models" if profile == "paper" else f"{GPU_MODEL} with LoRA"
+        raise ConfigError(f"the {profile} profile trains {need} and needs a CUDA GPU, and none is visible; use "
+                          f"--profile demo on a CPU (or {profile}-smoke: its settings at smoke sizes), or pass "
+                          f"--force to run it anyway.")
     nb_dir = Path(cfg.notebook_dir).resolve()
     notebooks = select_notebooks(nb_dir, cfg.notebooks)
     out = Path(cfg.out) / profile

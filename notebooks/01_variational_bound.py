@@ -47,6 +47,7 @@
 # |---|---|---|
 # | `smoke` | 1,000 simulated votes per $K$ | seconds |
 # | `demo`  | 10,000 votes per $K$, more values of $K$ | seconds to a minute |
+# | `gpu` | as `demo` | same |
 # | `paper` | as `demo` (no model here: the toy is exact) | same |
 
 # %%
@@ -74,7 +75,7 @@ if COLAB:
     print("working directory:", os.path.join(repo, "notebooks"))
 
 # %% tags=["parameters"]
-profile = "smoke"  # smoke | demo | paper   (papermill: -p profile demo)
+profile = "smoke"  # smoke | demo | gpu | paper, or gpu-smoke   (papermill: -p profile demo)
 # Knobs left at None take the profile's value (next cell); set one to override it.
 seed = None        # random seed of the simulations
 n_votes = None     # simulated CoT-SC runs (majority votes) per K

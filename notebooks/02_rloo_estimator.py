@@ -45,6 +45,7 @@
 # |---|---|---|---|
 # | `smoke` | 4,000 batches per K | SmolLM2-135M, 2 arithmetic questions, K = 4, L = 32 | ~1 min on a CPU |
 # | `demo`  | 20,000 batches per K | SmolLM2-135M, 3 questions × 2 batches, K = 8, L = 96 | a few minutes |
+# | `gpu` | as `demo` | Qwen2.5-0.5B-Instruct on GSM8K, K = 8, L = 256 | minutes on one GPU |
 # | `paper` | 20,000 batches per K | Phi-3.5-mini on GSM8K, K = 16, L = 500 (GPU) | GPU minutes |
 
 # %%
@@ -72,7 +73,7 @@ if COLAB:
     print("working directory:", os.path.join(repo, "notebooks"))
 
 # %% tags=["parameters"]
-profile = "smoke"     # smoke | demo | paper   (papermill: -p profile demo)
+profile = "smoke"     # smoke | demo | gpu | paper, or gpu-smoke   (papermill: -p profile demo)
 # Knobs left at None take the profile's value (next cell); set one to override it.
 seed = None           # random seed
 beta = None           # KL weight β (the paper: 0.05 on GSM8K, 0.25 on ARC)

@@ -42,6 +42,7 @@
 # |---|---|---|---|
 # | `smoke` | SmolLM2-135M (embedded) | a few arithmetic questions, short L | ~1 min on a CPU |
 # | `demo`  | SmolLM2-135M (embedded) | tens of questions (arithmetic / GSM8K) | ≤ 8 min on a CPU |
+# | `gpu` | Qwen2.5-0.5B-Instruct | GSM8K test, K = 8, L = 256 | minutes on one GPU |
 # | `paper` | Phi-3.5-mini-instruct | GSM8K test, K = 8, L = 500 | GPU |
 #
 # The `smoke` profile only checks that every step runs; with a handful of short rationales the
@@ -72,7 +73,7 @@ if COLAB:
     print("working directory:", os.path.join(repo, "notebooks"))
 
 # %% tags=["parameters"]
-profile = "smoke"     # smoke | demo | paper   (papermill: -p profile demo)
+profile = "smoke"     # smoke | demo | gpu | paper, or gpu-smoke   (papermill: -p profile demo)
 # Knobs left at None take the profile's value (next cell); set one to override it.
 model = None          # the embedded SmolLM2-135M-Instruct if None, else a hub id / local folder
 task = None           # a task name or a list of them: arithmetic | gsm8k | arc_challenge

@@ -29,6 +29,7 @@
 # |---|---|---|---|---|
 # | `smoke` | SmolLM2-135M-Instruct (embedded) | arithmetic | 2 steps, 1 seed | ~1 min on a CPU |
 # | `demo` | SmolLM2-135M-Instruct (embedded) | arithmetic (generated word problems) | SFT 16 steps, LaTRO and RFT 12 steps at T = 0.7, 3 seeds each | ~35 min on 2 CPU cores |
+# | `gpu` | Qwen2.5-0.5B-Instruct (hub), LoRA | GSM8K | 200 steps × 8 questions, K = 8, L = 256, 1 seed | ~1–2 h on one 16–24 GB GPU (estimate, not yet run) |
 # | `paper` | Phi-3.5-mini, Mistral-7B, Llama-3.1-8B | GSM8K | 6 epochs, K=16, L=500 | GPUs (`accelerate launch`) |
 #
 # Every number comes from `latro_core/profiles.py`; this notebook only strings the library
@@ -60,7 +61,7 @@ if COLAB:
     print("working directory:", os.path.join(repo, "notebooks"))
 
 # %% tags=["parameters"]
-profile = "smoke"  # smoke | demo | paper   (papermill: -p profile demo)
+profile = "smoke"  # smoke | demo | gpu | paper, or gpu-smoke   (papermill: -p profile demo)
 overrides = {}     # optional changes to the profile's settings, e.g. {"seeds": [0]}
 
 # %%

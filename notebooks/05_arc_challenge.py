@@ -35,6 +35,7 @@
 # |---|---|---|
 # | `smoke` | 2 test questions, 2 SFT steps, 1 LaTRO step | ~1 min |
 # | `demo` | base on 50 test questions, a short SFT and LaTRO run on a 200-question train subset | ~10 min on 2 cores |
+# | `gpu` | Qwen2.5-0.5B-Instruct with LoRA, 100 steps, β = 0.25, 300 test questions | one 16–24 GB GPU |
 # | `paper` | the three models, 12 epochs, β = 0.25, full test set | GPUs |
 #
 # ARC is read from `$LATRO_DATA_DIR/arc-challenge/` (or the Hugging Face hub in `demo`/`paper`);
@@ -65,7 +66,7 @@ if COLAB:
     print("working directory:", os.path.join(repo, "notebooks"))
 
 # %% tags=["parameters"]
-profile = "smoke"  # smoke | demo | paper   (papermill: -p profile demo)
+profile = "smoke"  # smoke | demo | gpu | paper, or gpu-smoke   (papermill: -p profile demo)
 overrides = {}     # optional changes to the profile's settings, e.g. {"models": [None]}
 
 # %%

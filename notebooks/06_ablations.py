@@ -33,6 +33,7 @@
 # |---|---|---|---|
 # | `smoke` | L ∈ {8, 16}, 4 questions | K = 4, 2 questions | ~1 min |
 # | `demo` | L ∈ {16, 32, 64, 96}, 32 questions, short-L model trained with L = 32 | K = 8, 25 questions | ~10 min on 2 cores |
+# | `gpu` | Qwen2.5-0.5B-Instruct (04's LaTRO model), L ∈ {64, …, 256}, LaTRO-128 | K = 8, 200 test questions | one 16–24 GB GPU |
 # | `paper` | Phi-3.5-mini, L ∈ {100, …, 500}, LaTRO-200 | K = 32, full GSM8K test | GPUs |
 #
 # The LaTRO model is notebook 04's seed-0 run (`runs/<profile>/04_train_latro/`) when it exists;
@@ -63,7 +64,7 @@ if COLAB:
     print("working directory:", os.path.join(repo, "notebooks"))
 
 # %% tags=["parameters"]
-profile = "smoke"  # smoke | demo | paper   (papermill: -p profile demo)
+profile = "smoke"  # smoke | demo | gpu | paper, or gpu-smoke   (papermill: -p profile demo)
 overrides = {}     # optional changes to the profile's settings, e.g. {"L_values": [16, 64]}
 
 # %%

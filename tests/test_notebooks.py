@@ -150,3 +150,28 @@ def test_the_colab_cell_forced_on_clones_installs_and_works_beside_the_notebooks
     off = {k: v for k, v in env.items() if k != "LATRO_COLAB"}             # not on Colab: the cell does nothing
     assert subprocess.run([sys.executable, "-c", cc.INSTALL_CELL], capture_output=True, text=True, env=off,
                           timeout=60).stdout == ""
+
+
+def test_the_gpu_profile_in_its_smoke_form_runs_notebook_04_on_a_cpu_with_a_tiny_model(smol_tokenizer, tmp_path):
+    """``gpu-smoke``: the one-GPU profile's settings (GSM8K, LoRA, Base / SFT / RFT / LaTRO, maj@k for
+    Base and LaTRO) at smoke sizes, with a tiny random model in place of the hub's Qwen2.5-0.5B: the
+    notebook trains every method with an adapter and writes the table."""
+    import papermill
+
+    from latro_core.models import prepare_tokenizer, tiny_model
+
+    model_dir = tmp_path / "tiny"
+    model, tok = tiny_model(prepare_tokenizer(smol_tokenizer))
+    model.save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    runs = ROOT / "runs" / "gpu-smoke" / "04_train_latro"
+    import shutil
+    shutil.rmtree(runs, ignore_errors=True)           # a fresh run: every method trains
+    papermill.execute_notebook(str(NOTEBOOKS / "04_train_latro.ipynb"), str(tmp_path / "04.ipynb"), cwd=str(NOTEBOOKS),
+                               parameters={"profile": "gpu-smoke", "overrides": {"models": [str(model_dir)]}},
+                               kernel_name="python3", progress_bar=False)
+    for method in ("latro", "sft", "rft"):
+        assert (runs / f"{method}-tiny-seed0" / "final" / "adapter_model.safetensors").exists(), method
+    table = (ROOT / "results" / "table_gsm8k_gpu-smoke.md").read_text()
+    for row in ("| tiny | Base |", "| tiny | SFT |", "| tiny | RFT |", "| tiny | LaTRO |"):
+        assert row in table, row

@@ -106,8 +106,25 @@ def test_config_errors(project, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ConfigError, match="GPU"):
         reproduce(_cfg(project, profile="paper"))
+    with pytest.raises(ConfigError, match="gpu profile trains Qwen.*gpu-smoke"):
+        reproduce(_cfg(project, profile="gpu"))
     assert main(["reproduce", "--profile", "paper", "--notebook-dir", str(project / "notebooks"),
                  "--out", str(project / "out")]) == 2
+
+
+def test_a_profiles_smoke_form_cuts_every_size_and_keeps_model_task_and_method_settings():
+    gpu, small = profiles.settings("04_train_latro", "gpu"), profiles.settings("04_train_latro", "gpu-smoke")
+    smoke = profiles.settings("04_train_latro", "smoke")
+    assert small["models"] == gpu["models"] == [profiles.GPU_MODEL]
+    for method in ("latro", "sft", "rft"):
+        assert small[method]["lora"] is True and small[method]["task"] == "gsm8k" and small[method]["lr"] == gpu[method]["lr"]
+        for size in ("steps", "questions_per_step", "max_new_tokens", "micro_batch"):
+            assert small[method][size] == smoke[method][size], (method, size)
+        assert small[method]["eval_every"] == 0          # switched off in gpu: stays off
+    assert small["eval"]["limit"] == smoke["eval"]["limit"] and small["eval"]["task"] == "gsm8k"
+    assert small["maj_methods"] == gpu["maj_methods"] and small["run"]["parallel"] == 1
+    with pytest.raises(ConfigError, match="-smoke"):
+        profiles.settings("04_train_latro", "fast-smoke")
 
 
 def test_cli_fills_config():

@@ -36,7 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks._provenance import git_commit, machine_info  # noqa: E402
+from benchmarks._provenance import (cuda_peak_mb, device_info, git_commit, machine_info, reset_cuda_peak,  # noqa: E402
+                                    spec_peak_flops, sync)
 from latro_core import rollout as rollout_mod  # noqa: E402
 from latro_core.models import load_model  # noqa: E402
 from latro_core.tasks import load_task  # noqa: E402
@@ -119,8 +120,10 @@ def way_rollout(mod=None, impl: str | None = None, inference: bool = False, prep
         with ctx_attn, ctx_inf, no_model_eos(model):
             t0, c0 = time.perf_counter(), time.process_time()
             kw = {} if prepack else {"prepack": False}       # (a baseline revision may predate the argument)
+            dev = next(model.parameters()).device
             roll = m.sample_rationales(model, NoEos(tok), prompts, k=1, max_new_tokens=L, temperature=1.0,
-                                       stop_strings=None, generator=torch.Generator().manual_seed(seed), **kw)
+                                       stop_strings=None, generator=torch.Generator(dev).manual_seed(seed), **kw)
+            sync(dev)
             dt, dc = time.perf_counter() - t0, time.process_time() - c0
         return dt, dc, roll.new_tokens, roll.rationale_ids
     return run
@@ -129,7 +132,8 @@ def way_rollout(mod=None, impl: str | None = None, inference: bool = False, prep
 def way_generate(impl: str | None = None, cache: str | None = None, compile_: bool = False):
     def run(model, tok, prompts, L, seed):
         from transformers import CompileConfig
-        ids, att = _left_batch(tok, prompts)
+        dev = next(model.parameters()).device
+        ids, att = (t.to(dev) for t in _left_batch(tok, prompts))
         kw = dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=L, min_new_tokens=L,
                   pad_token_id=tok.pad_token_id)
         if cache:
@@ -145,6 +149,7 @@ def way_generate(impl: str | None = None, cache: str | None = None, compile_: bo
         with ctx_attn, torch.no_grad():
             t0, c0 = time.perf_counter(), time.process_time()
             out = model.generate(input_ids=ids, attention_mask=att, **kw)
+            sync(dev)
             dt, dc = time.perf_counter() - t0, time.process_time() - c0
         new = out[:, ids.shape[1]:]
         return dt, dc, int(new.numel()), new.tolist()
@@ -179,10 +184,14 @@ def run_rounds(model, tok, ways: dict, prompts, L, repeats, seed, warmup=True, l
             first[n] = time.perf_counter() - t0
             log(f"  warm-up {n}: {first[n]:.1f}s")
     outputs = {}
+    dev = next(model.parameters()).device
+    peak = {n: 0.0 for n in names}           # CUDA: the most memory each way's calls held
     for r in range(repeats):
         order = names[r % len(names):] + names[:r % len(names)]
         for n in order:
+            reset_cuda_peak(dev)
             dt, dc, nt, out = ways[n](model, tok, prompts, L, seed + r)
+            peak[n] = max(peak[n], cuda_peak_mb(dev) or 0.0)
             times[n].append(dt)
             cpus[n].append(dc)
             toks[n] = nt
@@ -192,7 +201,8 @@ def run_rounds(model, tok, ways: dict, prompts, L, repeats, seed, warmup=True, l
     for n in names:
         med, cmed = statistics.median(times[n]), statistics.median(cpus[n])
         res[n] = {"median_s": med, "tokens": toks[n], "tokens_per_s": toks[n] / med, "times_s": times[n],
-                  "median_cpu_s": cmed, "tokens_per_cpu_s": toks[n] / cmed, "cpu_s": cpus[n], "warmup_s": first.get(n)}
+                  "median_cpu_s": cmed, "tokens_per_cpu_s": toks[n] / cmed, "cpu_s": cpus[n], "warmup_s": first.get(n),
+                  **({"peak_cuda_mb": peak[n]} if dev.type == "cuda" else {})}
     # the rollout variants must sample exactly what the plain rollout samples
     base = outputs.get("rollout (sample_rationales)")
     for n in names:
@@ -205,7 +215,7 @@ def prefill_bench(model, tok, prompts, repeats: int) -> dict:
     """The rollout's prefill with all prompt positions projected onto the vocabulary (what
     ``sample_rationales`` does) vs ``logits_to_keep=1`` (tried): time, and whether the last
     position's logits are bit-identical (the sampled tokens depend on them)."""
-    ids, att = _left_batch(tok, prompts)
+    ids, att = (t.to(next(model.parameters()).device) for t in _left_batch(tok, prompts))
     pos = (att.cumsum(-1) - 1).clamp(min=0)
     res = {"full": {"wall": [], "cpu": []}, "last_only": {"wall": [], "cpu": []}}
     same = True
@@ -251,15 +261,20 @@ def main(argv=None) -> None:
     ap.add_argument("--compile-timeout", type=int, default=480)
     ap.add_argument("--out", default="results/generation_speed", help="writes OUT.md and OUT.json")
     ap.add_argument("--notes", default=None, help="a markdown file appended to OUT.md (findings)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (adds CUDA peak memory and decode MFU)")
+    ap.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"))
+    ap.add_argument("--peak-tflops", type=float, default=None, help="the GPU's peak for MFU (default: datasheet table)")
     ap.add_argument("--compile-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.compile_child:
         return compile_child(args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, tok = load_model(device="cpu", dtype="fp32")
+    model, tok = load_model(device=args.device, dtype=args.dtype)
     prompts = prompts_of(args.prompts, tok)
     ways = dict(WAYS)
+    if args.device != "cpu":       # oneDNN's prepacked kernels are CPU-only: there prepack=False is the rollout itself
+        ways.pop("rollout, MKL linears (prepack=False)")
     if args.baseline_rev:
         ways[f"rollout @ {args.baseline_rev}"] = way_rollout(mod=rollout_module_at(args.baseline_rev))
     print(f"{len(prompts)} prompts x {args.L} new tokens, {torch.get_num_threads()} threads")
@@ -288,15 +303,17 @@ def main(argv=None) -> None:
             compile_note = f"gave up: compiling + timing did not finish within {args.compile_timeout}s"
         print("torch.compile:", compile_res or compile_note)
     out = {"command": "python " + " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]),
-           "git_commit": git_commit(), "machine": machine_info(),
-           "settings": {"prompts": args.prompts, "L": args.L, "repeats": args.repeats, "seed": args.seed},
+           "git_commit": git_commit(), "machine": {**machine_info(), **device_info(args.device)},
+           "settings": {"prompts": args.prompts, "L": args.L, "repeats": args.repeats, "seed": args.seed,
+                        "device": args.device, "dtype": args.dtype},
            "results": res, "prefill": pre, "compile": compile_res, "compile_note": compile_note}
     ref = res["generate (sdpa, dynamic cache)"]["tokens_per_s"]
     lines = ["# Decoding speed: sample_rationales vs model.generate", "",
              f"Command: `{out['command']}`  ", f"Commit: `{out['git_commit']}`  ",
              f"Machine: {out['machine']['cpu']}, {out['machine']['cpus']} CPUs, torch {out['machine']['torch']} "
              f"({out['machine']['torch_threads']} threads), transformers {out['machine']['transformers']}  ",
-             f"Batch: {args.prompts} prompts (arithmetic/train), exactly {args.L} new tokens each, SmolLM2-135M fp32, "
+             f"Batch: {args.prompts} prompts (arithmetic/train), exactly {args.L} new tokens each, SmolLM2-135M "
+             f"{args.dtype} on {args.device}, "
              f"pure sampling T=1; median of {args.repeats} rounds (order rotating).", "",
              "| way | tokens | median s | tokens/s | vs generate | median CPU s | tokens per CPU s | vs generate (CPU) | "
              "runs (s) | same tokens as rollout |", "|---|---|---|---|---|---|---|---|---|---|"]
@@ -307,6 +324,22 @@ def main(argv=None) -> None:
                      f"{r['tokens_per_s'] / ref:.2f}x | {r['median_cpu_s']:.2f} | {r['tokens_per_cpu_s']:.1f} | "
                      f"{r['tokens_per_cpu_s'] / cref:.2f}x | {', '.join(f'{t:.1f}' for t in r['times_s'])} | "
                      f"{'' if same is None else ('yes' if same else 'NO')} |")
+    if args.device != "cpu":
+        # model FLOPs per generated token: 2 per matmul weight (decoder + vocabulary projection; attention left out)
+        emb, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+        body = sum(q.numel() for q in {id(q): q for q in model.parameters()}.values()
+                   if q.dim() == 2 and q is not emb and q is not head)
+        per_token, peak = 2 * (body + head.numel()), spec_peak_flops(args.device, args.dtype, args.peak_tflops)
+        out["flops_per_token"], out["spec_peak_flops"] = per_token, peak
+        lines += ["", f"On the GPU ({out['machine'].get('gpu')}): the most CUDA memory each way held "
+                  f"(`torch.cuda.max_memory_allocated`, over its timed calls) and its model FLOP utilisation, "
+                  f"{per_token / 1e6:.0f} MFLOP per generated token (2 per matmul weight) x tokens/s over the datasheet "
+                  f"peak ({'unknown GPU: pass --peak-tflops' if peak is None else f'{peak / 1e12:.0f} TFLOP/s {args.dtype}'}); "
+                  "decoding a small batch is bound by memory bandwidth, so this MFU is expected to be small.", "",
+                  "| way | peak CUDA MB | MFU |", "|---|---|---|"]
+        for n, r in res.items():
+            mfu = f"{100 * r['tokens_per_s'] * per_token / peak:.2f}%" if peak else "–"
+            lines.append(f"| {n} | {r.get('peak_cuda_mb', float('nan')):.0f} | {mfu} |")
     if pre:
         lines += ["", "Rollout prefill: all prompt positions projected onto the vocabulary (what `sample_rationales` "
                   "does) vs only the last (`logits_to_keep=1`, tried), interleaved, median of "

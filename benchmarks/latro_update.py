@@ -57,7 +57,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks._provenance import git_commit, machine_info  # noqa: E402
+from benchmarks._provenance import (cuda_peak_mb, device_info, git_commit, machine_info, reset_cuda_peak,  # noqa: E402
+                                    spec_peak_flops, sync)
 from latro_core.logprobs import (PolicyScorer, _prompt_groups, _split_lm, can_share_prompt, pack,  # noqa: E402
                                  sequence_logprobs)
 from latro_core.models import LoraSpec, add_lora, enable_checkpointing, frozen_copy, load_model  # noqa: E402
@@ -154,31 +155,39 @@ def forward_flops(shape: dict, seq_lens: list[int], scored: int, shared: list[in
     return 2 * shape["body"] * (n - n_shared) + 2 * shape["head"] * scored + attn - attn_shared
 
 
-def machine_peaks(repeats: int = 10) -> dict:
-    """This process's measured fp32 peaks, at the thread count in force: matmul FLOP/s on the model's
+def machine_peaks(repeats: int = 10, device: str = "cpu", dtype: str = "fp32") -> dict:
+    """This process's measured peaks on ``device`` in ``dtype``, at the thread count in force: matmul FLOP/s on the model's
     own training shapes (2048 tokens x 576 x 1536 and back; the best of them); the memory read rate
     (one pass over the 49152 x 576 vocabulary projection, ``sum``: what a decode step that reads each
     weight once could reach); and, for comparison, the rate at which torch's default (MKL) matmul
     reads that weight in a decode-shaped product (8 rows). Each is the fastest of ``repeats`` calls:
-    on a shared machine the best call is the closest to what the hardware can do."""
+    on a shared machine the best call is the closest to what the hardware can do. On CUDA also
+    ``spec_flops``, the GPU's datasheet peak for ``dtype`` (None when the GPU is not in the table)."""
     def fastest(f):
         for _ in range(2):
             f()
         best = float("inf")
         for _ in range(repeats):
+            sync(device)
             t = time.perf_counter()
             f()
+            sync(device)
             best = min(best, time.perf_counter() - t)
         return best
+    dt = torch.bfloat16 if dtype == "bf16" else torch.float32
     g = torch.Generator().manual_seed(0)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=g).to(device=device, dtype=dt)
     best = 0.0
     for m, k, n in ((2048, 576, 1536), (2048, 1536, 576), (2048, 576, 576)):
-        a, b = torch.randn(m, k, generator=g), torch.randn(k, n, generator=g)
+        a, b = randn(m, k), randn(k, n)
         best = max(best, 2 * m * k * n / fastest(lambda: a @ b))
-    w, x = torch.randn(49152, 576, generator=g), torch.randn(8, 576, generator=g)     # nn.Linear's layout
+    w, x = randn(49152, 576), randn(8, 576)     # nn.Linear's layout
     nbytes = w.numel() * w.element_size()
     return {"matmul_flops": best, "stream_bytes_per_s": nbytes / fastest(w.sum),
-            "decode_matmul_bytes_per_s": nbytes / fastest(lambda: torch.nn.functional.linear(x, w))}
+            "decode_matmul_bytes_per_s": nbytes / fastest(lambda: torch.nn.functional.linear(x, w)),
+            **({"spec_flops": spec_peak_flops(device, dtype)} if str(device).startswith("cuda") else {})}
 
 
 # ------------------------------------------------------------------------------------ fast way
@@ -190,6 +199,7 @@ class FastWay:
 
     def __init__(self, model, tok, hp: Hyper, *, lora: bool, grad_ckpt: bool = False, chunk: int | None = None):
         self.model, self.tok, self.hp, self.lora, self.chunk = model, tok, hp, lora, chunk
+        self.dev = next(model.parameters()).device
         self.ref = None if lora or hp.beta == 0 else frozen_copy(model)
         if grad_ckpt:      # not latro_core's default: activation checkpointing of the decoder layers
             enable_checkpointing(model)      # (also makes the embeddings' output require grad, for LoRA)
@@ -205,7 +215,8 @@ class FastWay:
         hp = self.hp
         t0, c0 = time.perf_counter(), time.process_time()
         roll = sample_rationales(self.model, self.tok, prompts, k=hp.k, max_new_tokens=hp.L, temperature=hp.temperature,
-                                 generator=[torch.Generator().manual_seed(seed * 1009 + q) for q in range(len(prompts))])
+                                 generator=[torch.Generator(self.dev).manual_seed(seed * 1009 + q) for q in range(len(prompts))])
+        sync(self.dev)
         dt, dc = time.perf_counter() - t0, time.process_time() - c0
         batch = Batch(roll.prompt_ids, roll.rationale_ids, [answers[i // hp.k] for i in range(len(roll.prompt_ids))],
                       roll.truncated.tolist(), roll.finish, hp.k)
@@ -220,7 +231,7 @@ class FastWay:
         t0, c0 = time.perf_counter(), time.process_time()
         rolls = [sample_rationales(self.model, self.tok, [p], k=self.hp.k, max_new_tokens=self.hp.L,
                                    temperature=self.hp.temperature,
-                                   generator=torch.Generator().manual_seed(seed * 1009 + q))
+                                   generator=torch.Generator(self.dev).manual_seed(seed * 1009 + q))
                  for q, p in enumerate(prompts)]
         return {"per_question_sampling_s": time.perf_counter() - t0,
                 "per_question_sampling_cpu_s": time.process_time() - c0,
@@ -252,17 +263,19 @@ class FastWay:
     def update(self, batch: Batch) -> dict:
         hp = self.hp
         t0, c0 = time.perf_counter(), time.process_time()
-        pb = pack(batch.prompt_ids, batch.rationale_ids, batch.answer_ids, self.tok.pad_token_id)
+        pb = pack(batch.prompt_ids, batch.rationale_ids, batch.answer_ids, self.tok.pad_token_id).to(self.dev)
         if self.chunk is None:        # the trainer's call (PolicyScorer uses sequence_logprobs' default chunk)
             logp_z, logp_y = self.scorer(pb.input_ids, pb.attention_mask, pb.z_mask, pb.y_mask)
         else:
             logp_z, logp_y = sequence_logprobs(self.model, pb, self.chunk)
         ref = self._ref_logp_z(pb) if hp.beta != 0 else None
-        loss, terms = latro_update(logp_z, logp_y, ref, torch.tensor(batch.truncated), hp.k, beta=hp.beta, lam=hp.lam,
-                                   truncation=hp.truncation, gamma=hp.gamma)
+        loss, terms = latro_update(logp_z, logp_y, ref, torch.tensor(batch.truncated, device=self.dev), hp.k, beta=hp.beta,
+                                   lam=hp.lam, truncation=hp.truncation, gamma=hp.gamma)
         adv = terms["adv"]
+        sync(self.dev)
         t1, c1 = time.perf_counter(), time.process_time()
         gn = _step(loss, self.params, self.opt, hp.grad_clip)
+        sync(self.dev)
         t2, c2 = time.perf_counter(), time.process_time()
         # model FLOPs: scoring = the policy forward (+ the pi_0 forward); backward = 2x the forward under
         # full fine-tuning (input and weight gradients), 1x under LoRA (input gradients; adapters negligible)
@@ -341,6 +354,7 @@ class LiteralWay:
 
     def __init__(self, model, tok, hp: Hyper, *, ref, collect: bool = True):
         self.model, self.tok, self.hp, self.ref = model, tok, hp, ref   # ref: a full frozen copy
+        self.dev = next(model.parameters()).device
         self.collect = collect                                         # gc.collect() as the released code
         self.params = _trainable(model)
         self.opt = torch.optim.AdamW(self.params, lr=hp.lr, weight_decay=0.0, fused=True)   # as fast: same steps
@@ -361,7 +375,7 @@ class LiteralWay:
                 forced[i, len(z)] = eos[0]
         P = max(len(x) for x in batch.prompt_ids)
         ids, att, _, _ = _left_pad(batch.prompt_ids, [(0, 0)] * B)
-        ids = ids.masked_fill(att == 0, tok.pad_token_id)
+        ids, att = ids.masked_fill(att == 0, tok.pad_token_id).to(self.dev), att.to(self.dev)
         cfg = GenerationConfig(max_new_tokens=hp.L, temperature=hp.temperature, top_k=0, top_p=1.0, do_sample=True,
                                pad_token_id=tok.pad_token_id, eos_token_id=eos)
         torch.manual_seed(seed)
@@ -377,6 +391,7 @@ class LiteralWay:
             del out, logits
             _collect(self.collect)
         model.train(was)
+        sync(self.dev)
         dt, dc = time.perf_counter() - t0, time.process_time() - c0
         new = seqs != tok.pad_token_id
         for i, z in enumerate(batch.rationale_ids):                  # it generated exactly the fast way's z
@@ -388,9 +403,10 @@ class LiteralWay:
         hp, model = self.hp, self.model
         t0, c0 = time.perf_counter(), time.process_time()
         xs, zs, ys = batch.prompt_ids, batch.rationale_ids, batch.answer_ids
-        xz = _left_pad([x + z for x, z in zip(xs, zs)], [(len(x), len(x) + len(z)) for x, z in zip(xs, zs)])
-        xzy = _left_pad([x + z + y for x, z, y in zip(xs, zs, ys)],
-                        [(len(x) + len(z), len(x) + len(z) + len(y)) for x, z, y in zip(xs, zs, ys)])
+        xz = [t.to(self.dev) for t in _left_pad([x + z for x, z in zip(xs, zs)],
+                                                 [(len(x), len(x) + len(z)) for x, z in zip(xs, zs)])]
+        xzy = [t.to(self.dev) for t in _left_pad([x + z + y for x, z, y in zip(xs, zs, ys)],
+                                                  [(len(x) + len(z), len(x) + len(z) + len(y)) for x, z, y in zip(xs, zs, ys)])]
         c = self.collect
         with torch.no_grad():                                        # rollout: 3 no-grad passes
             roll_z = literal_logprob_sum(model, *xz, collect=c)
@@ -402,14 +418,16 @@ class LiteralWay:
         # the released code takes the rewards from the rollout passes: the same values (same weights and
         # sequences), so the update reads them off the training passes' detached values
         assert torch.allclose(logp_z.detach(), roll_z, rtol=1e-5, atol=1e-4), "rollout and training passes differ"
-        loss, terms = latro_update(logp_z, logp_y, ref_z, torch.tensor(batch.truncated), hp.k, beta=hp.beta,
-                                   lam=hp.lam, truncation=hp.truncation, gamma=hp.gamma)
+        loss, terms = latro_update(logp_z, logp_y, ref_z, torch.tensor(batch.truncated, device=self.dev), hp.k,
+                                   beta=hp.beta, lam=hp.lam, truncation=hp.truncation, gamma=hp.gamma)
         adv = terms["adv"]
+        sync(self.dev)
         t1, c1 = time.perf_counter(), time.process_time()
         gn = _step(loss, self.params, self.opt, hp.grad_clip)
         scale, lz, ly = loss_scale(adv, logp_z, logp_y, hp.lam), logp_z.detach().tolist(), logp_y.detach().tolist()
         del logp_z, logp_y
         _collect(c)
+        sync(self.dev)
         t2, c2 = time.perf_counter(), time.process_time()
         return {"scoring_s": t1 - t0, "backward_step_s": t2 - t1, "scoring_cpu_s": c1 - c0, "backward_step_cpu_s": c2 - c1,
                 "loss": float(loss.detach()), "grad_norm": gn, "reward_mean": float(terms["reward"].mean()), "forwards": 5,
@@ -479,15 +497,24 @@ def run_pair(fast: FastWay, literal: LiteralWay, prompts, answers, seed: int = 0
 
 # ------------------------------------------------------------------------------------ workers
 
+DEVICE = "cpu"       # the worker's device (--device); on CUDA "peak memory" is the GPU's
+
+
 def _mem() -> dict:
+    """Memory now and at its peak: on a CPU the process's resident set (RSS, VmHWM); on CUDA
+    ``hwm_mb`` is the peak CUDA memory held by tensors (the RSS fields stay the host's)."""
     st = Path("/proc/self/status").read_text() if Path("/proc/self/status").exists() else ""
     kb = {ln.split(":")[0]: int(ln.split()[1]) for ln in st.splitlines() if ln.startswith(("VmRSS", "VmHWM"))}
     import resource
-    return {"rss_mb": kb.get("VmRSS", 0) / 1024, "hwm_mb": kb.get("VmHWM", 0) / 1024,
-            "ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    out = {"rss_mb": kb.get("VmRSS", 0) / 1024, "hwm_mb": kb.get("VmHWM", 0) / 1024,
+           "ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if (cuda := cuda_peak_mb(DEVICE)) is not None:
+        out.update(hwm_mb=cuda, cuda_peak_mb=cuda, host_hwm_mb=out["hwm_mb"])
+    return out
 
 
 def _reset_hwm() -> bool:
+    reset_cuda_peak(DEVICE)
     try:
         Path("/proc/self/clear_refs").write_text("5")
         return True
@@ -514,17 +541,19 @@ def worker(args) -> None:
     """Serve update requests on stdin (JSON lines); answer on the original stdout."""
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)                                   # library prints go to stderr
+    global DEVICE
+    DEVICE = args.device
     hp = Hyper(k=args.k, L=args.L, lr=args.lr)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     t0 = time.perf_counter()
-    model, tok = load_model(device="cpu", dtype="fp32")
+    model, tok = load_model(device=args.device, dtype=args.dtype)
     way = build_way(args.way, model, tok, hp, lora=args.lora, seed=args.seed,
                     lowmem={"chunk": args.ckpt_chunk})
     prompts, answers = questions(args.questions, tok)
     load_s = time.perf_counter() - t0
-    peaks = machine_peaks() if args.way == "fast" else None     # before the window whose memory is measured
+    peaks = machine_peaks(device=args.device, dtype=args.dtype) if args.way == "fast" else None     # before the window whose memory is measured
     gc.collect()
     after_load = _mem()
     reset_ok = _reset_hwm()
@@ -570,7 +599,7 @@ class _Worker:
     def __init__(self, way: str, args):
         cmd = [sys.executable, str(Path(__file__).resolve()), "--way", way, "--k", str(args.k), "--questions",
                str(args.questions), "--L", str(args.L), "--seed", str(args.seed), "--lr", str(args.lr),
-               "--threads", str(args.threads)]
+               "--threads", str(args.threads), "--device", args.device, "--dtype", args.dtype]
         if args.lora:
             cmd.append("--lora")
         if args.also_per_question:
@@ -618,6 +647,9 @@ def utilisation(rows: list[dict], ready: dict, literal_rows: list[dict]) -> dict
     out["scoring_mfu"] = out["scoring_flops_per_s"] / pk["matmul_flops"]
     out["backward_mfu"] = out["backward_flops_per_s"] / pk["matmul_flops"]
     out["sampling_of_stream_peak"] = out["sampling_bytes_per_s"] / pk["stream_bytes_per_s"]
+    if pk.get("spec_flops"):      # on a GPU: MFU against its datasheet peak as well
+        out["scoring_mfu_spec"] = out["scoring_flops_per_s"] / pk["spec_flops"]
+        out["backward_mfu_spec"] = out["backward_flops_per_s"] / pk["spec_flops"]
     return {**out, "peaks": pk, "model_shape": shape}
 
 
@@ -628,6 +660,8 @@ def drive(args) -> dict:
     names = ["fast", "literal"] + (["fast-ckpt"] if args.fast_ckpt else [])
     workers = {w: _Worker(w, args) for w in names}
     ready = {w: wk.recv() for w, wk in workers.items()}
+    if args.peak_tflops and ready["fast"].get("peaks"):
+        ready["fast"]["peaks"]["spec_flops"] = args.peak_tflops * 1e12
     rows = {w: [] for w in names}
     hwm = {w: 0.0 for w in names}        # peak RSS over all updates (warm-up included)
     checks = []
@@ -713,12 +747,12 @@ def drive(args) -> dict:
         ratio["cpu_time_literal_over_fast_per_question_sampling"] = lc["total_cpu_s"] / t
     if "fast-ckpt" in summary:
         ratio["cpu_time_literal_over_fast_ckpt"] = lc["total_cpu_s"] / summary["fast-ckpt"]["cpu"]["total_cpu_s"]
-    info = machine_info()
+    info = {**machine_info(), **device_info(args.device)}
     info["torch_threads"] = ready["fast"]["threads"]
     return {"command": "python " + " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]),
             "settings": {"k": args.k, "questions": args.questions, "L": args.L, "samples": args.k * args.questions,
                          "repeats": args.repeats, "warmup": args.warmup, "lora": args.lora, "lr": args.lr,
-                         "seed": args.seed, "dtype": "fp32", "task": "arithmetic/train",
+                         "seed": args.seed, "dtype": args.dtype, "device": args.device, "task": "arithmetic/train",
                          "fast_ckpt": {"chunk": args.ckpt_chunk} if args.fast_ckpt else None,
                          "model": "SmolLM2-135M-Instruct (embedded)"},
             "git_commit": git_commit(), "machine": info, "summary": summary, "ratio": ratio,
@@ -731,12 +765,14 @@ def report_md(res: dict, notes: str | None = None) -> str:
     lines = ["# One LaTRO update: latro_core (fast) vs the released trainer's pattern (literal)", "",
              f"Command: `{res['command']}`  ", f"Commit: `{res['git_commit']}`  ",
              f"Machine: {m['cpu']}, {m['cpus']} CPUs, torch {m['torch']} ({m['torch_threads']} threads per worker), "
-             f"transformers {m['transformers']}, Python {m['python']}  ",
+             f"transformers {m['transformers']}, Python {m['python']}"
+             + (f"; GPU {m['gpu']} ({m['gpu_memory_gb']} GB, CUDA {m['cuda']})" if m.get("gpu") else "") + "  ",
              f"Settings: {st['model']}, {st['dtype']}, {st['task']}, {st['questions']} questions x K={st['k']} = "
              f"{st['samples']} samples, L={st['L']}, {'LoRA (r=16, all-linear)' if st['lora'] else 'full fine-tuning'}, "
              f"AdamW lr={st['lr']}, grad clip 1.0; median of {st['repeats']} updates after {st['warmup']} warm-up, the "
              f"ways alternating update by update, each in its own process.", "",
-             "| | sampling s | scoring s | backward+step s | total s | samples/s | peak RSS MB | forwards/sample |",
+             "| | sampling s | scoring s | backward+step s | total s | samples/s | "
+             + ("peak CUDA MB" if m.get("gpu") else "peak RSS MB") + " | forwards/sample |",
              "|---|---|---|---|---|---|---|---|"]
     for w, x in s.items():
         lines.append(f"| {w} | {x['sampling_s']:.2f} | {x['scoring_s']:.2f} | {x['backward_step_s']:.2f} | "
@@ -781,6 +817,10 @@ def report_md(res: dict, notes: str | None = None) -> str:
                   f"| scoring (policy + pi_0 forwards) | {u['scoring_flops_per_s'] / 1e9:.1f} GFLOP/s | "
                   f"{100 * u['scoring_mfu']:.0f}% (MFU) |",
                   f"| backward + AdamW step | {u['backward_flops_per_s'] / 1e9:.1f} GFLOP/s | {100 * u['backward_mfu']:.0f}% (MFU) |",
+                  *([f"| scoring, of the GPU's datasheet peak ({pk['spec_flops'] / 1e12:.0f} TFLOP/s {st['dtype']}) | | "
+                     f"{100 * u['scoring_mfu_spec']:.1f}% (MFU) |",
+                     f"| backward + step, of the datasheet peak | | {100 * u['backward_mfu_spec']:.1f}% (MFU) |"]
+                    if u.get("scoring_mfu_spec") is not None else []),
                   "", f"Floor (an estimate): the update's model FLOPs at the matmul peak plus its decode steps at the "
                   f"memory read rate take {u['floor_s']:.1f} s "
                   f"(median), so by these measured peaks no implementation of this update can be more than "
@@ -794,7 +834,9 @@ def report_md(res: dict, notes: str | None = None) -> str:
                   f"{rt['time_literal_over_fast_per_question_sampling']:.2f}x "
                   f"({rt['cpu_time_literal_over_fast_per_question_sampling']:.2f}x CPU). The per-question calls sampled "
                   f"the same rationales as the batched call: {s['fast']['per_question_same_samples']}.", ""]
-    lines += ["Peak RSS is VmHWM of each worker process, reset at the start of every update (after the model, copies and "
+    lines += ["On the GPU, peak memory is the CUDA memory tensors held (`torch.cuda.max_memory_allocated`), reset at "
+              "the start of every update; the host's RSS is in the JSON." if m.get("gpu") else
+              "Peak RSS is VmHWM of each worker process, reset at the start of every update (after the model, copies and "
               "optimizer were built, and after loading the fast way's weights), the largest over all updates: the high-water "
               "mark of the updates themselves." if res["hwm_reset"] else
               "Peak RSS is ru_maxrss of each worker process (includes model loading).",
@@ -835,6 +877,10 @@ def main(argv=None) -> None:
     ap.add_argument("--warmup", type=int, default=1, help="untimed updates first")
     ap.add_argument("--lora", action="store_true", help="LoRA (fast: pi_0 = adapter off; literal: still a full copy)")
     ap.add_argument("--lr", type=float, default=1e-5)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (then peak memory is CUDA memory, and MFU is also "
+                    "given against the GPU's datasheet peak)")
+    ap.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"), help="the weights' dtype")
+    ap.add_argument("--peak-tflops", type=float, default=None, help="the device's peak for MFU (default: datasheet table)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads in each worker (0: torch's default)")
     ap.add_argument("--also-per-question", action="store_true",

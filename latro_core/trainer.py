@@ -12,8 +12,9 @@ a notebook's papermill parameters fill it. One optimizer step of LaTRO:
    else a frozen copy); rewards → truncation penalty → RLOO advantages → loss → backward;
 4. clip, AdamW step, linear-decay schedule; metrics to ``metrics.jsonl``; atomic checkpoints.
 
-Scale-out is accelerate's: the same code runs under ``accelerate launch`` on several processes
-(DDP, FSDP, DeepSpeed); each process takes its share of the step's questions.
+Scale-out: the same code runs under ``accelerate launch`` on several processes, each taking its
+share of the step's questions: DDP (and DeepSpeed, untested) through accelerate, FSDP2 parameter
+sharding by :mod:`latro_core.sharding` (``shard``, or the FSDP accelerate config).
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from .cli import command_line, git_commit
 from .errors import ConfigError
 from .stats import accuracy_stats, auroc, bootstrap_interval, mean_se
 from .logprobs import pack, sequence_logprobs
-from .rollout import sample_rationales
+from .rollout import eval_mode, sample_rationales
 
 SUMMARY_KIND = "latro-evaluation"   # marks summary.json files written by run_evaluation
 EMBEDDED_LABEL = "SmolLM2-135M-Instruct"
@@ -151,15 +151,13 @@ def answer_logprobs(model, tokenizer, prompt_ids, rationale_ids, answer_ids, *,
     if n == 0:
         return out
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     order = sorted(range(n), key=lambda i: len(prompt_ids[i]) + len(rationale_ids[i]) + len(answer_ids[i]))
-    for s in range(0, n, batch_size):
-        idx = order[s:s + batch_size]
-        batch = pack([prompt_ids[i] for i in idx], [rationale_ids[i] for i in idx],
-                     [answer_ids[i] for i in idx], _pad_id(tokenizer)).to(device)
-        out[idx] = sequence_logprobs(model, batch)[1].float().cpu()
-    model.train(was_training)
+    with eval_mode(model):
+        for s in range(0, n, batch_size):
+            idx = order[s:s + batch_size]
+            batch = pack([prompt_ids[i] for i in idx], [rationale_ids[i] for i in idx],
+                         [answer_ids[i] for i in idx], _pad_id(tokenizer)).to(device)
+            out[idx] = sequence_logprobs(model, batch)[1].float().cpu()
     return out
 
 
@@ -374,35 +372,10 @@ def run_evaluation(cfg: EvalConfig, model=None, tokenizer=None) -> dict:
                 **({"gold_label": ex.label} if ex.label else {})} for ex in examples]
 
     if cfg.greedy:
-        rolls, preds = generate_answers(model, tok, task, examples, k=1, temperature=0.0, **gen_kw)
-        flat = _per_question(rolls)
-        ok = [task.is_correct(p[0], ex) for p, ex in zip(preds, examples)]
-        summary["greedy"] = accuracy_stats(ok)
-        summary["greedy"]["frac_truncated"] = float(np.mean([f["finish"][0] == "length" for f in flat]))
-        for rec, f, p, c in zip(records, flat, preds, ok):
-            rec["greedy"] = {"text": f["texts"][0], "pred": p[0], "correct": c, "finish": f["finish"][0]}
-
+        summary["greedy"] = _greedy_pass(model, tok, task, examples, records, gen_kw)
+    scores = correct = None
     if cfg.k > 0:
-        dev = next(model.parameters()).device
-        g = torch.Generator(device=dev).manual_seed(cfg.seed)
-        rolls, preds = generate_answers(model, tok, task, examples, k=cfg.k, temperature=cfg.temperature,
-                                        generator=g, **gen_kw)
-        samples = _per_question(rolls)
-        correct = [[task.is_correct(p, ex) for p in ps] for ps, ex in zip(preds, examples)]
-        summary["maj_at_k"] = {str(k): accuracy_stats(maj_correct(preds, examples, task, k)) for k in k_values(cfg.k)}
-        summary["sample_accuracy"] = accuracy_stats([c for cs in correct for c in cs])
-        summary["samples_frac_truncated"] = float(np.mean([f == "length" for s in samples for f in s["finish"]]))
-        scores = None
-        if cfg.auroc or cfg.nll:
-            scores, summary["self_eval"] = _self_eval(model, tok, task, examples, samples, correct, cfg.score_batch)
-        for i, (rec, s, ps, cs) in enumerate(zip(records, samples, preds, correct)):
-            rec["maj_pred"] = majority_vote(ps)
-            rec["maj_correct"] = bool(task.is_correct(rec["maj_pred"], examples[i]))     # maj@k, k = cfg.k
-            rec["samples"] = [{"rationale": s["rationales"][j], "text": s["texts"][j], "pred": ps[j],
-                               "correct": cs[j], "finish": s["finish"][j],
-                               **({"self_reward": scores[i][j]} if scores is not None else {})}
-                              for j in range(cfg.k)]
-
+        scores, correct = _sampling_pass(cfg, model, tok, task, examples, records, summary, gen_kw)
     if cfg.nll:
         summary["answer_nll"] = answer_nll(model, tok, task, examples, direct=cfg.direct, batch_size=cfg.score_batch)
         if cfg.k > 0:  # own rationales: −(self-reward) already computed above
@@ -421,3 +394,39 @@ def run_evaluation(cfg: EvalConfig, model=None, tokenizer=None) -> dict:
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     summary["out"] = str(out)
     return summary
+
+
+def _greedy_pass(model, tok, task, examples, records, gen_kw) -> dict:
+    """Greedy decoding of every question: accuracy (with its interval) and the fraction cut at L;
+    each record gets its "greedy" prediction."""
+    rolls, preds = generate_answers(model, tok, task, examples, k=1, temperature=0.0, **gen_kw)
+    flat = _per_question(rolls)
+    ok = [task.is_correct(p[0], ex) for p, ex in zip(preds, examples)]
+    for rec, f, p, c in zip(records, flat, preds, ok):
+        rec["greedy"] = {"text": f["texts"][0], "pred": p[0], "correct": c, "finish": f["finish"][0]}
+    return {**accuracy_stats(ok), "frac_truncated": float(np.mean([f["finish"][0] == "length" for f in flat]))}
+
+
+def _sampling_pass(cfg, model, tok, task, examples, records, summary, gen_kw):
+    """``cfg.k`` samples per question at ``cfg.temperature``: maj@k for every k up to cfg.k, the
+    samples' accuracy and truncation, the self-evaluation (with ``auroc`` or ``nll``); each record
+    gets its samples and majority vote. Returns (self-rewards per question or None, correctness)."""
+    g = torch.Generator(device=next(model.parameters()).device).manual_seed(cfg.seed)
+    rolls, preds = generate_answers(model, tok, task, examples, k=cfg.k, temperature=cfg.temperature,
+                                    generator=g, **gen_kw)
+    samples = _per_question(rolls)
+    correct = [[task.is_correct(p, ex) for p in ps] for ps, ex in zip(preds, examples)]
+    summary["maj_at_k"] = {str(k): accuracy_stats(maj_correct(preds, examples, task, k)) for k in k_values(cfg.k)}
+    summary["sample_accuracy"] = accuracy_stats([c for cs in correct for c in cs])
+    summary["samples_frac_truncated"] = float(np.mean([f == "length" for s in samples for f in s["finish"]]))
+    scores = None
+    if cfg.auroc or cfg.nll:
+        scores, summary["self_eval"] = _self_eval(model, tok, task, examples, samples, correct, cfg.score_batch)
+    for i, (rec, s, ps, cs) in enumerate(zip(records, samples, preds, correct)):
+        rec["maj_pred"] = majority_vote(ps)
+        rec["maj_correct"] = bool(task.is_correct(rec["maj_pred"], examples[i]))     # maj@k, k = cfg.k
+        rec["samples"] = [{"rationale": s["rationales"][j], "text": s["texts"][j], "pred": ps[j],
+                           "correct": cs[j], "finish": s["finish"][j],
+                           **({"self_reward": scores[i][j]} if scores is not None else {})}
+                          for j in range(cfg.k)]
+    return scores, correct

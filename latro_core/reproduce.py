@@ -143,7 +143,6 @@ def reproduce(cfg: ReproduceConfig) -> dict:
     """Execute the notebooks for ``cfg.profile`` (see the module docstring); returns the summary
     {"profile", "notebooks": [{notebook, status, wall_s, executed}], "files", "wall_s"}, also
     written to ``<out>/<profile>/summary.json``."""
-    import papermill
     from tqdm.auto import tqdm
 
     profile = check_profile(cfg.profile)
@@ -178,33 +177,46 @@ def reproduce(cfg: ReproduceConfig) -> dict:
             rows.append({"notebook": name, "status": "skipped", "wall_s": done.get("wall_s"), "executed": str(executed)})
             tqdm.write(f"{name}: completed before ({done.get('finished')}), skipped; --force reruns it")
             continue
-        marker.unlink(missing_ok=True)
-        started, t0 = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.time()
+        t0 = time.time()
         try:
-            papermill.execute_notebook(str(nb), str(executed), parameters={"profile": profile},
-                                       kernel_name=cfg.kernel, cwd=str(nb_dir), progress_bar=True)
-        except Exception as e:  # noqa: BLE001 - any failure stops the run with the same message
+            _run_notebook(cfg, nb, executed, marker, profile)
+        except ReproduceError:
             rows.append({"notebook": name, "status": "FAILED", "wall_s": time.time() - t0, "executed": str(executed)})
             bar.close()
             summary()
-            what = (f"{e.ename}: {e.evalue}" if hasattr(e, "ename") else f"{type(e).__name__}: {e}").strip()
-            cell = f" in cell [{e.exec_count}]" if getattr(e, "exec_count", None) else ""
-            raise ReproduceError(f"notebook {name} failed{cell} ({what.splitlines()[0][:300]}); the notebooks after "
-                                 f"it were not run. Inspect the executed notebook {executed}, fix, and rerun "
-                                 f"(completed notebooks are skipped).") from None
-        wall = time.time() - t0
-        marker.write_text(json.dumps({"notebook": name, "profile": profile, "started": started,
-                                      "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "wall_s": round(wall, 1),
-                                      "source": str(nb), "source_sha256": _source_sha256(nb),
-                                      "settings_sha256": _settings_sha256(nb, profile), "executed": str(executed),
-                                      "python": sys.executable}, indent=1))
-        if cfg.save_outputs or (cfg.save_outputs is None and profile == "demo"):
-            from .cli import git_commit
-            save_outputs(executed, nb, {"outputs": f"latro reproduce --profile {profile}", "commit": git_commit(nb_dir),
-                                        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "wall_s": round(wall, 1)})
-        rows.append({"notebook": name, "status": "ran", "wall_s": wall, "executed": str(executed)})
+            raise
+        rows.append({"notebook": name, "status": "ran", "wall_s": time.time() - t0, "executed": str(executed)})
     bar.close()
     return summary()
+
+
+def _run_notebook(cfg: ReproduceConfig, nb: Path, executed: Path, marker: Path, profile: str) -> None:
+    """Execute ``nb`` with papermill into ``executed``; on success write its ``marker`` (what ran, its
+    sources' and settings' fingerprints) and, for the demo profile, save its outputs into ``nb``.
+    A failure is one ReproduceError naming the notebook, the cell and the executed copy."""
+    import papermill
+
+    marker.unlink(missing_ok=True)
+    started, t0 = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.time()
+    try:
+        papermill.execute_notebook(str(nb), str(executed), parameters={"profile": profile},
+                                   kernel_name=cfg.kernel, cwd=str(nb.parent), progress_bar=True)
+    except Exception as e:  # noqa: BLE001 - any failure stops the run with the same message
+        what = (f"{e.ename}: {e.evalue}" if hasattr(e, "ename") else f"{type(e).__name__}: {e}").strip()
+        cell = f" in cell [{e.exec_count}]" if getattr(e, "exec_count", None) else ""
+        raise ReproduceError(f"notebook {nb.stem} failed{cell} ({what.splitlines()[0][:300]}); the notebooks after "
+                             f"it were not run. Inspect the executed notebook {executed}, fix, and rerun "
+                             f"(completed notebooks are skipped).") from None
+    wall = time.time() - t0
+    marker.write_text(json.dumps({"notebook": nb.stem, "profile": profile, "started": started,
+                                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "wall_s": round(wall, 1),
+                                  "source": str(nb), "source_sha256": _source_sha256(nb),
+                                  "settings_sha256": _settings_sha256(nb, profile), "executed": str(executed),
+                                  "python": sys.executable}, indent=1))
+    if cfg.save_outputs or (cfg.save_outputs is None and profile == "demo"):
+        from .cli import git_commit
+        save_outputs(executed, nb, {"outputs": f"latro reproduce --profile {profile}", "commit": git_commit(nb.parent),
+                                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "wall_s": round(wall, 1)})
 
 
 __all__ = ["ReproduceConfig", "ReproduceError", "reproduce", "select_notebooks", "format_summary", "save_outputs"]

@@ -15,7 +15,7 @@ results/generation_speed.md).
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -139,15 +139,24 @@ def sample_rationales(model, tokenizer, prompts: list[str], *, k: int = 1, max_n
                        keep_going_after_stop, generator, progress)
 
 
-def _decode(model, tokenizer, prompts, k, max_new_tokens, temperature, top_k, top_p, stop_strings,
-            keep_going_after_stop, generator, progress) -> Rollout:
-    """sample_rationales' loop (arguments as there, checked)."""
-    per_question = isinstance(generator, (list, tuple))
+@contextmanager
+def eval_mode(model):
+    """Inside, ``model`` is in eval mode (no dropout); after, back in the mode it was in, also after an error."""
     was_training = model.training
     model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def _prefill(model, tokenizer, prompts, k, pad):
+    """Each prompt once through the model, left-padded, its KV cache then repeated K times
+    (question-major). Returns (prompt token lists, cache, last logits (n*k, V), attention mask (n*k, P),
+    next positions (n*k, 1))."""
+    from transformers import DynamicCache
+
     device = next(model.parameters()).device
-    eos = _eos_ids(model, tokenizer)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(eos))
     enc = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     n_q, P = len(enc), max(len(e) for e in enc)
     ids = torch.full((n_q, P), pad, dtype=torch.long)
@@ -157,66 +166,74 @@ def _decode(model, tokenizer, prompts, k, max_new_tokens, temperature, top_k, to
         att[i, P - len(e):] = 1
     ids, att = ids.to(device), att.to(device)
     pos = (att.cumsum(-1) - 1).clamp(min=0)
-
-    from transformers import DynamicCache
     cache = DynamicCache()
     out = model(input_ids=ids, attention_mask=att, position_ids=pos, past_key_values=cache, use_cache=True)
-    # prefill once per question, then repeat the cache K times (question-major order)
-    logits = out.logits[:, -1].repeat_interleave(k, 0)
     if k > 1:
         cache.batch_repeat_interleave(k)
-    att = att.repeat_interleave(k, 0)
-    next_pos = pos[:, -1:].repeat_interleave(k, 0) + 1
-    B = n_q * k
-    gen: list[list[int]] = [[] for _ in range(B)]
-    finish = ["length"] * B
-    stop_at = [None] * B                             # generated-token count when the stop string appeared
-    end_step = [None] * B                            # decode step at which the rationale ended
-    alive = torch.arange(B, device=device)           # rows of the original batch still generating
-    window = 2 + max((len(s) for s in (stop_strings or ())), default=0)
-    for step in range(max_new_tokens):
-        tok = _sample_next(logits, temperature, top_k, top_p, generator,
-                           [row // k for row in alive.tolist()] if per_question else None)
-        keep = []
-        for j, (row, t) in enumerate(zip(alive.tolist(), tok.tolist())):
-            if t in eos:
-                finish[row] = "eos" if stop_at[row] is None else "stop"
-                end_step[row] = end_step[row] or step + 1
-                continue
-            gen[row].append(t)
-            if stop_strings and stop_at[row] is None:
-                tail = tokenizer.decode(gen[row][-window:], skip_special_tokens=False)
-                if find_stop(tail, stop_strings) is not None:
-                    stop_at[row] = len(gen[row])
-                    end_step[row] = step + 1
-                    if not keep_going_after_stop:
-                        finish[row] = "stop"
-                        continue
-            keep.append(j)
-        if progress is not None:
-            progress.update(1)
-        if not keep or step == max_new_tokens - 1:
-            break
-        keep_t = torch.tensor(keep, device=device)
-        if len(keep) < len(alive):
-            cache.batch_select_indices(keep_t)
-            att, next_pos, alive, tok = att[keep_t], next_pos[keep_t], alive[keep_t], tok[keep_t]
-        att = torch.cat([att, att.new_ones(len(keep), 1)], 1)
-        out = model(input_ids=tok[:, None], attention_mask=att, position_ids=next_pos,
-                    past_key_values=cache, use_cache=True)
-        logits = out.logits[:, -1]
-        next_pos = next_pos + 1
-    for row in range(B):
-        if stop_at[row] is not None and finish[row] == "length":
-            finish[row] = "stop"
-    rationales, full = [], []
-    for row in range(B):
-        z = gen[row][:stop_at[row]] if stop_at[row] is not None else gen[row]
+    return (enc, cache, out.logits[:, -1].repeat_interleave(k, 0), att.repeat_interleave(k, 0),
+            pos[:, -1:].repeat_interleave(k, 0) + 1)
+
+
+def _decode(model, tokenizer, prompts, k, max_new_tokens, temperature, top_k, top_p, stop_strings,
+            keep_going_after_stop, generator, progress) -> Rollout:
+    """sample_rationales' loop (arguments as there, checked): one token per live row per step; a row
+    leaves the batch (and the cache) at EOS, or at its stop string unless ``keep_going_after_stop``."""
+    per_question = isinstance(generator, (list, tuple))
+    eos = _eos_ids(model, tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(eos))
+    with eval_mode(model):
+        enc, cache, logits, att, next_pos = _prefill(model, tokenizer, prompts, k, pad)
+        B = len(enc) * k
+        gen: list[list[int]] = [[] for _ in range(B)]
+        finish = ["length"] * B
+        stop_at = [None] * B                          # generated-token count when the stop string appeared
+        end_step = [None] * B                         # decode step at which the rationale ended
+        alive = torch.arange(B, device=logits.device)   # rows of the original batch still generating
+        window = 2 + max((len(s) for s in (stop_strings or ())), default=0)
+        for step in range(max_new_tokens):
+            tok = _sample_next(logits, temperature, top_k, top_p, generator,
+                               [row // k for row in alive.tolist()] if per_question else None)
+            keep = []
+            for j, (row, t) in enumerate(zip(alive.tolist(), tok.tolist())):
+                if t in eos:
+                    finish[row] = "eos" if stop_at[row] is None else "stop"
+                    end_step[row] = end_step[row] or step + 1
+                    continue
+                gen[row].append(t)
+                if stop_strings and stop_at[row] is None:
+                    tail = tokenizer.decode(gen[row][-window:], skip_special_tokens=False)
+                    if find_stop(tail, stop_strings) is not None:
+                        stop_at[row], end_step[row] = len(gen[row]), step + 1
+                        if not keep_going_after_stop:
+                            finish[row] = "stop"
+                            continue
+                keep.append(j)
+            if progress is not None:
+                progress.update(1)
+            if not keep or step == max_new_tokens - 1:
+                break
+            keep_t = torch.tensor(keep, device=logits.device)
+            if len(keep) < len(alive):
+                cache.batch_select_indices(keep_t)
+                att, next_pos, alive, tok = att[keep_t], next_pos[keep_t], alive[keep_t], tok[keep_t]
+            att = torch.cat([att, att.new_ones(len(keep), 1)], 1)
+            logits = model(input_ids=tok[:, None], attention_mask=att, position_ids=next_pos,
+                           past_key_values=cache, use_cache=True).logits[:, -1]
+            next_pos = next_pos + 1
+    return _rollout(tokenizer, enc, k, gen, finish, stop_at, end_step, stop_strings)
+
+
+def _rollout(tokenizer, enc, k, gen, finish, stop_at, end_step, stop_strings) -> Rollout:
+    """The Rollout of a finished decode: z is each row's tokens up to its stop string (cut to the
+    longest prefix whose text ends before it); a row that met its stop string and ran on to L counts
+    as stopped."""
+    finish = ["stop" if stop_at[row] is not None and f == "length" else f for row, f in enumerate(finish)]
+    rationales = []
+    for row, g in enumerate(gen):
+        z = g[:stop_at[row]] if stop_at[row] is not None else g
         if stop_strings and stop_at[row] is not None:
             z, _ = _cut_at_stop(tokenizer, z, stop_strings)
         rationales.append(z)
-        full.append(tokenizer.decode(gen[row], skip_special_tokens=True))
-    model.train(was_training)
     return Rollout(
         prompt_ids=[e for e in enc for _ in range(k)],
         rationale_ids=rationales,
@@ -224,7 +241,7 @@ def _decode(model, tokenizer, prompts, k, max_new_tokens, temperature, top_k, to
         finish=finish,
         texts=tokenizer.batch_decode(rationales, skip_special_tokens=True),
         k=k,
-        full_texts=full,
+        full_texts=[tokenizer.decode(g, skip_special_tokens=True) for g in gen],
         new_tokens=sum(len(g) for g in gen),
         generated_ids=gen,
         end_steps=end_step,

@@ -219,6 +219,17 @@ class Trainer:
         elif tokenizer is None:
             raise ConfigError("Trainer(model=...) also needs the model's tokenizer (tokenizer=...).")
         self.tok = tokenizer
+        self._build_policy(model, resume_from)
+        self._build_optimizer(resume_from)
+        self._stop_signal = None
+        self.best = None            # keep_best: {"step", "eval_accuracy", ...} of the model in best/
+        if resume_from is not None and (self.out / "best.json").exists():
+            self.best = _read_back(self.out / "best.json", lambda f: json.loads(Path(f).read_text()))
+
+    def _build_policy(self, model, resume_from: Path | None) -> None:
+        """π0 (``self.ref``) and the trainable scorer around πθ (``self.scorer``): a LoRA adapter or the
+        full weights, read back from the checkpoint when resuming, sharded when asked."""
+        config = self.cfg
         # π0 is the *starting* model (passed in, or loaded by name), also when resuming: with LoRA
         # the adapter is switched off; otherwise a frozen copy taken before any checkpoint weights load
         self.ref = None
@@ -240,6 +251,11 @@ class Trainer:
             self.scorer = shard(self.scorer, model, self.acc.device, bf16)
             if self.ref is not None:
                 self.ref = shard(PolicyScorer(self.ref, temperature=T, length_groups=False), self.ref, self.acc.device, bf16)
+
+    def _build_optimizer(self, resume_from: Path | None) -> None:
+        """AdamW on the trainable parameters and the linear schedule, with their state (and the RNG
+        state and step) read back when resuming."""
+        config = self.cfg
         params = [p for p in self.scorer.parameters() if p.requires_grad]
         # fused AdamW updates in place: no temporaries, ~5x faster per step on CPU (results/adamw_step.md)
         fused = {"fused": True} if self.acc.device.type in ("cpu", "cuda") else {}
@@ -258,10 +274,6 @@ class Trainer:
             if "cuda_rng" in state and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(state["cuda_rng"])
             self.step = checkpoint_step(resume_from)
-        self._stop_signal = None
-        self.best = None            # keep_best: {"step", "eval_accuracy", ...} of the model in best/
-        if resume_from is not None and (self.out / "best.json").exists():
-            self.best = _read_back(self.out / "best.json", lambda f: json.loads(Path(f).read_text()))
 
     def _start_over(self, config: TrainConfig) -> None:
         """A new run: refuse an out_dir that holds one, unless ``overwrite`` (then delete it)."""
@@ -496,12 +508,15 @@ class Trainer:
         self._stop_signal = signum
 
     def train(self) -> dict:
+        """Run the remaining steps: each is the method's step (its micro-batches' backward), then one
+        clipped optimizer step (:meth:`_optimizer_step`), its metrics to metrics.jsonl (and the
+        tracker), a checkpoint every ``save_every`` steps, at the end and on SIGINT/SIGTERM. Returns
+        the last step's metrics; the model goes to ``final/``."""
         cfg = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
-        metrics_path = self.out / "metrics.jsonl"
         if self.acc.is_main_process:
             self._write_config()
-            _truncate_metrics(metrics_path, self.step)
+            _truncate_metrics(self.out / "metrics.jsonl", self.step)
             _truncate_metrics(self.out / "samples.jsonl", self.step)
         if cfg.tracker:     # the project name is TensorBoard's folder under out_dir (accelerate's project_dir)
             self.acc.init_trackers("tensorboard" if cfg.tracker == "tensorboard" else "latro",
@@ -515,42 +530,17 @@ class Trainer:
         last = {}
         try:
             if cfg.eval_at_start and self.step == 0 and cfg.eval_every:
-                m = {"step": 0, **self.evaluate()}     # the starting model, as step 0 of the curves
-                if self.acc.is_main_process:
-                    with open(metrics_path, "a") as f:
-                        f.write(json.dumps(m) + "\n")
-                self._track(m)
+                self._record({"step": 0, **self.evaluate()}, None)     # the starting model, as step 0 of the curves
             self.scorer.train()
             while self.step < cfg.steps:
                 t0 = time.time()
-                m = step_fn(self.step)
-                self.acc.sync_gradients = True
-                if "samples" in m and (m.get("kept", 1) > 0):
-                    # the total gradient norm (max_norm inf: measure only); a non-finite one stops the
-                    # run before the optimizer writes NaN into the weights
-                    norm = self._clip_grad_norm(cfg.grad_clip or float("inf"))
-                    if norm is not None:    # DeepSpeed clips (and steps) inside backward
-                        m["grad_norm"] = norm
-                        _check_finite(self.step, grad_norm=torch.as_tensor(norm))
-                    t1 = time.time()
-                    self.opt.step()
-                    m["optim_s"] = time.time() - t1
-                self.sched.step()
-                self.opt.zero_grad(set_to_none=True)
+                m = self._optimizer_step(step_fn(self.step))
                 self.step += 1
-                m = {k: float(v) for k, v in m.items()}
                 m.update(step=self.step, lr=self.sched.get_last_lr()[0], step_s=time.time() - t0)
                 m["samples_per_s"] = m["samples"] / m["step_s"]
                 if cfg.eval_every and self.step % cfg.eval_every == 0:
                     m.update(self.evaluate())
-                last = m
-                if self.acc.is_main_process:
-                    with open(metrics_path, "a") as f:
-                        f.write(json.dumps(m) + "\n")
-                    if bar is not None:
-                        bar.update(1)
-                        bar.set_postfix({k: round(m[k], 3) for k in ("reward_mean", "logp_y_mean", "sft_loss", "eval_accuracy") if k in m})
-                self._track(m)
+                last = self._record(m, bar)
                 if self._stop_signal is not None or self.step % cfg.save_every == 0 or self.step == cfg.steps:
                     self.save()
                 if self._stop_signal is not None:
@@ -568,6 +558,34 @@ class Trainer:
             save_model(self.lm, self.tok, self.out / "final", state_dict=state)
             self._finish_best()
         return last
+
+    def _optimizer_step(self, m: dict) -> dict:
+        """After a step's backward: the total gradient norm (clipped to ``grad_clip``; a non-finite one
+        stops the run before the optimizer writes NaN into the weights), AdamW, the schedule. An RFT
+        step that kept no rationale takes no optimizer step. Returns the metrics as floats."""
+        self.acc.sync_gradients = True
+        if "samples" in m and (m.get("kept", 1) > 0):
+            norm = self._clip_grad_norm(self.cfg.grad_clip or float("inf"))
+            if norm is not None:    # DeepSpeed clips (and steps) inside backward
+                m["grad_norm"] = norm
+                _check_finite(self.step, grad_norm=torch.as_tensor(norm))
+            t1 = time.time()
+            self.opt.step()
+            m["optim_s"] = time.time() - t1
+        self.sched.step()
+        self.opt.zero_grad(set_to_none=True)
+        return {k: float(v) for k, v in m.items()}
+
+    def _record(self, m: dict, bar) -> dict:
+        """A step's metrics to metrics.jsonl, the progress bar and the tracker (process 0 writes)."""
+        if self.acc.is_main_process:
+            with open(self.out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(m) + "\n")
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix({k: round(m[k], 3) for k in ("reward_mean", "logp_y_mean", "sft_loss", "eval_accuracy") if k in m})
+        self._track(m)
+        return m
 
     def _clip_grad_norm(self, max_norm: float):
         """Clip to ``max_norm`` and return the total gradient norm (None where DeepSpeed clips)."""

@@ -18,6 +18,9 @@ enable for CPU processes), so that the path a GPU run takes is the one the 2-pro
   each micro-batch in one length group (``PolicyScorer(length_groups=False)``).
 * **Saving** gathers the full state dict (a collective) and process 0 writes it.
 
+LaTRO (tested) and SFT shard; RFT does not (each process keeps its own number of right rationales, so the
+processes would run different numbers of sharded forwards), nor do LoRA runs (the adapter is small).
+
 ``accelerate launch --config_file configs/accelerate_fsdp.yaml`` asks for it (accelerate exports
 ``ACCELERATE_USE_FSDP=true``, ``FSDP_VERSION=2``), as does ``TrainConfig.shard``.
 """

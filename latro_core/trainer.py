@@ -198,10 +198,12 @@ class Trainer:
                                log_with=_tracker(config.tracker), project_dir=config.out_dir)
         config.validate(self.acc.num_processes)
         self.sharded = sharding_requested(config.shard)
-        if self.sharded and (config.lora or not torch.distributed.is_initialized()):
-            raise ConfigError("shard: " + ("LoRA adapters are small, train them unsharded (configs/accelerate_ddp.yaml)"
-                                           if config.lora else "sharding needs several processes: run under accelerate "
-                                           "launch (configs/accelerate_fsdp.yaml) or torchrun"))
+        if self.sharded and (config.lora or config.method == "rft" or not torch.distributed.is_initialized()):
+            why = ("LoRA adapters are small, train them unsharded (configs/accelerate_ddp.yaml)" if config.lora else
+                   "RFT keeps a different number of rationales on each process, so the processes would make "
+                   "different numbers of sharded forwards; train it unsharded" if config.method == "rft" else
+                   "sharding needs several processes: run under accelerate launch (configs/accelerate_fsdp.yaml) or torchrun")
+            raise ConfigError("shard: " + why)
         torch.manual_seed(config.seed)
         self.out = Path(config.out_dir)
         self.ckpt = self.out / "checkpoint"

@@ -580,6 +580,8 @@ def test_sharding_asked_for_where_it_cannot_run_is_a_config_error(tok, task, tmp
     """--shard in one plain process, or an accelerate FSDP1 config: a ConfigError saying what to do."""
     with pytest.raises(ConfigError, match="needs several processes"):
         Trainer(make_cfg(tmp_path / "a", shard=True), model=tiny_model(tok)[0], tokenizer=tok, task=task)
+    with pytest.raises(ConfigError, match="RFT keeps a different number"):
+        Trainer(make_cfg(tmp_path / "r", shard=True, method="rft"), model=tiny_model(tok)[0], tokenizer=tok, task=task)
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
     monkeypatch.setenv("FSDP_VERSION", "1")
     with pytest.raises(ConfigError, match="set fsdp_version: 2"):

@@ -8,7 +8,8 @@ positions hold z and which hold y. With h_t the decoder's hidden state after tok
     log pi(z|x)   = sum_{t in z} log pi(s_t | s_<t)
     log pi(y|x⊕z) = sum_{t in y} log pi(s_t | s_<t)
 
-Three savings, all exact up to float rounding (tests/test_logprobs.py):
+:func:`reference_logprobs`, first below, computes exactly this for one sequence, the slow way.
+Three savings, all exact up to float rounding (tests/test_logprobs.py holds them to it):
 
 * The K samples of a question share their prompt x. The decoder runs over each distinct prompt
   once, and the K rationales continue from its KV cache (``share_prompt``); gradients reach the
@@ -35,6 +36,21 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+
+
+def reference_logprobs(model: nn.Module, x: list[int], z: list[int], y: list[int],
+                       temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The definition that everything below computes faster (tests/test_logprobs.py holds them equal):
+    one unpadded sequence x⊕z⊕y (token id lists) through the model, the full log-softmax at every
+    position, gathered at the next token. Returns (log π_T(z|x), log π(y|x⊕z)): z at ``temperature``,
+    y at T = 1. Slow (tokens × vocabulary logits), for checking."""
+    ids = torch.tensor([x + z + y], device=next(model.parameters()).device)
+    logits = model(ids).logits[0].float()
+
+    def score(lg):   # score(lg)[t - 1] = log_softmax(lg[t - 1])[s_t]: token t given the tokens before it
+        return lg.log_softmax(-1)[:-1].gather(-1, ids[0, 1:, None]).squeeze(-1)
+    nx, nz = len(x), len(z)
+    return score(logits / temperature)[nx - 1:nx + nz - 1].sum(), score(logits)[nx + nz - 1:].sum()
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Every notebook's parameters, per profile, in one place.
 
 A notebook's parameters cell names a profile (``profile = "smoke"``; papermill: ``-p profile demo``)
-and its next cell reads ``settings("<notebook>", profile)``:
+and optional ``overrides``, and its next cell reads ``notebook_settings("<notebook>", profile, overrides)``:
 
 - ``smoke``  each notebook in about a minute on a CPU: a couple of steps, a handful of questions,
   a few tokens. Checks that everything runs, says nothing about accuracy (tests, CI).
@@ -374,12 +374,13 @@ def table(profile: str) -> dict[str, dict]:
     return {nb: settings(nb, profile) for nb in _SETTINGS}
 
 
-def fill_parameters(notebook: str, profile: str, namespace: dict) -> dict:
-    """Set every knob of ``notebook`` that is still ``None`` in ``namespace`` (a notebook's
-    ``globals()``) from ``settings(notebook, profile)``; knobs already set (in the parameters cell
-    or by ``papermill -p``) win. Returns the knobs in force."""
-    chosen = {k: v for k, v in settings(notebook, profile).items() if k not in ("profile", "notebook")}
-    for name, value in chosen.items():
-        if namespace.get(name) is None:
-            namespace[name] = value
-    return {name: namespace[name] for name in chosen}
+def notebook_settings(notebook: str, profile: str, overrides: dict | None = None) -> dict:
+    """What every notebook's second cell calls: ``settings(notebook, profile)`` with ``overrides``
+    (the notebook's parameter, e.g. ``{"seeds": [0]}``) put over its top-level entries. An override
+    the notebook has no setting for is a ConfigError naming the ones it has."""
+    chosen = settings(notebook, profile)
+    unknown = sorted(set(overrides or {}) - set(chosen) - {"profile", "notebook"})
+    if unknown:
+        known = ", ".join(k for k in chosen if k not in ("profile", "notebook"))
+        raise ConfigError(f"overrides {unknown} are not settings of {chosen['notebook']}; it has: {known}")
+    return check_settings({**chosen, **(overrides or {})}, f"{chosen['notebook']} ({profile})")

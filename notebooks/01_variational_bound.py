@@ -76,18 +76,18 @@ if COLAB:
 
 # %% tags=["parameters"]
 profile = "smoke"  # smoke | demo | gpu | paper, or gpu-smoke   (papermill: -p profile demo)
-# Knobs left at None take the profile's value (next cell); set one to override it.
-seed = None        # random seed of the simulations
-n_votes = None     # simulated CoT-SC runs (majority votes) per K
-ks = None          # the numbers of samples K per vote
-n_marginal = None  # (rationale, answer) samples used to compare the answer frequencies with p_M
-n_path = None      # points on the path from prior to posterior
+overrides = {}     # optional changes to the profile's settings, e.g. {"n_votes": 1000}
 
 # %%
-from latro_core.profiles import fill_parameters
+from latro_core.profiles import notebook_settings
 
-# knobs left at None take the profile's values from latro_core/profiles.py (the one table of settings)
-print(fill_parameters("01_variational_bound", profile, globals()))
+S = notebook_settings("01_variational_bound", profile, overrides)   # the one table of settings: latro_core/profiles.py
+seed = S["seed"]              # random seed of the simulations
+n_votes = S["n_votes"]        # simulated CoT-SC runs (majority votes) per K
+ks = S["ks"]                  # the numbers of samples K per vote
+n_marginal = S["n_marginal"]  # (rationale, answer) samples used to compare the answer frequencies with p_M
+n_path = S["n_path"]          # points on the path from prior to posterior
+print({name: value for name, value in S.items() if name not in ("profile", "notebook")})
 
 # %%
 import matplotlib.pyplot as plt

@@ -74,27 +74,27 @@ if COLAB:
 
 # %% tags=["parameters"]
 profile = "smoke"     # smoke | demo | gpu | paper, or gpu-smoke   (papermill: -p profile demo)
-# Knobs left at None take the profile's value (next cell); set one to override it.
-seed = None           # random seed
-beta = None           # KL weight β (the paper: 0.05 on GSM8K, 0.25 on ARC)
-n_batches = None      # toy policy: independent K-sample gradient estimates per K
-ks = None             # toy policy: the batch sizes K compared
-model = None          # real model: the embedded SmolLM2-135M-Instruct if None, else a hub id / folder
-task = None           # real model: arithmetic | gsm8k | arc_challenge
-n_questions = None    # real model: questions
-k = None              # real model: rationales per question (K)
-max_new_tokens = None # real model: rationale budget L
-temperature = None    # real model: sampling temperature
-repeats = None        # real model: independent K-sample batches per question (for the variance)
-backward = None       # real model: back-propagate through it: False | "last_block" | "all"
-dtype = None          # real model: fp32 | bf16 | fp16
-device = None         # real model: auto | cpu | cuda
+overrides = {}     # optional changes to the profile's settings, e.g. {"k": 8, "max_new_tokens": 64}
 
 # %%
-from latro_core.profiles import fill_parameters
+from latro_core.profiles import notebook_settings
 
-# knobs left at None take the profile's values from latro_core/profiles.py (the one table of settings)
-print(fill_parameters("02_rloo_estimator", profile, globals()))
+S = notebook_settings("02_rloo_estimator", profile, overrides)   # the one table of settings: latro_core/profiles.py
+seed = S["seed"]                      # random seed
+beta = S["beta"]                      # KL weight β (the paper: 0.05 on GSM8K, 0.25 on ARC)
+n_batches = S["n_batches"]            # toy policy: independent K-sample gradient estimates per K
+ks = S["ks"]                          # toy policy: the batch sizes K compared
+model = S["model"]                    # real model: the embedded SmolLM2-135M-Instruct if None, else a hub id / folder
+task = S["task"]                      # real model: arithmetic | gsm8k | arc_challenge
+n_questions = S["n_questions"]        # real model: questions
+k = S["k"]                            # real model: rationales per question (K)
+max_new_tokens = S["max_new_tokens"]  # real model: rationale budget L
+temperature = S["temperature"]        # real model: sampling temperature
+repeats = S["repeats"]                # real model: independent K-sample batches per question (for the variance)
+backward = S["backward"]              # real model: back-propagate through it: False | "last_block" | "all"
+dtype = S["dtype"]                    # real model: fp32 | bf16 | fp16
+device = S["device"]                  # real model: auto | cpu | cuda
+print({name: value for name, value in S.items() if name not in ("profile", "notebook")})
 
 # %%
 import time

@@ -74,25 +74,25 @@ if COLAB:
 
 # %% tags=["parameters"]
 profile = "smoke"     # smoke | demo | gpu | paper, or gpu-smoke   (papermill: -p profile demo)
-# Knobs left at None take the profile's value (next cell); set one to override it.
-model = None          # the embedded SmolLM2-135M-Instruct if None, else a hub id / local folder
-task = None           # a task name or a list of them: arithmetic | gsm8k | arc_challenge
-limit = None          # questions per task (None: the whole test split)
-k = None              # rationales sampled per question (K)
-max_new_tokens = None # rationale + answer budget L
-temperature = None    # sampling temperature
-seed = None           # sampling and question-subset seed
-n_boot = None         # bootstrap resamples for the AUROC interval
-n_cases = None        # case studies printed at each end of the reward ranking
-signal = None         # section 6 (latro signal): dict of SignalConfig fields, or "results" to show the committed study
-dtype = None          # fp32 | bf16 | fp16
-device = None         # auto | cpu | cuda
+overrides = {}     # optional changes to the profile's settings, e.g. {"task": "gsm8k", "limit": 20}
 
 # %%
-from latro_core.profiles import fill_parameters
+from latro_core.profiles import notebook_settings
 
-# knobs left at None take the profile's values from latro_core/profiles.py (the one table of settings)
-print(fill_parameters("03_self_rewarding", profile, globals()))
+S = notebook_settings("03_self_rewarding", profile, overrides)   # the one table of settings: latro_core/profiles.py
+model = S["model"]                    # the embedded SmolLM2-135M-Instruct if None, else a hub id / local folder
+task = S["task"]                      # a task name or a list of them: arithmetic | gsm8k | arc_challenge
+limit = S["limit"]                    # questions per task (None: the whole test split)
+k = S["k"]                            # rationales sampled per question (K)
+max_new_tokens = S["max_new_tokens"]  # rationale + answer budget L
+temperature = S["temperature"]        # sampling temperature
+seed = S["seed"]                      # sampling and question-subset seed
+n_boot = S["n_boot"]                  # bootstrap resamples for the AUROC interval
+n_cases = S["n_cases"]                # case studies printed at each end of the reward ranking
+signal = S["signal"]                  # section 6 (latro signal): dict of SignalConfig fields, or "results" to show the committed study
+dtype = S["dtype"]                    # fp32 | bf16 | fp16
+device = S["device"]                  # auto | cpu | cuda
+print({name: value for name, value in S.items() if name not in ("profile", "notebook")})
 
 # %%
 import json

@@ -73,13 +73,13 @@ from IPython.display import Image, Markdown, display
 
 from latro_core.evaluate import EvalConfig
 from latro_core.plots import plot_maj_at_k, plot_training
-from latro_core.profiles import settings
+from latro_core.profiles import notebook_settings
 from latro_core.results import TablesConfig, build_tables
 from latro_core.runs import evaluate_all, notebook_setup, run_name, selection_markdown, task_available, train_all
 from latro_core.trainer import TrainConfig
 
 ROOT, DATA, FIG, RES = notebook_setup()   # repository root, data folder, figures/, results/; threads
-S = {**settings("04_train_latro", profile), **overrides}
+S = notebook_settings("04_train_latro", profile, overrides)
 RUNS = ROOT / "runs" / profile / "04_train_latro"
 assert task_available(S["eval"]["task"], "test", DATA), f"{S['eval']['task']} is needed for this profile"
 print(json.dumps(S, indent=1))

@@ -76,13 +76,13 @@ from pathlib import Path
 from IPython.display import Markdown, display
 
 from latro_core.evaluate import EvalConfig, run_evaluation
-from latro_core.profiles import settings
+from latro_core.profiles import notebook_settings
 from latro_core.results import TablesConfig, build_tables
 from latro_core.runs import notebook_setup, run_name, selection_markdown, task_available, train_run
 from latro_core.trainer import TrainConfig
 
 ROOT, DATA, FIG, RES = notebook_setup()   # repository root, data folder, figures/, results/; threads
-S = {**settings("05_arc_challenge", profile), **overrides}
+S = notebook_settings("05_arc_challenge", profile, overrides)
 RUNS = ROOT / "runs" / profile / "05_arc_challenge"
 EVAL = RUNS / "eval"
 ARC = all(task_available("arc_challenge", split, DATA, allow_hub=profile != "smoke")

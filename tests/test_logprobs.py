@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from latro_core import logprobs as lp_mod
-from latro_core.logprobs import PolicyScorer, pack, sequence_logprobs, token_logprobs
+from latro_core.logprobs import PolicyScorer, pack, reference_logprobs, sequence_logprobs, token_logprobs
 from latro_core.models import enable_checkpointing, tiny_model
 
 
@@ -33,21 +33,12 @@ def _random_batch(seed, eos, vocab, z_lens=(0, 1, 5, 3, 7, 2), y_lens=(1, 3, 2, 
 
 def _naive(model, x, z, y):
     """log π(z|x), log π(y|x⊕z) for one unpadded sequence: model(ids).logits.log_softmax gathered."""
-    ids = torch.tensor([x + z + y])
-    logp = model(ids).logits[0].float().log_softmax(-1)
-    tok = logp[:-1].gather(-1, ids[0, 1:, None]).squeeze(-1)   # tok[t-1] = log π(s_t | s_<t)
-    nx, nz = len(x), len(z)
-    return tok[nx - 1:nx + nz - 1].sum(), tok[nx + nz - 1:].sum()
+    return reference_logprobs(model, x, z, y)
 
 
 def _naive_tempered(model, x, z, y, temperature):
     """log π_T(z|x) with π_T = softmax(logits / T), and log π(y|x⊕z) at T = 1, for one sequence."""
-    ids = torch.tensor([x + z + y])
-    logits = model(ids).logits[0].float()
-    nx, nz = len(x), len(z)
-    tz = (logits / temperature).log_softmax(-1)[:-1].gather(-1, ids[0, 1:, None]).squeeze(-1)
-    ty = logits.log_softmax(-1)[:-1].gather(-1, ids[0, 1:, None]).squeeze(-1)
-    return tz[nx - 1:nx + nz - 1].sum(), ty[nx + nz - 1:].sum()
+    return reference_logprobs(model, x, z, y, temperature)
 
 
 def _naive_tokens(model, xs, zs, ys, T):

@@ -127,6 +127,15 @@ def test_a_profiles_smoke_form_cuts_every_size_and_keeps_model_task_and_method_s
         profiles.settings("04_train_latro", "fast-smoke")
 
 
+def test_notebook_settings_apply_overrides_and_refuse_a_misspelt_one():
+    s = profiles.notebook_settings("01_variational_bound", "smoke", {"n_votes": 7})
+    assert s["n_votes"] == 7 and s["ks"] == profiles.settings("01_variational_bound", "smoke")["ks"]
+    with pytest.raises(ConfigError, match=r"\['n_vote'\] are not settings of 01_variational_bound; it has: seed, n_votes"):
+        profiles.notebook_settings("01_variational_bound", "smoke", {"n_vote": 7})
+    with pytest.raises(ConfigError, match="stepz"):        # nested entries are still checked against TrainConfig
+        profiles.notebook_settings("04_train_latro", "smoke", {"latro": {"stepz": 1}})
+
+
 def test_cli_fills_config():
     ns = build_parser().parse_args(["reproduce", "--profile", "smoke", "--notebooks", "04_train_latro", "--force"])
     cfg = config_from_args(ReproduceConfig, ns)

@@ -58,6 +58,10 @@ def generate_answers(model, tokenizer, task, examples, *, k: int = 1, temperatur
     return rolls, preds
 
 
+# an evaluation's budget beyond the rationale's L: room for "The answer is …" after it
+ANSWER_TOKENS = 32
+
+
 def greedy_report(model, tokenizer, task, *, max_new_tokens: int = 128, direct: bool = False,
                   progress: bool = False, batch_questions: int = 16) -> dict:
     """Greedy decoding on every question of ``task``: {"accuracy", "n", "frac_truncated" (no

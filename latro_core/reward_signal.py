@@ -31,7 +31,7 @@ import torch
 
 from .cli import command_line, git_commit
 from .errors import ConfigError
-from .evaluate import answer_logprobs, greedy_report
+from .evaluate import ANSWER_TOKENS, answer_logprobs, greedy_report
 from .stats import auroc, bootstrap_interval, mean_se, wilson_interval
 from .rollout import sample_rationales
 
@@ -228,10 +228,10 @@ def run_signal(cfg: SignalConfig, model=None, tokenizer=None) -> dict:
         data = save(entries, {})
     if cfg.greedy_limit:
         val = load_task(cfg.task, "validation", data_dir=cfg.data_dir, **cfg.task_kwargs).subset(cfg.greedy_limit)
-        stats = greedy_report(model, tokenizer, val, max_new_tokens=budgets[-1] + 32, batch_questions=50,
-                              progress=cfg.progress)
+        budget = budgets[-1] + ANSWER_TOKENS
+        stats = greedy_report(model, tokenizer, val, max_new_tokens=budget, batch_questions=50, progress=cfg.progress)
         stats["ci95"] = list(wilson_interval(round(stats["accuracy"] * stats["n"]), stats["n"]))
-        data = save([], {cfg.difficulty: {**stats, "split": "validation", "max_new_tokens": budgets[-1] + 32}})
+        data = save([], {cfg.difficulty: {**stats, "split": "validation", "max_new_tokens": budget}})
     return data
 
 

@@ -159,6 +159,7 @@ class Task:
     """
 
     name = "task"
+    sft_direct = False     # SFT trains (and is evaluated) on direct answers, without a rationale: ARC
 
     def __init__(self, split: str, examples: list[Example], **config):
         self.split, self.examples, self.config = split, list(examples), dict(config)
@@ -255,6 +256,7 @@ class Arithmetic(Task):
 
 class ARCChallenge(Task):
     name = "arc_challenge"
+    sft_direct = True
 
     def question_text(self, ex: Example, direct: bool = False) -> str:
         """``Question: {q}\\nOptions: (A) t1 (B) t2 ...\\n{instruction}``."""

@@ -89,7 +89,7 @@ class TrainConfig:
                                        # ties keep the earlier step; never selected on test unless eval_split is
     test_limit: int = 0                # at each evaluation also log greedy accuracy on the first n test questions
                                        # (test_accuracy: reports the paper's rule of picking on test; selects nothing)
-    test_max_new_tokens: int | None = None   # that evaluation's budget (None: L + 32)
+    test_max_new_tokens: int | None = None   # that evaluation's budget (None: L + evaluate.ANSWER_TOKENS = L + 32)
     keep_resume_state: bool = True     # write checkpoint/ (optimizer state, ~3x the model on disk; needed for --resume)
     log_samples: int = 1               # questions per step whose K rationales go to samples.jsonl (0: none)
     resume: bool = False               # continue exactly from out_dir/checkpoint
@@ -480,7 +480,7 @@ class Trainer:
 
     def _sft_step(self, step: int) -> dict:
         tok, (_, exs) = self.tok, self._my_questions(step)
-        direct = self.task.name.startswith("arc")
+        direct = self.task.sft_direct
         xs = [tok(self.task.prompt(e, tok, direct=direct), add_special_tokens=False)["input_ids"] for e in exs]
         ts = [tok(self.task.sft_target(e, tok), add_special_tokens=False)["input_ids"] for e in exs]
         return self._sft_batch_loss(step, xs, ts)
@@ -636,7 +636,8 @@ class Trainer:
         eval_accuracy writes the model to ``best/`` at once (so an interrupted run keeps it)."""
         from . import evaluate as ev
         cfg = self.cfg
-        direct = cfg.method == "sft" and cfg.task.startswith("arc")
+        direct = cfg.method == "sft" and self.task.sft_direct
+        budget_default = cfg.max_new_tokens + ev.ANSWER_TOKENS
 
         def greedy(split, limit, budget):
             task = load_task(cfg.task, split, data_dir=cfg.data_dir, **cfg.task_kwargs)
@@ -644,10 +645,10 @@ class Trainer:
                 return ev.greedy_report(policy, self.tok, task.subset(limit, seed=0), max_new_tokens=budget,
                                         direct=direct, batch_questions=50)
 
-        m = {f"eval_{k}": v for k, v in greedy(cfg.eval_split, cfg.eval_limit, cfg.max_new_tokens + 32).items()
+        m = {f"eval_{k}": v for k, v in greedy(cfg.eval_split, cfg.eval_limit, budget_default).items()
              if k != "n"}
         if cfg.test_limit:
-            m["test_accuracy"] = greedy("test", cfg.test_limit, cfg.test_max_new_tokens or cfg.max_new_tokens + 32)["accuracy"]
+            m["test_accuracy"] = greedy("test", cfg.test_limit, cfg.test_max_new_tokens or budget_default)["accuracy"]
         if cfg.keep_best and (self.best is None or m["eval_accuracy"] > self.best["eval_accuracy"]):
             self.best = {"step": self.step, "eval_split": cfg.eval_split, **m}
             state = self._model_state()

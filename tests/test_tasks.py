@@ -169,6 +169,12 @@ def test_question_text():
                                                 "Answer with the text of the correct option.")
 
 
+def test_only_arc_trains_sft_on_direct_answers():
+    """The paper's SFT baseline on ARC answers with the option text, without a rationale; on the
+    numeric tasks it trains on the gold rationale (the trainer and its evaluation read this flag)."""
+    assert tasks.ARCChallenge.sft_direct and not tasks.GSM8K.sft_direct and not tasks.Arithmetic.sft_direct
+
+
 def test_prompt_with_chat_template(smol_tokenizer):
     task, ex = tasks.GSM8K("test", []), Example("What is 2+3?", "5", rationale="2 + 3 = 5")
     p = task.prompt(ex, smol_tokenizer)

@@ -170,7 +170,7 @@ def test_question_text():
 
 
 def test_only_arc_trains_sft_on_direct_answers():
-    """The paper's SFT baseline on ARC answers with the option text, without a rationale; on the
+    """The SFT baseline on ARC (as the released code's ARC data) answers with the option text, no rationale; on the
     numeric tasks it trains on the gold rationale (the trainer and its evaluation read this flag)."""
     assert tasks.ARCChallenge.sft_direct and not tasks.GSM8K.sft_direct and not tasks.Arithmetic.sft_direct
 

@@ -114,8 +114,7 @@ DEMO_SEEDS = [0, 1, 2]
 # ----------------------------------------------------------------------------- the table
 
 _SETTINGS: dict[str, dict[str, dict]] = {
-    # ---- 01-03: the values of each notebook's own LOCAL defaults (this table wins for a key both
-    # define, so tune them here) --------------------------------------------------------------
+    # ---- 01-03: the knobs each notebook unpacks from notebook_settings (tune them here) -----------
     "01_variational_bound": {
         "smoke": dict(seed=0, n_votes=1000, ks=[1, 2, 4, 8, 16, 32, 64], n_marginal=20_000, n_path=21),
         "demo": dict(seed=0, n_votes=10_000, ks=[1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128],

@@ -34,7 +34,10 @@
 # $$\log \pi_\theta(y \mid x) \;\ge\; \mathbb{E}_{z\sim q(z\mid x)}\big[\log \pi_\theta(y \mid x \oplus z)\big]
 #   \;-\; D_{\mathrm{KL}}\big(q(z\mid x)\,\|\,\pi_0(z\mid x)\big).$$
 #
-# The paper weights the KL term by β < 1 (0.05 on GSM8K); section 3 shows that this objective is
+# (Equation and proposition numbers are as we read the paper; the README's "Checked against the
+# paper" says what could not be re-checked offline.)
+#
+# The paper weights the KL term by β < 1 (0.05 on GSM8K); section 3 below shows that this objective is
 # then *not* a bound of $\log p(y\mid x)$ and says what it is. This notebook checks each step on a
 # model small enough to enumerate exactly:
 # a handful of rationales with explicit probabilities. Then it checks the paper's **Proposition 1**:

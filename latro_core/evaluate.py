@@ -379,7 +379,8 @@ def run_evaluation(cfg: EvalConfig, model=None, tokenizer=None) -> dict:
         summary["greedy"] = _greedy_pass(model, tok, task, examples, records, gen_kw)
     scores = correct = None
     if cfg.k > 0:
-        scores, correct = _sampling_pass(cfg, model, tok, task, examples, records, summary, gen_kw)
+        sampled, scores, correct = _sampling_pass(cfg, model, tok, task, examples, records, gen_kw)
+        summary.update(sampled)
     if cfg.nll:
         summary["answer_nll"] = answer_nll(model, tok, task, examples, direct=cfg.direct, batch_size=cfg.score_batch)
         if cfg.k > 0:  # own rationales: −(self-reward) already computed above
@@ -411,18 +412,19 @@ def _greedy_pass(model, tok, task, examples, records, gen_kw) -> dict:
     return {**accuracy_stats(ok), "frac_truncated": float(np.mean([f["finish"][0] == "length" for f in flat]))}
 
 
-def _sampling_pass(cfg, model, tok, task, examples, records, summary, gen_kw):
+def _sampling_pass(cfg, model, tok, task, examples, records, gen_kw):
     """``cfg.k`` samples per question at ``cfg.temperature``: maj@k for every k up to cfg.k, the
     samples' accuracy and truncation, the self-evaluation (with ``auroc`` or ``nll``); each record
-    gets its samples and majority vote. Returns (self-rewards per question or None, correctness)."""
+    gets its samples and majority vote. Returns (those summary entries, self-rewards per question or
+    None, correctness per sample)."""
     g = torch.Generator(device=next(model.parameters()).device).manual_seed(cfg.seed)
     rolls, preds = generate_answers(model, tok, task, examples, k=cfg.k, temperature=cfg.temperature,
                                     generator=g, **gen_kw)
     samples = _per_question(rolls)
     correct = [[task.is_correct(p, ex) for p in ps] for ps, ex in zip(preds, examples)]
-    summary["maj_at_k"] = {str(k): accuracy_stats(maj_correct(preds, examples, task, k)) for k in k_values(cfg.k)}
-    summary["sample_accuracy"] = accuracy_stats([c for cs in correct for c in cs])
-    summary["samples_frac_truncated"] = float(np.mean([f == "length" for s in samples for f in s["finish"]]))
+    summary = {"maj_at_k": {str(k): accuracy_stats(maj_correct(preds, examples, task, k)) for k in k_values(cfg.k)},
+               "sample_accuracy": accuracy_stats([c for cs in correct for c in cs]),
+               "samples_frac_truncated": float(np.mean([f == "length" for s in samples for f in s["finish"]]))}
     scores = None
     if cfg.auroc or cfg.nll:
         scores, summary["self_eval"] = _self_eval(model, tok, task, examples, samples, correct, cfg.score_batch)
@@ -433,4 +435,4 @@ def _sampling_pass(cfg, model, tok, task, examples, records, summary, gen_kw):
                            "correct": cs[j], "finish": s["finish"][j],
                            **({"self_reward": scores[i][j]} if scores is not None else {})}
                           for j in range(cfg.k)]
-    return scores, correct
+    return summary, scores, correct

@@ -31,16 +31,6 @@ def _random_batch(seed, eos, vocab, z_lens=(0, 1, 5, 3, 7, 2), y_lens=(1, 3, 2, 
     return xs, zs, ys
 
 
-def _naive(model, x, z, y):
-    """log π(z|x), log π(y|x⊕z) for one unpadded sequence: model(ids).logits.log_softmax gathered."""
-    return reference_logprobs(model, x, z, y)
-
-
-def _naive_tempered(model, x, z, y, temperature):
-    """log π_T(z|x) with π_T = softmax(logits / T), and log π(y|x⊕z) at T = 1, for one sequence."""
-    return reference_logprobs(model, x, z, y, temperature)
-
-
 def _naive_tokens(model, xs, zs, ys, T):
     """(B, T) naive per-token log-probs laid out like the right-padded pack (0 on prompt and pad)."""
     out = torch.zeros(len(xs), T)
@@ -57,7 +47,7 @@ SUM_TOL = dict(atol=1e-5, rtol=1e-6)
 
 
 def _naive_batch(model, xs, zs, ys):
-    out = [_naive(model, x, z, y) for x, z, y in zip(xs, zs, ys)]
+    out = [reference_logprobs(model, x, z, y) for x, z, y in zip(xs, zs, ys)]
     return torch.stack([a for a, _ in out]), torch.stack([b for _, b in out])
 
 
@@ -114,7 +104,7 @@ def test_tempered_scoring_is_log_softmax_of_logits_over_T_on_z_only(tiny, bias):
     try:
         lz, ly = sequence_logprobs(model, batch, chunk=3, temperature=0.6)
         with torch.no_grad():
-            ref = [_naive_tempered(model, x, z, y, 0.6) for x, z, y in zip(xs, zs, ys)]
+            ref = [reference_logprobs(model, x, z, y, 0.6) for x, z, y in zip(xs, zs, ys)]
         torch.testing.assert_close(lz.detach(), torch.stack([a for a, _ in ref]), **SUM_TOL)
         torch.testing.assert_close(ly.detach(), torch.stack([b for _, b in ref]), **SUM_TOL)
         # and they differ from untempered scoring (the test would pass with T ignored otherwise)
@@ -123,7 +113,7 @@ def test_tempered_scoring_is_log_softmax_of_logits_over_T_on_z_only(tiny, bias):
         # gradients of the tempered scores equal the naive ones
         params = [p for p in model.parameters() if p.requires_grad]
         g_fast = torch.autograd.grad(lz.sum() + ly.sum(), params, allow_unused=True)
-        naive = [_naive_tempered(model, x, z, y, 0.6) for x, z, y in zip(xs, zs, ys)]
+        naive = [reference_logprobs(model, x, z, y, 0.6) for x, z, y in zip(xs, zs, ys)]
         g_naive = torch.autograd.grad(sum(a + b for a, b in naive), params, allow_unused=True)
         for a, b in zip(g_fast, g_naive):
             if a is not None or b is not None:

@@ -296,7 +296,7 @@ def smoke_form(chosen: dict, smoke: dict) -> dict:
             out[key] = copy.deepcopy(small)
         else:
             out[key] = value
-    if any(isinstance(v, (int, str)) for v in chosen.values()) and "steps" in chosen:   # a training entry
+    if "steps" in chosen:      # a training entry: also the sizes it leaves at their defaults (train_limit, ...)
         out.update({k: v for k, v in smoke.items() if k in _SIZES and k not in out and k != "eval_every"})
     return out
 

@@ -71,7 +71,7 @@ from pathlib import Path
 
 from IPython.display import Image, Markdown, display
 
-from latro_core.evaluate import EvalConfig
+from latro_core.evaluate import ANSWER_TOKENS, EvalConfig
 from latro_core.plots import plot_maj_at_k, plot_training
 from latro_core.profiles import notebook_settings
 from latro_core.results import TablesConfig, build_tables
@@ -278,7 +278,7 @@ jobs = {("base", model, None): eval_config(run_name("base", 0, model), model, ma
         for model in S["models"]}
 # the starting model on the training runs' validation questions: step 0 of the training curves
 VAL = {"split": S["latro"]["eval_split"], "limit": S["latro"]["eval_limit"], "k": 0,
-       "max_new_tokens": S["latro"]["max_new_tokens"] + 32}
+       "max_new_tokens": S["latro"]["max_new_tokens"] + ANSWER_TOKENS}
 starts = {model: EvalConfig(model=model, data_dir=DATA, out=str(RUNS / f"eval-{VAL['split']}" / run_name("base", 0, model)),
                             **{**S["eval"], **VAL}) for model in S["models"]}    # not under EVAL: not a table row
 jobs.update({(method, model, seed): eval_config(Path(rep["out"]).name, rep["model"],
@@ -312,7 +312,7 @@ for (method, model, seed), s in summaries.items():
 # %%
 def same_validation(cfg):
     return (cfg.get("eval_split"), cfg.get("eval_limit"), cfg.get("max_new_tokens")) == \
-        (VAL["split"], VAL["limit"], VAL["max_new_tokens"] - 32)
+        (VAL["split"], VAL["limit"], VAL["max_new_tokens"] - ANSWER_TOKENS)
 
 
 for method in ("latro", "sft", "rft"):

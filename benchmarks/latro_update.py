@@ -43,6 +43,7 @@ import argparse
 import gc
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -712,6 +713,7 @@ def drive(args) -> dict:
         for wk in workers.values():
             if wk.p.poll() is None:
                 wk.p.kill()
+        shutil.rmtree(tmp, ignore_errors=True)      # each update's weights are ~0.5 GB at 135M
     summary = {}
     for w in names:
         rs = rows[w]

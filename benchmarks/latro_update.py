@@ -194,7 +194,7 @@ def machine_peaks(repeats: int = 10, device: str = "cpu", dtype: str = "fp32") -
 # ------------------------------------------------------------------------------------ fast way
 
 class FastWay:
-    """latro_core's update (the trainer's ``_latro_step`` with one micro-batch)."""
+    """latro_core's update (``methods.latro_step`` with one micro-batch)."""
 
     name = "fast"
 

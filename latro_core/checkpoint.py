@@ -1,7 +1,8 @@
 """Checkpoints: atomic save, recovery after a kill between renames, and reading files back with one
 clear error when they are missing or damaged. A checkpoint folder holds ``model/`` (weights or the
 LoRA adapter, and the tokenizer), ``state.pt`` (optimizer, scheduler, RNG states) and
-``trainer.json`` (the step and the config), written last."""
+``trainer.json`` (the step and the config), written last. Also the run folder's rules: the files a
+run writes, a writable folder checked before any work, and which settings a resume may change."""
 
 from __future__ import annotations
 
@@ -123,3 +124,45 @@ def _truncate_metrics(path: Path, step: int) -> None:
         if row.get("step", 0) <= step:
             keep.append(ln)
     path.write_text("".join(ln + "\n" for ln in keep))
+
+
+# what a run writes into its out_dir (a new run refuses a folder holding any of them without --overwrite)
+RUN_FILES = ("metrics.jsonl", "samples.jsonl", "config.json", "checkpoint", "checkpoint.old", "checkpoint.tmp",
+             "final", "best", "best.tmp", "best.json")
+# settings that --resume may change freely: the step budget, the progress bar, where things are read and written
+RESUME_FREE = ("steps", "progress", "out_dir", "data_dir", "device", "resume", "overwrite", "change")
+
+
+def check_writable(out: Path) -> None:
+    """Create ``out`` and write a file in it, or fail with ConfigError before any work starts."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"cannot write to the output folder {out} ({e.strerror or e}); "
+                          f"choose a writable --out-dir.") from None
+
+
+def resume_changes(config, ckpt: Path) -> dict:
+    """{field: [checkpoint's value, new value]} for the settings that differ from the checkpoint's;
+    ConfigError for those not named in ``config.change``."""
+    try:
+        saved = json.loads((ckpt / "trainer.json").read_text())["config"]
+    except (OSError, ValueError, KeyError):
+        raise ConfigError(f"{ckpt / 'trainer.json'} is missing or damaged; delete {ckpt} to restart "
+                          f"the run, or start over with --overwrite.") from None
+    now = asdict(config)
+    diff = {k: [saved.get(k), v] for k, v in now.items() if k not in RESUME_FREE and saved.get(k, v) != v}
+    allowed = {c.strip().replace("-", "_") for c in config.change.split(",") if c.strip()}
+    unknown = allowed - set(now)
+    if unknown:
+        raise ConfigError(f"--change names unknown settings {sorted(unknown)}; known: {sorted(now)}")
+    refused = {k: d for k, d in diff.items() if k not in allowed}
+    if refused:
+        listed = "; ".join(f"{k}: {a!r} in the checkpoint, {b!r} now" for k, (a, b) in refused.items())
+        raise ConfigError(f"--resume with other settings than the checkpoint's ({listed}); resume with the "
+                          f"checkpoint's settings, or allow the change with --change {','.join(refused)} "
+                          f"(recorded in config.json).")
+    return diff

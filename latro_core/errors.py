@@ -27,3 +27,14 @@ class NumericalError(LatroError):
 
 class CheckpointError(LatroError):
     """A checkpoint or run record cannot be read back, or a checkpoint cannot be written."""
+
+
+def check_finite(step: int, **quantities) -> None:
+    """NumericalError naming the first of ``quantities`` (tensors) that holds a NaN or inf at ``step``."""
+    import torch
+
+    for name, v in quantities.items():
+        if not torch.isfinite(v).all():
+            raise NumericalError(f"non-finite {name} at step {step + 1} ({v.detach().flatten()[:4].tolist()}...); "
+                                 f"the run stopped and the last good checkpoint is kept. Lower the learning rate "
+                                 f"or use fp32.")

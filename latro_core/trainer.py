@@ -1,4 +1,5 @@
-"""Training loops: LaTRO (Eq. 4), and the SFT and rejection-sampling (RFT/STaR) baselines.
+"""The training loop that LaTRO (Eq. 4) and the SFT and rejection-sampling (RFT/STaR) baselines share;
+each method's step is in :mod:`latro_core.methods`.
 
 One config dataclass (:class:`TrainConfig`) drives all three; the CLI (``latro train|sft|rft``) and
 a notebook's papermill parameters fill it. One optimizer step of LaTRO:
@@ -31,11 +32,13 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import _load_weights, _read_back, _truncate_metrics, checkpoint_step, save_checkpoint
-from .errors import CheckpointError, ConfigError, NumericalError
-from .logprobs import PolicyScorer, pack, sequence_logprobs
+from .checkpoint import (RUN_FILES, _load_weights, _read_back, _truncate_metrics, check_writable, checkpoint_step,
+                         resume_changes, save_checkpoint)
+from .errors import CheckpointError, ConfigError, NumericalError, check_finite
+from .logprobs import PolicyScorer, sequence_logprobs
+from .methods import STEPS
 from .models import LoraSpec, add_lora, enable_checkpointing, frozen_copy, load_model, save_model
-from .objective import TRUNCATION_RULES, latro_update, self_reward
+from .objective import TRUNCATION_RULES
 from .rollout import sample_rationales
 from .sharding import (full_optimizer_state, full_state_dict, full_tensor, gathered, load_full_optimizer_state, shard,
                        sharding_requested)
@@ -206,9 +209,9 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.out = Path(config.out_dir)
         self.ckpt = self.out / "checkpoint"
-        _check_writable(self.out)
+        check_writable(self.out)
         resume_from = self.ckpt if (config.resume and checkpoint_step(self.ckpt) is not None) else None
-        self.changes = _resume_changes(config, resume_from) if resume_from is not None else {}
+        self.changes = resume_changes(config, resume_from) if resume_from is not None else {}
         if resume_from is None:
             self._start_over(config)
         self.task = task if task is not None else load_task(config.task, config.split, data_dir=config.data_dir,
@@ -311,7 +314,7 @@ class Trainer:
         """The module to sample from: the LM, or under sharding the sharded root (``sharding.gathered``)."""
         return self.scorer if self.sharded else self.lm
 
-    def _ref_logp_z(self, batch):
+    def ref_logp_z(self, batch):
         with torch.no_grad(), self._autocast():
             T = self.cfg.temperature
             if self.cfg.lora:
@@ -334,14 +337,14 @@ class Trainer:
             self.opt.load_state_dict(state)
 
 
-    def _my_questions(self, step: int):
+    def my_questions(self, step: int):
         """(position of this process's first question in the step's global batch, its questions)."""
         idx = question_indices(step, len(self.task), self.cfg.questions_per_step, self.cfg.seed)
         share = len(idx) // self.acc.num_processes
         first = self.acc.process_index * share
         return first, [self.task[i] for i in idx[first:first + share]]
 
-    def _sample(self, step: int, first: int, exs, **kw):
+    def sample(self, step: int, first: int, exs, **kw):
         """K rationales per question, in one batch, each question drawing from its own generator
         (see :func:`sampling_generator`)."""
         try:
@@ -358,7 +361,7 @@ class Trainer:
                                  f"or logits hold NaN/inf; the run stopped and the last good checkpoint is "
                                  f"kept. Check the starting model, lower the learning rate or use fp32.") from None
 
-    def _sync(self, last: bool):
+    def sync(self, last: bool):
         """Context for one micro-batch's backward: no gradient all-reduce until the step's last one
         (DDP/FSDP ``no_sync``; under DeepSpeed, whose backward also steps, no step before the last)."""
         from accelerate.utils import DistributedType
@@ -370,133 +373,6 @@ class Trainer:
             self.acc.sync_gradients = last
             return nullcontext()
         return nullcontext() if last else self.acc.no_sync(self.scorer)
-
-    # -- one optimizer step per method
-    def _latro_step(self, step: int) -> dict:
-        cfg, tok = self.cfg, self.tok
-        first, exs = self._my_questions(step)
-        t0 = time.time()
-        roll = self._sample(step, first, exs)
-        t_sample = time.time() - t0
-        n_local = len(roll.rationale_ids)
-        n_global = n_local * self.acc.num_processes
-        qs_per_micro = cfg.micro_batch // cfg.k
-        rec = {k: [] for k in ("reward", "logp_y", "kl", "adv", "policy_loss", "answer_loss")}
-        slices = [slice(q0 * cfg.k, min(len(exs), q0 + qs_per_micro) * cfg.k)
-                  for q0 in range(0, len(exs), qs_per_micro)]
-        batches = [pack(roll.prompt_ids[sl], roll.rationale_ids[sl],
-                        [self.task.answer_ids(exs[i // cfg.k], tok, roll.rationale_ids[i]) for i in range(sl.start, sl.stop)],
-                        tok.pad_token_id).to(self.acc.device) for sl in slices]
-        t1 = time.time()
-        refs = [self._ref_logp_z(b) if cfg.beta != 0 else None for b in batches]
-        batch_mean = self._step_mean_reward(batches, refs, roll.truncated)
-        t_score, t_backward = time.time() - t1, 0.0
-        for sl, batch, ref in zip(slices, batches, refs):
-            n_mb = sl.stop - sl.start
-            last = sl.stop >= n_local
-            with self._sync(last):
-                t1 = time.time()
-                logp_z, logp_y = self.scorer(batch.input_ids, batch.attention_mask, batch.z_mask, batch.y_mask)
-                loss, terms = latro_update(logp_z, logp_y, ref, roll.truncated[sl], cfg.k, beta=cfg.beta, lam=cfg.lam,
-                                           truncation=cfg.truncation, gamma=cfg.gamma, batch_mean=batch_mean)
-                r, adv = terms["reward"], terms["adv"]
-                _check_finite(step, loss=loss, reward=r)
-                t2 = time.time()
-                # scale so that the accumulated, process-averaged gradient is the mean over all samples
-                self.acc.backward(loss * (n_mb / n_global) * self.acc.num_processes)
-                t_score, t_backward = t_score + t2 - t1, t_backward + time.time() - t2
-            rec["reward"].append(r)
-            rec["logp_y"].append(logp_y.detach())
-            rec["kl"].append((logp_z.detach() - ref) if ref is not None else torch.zeros_like(r))
-            rec["adv"].append(adv)
-            rec["policy_loss"].append(terms["policy_loss"].expand(n_mb))
-            rec["answer_loss"].append(terms["answer_loss"].expand(n_mb))
-        t_update = time.time() - t0 - t_sample
-        if cfg.log_samples and self.acc.is_main_process:
-            self._log_samples(step, exs, roll, {k: torch.cat(rec[k]) for k in ("reward", "logp_y", "adv")})
-        cat = {k: self.acc.gather(torch.cat(v).float()) for k, v in rec.items()}
-        trunc = self.acc.gather(roll.truncated.float().to(self.acc.device))
-        lens = self.acc.gather(roll.lengths.to(self.acc.device))
-        return {"reward_mean": cat["reward"].mean(), "reward_std": cat["reward"].std(),
-                "logp_y_mean": cat["logp_y"].mean(), "kl_mean": cat["kl"].mean(),
-                "adv_std": cat["adv"].std(), "rationale_len": lens.mean(), "frac_truncated": trunc.mean(),
-                "policy_loss": cat["policy_loss"].mean(), "answer_loss": cat["answer_loss"].mean(),
-                "frac_equal_rewards": _frac_equal_rows(cat["reward"].view(-1, cfg.k)),
-                "sample_s": t_sample, "update_s": t_update, "score_s": t_score, "backward_s": t_backward,
-                "samples": float(n_global)}
-
-    def _log_samples(self, step: int, exs, roll, values: dict) -> None:
-        """Append the K rationales of the step's first ``log_samples`` questions, with their reward
-        (after the truncation penalty), log p(y|x⊕z) and advantage, to ``samples.jsonl``."""
-        with open(self.out / "samples.jsonl", "a") as f:
-            for i in range(min(self.cfg.log_samples, len(exs)) * self.cfg.k):
-                ex = exs[i // self.cfg.k]
-                f.write(json.dumps({"step": step + 1, "id": ex.id, "answer": ex.answer, "sample": i % self.cfg.k,
-                                    "rationale": roll.texts[i], "length": len(roll.rationale_ids[i]),
-                                    "truncated": bool(roll.truncated[i]),
-                                    **{k: round(float(v[i]), 4) for k, v in values.items()}}) + "\n")
-
-    @torch.no_grad()
-    def _step_mean_reward(self, batches, refs, truncated) -> torch.Tensor | None:
-        """The mean reward over the whole step (all micro-batches, all processes), which the
-        "batch_mean" truncation rule needs before any micro-batch's advantages. None (each call of
-        ``penalize_truncated`` then uses its own rewards) when the step is one micro-batch on one
-        process, the rule is another, or nothing is cut here or elsewhere; else one extra no-grad
-        policy forward per micro-batch, so that the rule does not depend on ``micro_batch``."""
-        cfg = self.cfg
-        if cfg.truncation != "batch_mean" or (len(batches) == 1 and self.acc.num_processes == 1):
-            return None
-        if not bool(self.acc.gather(truncated.any().float()[None].to(self.acc.device)).sum()):
-            return None
-        rewards = []
-        for batch, ref in zip(batches, refs):
-            logp_z, logp_y = self.scorer(batch.input_ids, batch.attention_mask, batch.z_mask, batch.y_mask)
-            rewards.append(self_reward(logp_y, logp_z, ref, cfg.beta))
-        return self.acc.gather(torch.cat(rewards).float()).mean()
-
-    def _sft_batch_loss(self, step, prompts, targets) -> dict:
-        """−mean over samples of (1/|t|) log π(t|x): token-averaged NLL of the targets."""
-        tok = self.tok
-        n_global = len(prompts) * self.acc.num_processes
-        losses = []
-        for s in range(0, len(prompts), self.cfg.micro_batch):
-            xs, ts = prompts[s:s + self.cfg.micro_batch], targets[s:s + self.cfg.micro_batch]
-            batch = pack(xs, [[] for _ in xs], ts, tok.pad_token_id).to(self.acc.device)
-            last = s + self.cfg.micro_batch >= len(prompts)
-            with self._sync(last):
-                _, logp_t = self.scorer(batch.input_ids, batch.attention_mask, batch.z_mask, batch.y_mask)
-                nll = -logp_t / batch.y_mask.sum(1).clamp(min=1)
-                _check_finite(step, loss=nll.sum())
-                self.acc.backward(nll.sum() / n_global * self.acc.num_processes)
-            losses.append(nll.detach())
-        return {"sft_loss": self.acc.gather(torch.cat(losses)).mean(), "samples": float(n_global)}
-
-    def _sft_step(self, step: int) -> dict:
-        tok, (_, exs) = self.tok, self._my_questions(step)
-        direct = self.task.sft_direct
-        xs = [tok(self.task.prompt(e, tok, direct=direct), add_special_tokens=False)["input_ids"] for e in exs]
-        ts = [tok(self.task.sft_target(e, tok), add_special_tokens=False)["input_ids"] for e in exs]
-        return self._sft_batch_loss(step, xs, ts)
-
-    def _rft_step(self, step: int) -> dict:
-        """Rejection sampling (STaR/RFT): sample K rationales, keep those whose answer is right,
-        fine-tune on x ⊕ z ⊕ "The answer is y." (skip the update when none is right)."""
-        cfg, tok = self.cfg, self.tok
-        first, exs = self._my_questions(step)
-        t0 = time.time()
-        roll = self._sample(step, first, exs, keep_going_after_stop=True)
-        t_sample = time.time() - t0
-        xs, ts = [], []
-        for i, text in enumerate(roll.full_texts):
-            ex = exs[i // cfg.k]
-            if self.task.is_correct(self.task.extract_answer(text, ex), ex):
-                xs.append(roll.prompt_ids[i])
-                ts.append(roll.rationale_ids[i] + self.task.answer_ids(ex, tok, roll.rationale_ids[i]))
-        kept = self.acc.gather(torch.tensor([float(len(xs))], device=self.acc.device)).sum()
-        out = {"kept": kept, "sample_s": t_sample, "samples": float(len(roll.full_texts) * self.acc.num_processes)}
-        if xs:
-            out.update(self._sft_batch_loss(step, xs, ts))
-        return out
 
     # -- the loop
     def _on_signal(self, signum, frame):
@@ -517,7 +393,7 @@ class Trainer:
             self.acc.init_trackers("tensorboard" if cfg.tracker == "tensorboard" else "latro",
                                    config={k: v for k, v in asdict(cfg).items() if isinstance(v, (int, float, str, bool))})
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        step_fn = {"latro": self._latro_step, "sft": self._sft_step, "rft": self._rft_step}[cfg.method]
+        step_fn = STEPS[cfg.method]
         bar = None
         if cfg.progress and self.acc.is_main_process:
             from tqdm.auto import tqdm
@@ -529,7 +405,7 @@ class Trainer:
             self.scorer.train()
             while self.step < cfg.steps:
                 t0 = time.time()
-                m = self._optimizer_step(step_fn(self.step))
+                m = self._optimizer_step(step_fn(self, self.step))
                 self.step += 1
                 m.update(step=self.step, lr=self.sched.get_last_lr()[0], step_s=time.time() - t0)
                 m["samples_per_s"] = m["samples"] / m["step_s"]
@@ -563,7 +439,7 @@ class Trainer:
             norm = self._clip_grad_norm(self.cfg.grad_clip or float("inf"))
             if norm is not None:    # DeepSpeed clips (and steps) inside backward
                 m["grad_norm"] = norm
-                _check_finite(self.step, grad_norm=torch.as_tensor(norm))
+                check_finite(self.step, grad_norm=torch.as_tensor(norm))
             t1 = time.time()
             self.opt.step()
             m["optim_s"] = time.time() - t1
@@ -661,48 +537,6 @@ class Trainer:
             shutil.rmtree(self.out / "best", ignore_errors=True)
 
 
-# what a run writes into its out_dir (a new run refuses a folder holding any of them without --overwrite)
-RUN_FILES = ("metrics.jsonl", "samples.jsonl", "config.json", "checkpoint", "checkpoint.old", "checkpoint.tmp",
-             "final", "best", "best.tmp", "best.json")
-# settings that --resume may change freely: the step budget, the progress bar, where things are read and written
-RESUME_FREE = ("steps", "progress", "out_dir", "data_dir", "device", "resume", "overwrite", "change")
-
-
-def _check_writable(out: Path) -> None:
-    """Create ``out`` and write a file in it, or fail with ConfigError before any work starts."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as e:
-        raise ConfigError(f"cannot write to the output folder {out} ({e.strerror or e}); "
-                          f"choose a writable --out-dir.") from None
-
-
-def _resume_changes(config: TrainConfig, ckpt: Path) -> dict:
-    """{field: [checkpoint's value, new value]} for the settings that differ from the checkpoint's;
-    ConfigError for those not named in ``config.change``."""
-    try:
-        saved = json.loads((ckpt / "trainer.json").read_text())["config"]
-    except (OSError, ValueError, KeyError):
-        raise ConfigError(f"{ckpt / 'trainer.json'} is missing or damaged; delete {ckpt} to restart "
-                          f"the run, or start over with --overwrite.") from None
-    now = asdict(config)
-    diff = {k: [saved.get(k), v] for k, v in now.items() if k not in RESUME_FREE and saved.get(k, v) != v}
-    allowed = {c.strip().replace("-", "_") for c in config.change.split(",") if c.strip()}
-    unknown = allowed - set(now)
-    if unknown:
-        raise ConfigError(f"--change names unknown settings {sorted(unknown)}; known: {sorted(now)}")
-    refused = {k: d for k, d in diff.items() if k not in allowed}
-    if refused:
-        listed = "; ".join(f"{k}: {a!r} in the checkpoint, {b!r} now" for k, (a, b) in refused.items())
-        raise ConfigError(f"--resume with other settings than the checkpoint's ({listed}); resume with the "
-                          f"checkpoint's settings, or allow the change with --change {','.join(refused)} "
-                          f"(recorded in config.json).")
-    return diff
-
-
 def _with_adapter(model, spec: LoraSpec, adapter_dir: Path | None):
     """``model`` with a trainable LoRA adapter: a fresh one, or the one saved in ``adapter_dir``
     (resume). A model that is already a peft model keeps its adapter (weights from ``adapter_dir``)."""
@@ -717,12 +551,6 @@ def _with_adapter(model, spec: LoraSpec, adapter_dir: Path | None):
                                   f"(unexpected keys {res.unexpected_keys[:3]}...)")
         return model
     return add_lora(model, spec, str(adapter_dir) if adapter_dir is not None else None)
-
-
-def _frac_equal_rows(rewards: torch.Tensor) -> torch.Tensor:
-    """Fraction of questions (rows of the (Q, K) rewards) whose K rewards are all equal: their RLOO
-    advantages are 0, so they carry no learning signal (e.g. every rationale cut at L)."""
-    return (rewards == rewards[:, :1]).all(1).float().mean()
 
 
 def _mixed_precision(name: str) -> str | None:
@@ -757,14 +585,6 @@ def _linear_schedule(warmup: int, total: int):
             return (step + 1) / warmup
         return max(0.0, (total - step) / max(1, total - warmup))
     return f
-
-
-def _check_finite(step: int, **quantities: torch.Tensor) -> None:
-    for name, v in quantities.items():
-        if not torch.isfinite(v).all():
-            raise NumericalError(f"non-finite {name} at step {step + 1} ({v.detach().flatten()[:4].tolist()}...); "
-                                 f"the run stopped and the last good checkpoint is kept. Lower the learning rate "
-                                 f"or use fp32.")
 
 
 def train(config: TrainConfig, **kw) -> dict:

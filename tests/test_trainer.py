@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import latro_core.methods as methods_mod
 import latro_core.trainer as trainer_mod
 from latro_core.errors import ConfigError, NumericalError
 from latro_core.models import prepare_tokenizer, tiny_model
@@ -95,15 +96,15 @@ def assert_same_weights(a: dict, b: dict, atol=0.0):
 
 def stop_after(monkeypatch, n_steps: int, signum=signal.SIGTERM):
     """Make the trainer behave as if ``signum`` arrived during its ``n_steps``-th step."""
-    orig = Trainer._latro_step
+    orig = methods_mod.STEPS["latro"]
 
-    def step(self, s):
-        out = orig(self, s)
+    def step(tr, s):
+        out = orig(tr, s)
         if s + 1 == n_steps:
-            self._on_signal(signum, None)
+            tr._on_signal(signum, None)
         return out
 
-    monkeypatch.setattr(Trainer, "_latro_step", step)
+    monkeypatch.setitem(methods_mod.STEPS, "latro", step)
 
 
 # ----------------------------------------------------------------------------- subprocess runs
@@ -118,14 +119,14 @@ tok = AutoTokenizer.from_pretrained(sys.argv[1])
 import latro_core.trainer as T
 from latro_core.models import tiny_model
 T.load_model = lambda *a, **k: tiny_model(tok)        # the CLI run, on the tiny model
-step = T.Trainer._latro_step
-def gated_step(self, s):
+step = STEPS["latro"]
+def gated_step(tr, s):
     if s == 1:   # before the 2nd step, wait for the test's signal (it comes after metrics line 1)
         t = time.time()
-        while self._stop_signal is None and time.time() - t < 600:
+        while tr._stop_signal is None and time.time() - t < 600:
             time.sleep(0.02)
-    return step(self, s)
-T.Trainer._latro_step = gated_step
+    return step(tr, s)
+STEPS["latro"] = gated_step
 from latro_core.cli import main
 sys.exit(main(sys.argv[2:]))
 """
@@ -373,7 +374,7 @@ def test_save_checkpoint_is_atomic(tok, tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------- numerical guards
 
 def test_nan_loss_raises_and_keeps_last_good_checkpoint(tok, task, tmp_path, monkeypatch):
-    real = trainer_mod.latro_update
+    real = methods_mod.latro_update
     calls = {"n": 0}
 
     def nan_on_step3(*args, **kw):
@@ -381,7 +382,7 @@ def test_nan_loss_raises_and_keeps_last_good_checkpoint(tok, task, tmp_path, mon
         loss, terms = real(*args, **kw)
         return (loss * float("nan") if calls["n"] >= 3 else loss), terms   # one micro-batch per step
 
-    monkeypatch.setattr(trainer_mod, "latro_update", nan_on_step3)
+    monkeypatch.setattr(methods_mod, "latro_update", nan_on_step3)
     cfg = make_cfg(tmp_path, steps=4, save_every=2)
     with pytest.raises(NumericalError) as e:
         run(cfg, tok, task)

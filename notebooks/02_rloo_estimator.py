@@ -19,6 +19,9 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/latro-repro/latro/blob/main/notebooks/02_rloo_estimator.ipynb)
 #
+# *What this notebook says of the paper beyond its abstract and released code is our reading of it;
+# the README's "Checked against the paper" lists what could not be re-checked offline.*
+#
 # Notebook 01 showed that LaTRO maximises, for a question $x$ with gold answer $y$,
 #
 # $$J(\theta) = \mathbb{E}_{z\sim\pi_\theta(\cdot\mid x)}\big[\log\pi_\theta(y\mid x\oplus z)\big]

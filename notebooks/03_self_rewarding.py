@@ -19,6 +19,9 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/latro-repro/latro/blob/main/notebooks/03_self_rewarding.ipynb)
 #
+# *What this notebook says of the paper beyond its abstract and released code is our reading of it;
+# the README's "Checked against the paper" lists what could not be re-checked offline.*
+#
 # LaTRO needs no reward model and no answer checker. The reward of a sampled rationale $z$ is the
 # model's own probability of the gold answer $y$ after it (notebooks 01–02):
 #

@@ -19,6 +19,9 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/latro-repro/latro/blob/main/notebooks/04_train_latro.ipynb)
 #
+# *What this notebook says of the paper beyond its abstract and released code is our reading of it;
+# the README's "Checked against the paper" lists what could not be re-checked offline.*
+#
 # This notebook trains a model with **LaTRO** (LaTent Reasoning Optimization, arXiv 2411.04282),
 # with the supervised fine-tuning (**SFT**) baseline and with rejection-sampling fine-tuning
 # (**RFT**, the stronger baseline the paper's reviewers asked for), then evaluates the base, SFT,

@@ -19,6 +19,9 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/latro-repro/latro/blob/main/notebooks/05_arc_challenge.ipynb)
 #
+# *What this notebook says of the paper beyond its abstract and released code is our reading of it;
+# the README's "Checked against the paper" lists what could not be re-checked offline.*
+#
 # The paper's second benchmark. ARC-Challenge questions have 3–5 options; the gold answer $y$ is
 # the **text** of the correct option ("The answer is photosynthesis."), so the self-reward
 # $\log \pi_\theta(y \mid x \oplus z)$ scores whether a rationale leads to the right option's words,

@@ -19,6 +19,9 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/latro-repro/latro/blob/main/notebooks/06_ablations.ipynb)
 #
+# *What this notebook says of the paper beyond its abstract and released code is our reading of it;
+# the README's "Checked against the paper" lists what could not be re-checked offline.*
+#
 # Two questions from the paper's Figure 3:
 #
 # - **(a) How long must the model reason?** Greedy accuracy as a function of the inference budget L

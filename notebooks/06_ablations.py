@@ -160,9 +160,12 @@ display(Image(plot_maj_at_k(maj, FIG / f"06_maj_at_k_{profile}.png")))
 # their 95% intervals: 32 questions give intervals about ±15 points wide.
 #
 # The committed demo run: the base model is cut off mid-ramble at short budgets (0% at L = 16, 12.5% at
-# L = 32) and peaks at 31% (L = 64). LaTRO trained at L = 64 reaches 44–47% from L = 32 on, and the
-# model trained at L = 32 (the LaTRO-200 analogue) 44% at L = 16 and 59% from L = 32, with no
-# rationale cut at L ≥ 32: the first point of Figure 3 holds here. The second does not: majority
-# voting over T = 1 samples stays at 8–16% for both models, below their greedy accuracy, because this
-# model's T = 1 samples are much worse than its greedy answers (LaTRO trained at T = 0.7). That is a
-# negative result for maj@k at this scale.
+# L = 32) and peaks at 31% (L = 64). LaTRO trained at L = 64 reaches 47% at L = 32 and 59% from L = 64
+# on, with no rationale cut there: its gain over the base model holds at every budget above 16. The
+# model trained at L = 32 (the LaTRO-200 analogue) is the only one that answers anything at L = 16
+# (25%), but from L = 32 on it stays at 34–38%, below the L = 64 model; the previous demo (lr 2e-5)
+# had the order the other way round, and with ±17-point intervals neither order is established. So
+# the first point of Figure 3 holds here only in part. The second does not: majority voting over
+# T = 1 samples stays at 4–12% for both models, below their greedy accuracy, because this model's
+# T = 1 samples are much worse than its greedy answers (LaTRO trained at T = 0.7). That is a negative
+# result for maj@k at this scale.

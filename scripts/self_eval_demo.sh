@@ -17,7 +17,8 @@ for m in sft rft latro; do
   [ -d "$RUNS/$m-seed0" ] || continue              # a method the demo did not train (RFT is off by default)
   ckpt="$RUNS/$m-seed0/best"                       # the validation-chosen step; final when that was the last
   [ -d "$ckpt" ] || ckpt="$RUNS/$m-seed0/final"
-  [ -f "$OUT/$m/summary.json" ] || .venv/bin/latro evaluate "${common[@]}" --model "$ckpt" --out "$OUT/$m" > /dev/null
+  # done already, unless the model was trained again since (a new `make demo`)
+  [ "$OUT/$m/summary.json" -nt "$ckpt" ] || .venv/bin/latro evaluate "${common[@]}" --model "$ckpt" --out "$OUT/$m" > /dev/null
 done
 .venv/bin/latro tables --runs "$OUT" --out results --name self_eval_arithmetic_demo --maj-k 4
 .venv/bin/python - <<'PY'

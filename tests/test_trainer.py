@@ -119,6 +119,7 @@ tok = AutoTokenizer.from_pretrained(sys.argv[1])
 import latro_core.trainer as T
 from latro_core.models import tiny_model
 T.load_model = lambda *a, **k: tiny_model(tok)        # the CLI run, on the tiny model
+from latro_core.methods import STEPS
 step = STEPS["latro"]
 def gated_step(tr, s):
     if s == 1:   # before the 2nd step, wait for the test's signal (it comes after metrics line 1)

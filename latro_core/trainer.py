@@ -336,7 +336,7 @@ class Trainer:
         else:
             self.opt.load_state_dict(state)
 
-
+    # -- the pieces each method's step (methods.py) calls
     def my_questions(self, step: int):
         """(position of this process's first question in the step's global batch, its questions)."""
         idx = question_indices(step, len(self.task), self.cfg.questions_per_step, self.cfg.seed)

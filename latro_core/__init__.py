@@ -7,7 +7,8 @@ Modules, one job each:
 - ``logprobs``   log pi(z|x) and log pi(y|x+z) for a padded batch: one decoder call per length group
 - ``rollout``    sampling K rationales per question with stop strings and a KV cache
 - ``objective``  self-reward, truncation penalty, RLOO advantages, the Eq. 4 loss
-- ``trainer``    the LaTRO / SFT / RFT training loops (accelerate), metrics; ``checkpoint`` its I/O;
+- ``methods``    one optimizer step of LaTRO / SFT / RFT: samples, losses, backward
+- ``trainer``    the loop they share (accelerate), metrics; ``checkpoint`` its I/O and run-folder rules;
   ``sharding`` FSDP2 across processes
 - ``evaluate``   greedy and maj@k accuracy with intervals, self-evaluation AUROC, answer NLL
 - ``results``    tables from run outputs;  ``plots`` figures;  ``stats`` intervals and AUROC

@@ -81,13 +81,6 @@ def greedy_report(model, tokenizer, task, *, max_new_tokens: int = 128, direct: 
             "mean_length": sum(lengths) / n, "accuracy_finished": sum(finished) / len(finished) if finished else None}
 
 
-def greedy_accuracy(model, tokenizer, task, *, max_new_tokens: int = 128, direct: bool = False,
-                    progress: bool = False) -> float:
-    """Fraction of ``task`` answered correctly with greedy decoding."""
-    return greedy_report(model, tokenizer, task, max_new_tokens=max_new_tokens, direct=direct,
-                         progress=progress)["accuracy"]
-
-
 def _per_question(rolls) -> list[dict]:
     """Flatten the rollouts of :func:`generate_answers` into one dict of k-lists per question."""
     out = []

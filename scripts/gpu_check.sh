@@ -123,10 +123,11 @@ step benchmark_generation $PY benchmarks/generation.py --device $DEV --prompts $
 step train_latro $PY -m latro_core.cli train --task gsm8k --device $DEV --mixed-precision $MP --k $K \
   --max-new-tokens $L --questions-per-step $QPS --micro-batch $MB --steps $STEPS --lr 2e-5 --temperature 0.7 \
   --save-every 100000 --keep-resume-state false --progress false --out-dir "$RUNS/latro" --overwrite
+ANSWER_TOKENS=$($PY -c 'from latro_core.evaluate import ANSWER_TOKENS; print(ANSWER_TOKENS)')   # room after L
 for who in base latro; do
   model=$([[ $who == base ]] && echo "" || echo "--model $RUNS/latro/final")
   step "eval_$who" $PY -m latro_core.cli evaluate $model --task gsm8k --split test --limit $LIMIT \
-    --max-new-tokens $((L + 32)) --k 0 --auroc false --device $DEV --progress false --out "$RUNS/eval/$who"
+    --max-new-tokens $((L + ANSWER_TOKENS)) --k 0 --auroc false --device $DEV --progress false --out "$RUNS/eval/$who"
 done
 step table $PY -m latro_core.cli tables --runs "$RUNS/eval" --out "$REPORTS" --name gpu_latro_gsm8k
 echo "Finished: $(date -u +%Y-%m-%dT%H:%M:%SZ)" >> "$SUMMARY"

@@ -33,6 +33,10 @@ RUNS=(
   "r15s1_T0.7_lr1e-5      --temperature 0.7 --lr 1e-5 --seed 1"
   "r05s2_T0.7_lr2e-5      --temperature 0.7 --lr 2e-5 --seed 2"
   "r15s2_T0.7_lr1e-5      --temperature 0.7 --lr 1e-5 --seed 2"
+  # the demo recipe (r15) was still rising at its last step on all three seeds: three times as long
+  "r16_T0.7_lr1e-5_36steps   --temperature 0.7 --lr 1e-5 --steps 36 --keep-resume-state false"
+  "r16s1_T0.7_lr1e-5_36steps --temperature 0.7 --lr 1e-5 --steps 36 --keep-resume-state false --seed 1"
+  "r16s2_T0.7_lr1e-5_36steps --temperature 0.7 --lr 1e-5 --steps 36 --keep-resume-state false --seed 2"
 )
 want=("$@")
 jobs=()

@@ -20,6 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from latro_core.evaluate import ANSWER_TOKENS  # noqa: E402
 from latro_core.stats import wilson_interval  # noqa: E402
 
 KNOBS = ("lr", "lora", "k", "questions_per_step", "temperature", "beta", "lam", "truncation", "gamma",
@@ -72,7 +73,7 @@ def main(argv=None) -> None:
              f"Runs: `scripts/sweep_latro.sh NAME FLAGS...` (commands below; one thread each, two at a time); "
              f"this table and `{args.figure}`: `python scripts/summarize_sweep.py {args.runs}` at commit `{commit}`.", "",
              "Shared settings: " + ", ".join(f"{k}={v}" for k, v in same.items()) + f". Validation: greedy on the "
-             f"first {n_eval} validation questions (seed-0 shuffle), L+32 new tokens; accuracy % [95% Wilson], n = "
+             f"first {n_eval} validation questions (seed-0 shuffle), L+{ANSWER_TOKENS} new tokens; accuracy % [95% Wilson], n = "
              f"{n_eval} per point; step 0 is the starting model. 'equal r': mean fraction of a step's questions whose K "
              "rewards were all equal (no learning signal). Last eval: rationale length (tokens), % finished "
              "(EOS or template before the budget), accuracy % among finished.", ""]

@@ -12,7 +12,7 @@ import torch
 from latro_core import evaluate
 from latro_core.errors import ConfigError
 from latro_core.cli import command_line
-from latro_core.evaluate import (EvalConfig, answer_logprobs, answer_nll, generate_answers, greedy_accuracy,
+from latro_core.evaluate import (EvalConfig, answer_logprobs, answer_nll, generate_answers, greedy_report,
                                  k_values, maj_at_k, majority_vote, resolve_model, run_evaluation)
 from latro_core.stats import auroc, bootstrap_interval, wilson_interval
 from latro_core.rollout import Rollout
@@ -263,10 +263,12 @@ def test_answer_nll_shapes(tiny, arith):
     assert set(answer_nll(model, tok, arc, list(arc))) == {"no_rationale"}
 
 
-def test_generate_answers_and_greedy_accuracy(tiny, arith):
+def test_generate_answers_gives_k_answers_per_question_and_the_greedy_report_scores_them(tiny, arith):
     model, tok = tiny
     rolls, preds = generate_answers(model, tok, arith, list(arith), k=2, max_new_tokens=3, batch_questions=2,
                                     temperature=1.0, generator=torch.Generator().manual_seed(0))
     assert len(rolls) == 2 and [len(p) for p in preds] == [2, 2, 2]
-    acc = greedy_accuracy(model, tok, arith, max_new_tokens=3)
-    assert 0.0 <= acc <= 1.0
+    _, greedy = generate_answers(model, tok, arith, list(arith), max_new_tokens=3, batch_questions=2)
+    report = greedy_report(model, tok, arith, max_new_tokens=3, batch_questions=3)
+    assert report["n"] == 3
+    assert report["accuracy"] == sum(arith.is_correct(p[0], e) for p, e in zip(greedy, arith)) / 3

@@ -93,12 +93,14 @@ def plot_training(metrics_jsonl_path_or_list, path="figures/training.png", *, st
     nrows = math.ceil(len(panels) / cols)
     fig = Figure(figsize=(3.8 * cols, 2.7 * nrows + 0.5))
     axes = fig.subplots(nrows, cols, squeeze=False)
+    color = {label: f"C{i % 10}" for i, label in enumerate(runs)}     # a run keeps its colour in every panel
     for ax, key in zip(axes.flat, panels):
         scale = 100 if key in PERCENT_PANELS else 1
         for label, rows in runs.items():
             pts = [(m.get("step", i + 1), scale * m[key]) for i, m in enumerate(rows) if m.get(key) is not None]
             if pts:
-                ax.plot(*zip(*pts), marker="o" if key == "eval_accuracy" else None, ms=3, lw=1.2, label=label)
+                ax.plot(*zip(*pts), marker="o" if key == "eval_accuracy" else None, ms=3, lw=1.2, label=label,
+                        color=color[label])
         if start and start.get(key) is not None:
             ax.plot([0], [scale * start[key]], marker="*", ms=9, color="k", ls="none", label="starting model")
         title = TRAINING_PANELS[key] + (f", n={eval_n}" if key == "eval_accuracy" and eval_n else "")

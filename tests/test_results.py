@@ -153,6 +153,24 @@ def test_plots(tmp_path):
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_training_run_keeps_its_colour_in_every_panel(tmp_path, monkeypatch):
+    """Runs with different metrics (LaTRO: rewards; RFT: SFT loss, kept) overlaid in one figure: each
+    run's lines have one colour, so the shared legend names them right in every panel."""
+    from latro_core import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path, tight=True: figures.append(fig) or str(path))
+    latro = [{"step": i, "reward_mean": -3.0 + i, "eval_accuracy": 0.2 + 0.1 * i} for i in range(1, 4)]
+    rft = [{"step": i, "sft_loss": 1.0 / i, "kept": i, "eval_accuracy": 0.3} for i in range(1, 4)]
+    plots.plot_training({"LaTRO": latro, "RFT": rft}, tmp_path / "t.png")
+    colours = {}
+    for ax in figures[0].axes:
+        for line in ax.get_lines():
+            colours.setdefault(line.get_label(), set()).add(line.get_color())
+    assert set(colours) == {"LaTRO", "RFT"} and all(len(c) == 1 for c in colours.values())
+    assert colours["LaTRO"] != colours["RFT"]
+
+
 def test_plots_leave_the_backend_and_pyplot_alone(tmp_path):
     """Importing and using latro_core.plots keeps the notebook's backend (inline plots still show)
     and leaves no pyplot figure open."""

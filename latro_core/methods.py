@@ -81,6 +81,7 @@ def latro_step(tr: Trainer, step: int) -> dict:
             "sample_s": t_sample, "update_s": t_update, "score_s": t_score, "backward_s": t_backward,
             "samples": float(n_global)}
 
+
 def _log_samples(tr: Trainer, step: int, exs, roll, values: dict) -> None:
     """Append the K rationales of the step's first ``log_samples`` questions, with their reward
     (after the truncation penalty), log p(y|x⊕z) and advantage, to ``samples.jsonl``."""
@@ -91,6 +92,7 @@ def _log_samples(tr: Trainer, step: int, exs, roll, values: dict) -> None:
                                 "rationale": roll.texts[i], "length": len(roll.rationale_ids[i]),
                                 "truncated": bool(roll.truncated[i]),
                                 **{k: round(float(v[i]), 4) for k, v in values.items()}}) + "\n")
+
 
 @torch.no_grad()
 def _step_mean_reward(tr: Trainer, batches, refs, truncated) -> torch.Tensor | None:
@@ -110,6 +112,7 @@ def _step_mean_reward(tr: Trainer, batches, refs, truncated) -> torch.Tensor | N
         rewards.append(self_reward(logp_y, logp_z, ref, cfg.beta))
     return tr.acc.gather(torch.cat(rewards).float()).mean()
 
+
 def _sft_batch_loss(tr: Trainer, step: int, prompts, targets) -> dict:
     """−mean over samples of (1/|t|) log π(t|x): token-averaged NLL of the targets."""
     tok = tr.tok
@@ -127,6 +130,7 @@ def _sft_batch_loss(tr: Trainer, step: int, prompts, targets) -> dict:
         losses.append(nll.detach())
     return {"sft_loss": tr.acc.gather(torch.cat(losses)).mean(), "samples": float(n_global)}
 
+
 def sft_step(tr: Trainer, step: int) -> dict:
     """Fine-tune on x ⊕ gold rationale ⊕ answer (ARC: x ⊕ answer, the direct prompt)."""
     tok, (_, exs) = tr.tok, tr.my_questions(step)
@@ -134,6 +138,7 @@ def sft_step(tr: Trainer, step: int) -> dict:
     xs = [tok(tr.task.prompt(e, tok, direct=direct), add_special_tokens=False)["input_ids"] for e in exs]
     ts = [tok(tr.task.sft_target(e, tok), add_special_tokens=False)["input_ids"] for e in exs]
     return _sft_batch_loss(tr, step, xs, ts)
+
 
 def rft_step(tr: Trainer, step: int) -> dict:
     """Rejection sampling (STaR/RFT): sample K rationales, keep those whose answer is right,
@@ -154,7 +159,6 @@ def rft_step(tr: Trainer, step: int) -> dict:
     if xs:
         out.update(_sft_batch_loss(tr, step, xs, ts))
     return out
-
 
 
 def _frac_equal_rows(rewards: torch.Tensor) -> torch.Tensor:

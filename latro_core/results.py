@@ -111,8 +111,9 @@ def cell_stats(results: list[tuple[int, int]], per_question: list[dict] | None =
             "n": sorted({n for _, n in results}), "seeds": len(results), "correct": correct, "total": total}
 
 
-def _per_question(summary_path: Path, metric: str) -> dict | None:
-    """{question id: correct} from the predictions.jsonl beside a summary (None when absent)."""
+def question_correct(summary_path: Path, metric: str = "GD") -> dict | None:
+    """{question id: correct} under ``metric`` ("GD" greedy, "maj" the majority vote) from the
+    predictions.jsonl beside an evaluation's summary.json (None when absent)."""
     f = Path(summary_path).parent / "predictions.jsonl"
     if not f.exists():
         return None
@@ -182,7 +183,7 @@ def build_tables(cfg: TablesConfig) -> dict:
             seeds = sorted(groups.get((label, method, t, sp), {}).values(), key=lambda ps: str(ps[0]))
             kind = "GD" if m == "GD" else "maj"
             have = [(p, r) for p, s in seeds if (r := _metric(s, kind, cfg.maj_k)) is not None]
-            per_q = [_per_question(p, kind) for p, _ in have]
+            per_q = [question_correct(p, kind) for p, _ in have]
             cells[col] = cell_stats([r for _, r in have], None if any(q is None for q in per_q) else per_q) \
                 if have else None
         rows.append({"model": label, "method": METHOD_NAMES.get(method, method), "cells": cells})

@@ -108,3 +108,16 @@ def clustered_interval(per_seed: list[dict], n_boot: int = 2000, seed: int = 0) 
     means = C[idx].mean(axis=(1, 2))
     lo, hi = np.quantile(means, [0.025, 0.975])
     return float(lo), float(hi), len(ids)
+
+
+def paired_difference(a: list[dict], b: list[dict], n_boot: int = 2000, seed: int = 0) -> dict:
+    """Accuracy of A minus B on the same questions, several seeds (runs) each.
+
+    a, b: one {question id: correct} per run. Per question q, d_q = mean over A's runs of a_s[q] −
+    mean over B's runs of b_s[q]; returns {"mean": mean_q d_q, "ci95": the percentile bootstrap of
+    that mean over questions (:func:`bootstrap_interval`), "n": questions}. The question is the unit
+    resampled, so a question's answers under every run of A and B stay together.
+    """
+    mean_a, mean_b = ({q: sum(run[q] for run in runs) / len(runs) for q in runs[0]} for runs in (a, b))
+    d = [mean_a[q] - mean_b[q] for q in mean_b]
+    return {"mean": sum(d) / len(d), "ci95": list(bootstrap_interval(d, n_boot=n_boot, seed=seed)), "n": len(d)}

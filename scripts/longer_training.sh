@@ -43,32 +43,30 @@ import sys
 from pathlib import Path
 
 from latro_core.plots import plot_training
-from latro_core.stats import bootstrap_interval
+from latro_core.results import question_correct
+from latro_core.stats import paired_difference
 
 OUT, latro = Path("runs/longer"), sys.argv[1:]
 
 DEMO = Path("runs/demo/04_train_latro/eval")     # notebook 04's 12-step models on the same questions (make demo)
 seeds = range(3)
 
-def per_question(folder, runs):
-    """{question id: mean correctness over the runs}, from their predictions.jsonl."""
-    rows = [{r["id"]: r["greedy"]["correct"] for r in map(json.loads, (folder / run / "predictions.jsonl").open())}
-            for run in runs]
-    return {q: sum(r[q] for r in rows) / len(rows) for q in rows[0]}
+def per_seed(folder, method):
+    """{question id: correct} of each seed's greedy answers (its evaluation's predictions.jsonl)."""
+    return [question_correct(folder / f"{method}-seed{s}" / "summary.json") for s in seeds]
 
 def paired(what, a, b):
-    d = [a[q] - b[q] for q in b]
-    lo, hi = bootstrap_interval(d, n_boot=2000, seed=0)
-    print(f"- {what} (mean over 3 seeds each, n = {len(d)} test questions): {100 * sum(d) / len(d):+.1f} points "
-          f"[{100 * lo:+.1f}, {100 * hi:+.1f}] (95% bootstrap over questions)")
+    d = paired_difference(a, b)
+    print(f"- {what} (mean over 3 seeds each, n = {d['n']} test questions): {100 * d['mean']:+.1f} points "
+          f"[{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}] (95% bootstrap over questions)")
 
 print("\nPaired differences:\n")
-latro36, rft36 = (per_question(OUT / "eval", [f"{m}-seed{s}" for s in seeds]) for m in ("latro", "rft"))
+latro36, rft36 = per_seed(OUT / "eval", "latro"), per_seed(OUT / "eval", "rft")
 paired("LaTRO minus RFT, both 36 steps", latro36, rft36)
 if all((DEMO / f"{m}-seed{s}" / "predictions.jsonl").exists() for m in ("latro", "rft") for s in seeds):
     for m, at36 in (("latro", latro36), ("rft", rft36)):
         paired(f"{'LaTRO' if m == 'latro' else 'RFT'} 36 steps minus 12 steps (notebook 04's demo models)", at36,
-               per_question(DEMO, [f"{m}-seed{s}" for s in seeds]))
+               per_seed(DEMO, m))
 print()
 runs = {**{f"LaTRO seed {s}": Path("runs/recipe") / latro[s] / "metrics.jsonl" for s in seeds},
         **{f"RFT seed {s}": OUT / f"rft-seed{s}" / "metrics.jsonl" for s in seeds}}

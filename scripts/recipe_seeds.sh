@@ -22,23 +22,17 @@ done
 # the paired difference: per validation question, the mean over seeds of lr 1e-5's correctness minus
 # the demo recipe's, bootstrapped over questions (the same 200 questions under all six runs)
 .venv/bin/python - <<'PY' | tee -a results/latro_recipe_seeds.md
-import json
 from pathlib import Path
-from latro_core.stats import bootstrap_interval
+from latro_core.results import question_correct
+from latro_core.stats import paired_difference
 OUT = Path("runs/recipe_seeds")
 
-def correct(run):
-    return {r["id"]: r["greedy"]["correct"] for r in map(json.loads, (OUT / run / "predictions.jsonl").open())}
+def runs(*names):
+    return [question_correct(OUT / name / "summary.json") for name in names]
 
-def per_question(runs):
-    rows = [correct(r) for r in runs]
-    return {q: sum(r[q] for r in rows) / len(rows) for q in rows[0]}
-
-new = per_question(["r15_T0.7_lr1e-5", "r15s1_T0.7_lr1e-5", "r15s2_T0.7_lr1e-5"])
-old = per_question(["r05_T0.7_lr2e-5", "r05s1_T0.7_lr2e-5", "r05s2_T0.7_lr2e-5"])
-d = [new[q] - old[q] for q in old]
-lo, hi = bootstrap_interval(d, n_boot=2000, seed=0)
-print(f"\nPaired difference, lr 1e-5 minus lr 2e-5 (mean over 3 seeds each, n = {len(d)} validation questions): "
-      f"{100 * sum(d) / len(d):+.1f} points [{100 * lo:+.1f}, {100 * hi:+.1f}] (95% bootstrap over questions; "
-      f"`bash scripts/recipe_seeds.sh`).")
+d = paired_difference(runs("r15_T0.7_lr1e-5", "r15s1_T0.7_lr1e-5", "r15s2_T0.7_lr1e-5"),
+                      runs("r05_T0.7_lr2e-5", "r05s1_T0.7_lr2e-5", "r05s2_T0.7_lr2e-5"))
+print(f"\nPaired difference, lr 1e-5 minus lr 2e-5 (mean over 3 seeds each, n = {d['n']} validation questions): "
+      f"{100 * d['mean']:+.1f} points [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}] (95% bootstrap over "
+      f"questions; `bash scripts/recipe_seeds.sh`).")
 PY

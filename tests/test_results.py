@@ -79,6 +79,31 @@ def test_seeds_on_the_same_questions_are_resampled_by_question_not_as_independen
     assert cell["ci"] == "bootstrap over questions" and cell["ci95"] == [lo, hi]
 
 
+def test_a_paired_difference_averages_each_side_over_its_seeds_and_resamples_questions():
+    from latro_core.stats import bootstrap_interval, paired_difference
+
+    a = [{f"q{i}": i < 60 for i in range(100)}, {f"q{i}": i < 40 for i in range(100)}]   # seeds: 60%, 40%
+    b = [{f"q{i}": i < 30 for i in range(100)}]
+    d = paired_difference(a, b)
+    per_q = [(int(i < 60) + int(i < 40)) / 2 - int(i < 30) for i in range(100)]
+    assert d["n"] == 100 and d["mean"] == pytest.approx(0.20)
+    assert d["ci95"] == list(bootstrap_interval(per_q, n_boot=2000, seed=0))
+    assert d["ci95"][0] < 0.20 < d["ci95"][1]
+    # identical sides differ by exactly nothing, in every resample
+    assert paired_difference(b, b) == {"mean": 0.0, "ci95": [0.0, 0.0], "n": 100}
+
+
+def test_question_correct_reads_the_greedy_answers_beside_a_summary(tmp_path):
+    from latro_core.results import question_correct
+
+    rows = [{"id": "a", "greedy": {"correct": True}, "maj_correct": False},
+            {"id": "b", "greedy": {"correct": False}, "maj_correct": True}]
+    (tmp_path / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert question_correct(tmp_path / "summary.json") == {"a": True, "b": False}
+    assert question_correct(tmp_path / "summary.json", "maj") == {"a": False, "b": True}
+    assert question_correct(tmp_path / "missing" / "summary.json") is None
+
+
 def test_build_tables(runs, tmp_path):
     out = tmp_path / "results"
     t = build_tables(TablesConfig(runs=str(runs), out=str(out), name="t2"))

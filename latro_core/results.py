@@ -8,9 +8,9 @@ RFT, LaTRO), columns "GD" (greedy) and "maj@8" for each task. A cell is
     mean accuracy over seeds  [95% interval]   (n questions, number of seeds)
 
 with the Wilson interval of the single seed, or, for ≥ 2 seeds evaluated on the same questions, a
-clustered bootstrap: questions are resampled (each keeping its correctness under every seed), since
-seeds answering the same question are not independent trials; beside it the standard deviation of
-the per-seed accuracies. (Without per-question records the pooled Wilson interval is the fallback,
+two-level bootstrap: seeds are resampled, then questions (each keeping its correctness under every
+seed), so the interval covers both which models were trained and which questions were asked; beside
+it the standard deviation of the per-seed accuracies. (Without per-question records the pooled Wilson interval is the fallback,
 and the cell says so.) Nothing is typed by hand: the
 .md, .csv and .json files each record the command, the git commit and the source summaries.
 """
@@ -29,7 +29,7 @@ from pathlib import Path
 from .errors import ConfigError
 from .cli import command_line, git_commit
 from .evaluate import SUMMARY_KIND
-from .stats import clustered_interval, wilson_interval
+from .stats import SEEDS_AND_QUESTIONS, seed_question_interval, wilson_interval
 
 METHOD_NAMES = {"base": "Base", "sft": "SFT", "rft": "RFT", "latro": "LaTRO"}
 
@@ -91,8 +91,8 @@ def _group(found, split: str) -> tuple[dict, list[Path], list[Path]]:
 def cell_stats(results: list[tuple[int, int]], per_question: list[dict] | None = None) -> dict:
     """One table cell from per-seed (correct, n) pairs (and, when known, per-seed {question id: correct}).
 
-    mean = (1/S) Σ_s c_s/n_s;  ci95 = Wilson(c_1, n_1) for S = 1, else the clustered bootstrap over
-    questions (:func:`clustered_interval`), or the pooled Wilson(Σc_s, Σn_s) when ``per_question``
+    mean = (1/S) Σ_s c_s/n_s;  ci95 = Wilson(c_1, n_1) for S = 1, else the two-level bootstrap over
+    seeds and questions (:func:`seed_question_interval`), or the pooled Wilson(Σc_s, Σn_s) when ``per_question``
     is missing ("ci": which one); seed_std = sample std of c_s/n_s (S ≥ 2, else None).
     """
     accs = [c / n for c, n in results if n > 0]
@@ -102,8 +102,8 @@ def cell_stats(results: list[tuple[int, int]], per_question: list[dict] | None =
     if len(results) == 1:
         (lo, hi), how = wilson_interval(*results[0]), "wilson"
     elif per_question is not None and len(per_question) == len(results):
-        lo, hi, _ = clustered_interval(per_question)
-        how = "bootstrap over questions"
+        lo, hi, _ = seed_question_interval(per_question)
+        how = SEEDS_AND_QUESTIONS
     else:
         (lo, hi), how = wilson_interval(correct, total), "pooled wilson"
     return {"mean": statistics.fmean(accs), "ci95": [lo, hi], "ci": how,

@@ -1,5 +1,6 @@
-"""Statistics: intervals for accuracies (Wilson; a bootstrap over questions, clustered when several
-seeds answered the same questions), AUROC, mean and standard error. Pure numpy; no model here."""
+"""Statistics: intervals for accuracies (Wilson for one model; a two-level bootstrap over seeds and
+questions for several trained models), paired differences with rliable's probability of
+improvement, AUROC, mean and standard error. Pure numpy; no model here."""
 
 from __future__ import annotations
 
@@ -92,32 +93,78 @@ def accuracy_stats(correct) -> dict:
     return {"accuracy": c / n if n else float("nan"), "correct": c, "n": n, "ci95": list(wilson_interval(c, n))}
 
 
-def clustered_interval(per_seed: list[dict], n_boot: int = 2000, seed: int = 0) -> tuple[float, float, int]:
-    """95% percentile bootstrap of mean accuracy over seeds, resampling *questions*.
+SEEDS_AND_QUESTIONS = "bootstrap over seeds and questions"
 
-    per_seed: one {question id: correct} per seed. With C (n_q, S) the correctness of the questions
-    all seeds answered, each resample draws n_q rows of C with replacement and takes C*.mean(); a
-    question keeps its S answers together, so between-question variance is counted once, not S
-    times. Returns (lo, hi, n_q).
+
+def _correctness(per_seed: list[dict], ids: list) -> np.ndarray:
+    """C (n_q, S): C[q, s] = 1.0 where seed s answered question ids[q] right."""
+    return np.array([[bool(d[i]) for d in per_seed] for i in ids], dtype=float)
+
+
+def _seed_question_means(C: np.ndarray, seed_draws: np.ndarray, question_draws: np.ndarray) -> np.ndarray:
+    """Mean accuracy of each two-level resample: (B,) from C (n_q, S), seed_draws (B, S) and
+    question_draws (B, n_q) of indices. With w_b(s) = (times seed s was drawn)/S and
+    m_b(q) = Σ_s w_b(s)·C[q, s] (question q's accuracy over the drawn seeds),
+
+        mean_b = (1/n_q) Σ_{q drawn} m_b(q).
+    """
+    B, S = seed_draws.shape
+    w = np.zeros((B, C.shape[1]))
+    np.add.at(w, (np.arange(B)[:, None], seed_draws), 1.0 / S)
+    m = w @ C.T                                             # (B, n_q)
+    return np.take_along_axis(m, question_draws, axis=1).mean(axis=1)
+
+
+def seed_question_interval(per_seed: list[dict], n_boot: int = 2000, seed: int = 0) -> tuple[float, float, int]:
+    """95% percentile interval of the mean accuracy over seeds, from a **two-level bootstrap**:
+    each resample draws S seeds with replacement, then n_q questions with replacement (a question
+    keeps its answers under every drawn seed), and takes the mean accuracy (:func:`_seed_question_means`).
+
+    per_seed: one {question id: correct} per seed (trained model). Both sources of variation are
+    counted: which seeds were trained (the larger one at S = 3–5 here) and which questions were
+    asked. Resampling questions alone treats the S trained models as fixed and under-covers when
+    seeds differ (tests/test_stats.py simulates both). With S = 1 only questions vary.
+    Returns (lo, hi, n_q) over the questions every seed answered.
     """
     ids = sorted(set.intersection(*(set(d) for d in per_seed)))
     if not ids:
         return float("nan"), float("nan"), 0
-    C = np.array([[bool(d[i]) for d in per_seed] for i in ids], dtype=float)
-    idx = np.random.default_rng(seed).integers(0, len(ids), size=(n_boot, len(ids)))
-    means = C[idx].mean(axis=(1, 2))
+    C = _correctness(per_seed, ids)
+    rng = np.random.default_rng(seed)
+    means = _seed_question_means(C, rng.integers(0, C.shape[1], (n_boot, C.shape[1])),
+                                 rng.integers(0, len(ids), (n_boot, len(ids))))
     lo, hi = np.quantile(means, [0.025, 0.975])
     return float(lo), float(hi), len(ids)
 
 
 def paired_difference(a: list[dict], b: list[dict], n_boot: int = 2000, seed: int = 0) -> dict:
-    """Accuracy of A minus B on the same questions, several seeds (runs) each.
+    """Accuracy of A minus B on the same questions, several seeds (trained models) each.
 
-    a, b: one {question id: correct} per run. Per question q, d_q = mean over A's runs of a_s[q] −
-    mean over B's runs of b_s[q]; returns {"mean": mean_q d_q, "ci95": the percentile bootstrap of
-    that mean over questions (:func:`bootstrap_interval`), "n": questions}. The question is the unit
-    resampled, so a question's answers under every run of A and B stay together.
+    a, b: one {question id: correct} per seed. mean = mean accuracy of A's seeds − B's. ci95: the
+    two-level bootstrap of that difference: A's seeds and B's seeds are drawn with replacement
+    (independently: they are different runs), then the questions once for both (a question keeps
+    its answers under every seed of A and of B, so the pairing by question is kept).
+    Returns {"mean", "ci95", "n": questions, "seeds": [S_A, S_B], "ci": what was resampled,
+    "p_improvement": :func:`probability_of_improvement` of A over B}.
     """
-    mean_a, mean_b = ({q: sum(run[q] for run in runs) / len(runs) for q in runs[0]} for runs in (a, b))
-    d = [mean_a[q] - mean_b[q] for q in mean_b]
-    return {"mean": sum(d) / len(d), "ci95": list(bootstrap_interval(d, n_boot=n_boot, seed=seed)), "n": len(d)}
+    ids = sorted(set.intersection(*(set(d) for d in a + b)))
+    CA, CB = _correctness(a, ids), _correctness(b, ids)
+    rng = np.random.default_rng(seed)
+    questions = rng.integers(0, len(ids), (n_boot, len(ids)))
+    diff = (_seed_question_means(CA, rng.integers(0, len(a), (n_boot, len(a))), questions)
+            - _seed_question_means(CB, rng.integers(0, len(b), (n_boot, len(b))), questions))
+    lo, hi = np.quantile(diff, [0.025, 0.975])
+    return {"mean": float(CA.mean() - CB.mean()), "ci95": [float(lo), float(hi)], "n": len(ids),
+            "seeds": [len(a), len(b)], "ci": SEEDS_AND_QUESTIONS,
+            "p_improvement": probability_of_improvement(CA.mean(0), CB.mean(0))}
+
+
+def probability_of_improvement(scores_a, scores_b) -> float:
+    """P(A > B) over seed pairs, rliable's definition for one task (Agarwal et al. 2021):
+
+        P(A > B) = 1/(S_A·S_B) Σ_i Σ_j [a_i > b_j] + ½·[a_i = b_j],
+
+    a_i, b_j: the per-seed scores (here accuracies). 0.5 means neither tends to beat the other.
+    """
+    a, b = np.asarray(scores_a, dtype=float)[:, None], np.asarray(scores_b, dtype=float)[None, :]
+    return float(((a > b) + 0.5 * (a == b)).mean())

@@ -60,37 +60,46 @@ def test_cell_stats():
     assert format_cell(None) == "–"
 
 
-def test_seeds_on_the_same_questions_are_resampled_by_question_not_as_independent_trials():
-    from latro_core.stats import clustered_interval
+def test_seeds_on_the_same_questions_are_resampled_as_seeds_then_questions_not_as_independent_trials():
+    from latro_core.stats import SEEDS_AND_QUESTIONS, seed_question_interval
 
     same = {f"q{i}": i < 50 for i in range(100)}                    # 3 seeds answering identically
-    lo, hi, n_q = clustered_interval([same, same, same])
+    lo, hi, n_q = seed_question_interval([same, same, same])
     assert n_q == 100
     wilson_one = wilson_interval(50, 100)
     pooled = wilson_interval(150, 300)
     # identical seeds add no information: the interval is as wide as one seed's, not 1/sqrt(3) of it
     assert (hi - lo) == pytest.approx(wilson_one[1] - wilson_one[0], rel=0.15)
     assert (hi - lo) > 1.4 * (pooled[1] - pooled[0])
-    # independent-looking seeds (different questions right) average out: a narrower interval
-    mixed = [{f"q{i}": (i + 33 * s) % 100 < 50 for i in range(100)} for s in range(3)]
-    lo2, hi2, _ = clustered_interval(mixed)
-    assert hi2 - lo2 < hi - lo
+    # seeds that differ (30% / 50% / 70% right) widen it: which models were trained varies too
+    spread = [{f"q{i}": i < c for i in range(100)} for c in (30, 50, 70)]
+    lo2, hi2, _ = seed_question_interval(spread)
+    assert hi2 - lo2 > 1.5 * (hi - lo) and lo2 < 0.4 and hi2 > 0.6
     cell = cell_stats([(50, 100)] * 3, [same, same, same])
-    assert cell["ci"] == "bootstrap over questions" and cell["ci95"] == [lo, hi]
+    assert cell["ci"] == SEEDS_AND_QUESTIONS and cell["ci95"] == [lo, hi]
 
 
-def test_a_paired_difference_averages_each_side_over_its_seeds_and_resamples_questions():
-    from latro_core.stats import bootstrap_interval, paired_difference
+def test_a_paired_difference_resamples_each_sides_seeds_and_the_shared_questions():
+    from latro_core.stats import paired_difference
 
     a = [{f"q{i}": i < 60 for i in range(100)}, {f"q{i}": i < 40 for i in range(100)}]   # seeds: 60%, 40%
     b = [{f"q{i}": i < 30 for i in range(100)}]
     d = paired_difference(a, b)
-    per_q = [(int(i < 60) + int(i < 40)) / 2 - int(i < 30) for i in range(100)]
-    assert d["n"] == 100 and d["mean"] == pytest.approx(0.20)
-    assert d["ci95"] == list(bootstrap_interval(per_q, n_boot=2000, seed=0))
-    assert d["ci95"][0] < 0.20 < d["ci95"][1]
+    assert d["n"] == 100 and d["mean"] == pytest.approx(0.20) and d["seeds"] == [2, 1]
+    assert d["ci"] == "bootstrap over seeds and questions"
+    # A's seed draws alone move the difference between +0.10 (both seeds 40%) and +0.30 (both 60%)
+    assert d["ci95"][0] <= 0.10 + 0.02 and d["ci95"][1] >= 0.30 - 0.02
+    assert d["p_improvement"] == 1.0                                 # both of A's seeds beat B's
     # identical sides differ by exactly nothing, in every resample
-    assert paired_difference(b, b) == {"mean": 0.0, "ci95": [0.0, 0.0], "n": 100}
+    same = paired_difference(b, b)
+    assert (same["mean"], same["ci95"], same["p_improvement"]) == (0.0, [0.0, 0.0], 0.5)
+
+
+def test_probability_of_improvement_counts_seed_pairs_and_halves_ties():
+    from latro_core.stats import probability_of_improvement
+
+    assert probability_of_improvement([0.5, 0.7], [0.6]) == 0.5
+    assert probability_of_improvement([0.6, 0.7], [0.6, 0.5]) == pytest.approx((0.5 + 1 + 1 + 1) / 4)
 
 
 def test_question_correct_reads_the_greedy_answers_beside_a_summary(tmp_path):

@@ -4,7 +4,8 @@ Three tasks share one interface (:class:`Task`):
 
 - ``gsm8k``          grade-school math; gold answer a number, gold rationale the worked solution
 - ``arc_challenge``  multiple-choice science; gold answer the option text, checked by label
-- ``arithmetic``     seeded multi-step word problems generated here (no download), for small models
+- ``arithmetic``     seeded multi-step word problems generated here (no download), for small models;
+                     its ``unseen`` split uses numbers outside the training range (new arithmetic)
 
 GSM8K and ARC are read from ``<data_dir>/gsm8k/<split>.jsonl`` and
 ``<data_dir>/arc-challenge/<split>.jsonl`` (``data_dir`` argument, else ``$LATRO_DATA_DIR``),
@@ -34,11 +35,15 @@ STOP_STRINGS: tuple[str, ...] = (
 )
 TASKS: tuple[str, ...] = ("gsm8k", "arc_challenge", "arithmetic")
 _SPLITS = {"gsm8k": ("train", "test"), "arc_challenge": ("train", "validation", "test"),
-           "arithmetic": ("train", "validation", "test")}
+           "arithmetic": ("train", "validation", "test", "unseen")}
 _ALIASES = {"arc-challenge": "arc_challenge", "arc": "arc_challenge"}
 # Default difficulty of the generated problems (one dict so it can be tuned in one place).
 DEFAULT_ARITH = {"steps": 1, "low": 2, "high": 12, "ops": "+-"}
-_ARITH_N = {"train": 1000, "validation": 200, "test": 500}
+_ARITH_N = {"train": 1000, "validation": 200, "test": 500, "unseen": 200}
+# The arithmetic "unseen" split: every start and amount in high+1 .. high+UNSEEN_WIDTH (13..30 at the
+# default high = 12), so no (start, op, amount) triple of it occurs in train/validation/test, whose
+# numbers stay in low..high. A test set for new arithmetic, never used for selection.
+UNSEEN_WIDTH = 18
 COT_SUFFIX = "Let's think step by step."
 ARC_COT_SUFFIX = ("Let's think step by step first then print your answer like "
                   "'The answer is (one of the options)'.")
@@ -485,7 +490,9 @@ def _split_of(question: str) -> str:
 def _arithmetic(split: str, n: int | None = None, seed: int = 0, steps: int | None = None,
                 low: int | None = None, high: int | None = None, ops: str | None = None) -> Arithmetic:
     """``n`` distinct problems for ``split``; the same arguments give the same problems anywhere
-    (string-seeded ``random.Random``; questions are bucketed by SHA-256 so splits are disjoint)."""
+    (string-seeded ``random.Random``; questions are bucketed by SHA-256 so splits are disjoint).
+    ``unseen`` draws its numbers from high+1 .. high+UNSEEN_WIDTH instead (new arithmetic, not
+    only new wording: it shares no (start, op, amount) with the other splits)."""
     cfg = {**DEFAULT_ARITH, **{k: v for k, v in
                                (("steps", steps), ("low", low), ("high", high), ("ops", ops)) if v is not None}}
     n = _ARITH_N[split] if n is None else n
@@ -497,12 +504,14 @@ def _arithmetic(split: str, n: int | None = None, seed: int = 0, steps: int | No
                           f"ops={ops!r}; need integers n >= 0, steps >= 1, 1 <= low <= high, and ops "
                           "a non-empty string of '+', '-', '*'.")
     rng = random.Random(f"latro-arithmetic:{seed}:{split}")
+    unseen = split == "unseen"
+    num_low, num_high = (high + 1, high + UNSEEN_WIDTH) if unseen else (low, high)
     seen, examples = set(), []
     for _ in range(100 * n + 1000):
         if len(examples) == n:
             break
-        problem = _arith_problem(rng, steps, low, high, "".join(sorted(set(ops))))
-        if problem is None or problem[0] in seen or _split_of(problem[0]) != split:
+        problem = _arith_problem(rng, steps, num_low, num_high, "".join(sorted(set(ops))))
+        if problem is None or problem[0] in seen or (not unseen and _split_of(problem[0]) != split):
             continue
         seen.add(problem[0])
         examples.append(Example(question=problem[0], answer=problem[2], rationale=problem[1],

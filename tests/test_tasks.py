@@ -309,6 +309,25 @@ def test_arithmetic_generator():
         assert len(re.findall(r" [-+*] ", ex.rationale)) == DEFAULT_ARITH["steps"]
 
 
+def test_the_unseen_arithmetic_split_shares_no_start_op_amount_triple_with_any_other_split():
+    def triples(split, **kw):
+        out = set()
+        for ex in load_task("arithmetic", split, **kw):
+            start = int(re.search(r"starts with (\d+)", ex.rationale).group(1))
+            out |= {(start, op, int(k)) for _, op, k, _ in re.findall(r"(\d+) ([-+]) (\d+) = (\d+)", ex.rationale)}
+        return out
+
+    seen = triples("train") | triples("validation") | triples("test")
+    unseen = load_task("arithmetic", "unseen")
+    assert len(unseen) == 200 and len({e.question for e in unseen}) == 200
+    assert seen and not (triples("unseen") & seen)
+    for ex in unseen:                                 # numbers 13..30: outside training's 2..12
+        nums = [int(x) for x in re.findall(r"\d+", ex.question)]
+        assert all(13 <= x <= 30 for x in nums), ex.question
+        assert unseen.extract_answer(unseen.sft_target(ex)) == ex.answer
+    assert "unseen" in task_splits("arithmetic")
+
+
 def test_arithmetic_knobs():
     hard = load_task("arithmetic", "test", n=50, steps=3, low=5, high=9, ops="+-*")
     assert hard.config["steps"] == 3

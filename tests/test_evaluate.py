@@ -41,6 +41,8 @@ def arith():
 ])
 def test_wilson_known_values(s, n, lo, hi):
     got = wilson_interval(s, n)
+    # float64 formula against 5-decimal hand values: rounding them is <= 5e-6 (measured <= 4.1e-7); the Wald
+    # interval (no z²/n terms) is ~0.05 off at 5/10
     assert got == pytest.approx((lo, hi), abs=1e-5)
 
 
@@ -57,6 +59,8 @@ def test_bootstrap_interval():
     rng = np.random.default_rng(1)
     v = rng.normal(5.0, 1.0, size=400)
     lo, hi = bootstrap_interval(v, n_boot=500, seed=0)
+    # 0.196 for σ = 1, n = 400; seeded: this sample's std is 0.91 and 500 resamples add a few % of noise, measured
+    # ratio 0.87, inside 25%; a width off by √n or by 2 is far outside
     assert lo < v.mean() < hi and hi - lo == pytest.approx(2 * 1.96 / 20, rel=0.25)  # ≈ ±1.96 σ/√n
     assert bootstrap_interval(v, n_boot=500, seed=0) == (lo, hi)                      # seeded
     assert all(math.isnan(x) for x in bootstrap_interval([]))
@@ -111,7 +115,7 @@ def test_auroc_matches_pairwise_count():
     y = rng.random(60) < 0.4
     pos, neg = s[y], s[~y]
     brute = ((pos[:, None] > neg[None]).sum() + 0.5 * (pos[:, None] == neg[None]).sum()) / (len(pos) * len(neg))
-    assert auroc(s, y) == pytest.approx(brute)
+    assert auroc(s, y) == pytest.approx(brute)   # both a count over 60 samples in float64: exact but for rounding
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -127,7 +131,10 @@ def test_answer_logprobs_match_full_softmax(tiny):
             lp = model(input_ids=seq).logits.float().log_softmax(-1)[0]
         start = len(xs[i]) + len(zs[i])
         want = sum(lp[t - 1, seq[0, t]].item() for t in range(start, seq.shape[1]))
+        # fp32 packed sums of <= 3 tokens (|sum| <= 33, ulp 3.8e-6) vs a float64 sum of fp32 log_softmax values:
+        # measured 9.5e-7, ~100x inside; a token scored off by one position changes the sum by O(1)
         assert got[i].item() == pytest.approx(want, abs=1e-4)
+    # one padded micro-batch of both rows vs one row a call (another padding): measured equal; bound 1e-4 + 1e-5·|sum|
     assert torch.allclose(answer_logprobs(model, tok, xs, zs, ys, batch_size=16), got, atol=1e-4)
 
 
@@ -160,6 +167,7 @@ def test_answer_scoring_through_run(tiny, arith, tmp_path, monkeypatch):
     s = run_evaluation(EvalConfig(task="arithmetic", limit=3, k=2, max_new_tokens=8, device="cpu",
                                   progress=False, out=str(tmp_path / "ev")), model, tok)
     # greedy = sample 0: right for q = 0, 2; maj@2: ties → the first sample's answer, the same
+    # (approx's default rel 1e-6: ratios of counts and the same Wilson formula in float64, through JSON: exact)
     assert s["greedy"]["correct"] == 2 and s["greedy"]["accuracy"] == pytest.approx(2 / 3)
     assert s["maj_at_k"]["1"]["correct"] == 2 and s["maj_at_k"]["2"]["correct"] == 2
     assert s["sample_accuracy"]["correct"] == 3 and s["sample_accuracy"]["n"] == 6

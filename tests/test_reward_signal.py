@@ -21,6 +21,8 @@ def test_signal_stats_fractions_and_within_question_auroc():
             _rec(2, False, False, -4.0), _rec(2, False, True, -4.0), _rec(2, False, False, -4.0)]  # q2: no right one
     s = signal_stats(recs, n_boot=200)
     assert s["n_samples"] == 9 and s["n_questions"] == 3
+    # approx's default rel 1e-6 here: ratios of counts (and of pair counts for AUROC) in float64, exact but for
+    # one rounding; a count off by one changes a fraction by >= 1/9
     assert s["frac_right"] == pytest.approx(3 / 9) and s["frac_finished"] == pytest.approx(5 / 9)
     assert s["frac_right_and_finished"] == pytest.approx(2 / 9)
     assert s["frac_questions_with_right_finished"] == pytest.approx(2 / 3)

@@ -364,11 +364,14 @@ def test_prepacked_linears_match_linear_and_do_not_depend_on_batch_mates():
             pairs = net(x[3:5])
             prefill = net(x.view(1, 8, 576).expand(2, 8, 576))        # 16 rows > 8: F.linear (MKL)
     assert not any("forward" in vars(m) for m in net)
+    # three chained fp32 linears (K = 576, 1536, 576; outputs |y| <= 1), oneDNN's kernel vs MKL's: another
+    # summation order, measured 9e-7, far inside (>= 200x); a wrong weight, bias or layout is off by ~0.1-1
     torch.testing.assert_close(got, want, atol=2e-4, rtol=1e-4)
     assert torch.equal(prefill, net(x.view(1, 8, 576).expand(2, 8, 576)))
     if not all(torch.equal(a, got[i:i + 1]) for i, a in enumerate(alone)) or not torch.equal(pairs, got[3:5]):
         # bit-identical on the AVX-512 EPYCs of earlier sessions; on an EPYC with AVX512-BF16 (session 6)
         # oneDNN picks kernels by row count, and a row alone differs from it among 8 at float rounding
+        # (measured 7.5e-7 on outputs |y| <= 1: ~18x inside 1e-5 + 1e-5|y|; a batch-mate leaking in is O(0.1))
         for i, a in enumerate(alone):
             torch.testing.assert_close(a, got[i:i + 1], atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(pairs, got[3:5], atol=1e-5, rtol=1e-5)
@@ -420,6 +423,8 @@ def test_prepacked_lora_layers_carry_their_adapter(smol_tokenizer):
             assert packed and all("forward" in vars(m) for m in layers)
             assert not any("forward" in vars(c) for m in layers for c in m.modules() if c is not m)
             got = layers[0](x)
+    # one fp32 linear with W + s·B·A merged vs peft's base + adapter (K = 64, outputs |y| <= 1): rounding of the
+    # merge and another summation order, measured 1.3e-7 (~90x inside); a lost adapter is off by > 1e-3
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     assert all(torch.equal(p, base[n]) for n, p in model.named_parameters() if "lora" not in n)
     assert not any("forward" in vars(m) for m in model.modules())

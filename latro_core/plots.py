@@ -5,6 +5,7 @@ no backend and leaves no open figures: notebooks keep their inline plots, script
 
 - :func:`figure2`            the paper's Figure 2: NLL of the gold answer by rationale kind, per model
 - :func:`plot_training`      training curves from ``metrics.jsonl`` (small multiples)
+- :func:`plot_seed_bands`    a line per method, a band over its seeds (validation accuracy vs step)
 - :func:`plot_maj_at_k`      maj@k accuracy vs k (log2 axis), from evaluation summaries
 - :func:`plot_accuracy_vs_L` accuracy vs the rationale budget L
 """
@@ -115,6 +116,29 @@ def plot_training(metrics_jsonl_path_or_list, path="figures/training.png", *, st
                    frameon=False)
         fig.tight_layout(rect=(0, 0.06 if nrows > 1 else 0.1, 1, 1))
     return _save(fig, path, tight=False)
+
+
+def plot_seed_bands(curves: dict[str, list[list[tuple[int, float]]]], path, *, start: float | None = None,
+                    eval_n: int | None = None, title: str = "validation accuracy, greedy (%)") -> str:
+    """One line per method with a band over its seeds: ``curves`` {method: one [(step, accuracy)]
+    per seed}. The line is the mean over seeds at each step, the band the lowest to the highest
+    seed; ``start``: the starting model's accuracy at step 0 (a black star)."""
+    fig = Figure(figsize=(5.6, 3.6))
+    ax = fig.subplots()
+    for i, (label, seeds) in enumerate(curves.items()):
+        steps = sorted(set.intersection(*(set(s for s, _ in run) for run in seeds))) if seeds else []
+        if not steps:
+            continue
+        at = [[dict(run)[s] * 100 for run in seeds] for s in steps]
+        ax.fill_between(steps, [min(v) for v in at], [max(v) for v in at], color=f"C{i}", alpha=0.2, lw=0)
+        ax.plot(steps, [sum(v) / len(v) for v in at], marker="o", ms=3, color=f"C{i}",
+                label=f"{label} (mean, band: range over {len(seeds)} seeds)")
+    if start is not None:
+        ax.plot([0], [100 * start], marker="*", ms=10, color="k", ls="none", label="base model")
+    ax.set_xlabel("optimizer step")
+    ax.set_title(title + (f", n = {eval_n} questions" if eval_n else ""), fontsize=9)
+    ax.legend(fontsize=7, frameon=False)
+    return _save(fig, path)
 
 
 def _offsets(n: int, width: float) -> list[float]:

@@ -1,0 +1,279 @@
+"""A comparison study that a reviewer accepts: equal tuning on validation, fresh seeds on test,
+intervals over seeds and questions. ``scripts/study_arithmetic.py`` is its first user.
+
+A study is a list of **cells**, each one training run (or the base model) and its evaluations:
+
+    tune cells   every method × its grid point × 2 seeds, 12 steps, greedy validation accuracy at the end
+    pick         per method, the grid point with the highest mean validation accuracy over its seeds
+                 (ties: the earlier grid point); the same rule for every method
+    final cells  the pick × fresh seeds × each training length; the final model answers the test
+                 split and the unseen split (never used for selection)
+    report       the table (seed-and-question intervals), paired comparisons with P(A > B), the figure
+
+**Resume-safe across sessions and machines.** A finished cell leaves a small record under
+``out/<cell>/`` (the run's config.json and metrics.jsonl; each evaluation's summary.json and its
+per-question answers; ``done.json`` with the commands) that is committed with the results; its
+model weights live in ``scratch/<cell>/`` and are deleted once the record is written. Rerunning the
+study skips every recorded cell and starts any unfinished one over, so it can be stopped (Ctrl-C,
+SIGTERM, a session's end) and continued anywhere from a clone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from .cli import cli_flags, git_commit
+from .errors import ConfigError, LatroError
+from .evaluate import ANSWER_TOKENS, EvalConfig
+from .results import cell_stats, question_correct
+from .stats import SEEDS_AND_QUESTIONS, paired_difference
+from .trainer import TrainConfig
+
+SUBCOMMAND = {"latro": "train", "sft": "sft", "rft": "rft"}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of a study: ``train`` holds the TrainConfig fields (None: the untrained base model);
+    the final model answers each split of ``evals`` (``eval_limit`` questions, greedy)."""
+
+    name: str                          # "tune/latro_lr1.5e-05_T0.7_seed0": its folder under out/ and scratch/
+    method: str                        # base | sft | rft | latro
+    train: dict | None = None
+    evals: tuple[str, ...] = ()
+    label: str = ""                    # the row it belongs to ("LaTRO, 36 steps")
+
+
+@dataclass
+class StudyConfig:
+    """One study run: which phase, where records go, how many runs at a time."""
+
+    phase: str = "all"                 # tune | final | report | all (tune, then final, then report)
+    out: str = "results/study_arithmetic"        # the committed records, one folder per cell
+    scratch: str = "runs/study_arithmetic"       # model weights and logs while a cell runs (deleted after)
+    jobs: int = 2                      # runs at a time, one torch thread each (2 cores: 2)
+    only: str = ""                     # comma-separated cell names (or prefixes) to run; "": every cell
+    dry_run: bool = False              # list the cells and what is recorded, run nothing
+
+
+# ----------------------------------------------------------------------------- the grid and the pick
+
+def grid_name(method: str, point: dict, seed: int, prefix: str = "tune") -> str:
+    knobs = "_".join(f"{'T' if k == 'temperature' else k}{v:g}" for k, v in sorted(point.items()))
+    return f"{prefix}/{method}_{knobs}_seed{seed}"
+
+
+def tune_cells(grids: dict[str, list[dict]], common: dict[str, dict], seeds=(0, 1)) -> list[Cell]:
+    """Every method × grid point × seed, trained with ``common[method]`` plus the point."""
+    return [Cell(grid_name(m, p, s), m, {**common[m], **p, "seed": s})
+            for m, points in grids.items() for p in points for s in seeds]
+
+
+def validation_accuracy(record: Path) -> float | None:
+    """The last ``eval_accuracy`` in a recorded run's metrics.jsonl (None: not recorded)."""
+    f = record / "metrics.jsonl"
+    if not f.exists():
+        return None
+    accs = [r["eval_accuracy"] for r in map(json.loads, f.read_text().splitlines()) if "eval_accuracy" in r]
+    return accs[-1] if accs else None
+
+
+def pick(method: str, points: list[dict], seeds, out: Path) -> tuple[dict | None, list[dict]]:
+    """The grid point with the highest mean validation accuracy over ``seeds`` (ties: the earlier
+    point), and every point's row; (None, rows) while some tuning cell is unrecorded."""
+    rows = []
+    for p in points:
+        accs = [validation_accuracy(out / grid_name(method, p, s)) if (out / grid_name(method, p, s) / "done.json").exists()
+                else None for s in seeds]
+        rows.append({"method": method, **p, "validation": accs,
+                     "mean": statistics.fmean(accs) if None not in accs else None})
+    if any(r["mean"] is None for r in rows):
+        return None, rows
+    best = max(range(len(rows)), key=lambda i: (rows[i]["mean"], -i))
+    rows[best]["picked"] = True
+    return points[best], rows
+
+
+# ----------------------------------------------------------------------------- running one cell
+
+def _run(args: list[str], log: Path) -> None:
+    """``latro <args>`` in a child process with one torch thread, output to ``log``."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    with open(log, "w") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "latro_core.cli", *args], stdout=f, stderr=subprocess.STDOUT,
+                                env=env, start_new_session=True)
+        _CHILDREN.add(proc)
+        try:
+            code = proc.wait()
+        finally:
+            _CHILDREN.discard(proc)
+    if code != 0:
+        raise LatroError(f"`latro {args[0]}` failed (exit {code}); see {log}")
+
+
+_CHILDREN: set = set()
+
+
+def _stop_children(*_):
+    for proc in list(_CHILDREN):
+        os.killpg(proc.pid, signal.SIGTERM)
+    raise KeyboardInterrupt
+
+
+def eval_config(cell: Cell, split: str, model: str | None, out: Path, eval_kw: dict) -> EvalConfig:
+    return EvalConfig(**{**eval_kw, "split": split, "model": model, "out": str(out / f"eval-{split}"),
+                         "method": cell.method, "model_label": cell.label or None, "progress": False,
+                         "train_seed": (cell.train or {}).get("seed")})
+
+
+def _compact_predictions(src: Path, dst: Path) -> None:
+    """Keep of each question what the tables read (id, gold, the greedy prediction, right or not,
+    how it ended), not the prompt and rationale: a cell's record stays a few tens of KB."""
+    keep = []
+    for ln in src.read_text().splitlines():
+        r = json.loads(ln)
+        g = r.get("greedy", {})
+        keep.append({"id": r["id"], "gold": r.get("gold"),
+                     "greedy": {k: g.get(k) for k in ("pred", "correct", "finish")}})
+    dst.write_text("".join(json.dumps(r) + "\n" for r in keep))
+
+
+def run_cell(cell: Cell, cfg: StudyConfig, eval_kw: dict) -> None:
+    """Train (unless the base model), evaluate, record, delete the weights (module doc)."""
+    record, scratch = Path(cfg.out) / cell.name, Path(cfg.scratch) / cell.name
+    t0, commands = time.time(), []
+    shutil.rmtree(scratch, ignore_errors=True)
+    model = None
+    if cell.train is not None:
+        tc = TrainConfig(**{**cell.train, "method": cell.method, "out_dir": str(scratch / "run"), "progress": False,
+                            "keep_resume_state": False, "save_every": 10**6, "overwrite": True})
+        args = [SUBCOMMAND[cell.method]] + cli_flags(tc, skip=("method",))
+        _run(args, scratch / "train.log")
+        commands.append("latro " + " ".join(args))
+        model = str(scratch / "run" / "final")
+    for split in cell.evals:
+        ec = eval_config(cell, split, model, scratch, eval_kw)
+        args = ["evaluate"] + cli_flags(ec)
+        _run(args, scratch / f"eval-{split}.log")
+        commands.append("latro " + " ".join(args))
+    shutil.rmtree(record, ignore_errors=True)
+    record.mkdir(parents=True)
+    if cell.train is not None:
+        for f in ("config.json", "metrics.jsonl"):
+            shutil.copy(scratch / "run" / f, record / f)
+    for split in cell.evals:
+        (record / f"eval-{split}").mkdir()
+        shutil.copy(scratch / f"eval-{split}" / "summary.json", record / f"eval-{split}" / "summary.json")
+        _compact_predictions(scratch / f"eval-{split}" / "predictions.jsonl",
+                             record / f"eval-{split}" / "predictions.jsonl")
+    (record / "done.json").write_text(json.dumps(
+        {"cell": dataclasses.asdict(cell), "commands": commands, "git_commit": git_commit(),
+         "wall_s": round(time.time() - t0, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=1))
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
+def run_cells(cells: list[Cell], cfg: StudyConfig, eval_kw: dict) -> list[str]:
+    """Every unrecorded cell of ``cells``, ``cfg.jobs`` at a time; returns the names that failed."""
+    only = [s for s in cfg.only.split(",") if s]
+    todo = [c for c in cells if not (Path(cfg.out) / c.name / "done.json").exists()
+            and (not only or any(c.name.startswith(o) for o in only))]
+    print(f"{len(cells) - len(todo)} of {len(cells)} cells recorded; {len(todo)} to run", flush=True)
+    if cfg.dry_run:
+        for c in todo:
+            print("  would run", c.name, flush=True)
+        return []
+    failed, lock = [], threading.Lock()
+
+    def one(c: Cell):
+        print(f"{time.strftime('%H:%M:%S')} start {c.name}", flush=True)
+        try:
+            run_cell(c, cfg, eval_kw)
+            print(f"{time.strftime('%H:%M:%S')} done  {c.name}", flush=True)
+        except LatroError as e:
+            with lock:
+                failed.append(c.name)
+            print(f"{time.strftime('%H:%M:%S')} FAILED {c.name}: {e}", flush=True)
+
+    signal.signal(signal.SIGTERM, _stop_children)
+    with ThreadPoolExecutor(max(1, cfg.jobs)) as pool:
+        try:
+            list(pool.map(one, todo))
+        except KeyboardInterrupt:
+            for proc in list(_CHILDREN):
+                os.killpg(proc.pid, signal.SIGTERM)
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+    return failed
+
+
+# ----------------------------------------------------------------------------- reading the records
+
+def per_seed_answers(out: Path, cells: list[Cell], split: str) -> tuple[list[dict], list[dict]]:
+    """For the recorded ``cells``: their {question id: correct} on ``split`` and their summaries' greedy entries."""
+    answers, greedy = [], []
+    for c in cells:
+        f = out / c.name / f"eval-{split}" / "summary.json"
+        if (out / c.name / "done.json").exists() and f.exists():
+            answers.append(question_correct(f))
+            greedy.append(json.loads(f.read_text())["greedy"])
+    return answers, greedy
+
+
+def row_stats(out: Path, cells: list[Cell], split: str) -> dict | None:
+    """One table cell: mean over seeds, the seed-and-question interval, each seed's accuracy, the
+    finished share (1 − cut at the evaluation budget) averaged over seeds."""
+    answers, greedy = per_seed_answers(out, cells, split)
+    if not answers:
+        return None
+    c = cell_stats([(g["correct"], g["n"]) for g in greedy], answers)
+    c["per_seed"] = [g["accuracy"] for g in greedy]
+    c["finished"] = statistics.fmean(1 - g["frac_truncated"] for g in greedy)
+    if c["seeds"] == 1:
+        c["ci"] = "wilson over questions (one model)"
+    return c
+
+
+def compare(out: Path, a: list[Cell], b: list[Cell], split: str) -> dict | None:
+    """A − B on ``split``: :func:`~latro_core.stats.paired_difference` (seeds and questions resampled)."""
+    (qa, _), (qb, _) = per_seed_answers(out, a, split), per_seed_answers(out, b, split)
+    if not qa or not qb:
+        return None
+    d = paired_difference(qa, qb)
+    assert d["ci"] == SEEDS_AND_QUESTIONS
+    return d
+
+
+def pct(x) -> str:
+    return "–" if x is None else f"{100 * x:.1f}"
+
+
+def format_stats(c: dict | None) -> str:
+    if c is None:
+        return "–"
+    lo, hi = c["ci95"]
+    return f"{pct(c['mean'])} [{pct(lo)}, {pct(hi)}]"
+
+
+def format_difference(d: dict | None) -> str:
+    if d is None:
+        return "–"
+    lo, hi = d["ci95"]
+    return f"{100 * d['mean']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}], P(A>B) = {d['p_improvement']:.2f}"
+
+
+def require_phase(phase: str) -> None:
+    if phase not in ("tune", "final", "report", "all"):
+        raise ConfigError(f"--phase {phase!r} is not one of tune, final, report, all")

@@ -22,16 +22,9 @@ def save_checkpoint(path: Path, model, optimizer_state: dict, scheduler, step: i
                     tokenizer=None, model_state: dict | None = None) -> None:
     """Write model/adapter (and tokenizer), the optimizer's state dict, scheduler, RNG state and step
     to ``path`` (``model_state``: the weights to write, when not the model's own, e.g. gathered
-    from shards) atomically: a temporary folder is filled (``trainer.json`` last) and then renamed, so a kill at
-    any moment leaves either the old or the new checkpoint (:func:`checkpoint_step` recovers the
-    one complete folder if the kill fell between the two renames)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    old = path.with_name(path.name + ".old")
-    _recover_checkpoint(path)
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        tmp.mkdir(parents=True)
+    from shards) atomically (:func:`write_folder_atomically`, ``trainer.json`` last)."""
+
+    def fill(tmp: Path) -> None:
         save_model(model, tokenizer, tmp / "model", state_dict=model_state)
         rng = {"torch_rng": torch.get_rng_state()}
         if torch.cuda.is_available():
@@ -39,8 +32,25 @@ def save_checkpoint(path: Path, model, optimizer_state: dict, scheduler, step: i
         torch.save({"optimizer": optimizer_state, "scheduler": scheduler.state_dict(), **rng},
                    tmp / "state.pt")
         (tmp / "trainer.json").write_text(json.dumps({"step": step, "config": asdict(config)}, indent=1))
+
+    write_folder_atomically(path, fill)
+
+
+def write_folder_atomically(path: Path, fill) -> None:
+    """``fill(tmp)`` writes the folder's files into ``<path>.tmp``, which is then renamed to ``path``:
+    a kill or a failed write at any moment leaves either the old folder or the new one, never a
+    partial one (:func:`_recover_checkpoint` restores the one complete folder if a kill fell between
+    the two renames). A failure inside ``fill`` removes the temporary folder and re-raises."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    old = path.with_name(path.name + ".old")
+    _recover_checkpoint(path)
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+        fill(tmp)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)   # the previous checkpoint is untouched
+        shutil.rmtree(tmp, ignore_errors=True)   # the previous folder is untouched
         raise
     if path.exists():
         shutil.rmtree(old, ignore_errors=True)
@@ -128,7 +138,38 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 # what a run writes into its out_dir (a new run refuses a folder holding any of them without --overwrite)
 RUN_FILES = ("metrics.jsonl", "samples.jsonl", "config.json", "checkpoint", "checkpoint.old", "checkpoint.tmp",
-             "final", "best", "best.tmp", "best.json")
+             "final", "final.old", "final.tmp", "best", "best.old", "best.tmp", "best.json")
+MODELS = ("final", "best", "checkpoint")          # what --resume must never delete
+LOCK_FILE = ".latro.lock"
+
+
+def hold_folder(out: Path, what: str = "--out-dir"):
+    """Take the folder ``out`` for this process: an exclusive ``flock`` on ``out/.latro.lock``, which
+    the kernel releases when the process ends (a killed run leaves no stale lock). The lock file
+    says who holds it (PID and command). A folder another process holds: ConfigError at once,
+    naming that process, with nothing written. Returns the open lock file (close it to release)."""
+    import fcntl
+    import sys
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        f = open(out / LOCK_FILE, "a+")
+    except OSError as e:
+        raise ConfigError(f"cannot write to the output folder {out} ({e.strerror or e}); "
+                          f"choose a writable {what}.") from None
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise ConfigError(f"{out} is in use by {holder}; wait for it to end, stop it, or choose another "
+                          f"{what}.") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"PID {os.getpid()} ({' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])})\n")
+    f.flush()
+    return f
 # settings that --resume may change freely: the step budget, the progress bar, where things are read and written
 RESUME_FREE = ("steps", "progress", "out_dir", "data_dir", "device", "resume", "overwrite", "change")
 

@@ -4,6 +4,8 @@ The CLI catches :class:`LatroError` and prints its message alone (no traceback);
 library callers can catch it too. Anything else escaping is a bug in latro.
 """
 
+from contextlib import contextmanager
+
 
 class LatroError(Exception):
     """Base class: the message says what went wrong and how to fix it."""
@@ -27,6 +29,33 @@ class NumericalError(LatroError):
 
 class CheckpointError(LatroError):
     """A checkpoint or run record cannot be read back, or a checkpoint cannot be written."""
+
+
+class WriteError(LatroError):
+    """A file could not be written: a full disk, a file-size limit, a read-only folder, no permission."""
+
+
+def is_write_failure(e: BaseException) -> bool:
+    """An OSError (ENOSPC, EFBIG, EROFS, EACCES, ...) or safetensors' SafetensorError (not an OSError:
+    it reports a full disk as "Error while serializing: I/O error")."""
+    return isinstance(e, OSError) or type(e).__name__ == "SafetensorError"
+
+
+@contextmanager
+def writing(what: str, then):
+    """Turn a failed write inside the block into one :class:`WriteError`: what could not be written,
+    why (the OS's words), and ``then`` (a string, or a function called only on failure): what is
+    intact and how to go on."""
+    try:
+        yield
+    except LatroError:
+        raise
+    except Exception as e:  # noqa: BLE001 - only write failures are translated; the rest re-raise
+        if not is_write_failure(e):
+            raise
+        reason = (e.strerror if isinstance(e, OSError) and e.strerror
+                  else (str(e).strip().splitlines() or [type(e).__name__])[0][:160])
+        raise WriteError(f"could not write {what} ({reason}); {then() if callable(then) else then}") from None
 
 
 def check_finite(step: int, **quantities) -> None:

@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from .cli import command_line, git_commit
-from .errors import ConfigError
+from .checkpoint import hold_folder
+from .errors import ConfigError, writing
 from .stats import accuracy_stats, auroc, bootstrap_interval, mean_se
 from .logprobs import pack, sequence_logprobs
 from .rollout import eval_mode, sample_rationales
@@ -354,44 +355,49 @@ def run_evaluation(cfg: EvalConfig, model=None, tokenizer=None) -> dict:
     name = cfg.name or "-".join([_run_name(cfg.model, adapter) or label, task.name, cfg.split]
                                 + (["direct"] if cfg.direct else []))
     out = Path(cfg.out or Path("runs") / "eval" / name)
-    if model is None:
-        model, tokenizer = load_model(base, dtype=cfg.dtype, device=cfg.device, adapter=adapter)
-    tok = tokenizer
-    torch.manual_seed(cfg.seed)
-    gen_kw = dict(max_new_tokens=cfg.max_new_tokens, direct=cfg.direct, batch_questions=cfg.batch_questions,
-                  progress=cfg.progress)
+    lock = hold_folder(out, "--out")     # one evaluation at a time into a folder
+    try:
+        if model is None:
+            model, tokenizer = load_model(base, dtype=cfg.dtype, device=cfg.device, adapter=adapter)
+        tok = tokenizer
+        torch.manual_seed(cfg.seed)
+        gen_kw = dict(max_new_tokens=cfg.max_new_tokens, direct=cfg.direct, batch_questions=cfg.batch_questions,
+                      progress=cfg.progress)
 
-    summary = {"kind": SUMMARY_KIND, "name": name, "model": cfg.model, "adapter": adapter, "base_model": base,
-               "model_label": label, "method": method, "train_seed": train_seed, "seed": cfg.seed,
-               "task": task.name, "split": cfg.split, "n": len(examples), "direct": cfg.direct,
-               "max_new_tokens": cfg.max_new_tokens, "k": cfg.k, "temperature": cfg.temperature}
-    records = [{"id": ex.id, "prompt": task.prompt(ex, tok, direct=cfg.direct), "gold": ex.answer,
-                **({"gold_label": ex.label} if ex.label else {})} for ex in examples]
+        summary = {"kind": SUMMARY_KIND, "name": name, "model": cfg.model, "adapter": adapter, "base_model": base,
+                   "model_label": label, "method": method, "train_seed": train_seed, "seed": cfg.seed,
+                   "task": task.name, "split": cfg.split, "n": len(examples), "direct": cfg.direct,
+                   "max_new_tokens": cfg.max_new_tokens, "k": cfg.k, "temperature": cfg.temperature}
+        records = [{"id": ex.id, "prompt": task.prompt(ex, tok, direct=cfg.direct), "gold": ex.answer,
+                    **({"gold_label": ex.label} if ex.label else {})} for ex in examples]
 
-    if cfg.greedy:
-        summary["greedy"] = _greedy_pass(model, tok, task, examples, records, gen_kw)
-    scores = correct = None
-    if cfg.k > 0:
-        sampled, scores, correct = _sampling_pass(cfg, model, tok, task, examples, records, gen_kw)
-        summary.update(sampled)
-    if cfg.nll:
-        summary["answer_nll"] = answer_nll(model, tok, task, examples, direct=cfg.direct, batch_size=cfg.score_batch)
-        if cfg.k > 0:  # own rationales: −(self-reward) already computed above
-            flat_s = [(-v, c) for sc, cs in zip(scores, correct) for v, c in zip(sc, cs)]
-            summary["answer_nll"]["own_correct"] = mean_se([v for v, c in flat_s if c])
-            summary["answer_nll"]["own_wrong"] = mean_se([v for v, c in flat_s if not c])
+        if cfg.greedy:
+            summary["greedy"] = _greedy_pass(model, tok, task, examples, records, gen_kw)
+        scores = correct = None
+        if cfg.k > 0:
+            sampled, scores, correct = _sampling_pass(cfg, model, tok, task, examples, records, gen_kw)
+            summary.update(sampled)
+        if cfg.nll:
+            summary["answer_nll"] = answer_nll(model, tok, task, examples, direct=cfg.direct, batch_size=cfg.score_batch)
+            if cfg.k > 0:  # own rationales: −(self-reward) already computed above
+                flat_s = [(-v, c) for sc, cs in zip(scores, correct) for v, c in zip(sc, cs)]
+                summary["answer_nll"]["own_correct"] = mean_se([v for v, c in flat_s if c])
+                summary["answer_nll"]["own_wrong"] = mean_se([v for v, c in flat_s if not c])
 
-    summary.update(time_s=round(time.time() - t0, 2), created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                   argv=list(sys.argv), command=command_line("evaluate", cfg), git_commit=git_commit(),
-                   config=asdict(cfg))
-    summary = _jsonable(summary)
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "predictions.jsonl", "w") as f:
-        for rec in records:
-            f.write(json.dumps(_jsonable(rec)) + "\n")
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    summary["out"] = str(out)
-    return summary
+        summary.update(time_s=round(time.time() - t0, 2), created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                       argv=list(sys.argv), command=command_line("evaluate", cfg), git_commit=git_commit(),
+                       config=asdict(cfg))
+        summary = _jsonable(summary)
+        with writing(f"the evaluation's results to {out}", "nothing else was changed: free space (or fix the folder's "
+                     "permissions) and run the evaluation again"):
+            with open(out / "predictions.jsonl", "w") as f:
+                for rec in records:
+                    f.write(json.dumps(_jsonable(rec)) + "\n")
+            (out / "summary.json").write_text(json.dumps(summary, indent=1))
+        summary["out"] = str(out)
+        return summary
+    finally:
+        lock.close()
 
 
 def _greedy_pass(model, tok, task, examples, records, gen_kw) -> dict:

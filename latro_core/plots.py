@@ -18,6 +18,8 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from .errors import writing
+
 NLL_CONDITIONS = {"no_rationale": "no rationale", "gold_rationale": "gold rationale",
                   "own_correct": "own rationale, right", "own_wrong": "own rationale, wrong"}
 TRAINING_PANELS = {"reward_mean": "self-reward, after the truncation penalty (nats)",
@@ -31,10 +33,12 @@ PERCENT_PANELS = ("frac_truncated", "eval_accuracy")      # stored as fractions,
 
 def _save(fig, path, tight: bool = True) -> str:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if tight:
         fig.tight_layout()
-    fig.savefig(path, dpi=150)
+    with writing(f"the figure {path}", "nothing else was changed: free space (or fix the folder's permissions) "
+                 "and draw it again"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=150)
     return str(path)
 
 

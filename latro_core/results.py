@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 
-from .errors import ConfigError
+from .errors import ConfigError, writing
 from .cli import command_line, git_commit
 from .evaluate import SUMMARY_KIND
 from .stats import SEEDS_AND_QUESTIONS, seed_question_interval, wilson_interval
@@ -198,11 +198,13 @@ def build_tables(cfg: TablesConfig) -> dict:
              "columns": [c[0] for c in columns], "rows": rows, "self_eval": self_eval,
              "sources": [str(p) for p in used], "superseded": [str(p) for p in superseded]}
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     paths = {ext: out / f"{cfg.name}.{ext}" for ext in ("md", "csv", "json")}
-    paths["md"].write_text(to_markdown(table))
-    paths["csv"].write_text(to_csv(table, columns))
-    paths["json"].write_text(json.dumps(table, indent=1))
+    with writing(f"the tables to {out}", "the evaluation summaries they are built from are untouched: free space "
+                 "(or fix the folder's permissions) and run `latro tables` again"):
+        out.mkdir(parents=True, exist_ok=True)
+        paths["md"].write_text(to_markdown(table))
+        paths["csv"].write_text(to_csv(table, columns))
+        paths["json"].write_text(json.dumps(table, indent=1))
     table["paths"] = {k: str(v) for k, v in paths.items()}
     print(f"latro tables: {len(rows)} rows x {len(columns)} columns from {len(used)} summaries -> "
           + ", ".join(str(p) for p in paths.values()))

@@ -63,7 +63,9 @@ class Example:
 # ----------------------------------------------------------------------------- numbers
 
 # A number: optional sign (not after a word char, so "16-3" gives 3), thousands groups, decimals, fraction.
-_NUM = re.compile(r"(?<![\w.])(-?)\$?((?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?)(?:/(\d+)(?![\d.]))?")
+# a number: optional sign and "$", digits with comma grouping or not, an optional decimal part, or a
+# leading-decimal ".5"; then an optional "/denominator" (not "/4.5", but "/4." at a sentence's end)
+_NUM = re.compile(r"(?<![\w.])(-?)\$?((?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)(?:/(\d+)(?!\d|\.\d))?")
 # "the answer is", "the final answer is", "answer:" (any case), optional colon.
 _TEMPLATE = re.compile(r"(?:\bthe\s+(?:final\s+)?answer\s+is\b|\banswer\s*:)\s*:?", re.IGNORECASE)
 
@@ -236,13 +238,17 @@ class Task:
 
     def extract_answer(self, text: str, ex: Example | None = None) -> str | None:
         """Normalized number after the first answer template followed by one on its line (in
-        digits, or in words 0-99 right after the template: "The answer is five."), else the last
-        number in ``text``; None when there is no number. Typographic minus signs and non-comma
+        digits, or in words 0-99 right after the template: "The answer is five."; after an
+        expression, its result: "The answer is 12 + 5 = 17." reads 17), else the last number in
+        ``text``; None when there is no number. Typographic minus signs and non-comma
         thousands separators ("1 234", "1'234") are read as "-" and grouping."""
         text = _plain(text)
         for segment in _after_templates(text):
-            if (num := _number_word(segment)) is not None or (num := normalize_number(segment)) is not None:
-                return num
+            # an expression after the template ("12 + 5 = 17."): its result, the last "= ..." value
+            result = segment.rsplit("=", 1)[1] if "=" in segment else segment
+            for part in dict.fromkeys((result, segment)):
+                if (num := _number_word(part.lstrip())) is not None or (num := normalize_number(part)) is not None:
+                    return num
         matches = list(_NUM.finditer(text))
         return normalize_number(matches[-1].group(0)) if matches else None
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import signal
 import time
@@ -32,9 +31,9 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import (RUN_FILES, _load_weights, _read_back, _truncate_metrics, check_writable, checkpoint_step,
-                         resume_changes, save_checkpoint)
-from .errors import CheckpointError, ConfigError, NumericalError, check_finite
+from .checkpoint import (MODELS, RUN_FILES, _load_weights, _read_back, _truncate_metrics, check_writable,
+                         checkpoint_step, hold_folder, resume_changes, save_checkpoint, write_folder_atomically)
+from .errors import ConfigError, NumericalError, check_finite, writing
 from .logprobs import PolicyScorer, sequence_logprobs
 from .methods import STEPS
 from .models import LoraSpec, add_lora, enable_checkpointing, frozen_copy, load_model, save_model
@@ -209,6 +208,22 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.out = Path(config.out_dir)
         self.ckpt = self.out / "checkpoint"
+        # one owner per run folder, taken before anything is written (the main process holds it for
+        # the group); released when training ends, or by the kernel when the process dies
+        self._lock = hold_folder(self.out) if self.acc.is_main_process else None
+        try:
+            self._set_up(config, model, tokenizer, task)
+        except BaseException:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        """Give the run folder up (another run may then write into it)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def _set_up(self, config: TrainConfig, model, tokenizer, task) -> None:
         check_writable(self.out)
         resume_from = self.ckpt if (config.resume and checkpoint_step(self.ckpt) is not None) else None
         self.changes = resume_changes(config, resume_from) if resume_from is not None else {}
@@ -285,14 +300,23 @@ class Trainer:
         self.acc.wait_for_everyone()
         if not found:
             return
-        if config.resume:
-            # killed before its first checkpoint: nothing to resume, and the records beyond the last
-            # checkpoint (here: all) are dropped on any resume
+        models = [name for name in found if name.split(".")[0] in MODELS]
+        if config.resume and not config.overwrite:
+            if models:   # a finished run without resume state (--keep-resume-state false): never deleted
+                raise ConfigError(
+                    f"{self.out} holds a run with {', '.join(models)} but no resume state (it was trained with "
+                    f"--keep-resume-state false), so --resume cannot continue it; nothing was changed. Train "
+                    f"further from its model into a new folder (--model {self.out / models[0]} --out-dir NEW), "
+                    f"or start over here with --overwrite (deletes it).")
+            # killed before its first checkpoint: only records, which any resume drops beyond its checkpoint
             if self.acc.is_main_process:
-                print(f"latro: {self.out} has no checkpoint to resume from; starting the run over.", flush=True)
+                print(f"latro: {self.out} has no checkpoint to resume from; starting the run over "
+                      f"(deletes {', '.join(found)}).", flush=True)
         elif not config.overwrite:
             raise ConfigError(f"{self.out} already holds a run ({', '.join(found)}); continue it with --resume, "
                               f"or start over with --overwrite (deletes it), or pick another --out-dir.")
+        elif self.acc.is_main_process:
+            print(f"latro: --overwrite deletes {', '.join(found)} in {self.out}", flush=True)
         if self.acc.is_main_process:
             for name in found:
                 path = self.out / name
@@ -417,6 +441,12 @@ class Trainer:
                 if self._stop_signal is not None:
                     raise TrainingInterrupted(f"stopped by signal {self._stop_signal} after step {self.step}; "
                                               f"checkpoint saved in {self.ckpt}; continue with --resume")
+            state = self._model_state()
+            if self.acc.is_main_process:
+                with writing(f"the final model to {self.out / 'final'}", self._how_to_go_on):
+                    write_folder_atomically(self.out / "final",
+                                            lambda tmp: save_model(self.lm, self.tok, tmp, state_dict=state))
+                self._finish_best()
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
@@ -424,11 +454,17 @@ class Trainer:
                 bar.close()
             if cfg.tracker:
                 self.acc.end_training()
-        state = self._model_state()
-        if self.acc.is_main_process:
-            save_model(self.lm, self.tok, self.out / "final", state_dict=state)
-            self._finish_best()
+            self.release()
         return last
+
+    def _how_to_go_on(self) -> str:
+        """After a failed write: what is intact and how to continue (the second half of the error)."""
+        kept = checkpoint_step(self.ckpt)
+        if kept is None:
+            return ("no checkpoint was written before it (--keep-resume-state false, or before the first save), so "
+                    "free space (or fix the folder's permissions) and rerun with --overwrite.")
+        return (f"the checkpoint of step {kept} in {self.ckpt} is intact: free space (or fix the folder's "
+                f"permissions) and continue with --resume.")
 
     def _optimizer_step(self, m: dict) -> dict:
         """After a step's backward: the total gradient norm (clipped to ``grad_clip``; a non-finite one
@@ -450,7 +486,8 @@ class Trainer:
     def _record(self, m: dict, bar) -> dict:
         """A step's metrics to metrics.jsonl, the progress bar and the tracker (process 0 writes)."""
         if self.acc.is_main_process:
-            with open(self.out / "metrics.jsonl", "a") as f:
+            with writing(f"{self.out / 'metrics.jsonl'} (step {m.get('step')})", self._how_to_go_on), \
+                    open(self.out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(m) + "\n")
             if bar is not None:
                 bar.update(1)
@@ -487,16 +524,10 @@ class Trainer:
             return
         self.acc.wait_for_everyone()
         model_state, opt_state = self._model_state(), self._optimizer_state()
-        if self.acc.is_main_process:
-            try:
+        if self.acc.is_main_process:    # atomic: a failed write leaves the previous checkpoint as it was
+            with writing(f"the checkpoint of step {self.step} to {self.ckpt}", self._how_to_go_on):
                 save_checkpoint(self.ckpt, self.lm, opt_state, self.sched, self.step, self.cfg, tokenizer=self.tok,
                                 model_state=model_state)
-            except OSError as e:        # a full disk, a lost mount: the previous checkpoint is untouched
-                kept = checkpoint_step(self.ckpt)
-                raise CheckpointError(f"could not write the checkpoint of step {self.step} to {self.ckpt} "
-                                      f"({e.strerror or e}); "
-                                      + (f"the checkpoint of step {kept} is kept: free space and continue with "
-                                         f"--resume." if kept is not None else "no earlier checkpoint exists.")) from None
 
     def evaluate(self) -> dict:
         """Greedy on the first ``eval_limit`` questions of ``eval_split``: eval_accuracy, and beside
@@ -523,12 +554,9 @@ class Trainer:
             state = self._model_state()
             if not self.acc.is_main_process:
                 return m
-            tmp = self.out / "best.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            save_model(self.lm, self.tok, tmp, state_dict=state)
-            shutil.rmtree(self.out / "best", ignore_errors=True)
-            os.replace(tmp, self.out / "best")
-            (self.out / "best.json").write_text(json.dumps(self.best, indent=1))
+            with writing(f"the best model so far to {self.out / 'best'}", self._how_to_go_on):
+                write_folder_atomically(self.out / "best", lambda tmp: save_model(self.lm, self.tok, tmp, state_dict=state))
+                (self.out / "best.json").write_text(json.dumps(self.best, indent=1))
         return m
 
     def _finish_best(self) -> None:

@@ -1,0 +1,65 @@
+"""The study machinery (latro_core/study.py): the same pick rule for every method, recorded cells
+skipped on a rerun, table cells and comparisons that resample seeds and questions."""
+
+import json
+
+from latro_core.stats import SEEDS_AND_QUESTIONS
+from latro_core.study import Cell, StudyConfig, compare, grid_name, pick, row_stats, run_cells
+
+POINTS = [{"lr": 5e-6, "temperature": 0.7}, {"lr": 5e-6, "temperature": 1.0}, {"lr": 5e-5, "temperature": 0.7}]
+
+
+def record_tuning(out, method, point, seed, acc):
+    d = out / grid_name(method, point, seed)
+    d.mkdir(parents=True)
+    (d / "metrics.jsonl").write_text(json.dumps({"step": 6, "eval_accuracy": 0.9}) + "\n"
+                                     + json.dumps({"step": 12, "eval_accuracy": acc}) + "\n")
+    (d / "done.json").write_text("{}")
+
+
+def record_eval(out, name, split, correct):
+    d = out / name / f"eval-{split}"
+    d.mkdir(parents=True)
+    n = len(correct)
+    (d / "summary.json").write_text(json.dumps({"greedy": {"correct": sum(correct), "n": n, "accuracy": sum(correct) / n,
+                                                          "frac_truncated": 0.25}}))
+    (d / "predictions.jsonl").write_text("".join(json.dumps({"id": f"q{i}", "greedy": {"correct": c}}) + "\n"
+                                                 for i, c in enumerate(correct)))
+    (out / name / "done.json").write_text("{}")
+
+
+def test_the_pick_is_the_highest_mean_over_seeds_at_the_last_evaluation_ties_to_the_earlier_point(tmp_path):
+    assert pick("rft", POINTS, (0, 1), tmp_path)[0] is None            # nothing recorded yet
+    for p, accs in zip(POINTS, ((0.4, 0.6), (0.7, 0.3), (0.2, 0.3))):
+        for s, a in zip((0, 1), accs):
+            record_tuning(tmp_path, "rft", p, s, a)
+    best, rows = pick("rft", POINTS, (0, 1), tmp_path)
+    assert best == POINTS[0]                                          # 0.5 ties 0.5: the earlier point
+    assert [r["mean"] for r in rows] == [0.5, 0.5, 0.25] and rows[0]["picked"] and "picked" not in rows[1]
+    assert rows[0]["validation"] == [0.4, 0.6]                        # the last evaluation, not the best one
+
+
+def test_recorded_cells_are_skipped_on_a_rerun(tmp_path, capsys):
+    cells = [Cell("tune/a_seed0", "sft", {"steps": 1}), Cell("tune/b_seed0", "sft", {"steps": 1})]
+    (tmp_path / "tune" / "a_seed0").mkdir(parents=True)
+    (tmp_path / "tune" / "a_seed0" / "done.json").write_text("{}")
+    assert run_cells(cells, StudyConfig(out=str(tmp_path), dry_run=True), {}) == []
+    out = capsys.readouterr().out
+    assert "1 of 2 cells recorded; 1 to run" in out and "would run tune/b_seed0" in out and "tune/a_seed0" not in out
+
+
+def test_a_row_and_a_comparison_resample_seeds_and_questions(tmp_path):
+    latro = [Cell(f"final/latro_seed{s}", "latro", {}) for s in range(3)]
+    base = [Cell("base", "base")]
+    for s, k in enumerate((60, 50, 40)):
+        record_eval(tmp_path, latro[s].name, "test", [i < k for i in range(100)])
+    record_eval(tmp_path, "base", "test", [i < 20 for i in range(100)])
+    row = row_stats(tmp_path, latro, "test")
+    assert row["ci"] == SEEDS_AND_QUESTIONS and row["seeds"] == 3 and row["per_seed"] == [0.6, 0.5, 0.4]
+    assert abs(row["mean"] - 0.5) < 1e-12 and row["finished"] == 0.75
+    assert row["ci95"][0] < 0.4 < 0.6 < row["ci95"][1]                 # the seeds' own spread is inside
+    assert row_stats(tmp_path, base, "test")["ci"].startswith("wilson")
+    d = compare(tmp_path, latro, base, "test")
+    assert d["ci"] == SEEDS_AND_QUESTIONS and d["seeds"] == [3, 1] and d["p_improvement"] == 1.0
+    assert abs(d["mean"] - 0.3) < 1e-12
+    assert compare(tmp_path, latro, [Cell("final/rft_seed0", "rft", {})], "test") is None   # not recorded

@@ -20,7 +20,7 @@ import torch
 
 from .errors import check_finite
 from .logprobs import pack
-from .objective import latro_update, self_reward
+from .objective import latro_update, reward_spec, self_reward
 
 if TYPE_CHECKING:
     from .trainer import Trainer
@@ -32,7 +32,10 @@ def latro_step(tr: Trainer, step: int) -> dict:
     cfg, tok = tr.cfg, tr.tok
     first, exs = tr.my_questions(step)
     t0 = time.time()
-    roll = tr.sample(step, first, exs)
+    checker = reward_spec(cfg.reward).checker      # the verifier reads the model's own answer after z
+    roll = tr.sample(step, first, exs, **({"keep_going_after_stop": True} if checker else {}))
+    correct = (torch.tensor([tr.task.is_correct(tr.task.extract_answer(t, exs[i // cfg.k]), exs[i // cfg.k])
+                             for i, t in enumerate(roll.full_texts)]) if checker else None)
     t_sample = time.time() - t0
     n_local = len(roll.rationale_ids)
     n_global = n_local * tr.acc.num_processes
@@ -54,7 +57,8 @@ def latro_step(tr: Trainer, step: int) -> dict:
             t1 = time.time()
             logp_z, logp_y = tr.scorer(batch.input_ids, batch.attention_mask, batch.z_mask, batch.y_mask)
             loss, terms = latro_update(logp_z, logp_y, ref, roll.truncated[sl], cfg.k, beta=cfg.beta, lam=cfg.lam,
-                                       truncation=cfg.truncation, gamma=cfg.gamma, batch_mean=batch_mean)
+                                       truncation=cfg.truncation, gamma=cfg.gamma, batch_mean=batch_mean,
+                                       reward=cfg.reward, correct=None if correct is None else correct[sl])
             r, adv = terms["reward"], terms["adv"]
             check_finite(step, loss=loss, reward=r)
             t2 = time.time()

@@ -12,9 +12,28 @@ Its gradient (the paper's Eq. 4), estimated with K sampled rationales z_1..z_K, 
 
 (The −β∇log πθ(z|x) piece of ∇KL has zero mean, E_z[∇log πθ(z|x)] = 0, so only the score
 term carries β; ``tests/test_objective.py`` checks this against exact enumeration.)
+
+**The reward family** (:data:`REWARDS`). LaTRO's Proposition 1 says majority voting targets
+p_M(y|x) = E_{z~πθ}[πθ(y|x⊕z)] and proposes surrogates E_z[φ(πθ(y|x⊕z))] for a monotone φ. With
+ℓ(z) = log πθ(y|x⊕z) and R(z) = φ(πθ(y|x⊕z)) (or a checker's 0/1), every member maximises
+
+    J(θ) = E_{z~πθ(·|x)} [ R(z) ] − β · KL( πθ(z|x) ‖ π0(z|x) ),
+
+    ∇J ≈ 1/K Σ_k [ ∇log πθ(z_k|x) · A_k + w_k · ∇log πθ(y|x⊕z_k) ],   r_k = R(z_k) − β·log(πθ/π0),
+
+A_k the RLOO advantages of r, and w_k = ∂R/∂ℓ at z_k, the "direct" term (∇R = w·∇ℓ):
+
+    latro        R = ℓ                 w = λ (1: Eq. 4)           φ = log: the bound below log p_M
+    probability  R = πθ(y|x⊕z) = e^ℓ   w = λ·e^ℓ (1: exact)       φ = identity: p_M itself (VeriFree)
+    verifier     R = 1[checked right]  w = 0 (R does not depend on θ given z)          RLVR with RLOO
+
+``tests/test_objective.py`` checks each estimator's mean against ∇J by exact enumeration.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -23,12 +42,45 @@ from .errors import ConfigError
 TRUNCATION_RULES = ("batch_mean", "constant", "none")
 
 
-def self_reward(logp_y: torch.Tensor, logp_z: torch.Tensor, ref_logp_z: torch.Tensor | None,
+@dataclass(frozen=True)
+class Reward:
+    """One reward of the family (module doc). ``value(logp_y, correct)``: R_k, (N,) detached;
+    ``direct(logp_y, lam)``: w_k, the weight on ∇log πθ(y|x⊕z_k) (a float or (N,) detached; 0: none);
+    ``checker``: R needs the task's answer checker (the rollout then goes on after the template to
+    the model's own answer); ``negative``: R ≤ 0, so the "batch_mean" truncation rule (γ × mean R)
+    makes a cut rationale worse, as it must."""
+
+    name: str
+    value: Callable
+    direct: Callable
+    checker: bool = False
+    negative: bool = False
+    objective: str = ""
+
+
+REWARDS = {
+    "latro": Reward("latro", value=lambda ly, ok: ly, direct=lambda ly, lam: lam, negative=True,
+                    objective="E_z[log πθ(y|x⊕z)] − β·KL  (LaTRO, Eq. 3 with β; Eq. 4 at λ = 1)"),
+    "probability": Reward("probability", value=lambda ly, ok: ly.exp(), direct=lambda ly, lam: lam * ly.exp(),
+                          objective="E_z[πθ(y|x⊕z)] − β·KL = p_M(y|x) − β·KL  (VeriFree's objective at β = 0)"),
+    "verifier": Reward("verifier", value=lambda ly, ok: ok.to(ly.dtype), direct=lambda ly, lam: 0.0, checker=True,
+                       objective="E_z[1[answer checked right]] − β·KL  (RLVR, RLOO advantages)"),
+}
+
+
+def reward_spec(name: str) -> Reward:
+    if name not in REWARDS:
+        raise ConfigError(f"reward {name!r} is not one of {', '.join(REWARDS)}")
+    return REWARDS[name]
+
+
+def self_reward(answer_reward: torch.Tensor, logp_z: torch.Tensor, ref_logp_z: torch.Tensor | None,
                 beta: float) -> torch.Tensor:
-    """r = log πθ(y|x⊕z) − β·(log πθ(z|x) − log π0(z|x)); all (N,), returns (N,) detached."""
-    # r_k = log πθ(y|x⊕z_k) − β·log(πθ(z_k|x) / π0(z_k|x))
+    """r = R − β·(log πθ(z|x) − log π0(z|x)); all (N,), returns (N,) detached. R is the answer's
+    reward: LaTRO's log πθ(y|x⊕z) (the self-reward), or another member of :data:`REWARDS`."""
+    # r_k = R_k − β·log(πθ(z_k|x) / π0(z_k|x))
     kl = (logp_z - ref_logp_z) if (ref_logp_z is not None and beta != 0) else torch.zeros_like(logp_z)
-    return (logp_y - beta * kl).detach()
+    return (answer_reward - beta * kl).detach()
 
 
 def penalize_truncated(rewards: torch.Tensor, truncated: torch.Tensor, rule: str = "batch_mean",
@@ -70,35 +122,43 @@ def rloo_advantages(rewards: torch.Tensor) -> torch.Tensor:
 
 
 def latro_loss(logp_z: torch.Tensor, logp_y: torch.Tensor, advantages: torch.Tensor,
-               lam: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+               lam: float | torch.Tensor = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Eq. 4 as a loss to minimise; logp_z, logp_y, advantages (N,) for N = Q·K samples.
 
-    loss = −mean_k(A_k · log πθ(z_k|x)) − λ · mean_k(log πθ(y|x⊕z_k)),  A detached.
-    λ = 1 is the paper's Eq. 4; λ = 0 is the released code (``sft_penalty`` = 0).
+    loss = −mean_k(A_k · log πθ(z_k|x)) − mean_k(w_k · log πθ(y|x⊕z_k)),  A and w detached,
+    w = λ for LaTRO: λ = 1 is the paper's Eq. 4; λ = 0 is the released code (``sft_penalty`` = 0);
+    ``lam`` may be a per-sample (N,) weight (the direct term of another reward, :data:`REWARDS`).
     Returns (loss, {"policy_loss", "answer_loss"}).
     """
     # −1/N Σ_k A_k · log πθ(z_k|x)
     policy_loss = -(advantages.detach() * logp_z).mean()
-    # −λ/N Σ_k log πθ(y|x⊕z_k)
-    answer_loss = -lam * logp_y.mean()
+    # −1/N Σ_k w_k · log πθ(y|x⊕z_k)
+    w = lam.detach() if isinstance(lam, torch.Tensor) else lam
+    answer_loss = -(w * logp_y).mean()
     return policy_loss + answer_loss, {"policy_loss": policy_loss.detach(), "answer_loss": answer_loss.detach()}
 
 
 def latro_update(logp_z: torch.Tensor, logp_y: torch.Tensor, ref_logp_z: torch.Tensor | None,
                  truncated: torch.Tensor, k: int, *, beta: float, lam: float = 1.0, truncation: str = "batch_mean",
-                 gamma: float = 2.0, batch_mean: torch.Tensor | float | None = None
-                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                 gamma: float = 2.0, batch_mean: torch.Tensor | float | None = None, reward: str = "latro",
+                 correct: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """One LaTRO update on scored samples: the loss to back-propagate and its per-sample pieces.
 
     logp_z, logp_y (N,) with gradients, N = Q·K question-major; ref_logp_z (N,) from π0 (None when
-    β = 0); truncated (N,) bool, cut at L. The trainer, the benchmarks and notebook 04 all call this:
-        r = log πθ(y|x⊕z) − β·(log πθ(z|x) − log π0(z|x))       (self_reward)
-        r ← γ·mean(r) (or γ, or r) where cut at L               (penalize_truncated)
-        A = r_k − mean_{j≠k} r_j, per question                  (rloo_advantages)
-        loss = −mean(A · log πθ(z|x)) − λ·mean(log πθ(y|x⊕z))   (latro_loss, Eq. 4)
+    β = 0); truncated (N,) bool, cut at L; ``reward``: a member of :data:`REWARDS` (``correct`` (N,)
+    bool: the checker's verdicts, for the verifier). The trainer, the benchmarks and notebook 04 all call this:
+        r = R − β·(log πθ(z|x) − log π0(z|x)),  R = log πθ(y|x⊕z) for LaTRO   (self_reward)
+        r ← γ·mean(r) (or γ, or r) where cut at L                              (penalize_truncated)
+        A = r_k − mean_{j≠k} r_j, per question                                 (rloo_advantages)
+        loss = −mean(A · log πθ(z|x)) − mean(w · log πθ(y|x⊕z)),  w = λ        (latro_loss, Eq. 4)
     Returns (loss, {"reward" (after the penalty), "adv", "policy_loss", "answer_loss"}).
     """
-    r = penalize_truncated(self_reward(logp_y, logp_z, ref_logp_z, beta), truncated, truncation, gamma, batch_mean)
+    spec = reward_spec(reward)
+    if spec.checker and correct is None:
+        raise ConfigError(f"reward {reward!r} needs the checker's verdicts (correct=...)")
+    ly = logp_y.detach()
+    r = penalize_truncated(self_reward(spec.value(ly, correct), logp_z, ref_logp_z, beta), truncated, truncation,
+                           gamma, batch_mean)
     adv = rloo_advantages(r.view(-1, k)).view(-1)
-    loss, terms = latro_loss(logp_z, logp_y, adv, lam)
+    loss, terms = latro_loss(logp_z, logp_y, adv, spec.direct(ly, lam))
     return loss, {"reward": r, "adv": adv, **terms}

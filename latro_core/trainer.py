@@ -37,7 +37,7 @@ from .errors import ConfigError, NumericalError, check_finite, writing
 from .logprobs import PolicyScorer, sequence_logprobs
 from .methods import STEPS
 from .models import LoraSpec, add_lora, enable_checkpointing, frozen_copy, load_model, save_model
-from .objective import TRUNCATION_RULES
+from .objective import TRUNCATION_RULES, reward_spec
 from .rollout import sample_rationales
 from .sharding import (full_optimizer_state, full_state_dict, full_tensor, gathered, load_full_optimizer_state, shard,
                        sharding_requested)
@@ -66,6 +66,8 @@ class TrainConfig:
     top_p: float | None = None
     beta: float = 0.05                 # KL weight β (paper: 0.05 GSM8K, 0.25 ARC)
     lam: float = 1.0                   # λ on Σ∇log π(y|x⊕z) (Eq. 4: 1; released code: 0)
+    reward: str = "latro"              # LaTRO's step with another reward R (objective.REWARDS): latro (log π(y|x⊕z)),
+                                       # probability (π(y|x⊕z), VeriFree), verifier (checked answer right: 1, else 0)
     truncation: str = "batch_mean"     # penalty for rationales cut at L: batch_mean | constant | none
     gamma: float = 2.0                 # batch_mean: r = γ·mean(r); constant: r = γ
     lr: float = 1e-5                   # AdamW; paper 5e-7 is for 7-8B models; 135M: results/latro_recipe.md
@@ -112,6 +114,11 @@ class TrainConfig:
             raise ConfigError(f"method={self.method!r} is not one of {METHODS}")
         if self.truncation not in TRUNCATION_RULES:
             raise ConfigError(f"truncation={self.truncation!r} is not one of {TRUNCATION_RULES}")
+        spec = reward_spec(self.reward)
+        if self.method == "latro" and self.truncation == "batch_mean" and not spec.negative:
+            raise ConfigError(f"truncation='batch_mean' sets a cut rationale's reward to γ × the mean reward, which "
+                              f"penalises only negative rewards (log-probabilities); reward={self.reward!r} is ≥ 0, so "
+                              f"use --truncation none or --truncation constant --gamma 0.")
         for name in ("steps", "questions_per_step", "max_new_tokens", "micro_batch"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -9,7 +9,7 @@ import torch
 
 from latro_core.errors import ConfigError
 from latro_core.logprobs import pack, sequence_logprobs
-from latro_core.objective import (TRUNCATION_RULES, latro_loss, penalize_truncated, rloo_advantages,
+from latro_core.objective import (REWARDS, TRUNCATION_RULES, latro_loss, latro_update, penalize_truncated, rloo_advantages,
                                   self_reward)
 
 # ----------------------------------------------------------------------------- RLOO
@@ -195,8 +195,9 @@ def _toy(T):
     # per-rationale gradients, rows [∇log πθ(z_s|x) for all s] + [∇log πθ(y|x⊕z_s) for all s]
     G = torch.stack([_flat(torch.autograd.grad(v, params, retain_graph=True))
                      for v in list(logp_z) + list(logp_y)])
+    # the toy's "answer checker" for the verifier reward: a rationale is right when it starts with token 1
     toy = dict(params=params, logp_z=logp_z, logp_y=logp_y, ref_z=ref_z, G=G, S=S, Q=Q, T=T,
-               truncated=torch.tensor([z[-1] != EOS for z in zs]))
+               truncated=torch.tensor([z[-1] != EOS for z in zs]), correct=torch.tensor([z[:1] == [1] for z in zs]))
     if T != 1.0:   # the same rationales scored untempered, for the estimator that forgets T
         plain_z, _ = sequence_logprobs(model, batch, chunk=7)
         with torch.no_grad():
@@ -207,13 +208,20 @@ def _toy(T):
     return toy
 
 
-def _exact_grad(toy, beta):
-    lz, ly = toy["logp_z"], toy["logp_y"]
-    J = (lz.exp() * (ly - beta * (lz - toy["ref_z"]))).view(toy["Q"], toy["S"]).sum(1).mean()
+def _answer_reward(toy, reward):
+    """R(z) of each enumerated rationale, as a differentiable function of θ (module doc of objective)."""
+    ly = toy["logp_y"]
+    return {"latro": ly, "probability": ly.exp(), "verifier": toy["correct"].double()}[reward]
+
+
+def _exact_grad(toy, beta, reward="latro"):
+    lz = toy["logp_z"]
+    J = (lz.exp() * (_answer_reward(toy, reward) - beta * (lz - toy["ref_z"]))).view(toy["Q"], toy["S"]).sum(1).mean()
     return _flat(torch.autograd.grad(J, toy["params"], retain_graph=True))
 
 
-def _estimator_moments(toy, beta, *, lam=1.0, advantages="rloo", kl_in_reward=True, seed=1, scored=None):
+def _estimator_moments(toy, beta, *, lam=1.0, advantages="rloo", kl_in_reward=True, seed=1, scored=None,
+                       reward="latro"):
     """Mean and standard error, per parameter, of the gradient estimate −∇loss over M batches.
     Rationales are always sampled from the toy's (tempered) policy; ``scored`` (default: that
     policy) supplies the log π(z|x), log π0(z|x) and ∇log π(z|x) the estimator is given."""
@@ -230,15 +238,19 @@ def _estimator_moments(toy, beta, *, lam=1.0, advantages="rloo", kl_in_reward=Tr
     rows = idx.reshape(-1)
     lz = lz_all[rows].clone().requires_grad_(True)
     ly = ly_all[rows].clone().requires_grad_(True)
-    r = self_reward(ly, lz, ref_z[rows] if kl_in_reward else None, beta)
-    r = penalize_truncated(r, toy["truncated"][rows], "none")
-    if advantages == "rloo":
-        adv = rloo_advantages(r.view(M * Q, K)).view(-1)
-    else:  # deliberately wrong: baseline includes the sample itself
-        rr = r.view(M * Q, K)
-        adv = (rr - rr.mean(-1, keepdim=True)).view(-1)
-    # all M batches in one call: loss = mean over M of the per-batch losses, so ∂loss_m = M ∂loss
-    loss, _ = latro_loss(lz, ly, adv, lam=lam)
+    if advantages == "rloo" and kl_in_reward:    # the library's own update, as the trainer calls it
+        loss, _ = latro_update(lz, ly, ref_z[rows], toy["truncated"][rows], K, beta=beta, lam=lam, truncation="none",
+                               reward=reward, correct=toy["correct"][rows])
+    else:
+        spec = REWARDS[reward]
+        r = self_reward(spec.value(ly.detach(), toy["correct"][rows]), lz, ref_z[rows] if kl_in_reward else None, beta)
+        if advantages == "rloo":
+            adv = rloo_advantages(r.view(M * Q, K)).view(-1)
+        else:  # deliberately wrong: baseline includes the sample itself
+            rr = r.view(M * Q, K)
+            adv = (rr - rr.mean(-1, keepdim=True)).view(-1)
+        # all M batches in one call: loss = mean over M of the per-batch losses, so ∂loss_m = M ∂loss
+        loss, _ = latro_loss(lz, ly, adv, lam=spec.direct(ly.detach(), lam))
     dz, dy = torch.autograd.grad(loss, [lz, ly])
     b = torch.arange(M).repeat_interleave(Q * K)
     C = torch.zeros(M, 2 * R, dtype=torch.float64)   # estimate_m = C[m] @ G  (= −∇loss_m)
@@ -266,6 +278,30 @@ def test_latro_gradient_is_unbiased_by_exact_enumeration(toy, beta):
     ok, z, rel = _check(exact, *_estimator_moments(toy, beta))
     assert ok, f"estimator mean differs from exact ∇J: max z-score {z:.2f}"
     assert rel < REL_TOL, rel
+
+
+@pytest.mark.parametrize("reward", ["probability", "verifier"])
+def test_each_reward_of_the_family_estimates_the_gradient_of_its_own_objective(toy, reward):
+    """E_z[R(z)] − β·KL with R = πθ(y|x⊕z) (VeriFree's p_M) or a checker's 0/1 (RLVR): the same
+    sampling, RLOO and loss, only R and the direct term's weight differ (objective.REWARDS)."""
+    beta = 0.1
+    exact = _exact_grad(toy, beta, reward)
+    assert exact.norm() > 1e-2 and (exact - _exact_grad(toy, beta)).norm() > 0.1 * exact.norm()   # not LaTRO's
+    ok, z, rel = _check(exact, *_estimator_moments(toy, beta, reward=reward))
+    assert ok, f"{reward}: estimator mean differs from exact ∇J: max z-score {z:.2f}"
+    assert rel < REL_TOL, rel
+
+
+def test_the_reward_checks_reject_wrong_variants(toy):
+    beta = 0.1
+    # the probability reward without its direct term π(y|x⊕z)·∇log π(y|x⊕z) misses part of ∇p_M
+    exact = _exact_grad(toy, beta, "probability")
+    ok, z, _ = _check(exact, *_estimator_moments(toy, beta, reward="probability", lam=0.0))
+    assert not ok and z > 10, z
+    # the verifier with a baseline that includes the sample itself: the score term shrinks by (K−1)/K
+    exact = _exact_grad(toy, beta, "verifier")
+    ok, z, _ = _check(exact, *_estimator_moments(toy, beta, reward="verifier", advantages="mean_all"))
+    assert not ok and z > 10, z
 
 
 def test_exactness_check_rejects_wrong_estimators(toy):

@@ -338,6 +338,15 @@ def sequence_logprobs(model: nn.Module, batch: PackedBatch, chunk: int = 256, sh
     return (tlp * batch.z_mask).sum(1), (tlp * batch.y_mask).sum(1)
 
 
+@torch.no_grad()
+def mean_answer_probability(model: nn.Module, batch: PackedBatch, length_groups: bool = True) -> torch.Tensor:
+    """(B,) the mean over y's tokens of π(y_t | x⊕z⊕y_<t) (at T = 1), no gradient: RLPR's reward
+    before debiasing, (1/|y|) Σ_t exp(log π(y_t | ·)). A batch packed with empty z gives it without z."""
+    tlp = token_logprobs(model, batch.input_ids, batch.attention_mask, batch.y_mask, length_groups=length_groups)
+    # (1/|y|) Σ_t exp(log π(y_t | x⊕z⊕y_<t))
+    return (tlp.exp() * batch.y_mask).sum(1) / batch.y_mask.sum(1).clamp(min=1)
+
+
 class PolicyScorer(nn.Module):
     """The trainable module: wraps a causal LM so that ``forward`` returns the two log-probabilities.
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from .errors import check_finite
-from .logprobs import pack
+from .logprobs import mean_answer_probability, pack
 from .objective import latro_update, reward_spec, self_reward
 
 if TYPE_CHECKING:
@@ -32,10 +32,8 @@ def latro_step(tr: Trainer, step: int) -> dict:
     cfg, tok = tr.cfg, tr.tok
     first, exs = tr.my_questions(step)
     t0 = time.time()
-    checker = reward_spec(cfg.reward).checker      # the verifier reads the model's own answer after z
-    roll = tr.sample(step, first, exs, **({"keep_going_after_stop": True} if checker else {}))
-    correct = (torch.tensor([tr.task.is_correct(tr.task.extract_answer(t, exs[i // cfg.k]), exs[i // cfg.k])
-                             for i, t in enumerate(roll.full_texts)]) if checker else None)
+    spec = reward_spec(cfg.reward)
+    roll = tr.sample(step, first, exs, **({"keep_going_after_stop": True} if spec.checker else {}))
     t_sample = time.time() - t0
     n_local = len(roll.rationale_ids)
     n_global = n_local * tr.acc.num_processes
@@ -48,9 +46,10 @@ def latro_step(tr: Trainer, step: int) -> dict:
                     tok.pad_token_id).to(tr.acc.device) for sl in slices]
     t1 = time.time()
     refs = [tr.ref_logp_z(b) if cfg.beta != 0 else None for b in batches]
+    infos = [_reward_info(tr, spec, exs, roll, sl, b) for sl, b in zip(slices, batches)]
     batch_mean = _step_mean_reward(tr, batches, refs, roll.truncated)
     t_score, t_backward = time.time() - t1, 0.0
-    for sl, batch, ref in zip(slices, batches, refs):
+    for sl, batch, ref, info in zip(slices, batches, refs, infos):
         n_mb = sl.stop - sl.start
         last = sl.stop >= n_local
         with tr.sync(last):
@@ -58,7 +57,7 @@ def latro_step(tr: Trainer, step: int) -> dict:
             logp_z, logp_y = tr.scorer(batch.input_ids, batch.attention_mask, batch.z_mask, batch.y_mask)
             loss, terms = latro_update(logp_z, logp_y, ref, roll.truncated[sl], cfg.k, beta=cfg.beta, lam=cfg.lam,
                                        truncation=cfg.truncation, gamma=cfg.gamma, batch_mean=batch_mean,
-                                       reward=cfg.reward, correct=None if correct is None else correct[sl])
+                                       reward=cfg.reward, info=info)
             r, adv = terms["reward"], terms["adv"]
             check_finite(step, loss=loss, reward=r)
             t2 = time.time()
@@ -84,6 +83,24 @@ def latro_step(tr: Trainer, step: int) -> dict:
             "frac_equal_rewards": _frac_equal_rows(cat["reward"].view(-1, cfg.k)),
             "sample_s": t_sample, "update_s": t_update, "score_s": t_score, "backward_s": t_backward,
             "samples": float(n_global)}
+
+
+def _reward_info(tr: Trainer, spec, exs, roll, sl: slice, batch) -> dict:
+    """What a micro-batch's reward needs besides log πθ(y|x⊕z) (objective.Reward): the checker's
+    verdicts on the model's own answers (verifier); the mean per-token probability of y after z
+    and without z (rlpr)."""
+    k, info = tr.cfg.k, {}
+    if spec.checker:
+        info["correct"] = torch.tensor([tr.task.is_correct(tr.task.extract_answer(roll.full_texts[i], exs[i // k]),
+                                                           exs[i // k]) for i in range(sl.start, sl.stop)],
+                                       device=tr.acc.device)
+    if spec.token_probs:
+        info["answer_prob"] = mean_answer_probability(tr.lm, batch)
+        without_z = pack(roll.prompt_ids[sl], [[] for _ in range(sl.start, sl.stop)],
+                         [tr.task.answer_ids(exs[i // k], tr.tok, []) for i in range(sl.start, sl.stop)],
+                         tr.tok.pad_token_id).to(tr.acc.device)
+        info["answer_prob_without_z"] = mean_answer_probability(tr.lm, without_z)
+    return info
 
 
 def _log_samples(tr: Trainer, step: int, exs, roll, values: dict) -> None:

@@ -26,6 +26,9 @@ A_k the RLOO advantages of r, and w_k = ∂R/∂ℓ at z_k, the "direct" term (�
     latro        R = ℓ                 w = λ (1: Eq. 4)           φ = log: the bound below log p_M
     probability  R = πθ(y|x⊕z) = e^ℓ   w = λ·e^ℓ (1: exact)       φ = identity: p_M itself (VeriFree)
     verifier     R = 1[checked right]  w = 0 (R does not depend on θ given z)          RLVR with RLOO
+    rlpr         R = clip(p̄(y|x⊕z) − p̄(y|x), 0, 1),  p̄ the mean per-token probability;  w = 0, and R
+                 held fixed (no gradient through it): the estimator targets E_z[R(z)·∇log πθ(z|x)] − β∇KL,
+                 a semi-gradient, as RLPR uses its reward (our reading of arXiv 2506.18254)
 
 ``tests/test_objective.py`` checks each estimator's mean against ∇J by exact enumeration.
 """
@@ -44,27 +47,34 @@ TRUNCATION_RULES = ("batch_mean", "constant", "none")
 
 @dataclass(frozen=True)
 class Reward:
-    """One reward of the family (module doc). ``value(logp_y, correct)``: R_k, (N,) detached;
-    ``direct(logp_y, lam)``: w_k, the weight on ∇log πθ(y|x⊕z_k) (a float or (N,) detached; 0: none);
-    ``checker``: R needs the task's answer checker (the rollout then goes on after the template to
-    the model's own answer); ``negative``: R ≤ 0, so the "batch_mean" truncation rule (γ × mean R)
-    makes a cut rationale worse, as it must."""
+    """One reward of the family (module doc). ``value(logp_y, info)``: R_k, (N,) detached, ``info``
+    holding what else it needs ("correct": the checker's verdicts; "answer_prob", "answer_prob_without_z":
+    mean per-token probabilities of y with and without z); ``direct(logp_y, lam)``: w_k, the weight on
+    ∇log πθ(y|x⊕z_k) (a float or (N,) detached; 0: none); ``checker``: R needs the task's answer
+    checker (the rollout then goes on after the template to the model's own answer);
+    ``token_probs``: R needs the mean per-token probabilities; ``negative``: R ≤ 0, so the "batch_mean"
+    truncation rule (γ × mean R) makes a cut rationale worse, as it must."""
 
     name: str
     value: Callable
     direct: Callable
     checker: bool = False
+    token_probs: bool = False
     negative: bool = False
     objective: str = ""
 
 
 REWARDS = {
-    "latro": Reward("latro", value=lambda ly, ok: ly, direct=lambda ly, lam: lam, negative=True,
+    "latro": Reward("latro", value=lambda ly, info: ly, direct=lambda ly, lam: lam, negative=True,
                     objective="E_z[log πθ(y|x⊕z)] − β·KL  (LaTRO, Eq. 3 with β; Eq. 4 at λ = 1)"),
-    "probability": Reward("probability", value=lambda ly, ok: ly.exp(), direct=lambda ly, lam: lam * ly.exp(),
+    "probability": Reward("probability", value=lambda ly, info: ly.exp(), direct=lambda ly, lam: lam * ly.exp(),
                           objective="E_z[πθ(y|x⊕z)] − β·KL = p_M(y|x) − β·KL  (VeriFree's objective at β = 0)"),
-    "verifier": Reward("verifier", value=lambda ly, ok: ok.to(ly.dtype), direct=lambda ly, lam: 0.0, checker=True,
-                       objective="E_z[1[answer checked right]] − β·KL  (RLVR, RLOO advantages)"),
+    "verifier": Reward("verifier", value=lambda ly, info: info["correct"].to(ly.dtype), direct=lambda ly, lam: 0.0,
+                       checker=True, objective="E_z[1[answer checked right]] − β·KL  (RLVR, RLOO advantages)"),
+    # R = clip(p̄(y|x⊕z) − p̄(y|x), 0, 1)
+    "rlpr": Reward("rlpr", value=lambda ly, info: (info["answer_prob"] - info["answer_prob_without_z"]).clamp(0, 1)
+                   .to(ly.dtype), direct=lambda ly, lam: 0.0, token_probs=True,
+                   objective="semi-gradient of E_z[clip(p̄(y|x⊕z) − p̄(y|x), 0, 1)] − β·KL  (RLPR's debiased reward)"),
 }
 
 
@@ -141,12 +151,12 @@ def latro_loss(logp_z: torch.Tensor, logp_y: torch.Tensor, advantages: torch.Ten
 def latro_update(logp_z: torch.Tensor, logp_y: torch.Tensor, ref_logp_z: torch.Tensor | None,
                  truncated: torch.Tensor, k: int, *, beta: float, lam: float = 1.0, truncation: str = "batch_mean",
                  gamma: float = 2.0, batch_mean: torch.Tensor | float | None = None, reward: str = "latro",
-                 correct: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                 info: dict | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """One LaTRO update on scored samples: the loss to back-propagate and its per-sample pieces.
 
     logp_z, logp_y (N,) with gradients, N = Q·K question-major; ref_logp_z (N,) from π0 (None when
-    β = 0); truncated (N,) bool, cut at L; ``reward``: a member of :data:`REWARDS` (``correct`` (N,)
-    bool: the checker's verdicts, for the verifier). The trainer, the benchmarks and notebook 04 all call this:
+    β = 0); truncated (N,) bool, cut at L; ``reward``: a member of :data:`REWARDS`, ``info`` what else
+    its R needs (:class:`Reward`). The trainer, the benchmarks and notebook 04 all call this:
         r = R − β·(log πθ(z|x) − log π0(z|x)),  R = log πθ(y|x⊕z) for LaTRO   (self_reward)
         r ← γ·mean(r) (or γ, or r) where cut at L                              (penalize_truncated)
         A = r_k − mean_{j≠k} r_j, per question                                 (rloo_advantages)
@@ -154,10 +164,8 @@ def latro_update(logp_z: torch.Tensor, logp_y: torch.Tensor, ref_logp_z: torch.T
     Returns (loss, {"reward" (after the penalty), "adv", "policy_loss", "answer_loss"}).
     """
     spec = reward_spec(reward)
-    if spec.checker and correct is None:
-        raise ConfigError(f"reward {reward!r} needs the checker's verdicts (correct=...)")
     ly = logp_y.detach()
-    r = penalize_truncated(self_reward(spec.value(ly, correct), logp_z, ref_logp_z, beta), truncated, truncation,
+    r = penalize_truncated(self_reward(spec.value(ly, info or {}), logp_z, ref_logp_z, beta), truncated, truncation,
                            gamma, batch_mean)
     adv = rloo_advantages(r.view(-1, k)).view(-1)
     loss, terms = latro_loss(logp_z, logp_y, adv, spec.direct(ly, lam))

@@ -67,7 +67,8 @@ class TrainConfig:
     beta: float = 0.05                 # KL weight β (paper: 0.05 GSM8K, 0.25 ARC)
     lam: float = 1.0                   # λ on Σ∇log π(y|x⊕z) (Eq. 4: 1; released code: 0)
     reward: str = "latro"              # LaTRO's step with another reward R (objective.REWARDS): latro (log π(y|x⊕z)),
-                                       # probability (π(y|x⊕z), VeriFree), verifier (checked answer right: 1, else 0)
+                                       # probability (π(y|x⊕z), VeriFree), verifier (checked answer right: 1, else 0),
+                                       # rlpr (debiased mean token probability of y, RLPR)
     truncation: str = "batch_mean"     # penalty for rationales cut at L: batch_mean | constant | none
     gamma: float = 2.0                 # batch_mean: r = γ·mean(r); constant: r = γ
     lr: float = 1e-5                   # AdamW; paper 5e-7 is for 7-8B models; 135M: results/latro_recipe.md
@@ -115,6 +116,9 @@ class TrainConfig:
         if self.truncation not in TRUNCATION_RULES:
             raise ConfigError(f"truncation={self.truncation!r} is not one of {TRUNCATION_RULES}")
         spec = reward_spec(self.reward)
+        if spec.token_probs and self.shard:
+            raise ConfigError(f"reward={self.reward!r} scores y in extra passes outside the sharded root module; "
+                              f"train it unsharded.")
         if self.method == "latro" and self.truncation == "batch_mean" and not spec.negative:
             raise ConfigError(f"truncation='batch_mean' sets a cut rationale's reward to γ × the mean reward, which "
                               f"penalises only negative rewards (log-probabilities); reward={self.reward!r} is ≥ 0, so "

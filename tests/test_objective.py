@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from latro_core.errors import ConfigError
-from latro_core.logprobs import pack, sequence_logprobs
+from latro_core.logprobs import mean_answer_probability, pack, sequence_logprobs
 from latro_core.objective import (REWARDS, TRUNCATION_RULES, latro_loss, latro_update, penalize_truncated, rloo_advantages,
                                   self_reward)
 
@@ -195,9 +195,14 @@ def _toy(T):
     # per-rationale gradients, rows [∇log πθ(z_s|x) for all s] + [∇log πθ(y|x⊕z_s) for all s]
     G = torch.stack([_flat(torch.autograd.grad(v, params, retain_graph=True))
                      for v in list(logp_z) + list(logp_y)])
-    # the toy's "answer checker" for the verifier reward: a rationale is right when it starts with token 1
+    # what the other rewards read: the toy's "answer checker" (a rationale is right when it starts with
+    # token 1), and y's mean per-token probability after z and without z (RLPR)
+    info = {"correct": torch.tensor([z[:1] == [1] for z in zs]),
+            "answer_prob": mean_answer_probability(model, batch).double(),
+            "answer_prob_without_z": mean_answer_probability(
+                model, pack(xs, [[] for _ in xs], [ANSWER] * len(xs), pad_id=EOS)).double()}
     toy = dict(params=params, logp_z=logp_z, logp_y=logp_y, ref_z=ref_z, G=G, S=S, Q=Q, T=T,
-               truncated=torch.tensor([z[-1] != EOS for z in zs]), correct=torch.tensor([z[:1] == [1] for z in zs]))
+               truncated=torch.tensor([z[-1] != EOS for z in zs]), info=info)
     if T != 1.0:   # the same rationales scored untempered, for the estimator that forgets T
         plain_z, _ = sequence_logprobs(model, batch, chunk=7)
         with torch.no_grad():
@@ -210,8 +215,10 @@ def _toy(T):
 
 def _answer_reward(toy, reward):
     """R(z) of each enumerated rationale, as a differentiable function of θ (module doc of objective)."""
-    ly = toy["logp_y"]
-    return {"latro": ly, "probability": ly.exp(), "verifier": toy["correct"].double()}[reward]
+    ly, info = toy["logp_y"], toy["info"]
+    if reward == "rlpr":     # held fixed: RLPR's estimator is a semi-gradient (objective.REWARDS)
+        return (info["answer_prob"] - info["answer_prob_without_z"]).clamp(0, 1)
+    return {"latro": ly, "probability": ly.exp(), "verifier": info["correct"].double()}[reward]
 
 
 def _exact_grad(toy, beta, reward="latro"):
@@ -238,12 +245,13 @@ def _estimator_moments(toy, beta, *, lam=1.0, advantages="rloo", kl_in_reward=Tr
     rows = idx.reshape(-1)
     lz = lz_all[rows].clone().requires_grad_(True)
     ly = ly_all[rows].clone().requires_grad_(True)
+    info = {k: v[rows] for k, v in toy["info"].items()}
     if advantages == "rloo" and kl_in_reward:    # the library's own update, as the trainer calls it
         loss, _ = latro_update(lz, ly, ref_z[rows], toy["truncated"][rows], K, beta=beta, lam=lam, truncation="none",
-                               reward=reward, correct=toy["correct"][rows])
+                               reward=reward, info=info)
     else:
         spec = REWARDS[reward]
-        r = self_reward(spec.value(ly.detach(), toy["correct"][rows]), lz, ref_z[rows] if kl_in_reward else None, beta)
+        r = self_reward(spec.value(ly.detach(), info), lz, ref_z[rows] if kl_in_reward else None, beta)
         if advantages == "rloo":
             adv = rloo_advantages(r.view(M * Q, K)).view(-1)
         else:  # deliberately wrong: baseline includes the sample itself
@@ -280,10 +288,11 @@ def test_latro_gradient_is_unbiased_by_exact_enumeration(toy, beta):
     assert rel < REL_TOL, rel
 
 
-@pytest.mark.parametrize("reward", ["probability", "verifier"])
+@pytest.mark.parametrize("reward", ["probability", "verifier", "rlpr"])
 def test_each_reward_of_the_family_estimates_the_gradient_of_its_own_objective(toy, reward):
-    """E_z[R(z)] − β·KL with R = πθ(y|x⊕z) (VeriFree's p_M) or a checker's 0/1 (RLVR): the same
-    sampling, RLOO and loss, only R and the direct term's weight differ (objective.REWARDS)."""
+    """E_z[R(z)] − β·KL with R = πθ(y|x⊕z) (VeriFree's p_M), a checker's 0/1 (RLVR) or RLPR's debiased
+    mean token probability (held fixed): the same sampling, RLOO and loss, only R and the direct
+    term's weight differ (objective.REWARDS)."""
     beta = 0.1
     exact = _exact_grad(toy, beta, reward)
     assert exact.norm() > 1e-2 and (exact - _exact_grad(toy, beta)).norm() > 0.1 * exact.norm()   # not LaTRO's
@@ -298,10 +307,11 @@ def test_the_reward_checks_reject_wrong_variants(toy):
     exact = _exact_grad(toy, beta, "probability")
     ok, z, _ = _check(exact, *_estimator_moments(toy, beta, reward="probability", lam=0.0))
     assert not ok and z > 10, z
-    # the verifier with a baseline that includes the sample itself: the score term shrinks by (K−1)/K
-    exact = _exact_grad(toy, beta, "verifier")
-    ok, z, _ = _check(exact, *_estimator_moments(toy, beta, reward="verifier", advantages="mean_all"))
-    assert not ok and z > 10, z
+    # the verifier and RLPR with a baseline that includes the sample itself: the score term shrinks by (K−1)/K
+    for reward in ("verifier", "rlpr"):
+        exact = _exact_grad(toy, beta, reward)
+        ok, z, _ = _check(exact, *_estimator_moments(toy, beta, reward=reward, advantages="mean_all"))
+        assert not ok and z > 10, (reward, z)
 
 
 def test_exactness_check_rejects_wrong_estimators(toy):

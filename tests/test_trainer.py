@@ -928,21 +928,21 @@ def test_an_unknown_tracker_is_a_config_error_naming_the_known_ones(tok, task, t
 
 # ----------------------------------------------------------------------------- the reward family
 
-@pytest.mark.parametrize("reward", ["probability", "verifier"])
+@pytest.mark.parametrize("reward", ["probability", "verifier", "rlpr"])
 def test_latro_trains_with_another_reward_of_the_family(tok, task, tmp_path, reward):
-    """--reward probability (VeriFree's π(y|x⊕z)) and --reward verifier (the checker's 0/1) run through
-    the same sampling, scoring and update; their rewards are probabilities / 0-1 values, not log-probs."""
+    """--reward probability (VeriFree's π(y|x⊕z)), verifier (the checker's 0/1) and rlpr (debiased mean
+    token probability) run through the same sampling, scoring and update; their rewards lie in [0, 1]."""
     run(make_cfg(tmp_path, steps=2, reward=reward, truncation="none", beta=0.0, save_every=100), tok, task)
     rows = metrics(tmp_path)
     assert [r["step"] for r in rows] == [1, 2] and all(r["samples"] == 4.0 for r in rows)
     for r in rows:
         assert 0.0 <= r["reward_mean"] <= 1.0 and math.isfinite(r["policy_loss"]), r
-        # the verifier has no direct term; the probability reward's is Σ π(y|x⊕z)·log π(y|x⊕z) ≠ 0
-        assert (r["answer_loss"] == 0.0) == (reward == "verifier"), r["answer_loss"]
+        # the verifier and RLPR have no direct term; the probability reward's is Σ π(y|x⊕z)·log π(y|x⊕z) ≠ 0
+        assert (r["answer_loss"] == 0.0) == (reward != "probability"), r["answer_loss"]
 
 
 def test_a_nonnegative_reward_refuses_the_batch_mean_truncation_rule(tok, task, tmp_path):
     with pytest.raises(ConfigError, match="penalises only negative rewards.*--truncation none"):
         Trainer(make_cfg(tmp_path, reward="probability"), model=tiny_model(tok)[0], tokenizer=tok, task=task)
-    with pytest.raises(ConfigError, match="reward 'likelihood' is not one of latro, probability, verifier"):
+    with pytest.raises(ConfigError, match="reward 'likelihood' is not one of latro, probability, verifier, rlpr"):
         make_cfg(tmp_path, reward="likelihood").validate()

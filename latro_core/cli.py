@@ -21,6 +21,7 @@ import json
 import re
 import sys
 import typing
+from pathlib import Path
 
 
 def _parse_bool(s: str) -> bool:
@@ -94,6 +95,28 @@ def cli_flags(cfg, skip=()) -> list[str]:
         out.append(json.dumps(v, separators=(",", ":")) if isinstance(v, dict)
                    else str(v).lower() if isinstance(v, bool) else str(v))
     return out
+
+
+REPO_ROOT = str(Path(__file__).resolve().parents[1])
+
+
+def portable(obj, root: str | None = None):
+    """``obj`` (a str, or dicts and lists of them) with this machine's repository path removed: every
+    "<repo>/x" becomes "x", "<repo>/../y" (a folder beside it, e.g. the data) "../y", and the module path Python puts in ``sys.argv[0]`` for ``-m latro_core.cli``
+    becomes "latro". What results files and notebook outputs record, so that nothing committed
+    holds a machine path."""
+    root = (root or REPO_ROOT).rstrip("/")
+    if isinstance(obj, str):
+        parent = root.rsplit("/", 1)[0]
+        start = r"(?<![\w:/.~-])"          # a path starts here, not inside a URL or another path
+        out = re.sub(start + re.escape(f"{root}/latro_core/cli.py"), "latro", obj)
+        out = re.sub(start + re.escape(f"{root}/"), "", out)
+        return re.sub(start + re.escape(f"{parent}/"), "../", out) if parent else out   # beside it: ../shared/data
+    if isinstance(obj, dict):
+        return {k: portable(v, root) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(portable(v, root) for v in obj)
+    return obj
 
 
 def command_line(sub: str, cfg) -> str:

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cli import command_line, git_commit
+from .cli import command_line, git_commit, portable
 from .checkpoint import hold_folder
 from .errors import ConfigError, writing
 from .stats import accuracy_stats, auroc, bootstrap_interval, mean_se
@@ -387,7 +387,7 @@ def run_evaluation(cfg: EvalConfig, model=None, tokenizer=None) -> dict:
         summary.update(time_s=round(time.time() - t0, 2), created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                        argv=list(sys.argv), command=command_line("evaluate", cfg), git_commit=git_commit(),
                        config=asdict(cfg))
-        summary = _jsonable(summary)
+        summary = portable(_jsonable(summary))     # no machine paths in what is written
         with writing(f"the evaluation's results to {out}", "nothing else was changed: free space (or fix the folder's "
                      "permissions) and run the evaluation again"):
             with open(out / "predictions.jsonl", "w") as f:

@@ -66,9 +66,29 @@ def save_outputs(executed: Path, notebook: Path, provenance: dict) -> None:
         raise ReproduceError(f"{notebook} changed while it ran; its outputs were not saved (rerun it)")
     for mine, theirs in zip(nb.cells, cells):
         if mine.cell_type == "code":
-            mine.outputs, mine.execution_count = theirs.outputs, theirs.execution_count
+            mine.outputs, mine.execution_count = clean_outputs(theirs.outputs), theirs.execution_count
     nb.metadata["latro"] = provenance
     nbformat.write(nb, notebook)
+
+
+def clean_outputs(outputs: list) -> list:
+    """A cell's outputs as committed: progress-bar noise (tqdm's stderr: its bars and its "IProgress
+    not found" warning) dropped, and this machine's repository path removed from the text
+    (:func:`~latro_core.cli.portable`)."""
+    from .cli import portable
+
+    kept = []
+    for out in outputs:
+        if out.get("output_type") == "stream" and out.get("name") == "stderr" and (
+                "TqdmWarning" in out["text"] or "it/s]" in out["text"] or "s/it]" in out["text"]):
+            continue
+        if out.get("output_type") == "stream":
+            out["text"] = portable(out["text"])
+        for kind, value in (out.get("data") or {}).items():
+            if kind.startswith("text/") or kind == "application/json":
+                out["data"][kind] = portable(value)
+        kept.append(out)
+    return kept
 
 
 def select_notebooks(notebook_dir: str | Path, names: str = "") -> list[Path]:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 
 from .errors import ConfigError, writing
-from .cli import command_line, git_commit
+from .cli import command_line, git_commit, portable
 from .evaluate import SUMMARY_KIND
 from .stats import SEEDS_AND_QUESTIONS, seed_question_interval, wilson_interval
 
@@ -197,6 +197,7 @@ def build_tables(cfg: TablesConfig) -> dict:
              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": asdict(cfg),
              "columns": [c[0] for c in columns], "rows": rows, "self_eval": self_eval,
              "sources": [str(p) for p in used], "superseded": [str(p) for p in superseded]}
+    table = portable(table)      # paths relative to the repository: nothing committed holds a machine path
     out = Path(cfg.out)
     paths = {ext: out / f"{cfg.name}.{ext}" for ext in ("md", "csv", "json")}
     with writing(f"the tables to {out}", "the evaluation summaries they are built from are untouched: free space "

@@ -1,8 +1,10 @@
 """Tests for latro_core.results (tables from hand-made summary.json files) and latro_core.plots."""
 
 import csv
+import re
 import json
 import statistics
+from pathlib import Path
 
 import pytest
 
@@ -228,3 +230,24 @@ def test_build_tables_reports_self_evaluation(runs, tmp_path):
     assert [(e["method"], e["train_seed"], e["auroc"]) for e in t["self_eval"]] == [("LaTRO", 1, 0.73)]
     md = (tmp_path / "r" / "t.md").read_text()
     assert "| SmolLM2-135M-Instruct | LaTRO | gsm8k/test | 1 | 0.73 [0.61, 0.84] | 800 (120) |" in md
+
+
+MACHINE_PATH = re.compile(r"(?<![\w:/.~-])/(?:work|root|home|tmp|Users|mnt|opt|usr|content|var|private)/[\w.-]")
+
+
+def test_nothing_committed_in_results_or_the_notebooks_holds_a_machine_path():
+    root = Path(__file__).resolve().parents[1]
+    files = [f for f in (root / "results").rglob("*") if f.is_file()] + sorted((root / "notebooks").glob("*.ipynb"))
+    found = [f"{f.relative_to(root)}: {m.group(0)}..." for f in files
+             for m in MACHINE_PATH.finditer(f.read_text(errors="replace"))]
+    assert not found, found[:10]
+
+
+def test_portable_drops_the_repository_path_and_names_the_cli_latro():
+    from latro_core.cli import portable
+
+    got = portable({"argv": ["/x/repo/latro_core/cli.py", "evaluate", "--model", "/x/repo/runs/a/final"],
+                    "data": "/x/shared/data", "other": 3, "url": "https://x/repo/y"}, root="/x/repo")
+    assert got == {"argv": ["latro", "evaluate", "--model", "runs/a/final"], "data": "../shared/data", "other": 3,
+                   "url": "https://x/repo/y"}
+    assert MACHINE_PATH.search("see /tmp/pytest-1/x") and not MACHINE_PATH.search("https://github.com/home/x")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .errors import check_finite
+from .errors import check_finite, writing
 from .logprobs import mean_answer_probability, pack
 from .objective import latro_update, reward_spec, self_reward
 
@@ -106,7 +106,7 @@ def _reward_info(tr: Trainer, spec, exs, roll, sl: slice, batch) -> dict:
 def _log_samples(tr: Trainer, step: int, exs, roll, values: dict) -> None:
     """Append the K rationales of the step's first ``log_samples`` questions, with their reward
     (after the truncation penalty), log p(y|x⊕z) and advantage, to ``samples.jsonl``."""
-    with open(tr.out / "samples.jsonl", "a") as f:
+    with writing(f"{tr.out / 'samples.jsonl'} (step {step + 1})", tr._how_to_go_on), open(tr.out / "samples.jsonl", "a") as f:
         for i in range(min(tr.cfg.log_samples, len(exs)) * tr.cfg.k):
             ex = exs[i // tr.cfg.k]
             f.write(json.dumps({"step": step + 1, "id": ex.id, "answer": ex.answer, "sample": i % tr.cfg.k,

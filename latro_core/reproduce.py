@@ -75,7 +75,7 @@ def clean_outputs(outputs: list) -> list:
     """A cell's outputs as committed: progress-bar noise (tqdm's stderr: its bars and its "IProgress
     not found" warning) dropped, and this machine's repository path removed from the text
     (:func:`~latro_core.cli.portable`)."""
-    from .cli import portable
+    from .provenance import portable
 
     kept = []
     for out in outputs:
@@ -234,7 +234,7 @@ def _run_notebook(cfg: ReproduceConfig, nb: Path, executed: Path, marker: Path, 
                                   "settings_sha256": _settings_sha256(nb, profile), "executed": str(executed),
                                   "python": sys.executable}, indent=1))
     if cfg.save_outputs or (cfg.save_outputs is None and profile == "demo"):
-        from .cli import git_commit
+        from .provenance import git_commit
         save_outputs(executed, nb, {"outputs": f"latro reproduce --profile {profile}", "commit": git_commit(nb.parent),
                                     "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "wall_s": round(wall, 1)})
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 
 from .errors import ConfigError, writing
-from .cli import command_line, git_commit, portable
+from .provenance import command_line, git_commit, portable
 from .evaluate import SUMMARY_KIND
 from .stats import SEEDS_AND_QUESTIONS, seed_question_interval, wilson_interval
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cli import command_line, git_commit
+from .provenance import command_line, git_commit
 from .errors import ConfigError
 from .evaluate import ANSWER_TOKENS, answer_logprobs, greedy_report
 from .stats import auroc, bootstrap_interval, mean_se, wilson_interval

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from .cli import cli_flags
+from .provenance import cli_flags
 from .errors import ConfigError, LatroError
 from .profiles import ACCELERATE_CONFIG
 

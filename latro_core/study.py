@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cli import cli_flags, git_commit
+from .provenance import cli_flags, git_commit
 from .errors import ConfigError, LatroError
 from .evaluate import ANSWER_TOKENS, EvalConfig
 from .results import cell_stats, question_correct

@@ -20,6 +20,7 @@ SIGTERM, a session's end) and continued anywhere from a clone.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import os
@@ -34,8 +35,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from .provenance import cli_flags, git_commit
-from .errors import ConfigError, LatroError
+from .provenance import cli_flags, git_commit, portable
+from .errors import ConfigError, LatroError, writing
 from .evaluate import ANSWER_TOKENS, EvalConfig
 from .results import cell_stats, question_correct
 from .stats import SEEDS_AND_QUESTIONS, paired_difference
@@ -54,6 +55,12 @@ class Cell:
     train: dict | None = None
     evals: tuple[str, ...] = ()
     label: str = ""                    # the row it belongs to ("LaTRO, 36 steps")
+    home: str = ""                     # its records' folder when not the study's own (a row shared with another study)
+
+
+def record_dir(cell: Cell, out) -> Path:
+    """Where ``cell``'s record lives: ``<home or out>/<name>``."""
+    return Path(cell.home or out) / cell.name
 
 
 @dataclass
@@ -75,9 +82,11 @@ def grid_name(method: str, point: dict, seed: int, prefix: str = "tune") -> str:
     return f"{prefix}/{method}_{knobs}_seed{seed}"
 
 
-def tune_cells(grids: dict[str, list[dict]], common: dict[str, dict], seeds=(0, 1)) -> list[Cell]:
-    """Every method × grid point × seed, trained with ``common[method]`` plus the point."""
-    return [Cell(grid_name(m, p, s), m, {**common[m], **p, "seed": s})
+def tune_cells(grids: dict[str, list[dict]], common: dict[str, dict], seeds=(0, 1),
+               methods: dict[str, str] | None = None) -> list[Cell]:
+    """Every row × grid point × seed, trained with ``common[row]`` plus the point; ``methods`` maps a
+    row to its training method where the two differ (a reward of LaTRO's step: "latro")."""
+    return [Cell(grid_name(m, p, s), (methods or {}).get(m, m), {**common[m], **p, "seed": s})
             for m, points in grids.items() for p in points for s in seeds]
 
 
@@ -153,7 +162,7 @@ def _compact_predictions(src: Path, dst: Path) -> None:
 
 def run_cell(cell: Cell, cfg: StudyConfig, eval_kw: dict) -> None:
     """Train (unless the base model), evaluate, record, delete the weights (module doc)."""
-    record, scratch = Path(cfg.out) / cell.name, Path(cfg.scratch) / cell.name
+    record, scratch = record_dir(cell, cfg.out), Path(cfg.scratch) / cell.name
     t0, commands = time.time(), []
     shutil.rmtree(scratch, ignore_errors=True)
     model = None
@@ -188,7 +197,7 @@ def run_cell(cell: Cell, cfg: StudyConfig, eval_kw: dict) -> None:
 def run_cells(cells: list[Cell], cfg: StudyConfig, eval_kw: dict) -> list[str]:
     """Every unrecorded cell of ``cells``, ``cfg.jobs`` at a time; returns the names that failed."""
     only = [s for s in cfg.only.split(",") if s]
-    todo = [c for c in cells if not (Path(cfg.out) / c.name / "done.json").exists()
+    todo = [c for c in cells if not (record_dir(c, cfg.out) / "done.json").exists()
             and (not only or any(c.name.startswith(o) for o in only))]
     print(f"{len(cells) - len(todo)} of {len(cells)} cells recorded; {len(todo)} to run", flush=True)
     if cfg.dry_run:
@@ -225,8 +234,8 @@ def per_seed_answers(out: Path, cells: list[Cell], split: str) -> tuple[list[dic
     """For the recorded ``cells``: their {question id: correct} on ``split`` and their summaries' greedy entries."""
     answers, greedy = [], []
     for c in cells:
-        f = out / c.name / f"eval-{split}" / "summary.json"
-        if (out / c.name / "done.json").exists() and f.exists():
+        f = record_dir(c, out) / f"eval-{split}" / "summary.json"
+        if (record_dir(c, out) / "done.json").exists() and f.exists():
             answers.append(question_correct(f))
             greedy.append(json.loads(f.read_text())["greedy"])
     return answers, greedy
@@ -277,3 +286,95 @@ def format_difference(d: dict | None) -> str:
 def require_phase(phase: str) -> None:
     if phase not in ("tune", "final", "report", "all"):
         raise ConfigError(f"--phase {phase!r} is not one of tune, final, report, all")
+
+
+# ----------------------------------------------------------------------------- the report
+
+@dataclass
+class Design:
+    """What a study's report states about how it was made (and where it writes)."""
+
+    title: str                          # the report's heading
+    name: str                           # results/<name>.{md,json,csv}, figures/<name>.png
+    intro: str                          # the paragraph on intervals, splits and n
+    grid: str                           # the tuning grid and rule, in words
+    comparisons: list                   # (row A, row B) pairs compared on every split
+    splits: tuple = ("test", "unseen")
+    curve_rows: str = "36 steps"        # rows whose validation curves make the figure
+    curve_n: int = 100                  # validation questions per curve point
+    info: dict | None = None            # the design's numbers, recorded in the JSON
+
+
+def _curves(cells: list[Cell], out) -> list[list[tuple[int, float]]]:
+    return [[(r["step"], r["eval_accuracy"]) for r in map(json.loads, (record_dir(c, out) / "metrics.jsonl")
+             .read_text().splitlines()) if "eval_accuracy" in r]
+            for c in cells if (record_dir(c, out) / "done.json").exists()]
+
+
+def write_report(cfg: StudyConfig, cmd: str, cells: list[Cell], picks: dict, design: Design) -> dict:
+    """``<cfg.out>.{md,json,csv}`` and the figure: one row per cell label (seed-and-question intervals on
+    each split, the finished share, each seed's accuracy), the paired comparisons with P(A > B), and
+    the tuning grid with its picks. Returns the JSON content."""
+    from .plots import plot_seed_bands
+
+    rows: dict[str, list[Cell]] = {}
+    for c in cells:
+        rows.setdefault(c.label, []).append(c)
+    table = [{"row": label, "method": group[0].method, "seeds_planned": len(group),
+              **{split: row_stats(cfg.out, group, split) for split in design.splits}} for label, group in rows.items()]
+    comparisons = [{"a": a, "b": b, "split": split, **(compare(cfg.out, rows.get(a, []), rows.get(b, []), split) or {})}
+                   for a, b in design.comparisons for split in design.splits]
+    curves = {label.split(",")[0]: runs for label, group in rows.items() if label.endswith(design.curve_rows)
+              if (runs := _curves(group, cfg.out))}
+    base = row_stats(cfg.out, rows.get("Base", []), "validation") if "Base" in rows else None
+    figure = plot_seed_bands(curves, f"figures/{design.name}.png", eval_n=design.curve_n,
+                             start=None if base is None else base["mean"],
+                             title=f"{design.curve_rows} runs: validation accuracy, greedy (%)") if curves else None
+    meta = portable({"command": cmd, "git_commit": git_commit(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                     "design": {**(design.info or {}), "grid": design.grid}, "picks": picks, "rows": table,
+                     "comparisons": comparisons, "figure": figure})
+    with writing(f"the study's report {cfg.out}.*", "its run records are untouched: rerun with --phase report"):
+        Path(f"{cfg.out}.json").write_text(json.dumps(meta, indent=1, default=str))
+        with open(f"{cfg.out}.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["row", "split", "mean", "ci_lo", "ci_hi", "ci", "seeds", "n", "per_seed", "finished"])
+            for e in table:
+                for split in design.splits:
+                    if c := e[split]:
+                        w.writerow([e["row"], split, c["mean"], *c["ci95"], c["ci"], c["seeds"], c["n"][0],
+                                    " ".join(f"{x:.3f}" for x in c["per_seed"]), c["finished"]])
+        Path(f"{cfg.out}.md").write_text(report_markdown(meta, design, cfg.out))
+    print(f"{cfg.out}.md, .json, .csv" + (f", {figure}" if figure else ""))
+    return meta
+
+
+def report_markdown(meta: dict, design: Design, out: str) -> str:
+    lines = [f"# {design.title}", "",
+             f"Command: `{meta['command']}` at commit `{meta['git_commit']}` (the records of every run are in "
+             f"`{portable(str(out))}/`, one folder per run with its commands). Embedded SmolLM2-135M-Instruct, CPU, fp32.",
+             "", design.intro, "", "## Tuning (validation only, the same budget for every method)", "",
+             design.grid, "", "| method | lr | T | validation % per seed | mean % | picked |", "|---|---|---|---|---|---|"]
+    for m, p in meta["picks"].items():
+        for r in p["grid"]:
+            per = " / ".join(pct(a) for a in r["validation"])
+            lines.append(f"| {m} | {r['lr']:g} | {r.get('temperature', '–')} | {per} | {pct(r['mean'])} | "
+                         f"{'**yes**' if r.get('picked') else ''} |")
+    heads = " | ".join(f"{s} % [95%]" for s in design.splits)
+    lines += ["", "## Results (final models, no selection: the last step of each run)", "",
+              f"| row | {heads} | finished % | seeds recorded | per-seed {design.splits[0]} % |",
+              "|---" * (4 + len(design.splits)) + "|"]
+    for e in meta["rows"]:
+        t = e[design.splits[0]]
+        lines.append(f"| {e['row']} | " + " | ".join(format_stats(e[s]) for s in design.splits)
+                     + f" | {pct(t['finished']) if t else '–'} | {t['seeds'] if t else 0} of {e['seeds_planned']} | "
+                     + (" / ".join(pct(x) for x in t["per_seed"]) if t else "–") + " |")
+    lines += ["", "## Comparisons (A − B, points [95% over seeds and questions], P(A>B))", "",
+              "| A | B | " + " | ".join(design.splits) + " |", "|---|---|" + "---|" * len(design.splits)]
+    by = {(c["a"], c["b"], c["split"]): c for c in meta["comparisons"]}
+    for a, b in design.comparisons:
+        cells = [format_difference(by[(a, b, s)] if "mean" in by[(a, b, s)] else None) for s in design.splits]
+        lines.append(f"| {a} | {b} | " + " | ".join(cells) + " |")
+    if meta["figure"]:
+        lines += ["", f"Figure: `{meta['figure']}` ({design.curve_rows} runs, validation accuracy on {design.curve_n} "
+                      "questions; line: mean over seeds, band: lowest to highest seed; star: the base model)."]
+    return "\n".join(lines) + "\n"

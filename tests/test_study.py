@@ -63,3 +63,12 @@ def test_a_row_and_a_comparison_resample_seeds_and_questions(tmp_path):
     assert d["ci"] == SEEDS_AND_QUESTIONS and d["seeds"] == [3, 1] and d["p_improvement"] == 1.0
     assert abs(d["mean"] - 0.3) < 1e-12
     assert compare(tmp_path, latro, [Cell("final/rft_seed0", "rft", {})], "test") is None   # not recorded
+
+
+def test_a_row_shared_with_another_study_is_read_and_skipped_in_its_own_folder(tmp_path, capsys):
+    other, mine = tmp_path / "other", tmp_path / "mine"
+    record_eval(other, "final/latro_seed0", "test", [True, False])
+    shared = Cell("final/latro_seed0", "latro", {}, ("test",), "LaTRO", home=str(other))
+    assert run_cells([shared], StudyConfig(out=str(mine), dry_run=True), {}) == []
+    assert "1 of 1 cells recorded" in capsys.readouterr().out
+    assert row_stats(mine, [shared], "test")["mean"] == 0.5 and not mine.exists()

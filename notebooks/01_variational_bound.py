@@ -19,6 +19,11 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/latro-repro/latro/blob/main/notebooks/01_variational_bound.ipynb)
 #
+# *Outputs below are from the demo profile (`latro reproduce --profile demo`; the commit and time are
+# in the notebook's metadata, `latro`); `profile = "smoke"` in the parameters cell runs the fast check.
+# This notebook's text about the paper was written before its full text could be read; README's
+# "Checked against the paper" checks each such claim against the full text, or says the paper is silent.*
+#
 # LaTRO (*Language Models are Hidden Reasoners*, arXiv 2411.04282) treats a chain-of-thought
 # rationale $z$ as a **latent variable**. A question $x$ has a gold answer $y$; a language model
 # reaches $y$ by first writing some rationale $z$ and then the answer after it, so the probability it

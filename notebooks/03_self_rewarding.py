@@ -19,8 +19,10 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/latro-repro/latro/blob/main/notebooks/03_self_rewarding.ipynb)
 #
-# *What this notebook says of the paper beyond its abstract and released code is our reading of it;
-# the README's "Checked against the paper" lists what could not be re-checked offline.*
+# *Outputs below are from the demo profile (`latro reproduce --profile demo`; the commit and time are
+# in the notebook's metadata, `latro`); `profile = "smoke"` in the parameters cell runs the fast check.
+# This notebook's text about the paper was written before its full text could be read; README's
+# "Checked against the paper" checks each such claim against the full text, or says the paper is silent.*
 #
 # LaTRO needs no reward model and no answer checker. The reward of a sampled rationale $z$ is the
 # model's own probability of the gold answer $y$ after it (notebooks 01–02):

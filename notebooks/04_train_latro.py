@@ -19,12 +19,15 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/latro-repro/latro/blob/main/notebooks/04_train_latro.ipynb)
 #
-# *What this notebook says of the paper beyond its abstract and released code is our reading of it;
-# the README's "Checked against the paper" lists what could not be re-checked offline.*
+# *Outputs below are from the demo profile (`latro reproduce --profile demo`; the commit and time are
+# in the notebook's metadata, `latro`); `profile = "smoke"` in the parameters cell runs the fast check.
+# This notebook's text about the paper was written before its full text could be read; README's
+# "Checked against the paper" checks each such claim against the full text, or says the paper is silent.*
 #
 # This notebook trains a model with **LaTRO** (LaTent Reasoning Optimization, arXiv 2411.04282),
 # with the supervised fine-tuning (**SFT**) baseline and with rejection-sampling fine-tuning
-# (**RFT**, the stronger baseline the paper's reviewers asked for), then evaluates the base, SFT,
+# (**RFT**; the paper's ICLR 2025 reviewers asked for comparisons with STaR-like self-improvement
+# methods, of which RFT is one), then evaluates the base, SFT,
 # RFT and LaTRO models on held-out test questions: the paper's Table 2, at the scale of the chosen
 # profile.
 #
@@ -427,7 +430,8 @@ if curves:
 #   rationales with A > 0 became more likely (corr(A, Δ log πθ(z|x)) = 0.95) and log πθ(y|x⊕z) rose
 #   (−25.06 → −24.83). README's Results section shows the sweep behind this recipe, including the
 #   learning rates at which the rationales collapse to a restated number.
-# - `paper` reproduces the paper's GSM8K setting, for which the paper reports average gains of 12.5%
+# - `paper` carries the paper's GSM8K settings (with the differences README's "Checked against the
+#   paper" lists; it has never been run here), for which the paper reports average gains of 12.5%
 #   over the base models and 9.6% over SFT across the three models.
 #
 # Notebook 05 repeats the comparison on ARC-Challenge; notebook 06 varies the rationale budget L and

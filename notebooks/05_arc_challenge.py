@@ -19,8 +19,10 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/latro-repro/latro/blob/main/notebooks/05_arc_challenge.ipynb)
 #
-# *What this notebook says of the paper beyond its abstract and released code is our reading of it;
-# the README's "Checked against the paper" lists what could not be re-checked offline.*
+# *Outputs below are from the demo profile (`latro reproduce --profile demo`; the commit and time are
+# in the notebook's metadata, `latro`); `profile = "smoke"` in the parameters cell runs the fast check.
+# This notebook's text about the paper was written before its full text could be read; README's
+# "Checked against the paper" checks each such claim against the full text, or says the paper is silent.*
 #
 # The paper's second benchmark. ARC-Challenge questions have 3–5 options; the gold answer $y$ is
 # the **text** of the correct option ("The answer is photosynthesis."), so the self-reward
@@ -37,7 +39,7 @@
 # | profile | what runs | time |
 # |---|---|---|
 # | `smoke` | 2 test questions, 2 SFT steps, 1 LaTRO step | ~1 min |
-# | `demo` | base on 50 test questions, a short SFT and LaTRO run on a 200-question train subset | ~10 min on 2 cores |
+# | `demo` | base on 50 test questions, a short SFT and LaTRO run on a 200-question train subset | ~4 min on 2 cores (259 s in the last demo run) |
 # | `gpu` | Qwen2.5-0.5B-Instruct with LoRA, 100 steps, β = 0.25, 300 test questions | one 16–24 GB GPU |
 # | `paper` | the three models, 12 epochs, β = 0.25, full test set | GPUs |
 #

@@ -19,8 +19,10 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/latro-repro/latro/blob/main/notebooks/06_ablations.ipynb)
 #
-# *What this notebook says of the paper beyond its abstract and released code is our reading of it;
-# the README's "Checked against the paper" lists what could not be re-checked offline.*
+# *Outputs below are from the demo profile (`latro reproduce --profile demo`; the commit and time are
+# in the notebook's metadata, `latro`); `profile = "smoke"` in the parameters cell runs the fast check.
+# This notebook's text about the paper was written before its full text could be read; README's
+# "Checked against the paper" checks each such claim against the full text, or says the paper is silent.*
 #
 # Two questions from the paper's Figure 3:
 #
@@ -35,7 +37,7 @@
 # | profile | (a) | (b) | time |
 # |---|---|---|---|
 # | `smoke` | L ∈ {8, 16}, 4 questions | K = 4, 2 questions | ~1 min |
-# | `demo` | L ∈ {16, 32, 64, 96}, 32 questions, short-L model trained with L = 32 | K = 8, 25 questions | ~10 min on 2 cores |
+# | `demo` | L ∈ {16, 32, 64, 96}, 32 questions, short-L model trained with L = 32 | K = 8, 25 questions | ~8 min on 2 cores (492 s in the last demo run) |
 # | `gpu` | Qwen2.5-0.5B-Instruct (04's LaTRO model), L ∈ {64, …, 256}, LaTRO-128 | K = 8, 200 test questions | one 16–24 GB GPU |
 # | `paper` | Phi-3.5-mini, L ∈ {100, …, 500}, LaTRO-200 | K = 32, full GSM8K test | GPUs |
 #
@@ -159,7 +161,7 @@ display(Image(plot_maj_at_k(maj, FIG / f"06_maj_at_k_{profile}.png")))
 # budgets, and a model trained with a shorter budget (LaTRO-200) reaches good accuracy with shorter
 # rationales, moving some computation from inference to training; and majority voting adds to
 # LaTRO's gain rather than replacing it. With the 135M demo model, read the curves together with
-# their 95% intervals: 32 questions give intervals about ±15 points wide.
+# their 95% intervals: 32 questions give intervals about ±17 points wide (Wilson, at 50%).
 #
 # The committed demo run: the base model is cut off mid-ramble at short budgets (0% at L = 16, 12.5% at
 # L = 32) and peaks at 31% (L = 64). LaTRO trained at L = 64 reaches 47% at L = 32 and 59% from L = 64

@@ -84,13 +84,13 @@ def reward_spec(name: str) -> Reward:
     return REWARDS[name]
 
 
-def self_reward(answer_reward: torch.Tensor, logp_z: torch.Tensor, ref_logp_z: torch.Tensor | None,
+def self_reward(logp_y: torch.Tensor, logp_z: torch.Tensor, ref_logp_z: torch.Tensor | None,
                 beta: float) -> torch.Tensor:
-    """r = R − β·(log πθ(z|x) − log π0(z|x)); all (N,), returns (N,) detached. R is the answer's
-    reward: LaTRO's log πθ(y|x⊕z) (the self-reward), or another member of :data:`REWARDS`."""
+    """r = R − β·(log πθ(z|x) − log π0(z|x)); all (N,), returns (N,) detached. R (``logp_y``) is the
+    answer's reward: LaTRO's log πθ(y|x⊕z) (the self-reward), or another member of :data:`REWARDS`."""
     # r_k = R_k − β·log(πθ(z_k|x) / π0(z_k|x))
     kl = (logp_z - ref_logp_z) if (ref_logp_z is not None and beta != 0) else torch.zeros_like(logp_z)
-    return (answer_reward - beta * kl).detach()
+    return (logp_y - beta * kl).detach()
 
 
 def penalize_truncated(rewards: torch.Tensor, truncated: torch.Tensor, rule: str = "batch_mean",

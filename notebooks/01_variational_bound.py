@@ -39,15 +39,23 @@
 # $$\log \pi_\theta(y \mid x) \;\ge\; \mathbb{E}_{z\sim q(z\mid x)}\big[\log \pi_\theta(y \mid x \oplus z)\big]
 #   \;-\; D_{\mathrm{KL}}\big(q(z\mid x)\,\|\,\pi_0(z\mid x)\big).$$
 #
-# (Equation and proposition numbers are as we read the paper; the README's "Checked against the
-# paper" says what could not be re-checked offline.)
+# (Equation and proposition numbers are the paper's, checked against its full text: README, "Checked
+# against the paper".)
 #
 # The paper weights the KL term by β < 1 (0.05 on GSM8K); section 3 below shows that this objective is
 # then *not* a bound of $\log p(y\mid x)$ and says what it is. This notebook checks each step on a
 # model small enough to enumerate exactly:
 # a handful of rationales with explicit probabilities. Then it checks the paper's **Proposition 1**:
 # chain-of-thought with self-consistency (majority vote over sampled rationales) approximates
-# $\arg\max_y$ of the same marginal.
+# $\arg\max_y$ of a marginal too, but another one.
+#
+# **Three marginals, kept apart.** The bound is on the marginal with rationales drawn from the *prior*,
+# $p_{\pi_0}(y\mid x) = \sum_z \pi_0(z\mid x)\,\pi_\theta(y\mid x\oplus z)$, as the paper writes it (Eq. 2). The
+# model's own marginal draws them from the model being trained,
+# $p_\theta(y\mid x) = \sum_z \pi_\theta(z\mid x)\,\pi_\theta(y\mid x\oplus z)$. CoT-SC's $p_M(y\mid x) =
+# \mathbb{E}_{z\sim\pi_\theta}[\pi_\theta(y\mid x\oplus z)]$ (Proposition 1) is the model's own marginal at the
+# temperature CoT-SC samples at (the same at T = 1). At the start of training $\pi_\theta = \pi_0$ and all
+# three coincide; as $\theta$ moves they part.
 #
 # Every formula is followed by a cell that computes both sides and compares them.
 #
@@ -142,9 +150,12 @@ assert torch.allclose(prior.sum(), torch.tensor(1.0)) and torch.allclose(lik.sum
 log_lik_gold = lik[:, gold].log()                              # log pi(y | x + z) for the gold y
 
 # %% [markdown]
-# ### The marginal likelihood (Eq. 2)
+# ### The marginal likelihood the bound is on (Eq. 2)
 #
-# $$p(y\mid x) = \sum_z \pi(y\mid x\oplus z)\,\pi_0(z\mid x), \qquad \sum_y p(y \mid x) = 1.$$
+# $$p_{\pi_0}(y\mid x) = \sum_z \pi(y\mid x\oplus z)\,\pi_0(z\mid x), \qquad \sum_y p_{\pi_0}(y \mid x) = 1.$$
+#
+# (Written $p(y\mid x)$ below; in this toy the model samples rationales from $\pi_0$, so it is also the
+# model's own marginal and CoT-SC's $p_M$ of section 4.)
 
 # %% tags=["nbval-check-output"]
 p_marginal = prior @ lik                                       # p(y | x) for every answer y
@@ -342,8 +353,10 @@ assert torch.allclose((random_qs * log_lik_gold).sum(-1) - 0.05 * kl(random_qs, 
 #
 # so by the law of large numbers the answer frequencies converge to $p_M$ and the majority vote to
 # $\arg\max_y p_M(y\mid x)$ as $K\to\infty$ (the probability of a wrong vote falls exponentially in $K$).
-# This is the same marginal whose log LaTRO bounds: CoT-SC *estimates* it at inference time, LaTRO
-# *trains* the model to put more of it on the gold answer.
+# This is the model's own marginal, not the prior-weighted $p_{\pi_0}$ whose log Eq. 2 bounds; the two
+# coincide here only because the toy samples rationales from $\pi_0$. CoT-SC *estimates* $p_M$ at
+# inference time; LaTRO's objective $\mathbb{E}_{z\sim\pi_\theta}[\log\pi_\theta(y\mid x\oplus z)]$ is, by Jensen,
+# below $\log p_M$, so raising it tends to raise $p_M$ of the gold answer (notebook 07 takes this further).
 #
 # In the toy, let the model sample rationales from $\pi(z\mid x) = \pi_0$. Greedy decoding of the
 # rationale would pick $z_0$ and then answer `"17"`; the marginal's mode is `"21"`.
@@ -429,15 +442,15 @@ plt.show()
 #
 # - The marginal likelihood of the gold answer sums over rationales (Eq. 2). For any rationale
 #   distribution $q$, Jensen's inequality bounds it from below by
-#   $\mathbb{E}_q[\log \pi(y\mid x\oplus z)] - D_{\mathrm{KL}}(q\|\pi_0)$ (Eq. 3), and the gap is exactly
+#   $\mathbb{E}_q[\log \pi(y\mid x\oplus z)] - D_{\mathrm{KL}}(q\|\pi_0)$ (Eq. 2; Eq. 3 is it with $q = \pi_\theta$), and the gap is exactly
 #   $D_{\mathrm{KL}}(q\,\|\,p(z\mid x,y))$: checked to machine precision above.
 # - The bound is the expectation of the self-reward $r(z)$ that LaTRO computes per sampled rationale
 #   (`objective.self_reward`); maximising it over $q$ moves $q$ to the posterior and closes the gap.
 # - With the paper's β < 1 the maximum lies *above* $\log p(y\mid x)$ (power-mean inequality): the
 #   objective is the bound plus $(1-\beta)\,D_{\mathrm{KL}}(q\|\pi_0)$, a soft maximum over rationales, not a
 #   bound.
-# - Self-consistency's majority vote estimates $\arg\max_y p_M(y\mid x)$, the mode of the same marginal
-#   (Proposition 1), and can disagree with the answer of the single most likely rationale.
+# - Self-consistency's majority vote estimates $\arg\max_y p_M(y\mid x)$, the mode of the model's own
+#   marginal (Proposition 1; here equal to $p_{\pi_0}$ because the toy samples from $\pi_0$), and can disagree with the answer of the single most likely rationale.
 #
 # Next, notebook 02: LaTRO cannot enumerate rationales, so it estimates the gradient of the bound from
 # $K$ samples, with the REINFORCE leave-one-out (RLOO) estimator.

@@ -35,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from .provenance import cli_flags, git_commit, portable
+from .provenance import cli_flags, command_line, git_commit, portable
 from .errors import ConfigError, LatroError, writing
 from .evaluate import ANSWER_TOKENS, EvalConfig
 from .results import cell_stats, question_correct
@@ -283,9 +283,6 @@ def format_difference(d: dict | None) -> str:
     return f"{100 * d['mean']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}], P(A>B) = {d['p_improvement']:.2f}"
 
 
-def require_phase(phase: str) -> None:
-    if phase not in ("tune", "final", "report", "all"):
-        raise ConfigError(f"--phase {phase!r} is not one of tune, final, report, all")
 
 
 # ----------------------------------------------------------------------------- the report
@@ -378,3 +375,43 @@ def report_markdown(meta: dict, design: Design, out: str) -> str:
         lines += ["", f"Figure: `{meta['figure']}` ({design.curve_rows} runs, validation accuracy on {design.curve_n} "
                       "questions; line: mean over seeds, band: lowest to highest seed; star: the base model)."]
     return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- a study's command line
+
+def study_main(argv, *, script: str, tuning, finals, design: Design, eval_kw: dict, doc: str,
+               defaults: dict | None = None) -> int:
+    """A study script's ``main``: its flags are :class:`StudyConfig`'s (``defaults`` replace its defaults);
+    ``tuning()``: [(cells, records folder or None for the study's own)], run first; ``finals(out)``:
+    (cells, picks) once tuning is recorded; then the report. Exit 0, 1 (cells failed), 2 (a user
+    error, one line), 130 (stopped: the recorded cells stay)."""
+    import argparse
+
+    from .cli import add_dataclass_args, config_from_args
+
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_dataclass_args(parser, StudyConfig)
+    parser.set_defaults(**(defaults or {}))
+    cfg = config_from_args(StudyConfig, parser.parse_args(argv))
+    try:
+        if cfg.phase not in ("tune", "final", "report", "all"):
+            raise ConfigError(f"--phase {cfg.phase!r} is not one of tune, final, report, all")
+        failed = []
+        if cfg.phase in ("tune", "all"):
+            for cells, home in tuning():
+                failed += run_cells(cells, dataclasses.replace(cfg, out=home or cfg.out), eval_kw)
+        if cfg.phase in ("final", "all"):
+            failed += run_cells(finals(Path(cfg.out))[0], cfg, eval_kw)
+        if cfg.phase in ("report", "all") and not cfg.dry_run:
+            cells, picks = finals(Path(cfg.out))
+            write_report(cfg, command_line("study", cfg).replace("latro study", f"python {script}"), cells, picks, design)
+    except LatroError as e:
+        print(f"study: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("study: stopped; the recorded cells stay, rerun the same command to continue", file=sys.stderr)
+        return 130
+    if failed:
+        print(f"study: {len(failed)} cells failed: {', '.join(failed)} (logs under {cfg.scratch}/)", file=sys.stderr)
+        return 1
+    return 0

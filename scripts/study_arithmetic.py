@@ -23,17 +23,13 @@ The design (every method gets the same):
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from latro_core.cli import add_dataclass_args, command_line, config_from_args  # noqa: E402
-from latro_core.errors import LatroError  # noqa: E402
 from latro_core.evaluate import ANSWER_TOKENS  # noqa: E402
-from latro_core.study import (Cell, Design, StudyConfig, pick, require_phase, run_cells, tune_cells,  # noqa: E402
-                              write_report)
+from latro_core.study import Cell, Design, pick, study_main, tune_cells  # noqa: E402
 
 L = 64
 LRS = (5e-6, 1.5e-5, 5e-5)
@@ -95,30 +91,8 @@ DESIGN = Design(title="Arithmetic study: SFT, RFT and LaTRO tuned alike, 5 fresh
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_dataclass_args(parser, StudyConfig)
-    cfg = config_from_args(StudyConfig, parser.parse_args(argv))
-    try:
-        require_phase(cfg.phase)
-        failed = []
-        if cfg.phase in ("tune", "all"):
-            failed += run_cells(tuning(), cfg, EVAL)
-        if cfg.phase in ("final", "all"):
-            failed += run_cells(finals(Path(cfg.out))[0], cfg, EVAL)
-        if cfg.phase in ("report", "all") and not cfg.dry_run:
-            cells, picks = finals(Path(cfg.out))
-            write_report(cfg, command_line("study", cfg).replace("latro study", "python scripts/study_arithmetic.py"),
-                         cells, picks, DESIGN)
-    except LatroError as e:
-        print(f"study: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("study: stopped; the recorded cells stay, rerun the same command to continue", file=sys.stderr)
-        return 130
-    if failed:
-        print(f"study: {len(failed)} cells failed: {', '.join(failed)} (logs under {cfg.scratch}/)", file=sys.stderr)
-        return 1
-    return 0
+    return study_main(argv, script="scripts/study_arithmetic.py", tuning=lambda: [(tuning(), None)], finals=finals,
+                      design=DESIGN, eval_kw=EVAL, doc=__doc__)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ arithmetic study. About 5 hours on 2 cores for the new rows.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -24,9 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 import study_arithmetic as arith  # noqa: E402
-from latro_core.cli import add_dataclass_args, command_line, config_from_args  # noqa: E402
-from latro_core.errors import LatroError  # noqa: E402
-from latro_core.study import Cell, Design, StudyConfig, pick, require_phase, run_cells, tune_cells, write_report  # noqa: E402
+from latro_core.study import Cell, Design, pick, study_main, tune_cells  # noqa: E402
 
 SHARED = "results/study_arithmetic"              # where the Base, SFT, RFT and LaTRO records live
 REWARDS = {"probability": "LaTRO-probability (VeriFree)", "rlpr": "LaTRO-RLPR", "verifier": "LaTRO-verifier (RLVR)"}
@@ -66,35 +63,9 @@ DESIGN = Design(
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_dataclass_args(parser, StudyConfig)
-    args = parser.parse_args(argv)
-    given = argv if argv is not None else sys.argv[1:]
-    args.out = args.out if "--out" in given else "results/study_rewards"
-    args.scratch = args.scratch if "--scratch" in given else "runs/study_rewards"
-    cfg = config_from_args(StudyConfig, args)
-    try:
-        require_phase(cfg.phase)
-        failed = []
-        if cfg.phase in ("tune", "all"):
-            failed += run_cells(arith.tuning(), StudyConfig(**{**cfg.__dict__, "out": SHARED}), arith.EVAL)
-            failed += run_cells(tuning(), cfg, arith.EVAL)
-        if cfg.phase in ("final", "all"):
-            failed += run_cells(finals(Path(cfg.out))[0], cfg, arith.EVAL)
-        if cfg.phase in ("report", "all") and not cfg.dry_run:
-            cells, picks = finals(Path(cfg.out))
-            write_report(cfg, command_line("study", cfg).replace("latro study", "python scripts/study_rewards.py"),
-                         cells, picks, DESIGN)
-    except LatroError as e:
-        print(f"study: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("study: stopped; the recorded cells stay, rerun the same command to continue", file=sys.stderr)
-        return 130
-    if failed:
-        print(f"study: {len(failed)} cells failed: {', '.join(failed)} (logs under {cfg.scratch}/)", file=sys.stderr)
-        return 1
-    return 0
+    return study_main(argv, script="scripts/study_rewards.py", finals=finals, design=DESIGN, eval_kw=arith.EVAL,
+                      tuning=lambda: [(arith.tuning(), SHARED), (tuning(), None)], doc=__doc__,
+                      defaults={"out": "results/study_rewards", "scratch": "runs/study_rewards"})
 
 
 if __name__ == "__main__":

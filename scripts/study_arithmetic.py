@@ -7,8 +7,9 @@ split and the unseen-numbers split, with intervals over seeds and questions.
     .venv/bin/python scripts/study_arithmetic.py --dry-run       # what is recorded, what would run
 
 Resume-safe (latro_core/study.py): stop it at any point; a rerun, here or in a fresh clone, skips the
-recorded cells (results/study_arithmetic/<cell>/done.json). About 6 hours on 2 cores from scratch,
-two one-thread runs at a time.
+recorded cells (results/study_arithmetic/<cell>/done.json). About 5 hours on 2 cores from scratch,
+two one-thread runs at a time (a 12-step tuning cell, training and its 200-question validation, took
+SFT ~190 s, RFT ~300 s, LaTRO ~525 s: the wall_s of each done.json).
 
 The design (every method gets the same):
 - tuning grid: lr ∈ {5e-6, 1.5e-5, 5e-5} (10× span); the two sampling methods also T ∈ {0.7, 1.0};

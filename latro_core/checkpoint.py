@@ -139,7 +139,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
 # what a run writes into its out_dir (a new run refuses a folder holding any of them without --overwrite)
 RUN_FILES = ("metrics.jsonl", "samples.jsonl", "config.json", "checkpoint", "checkpoint.old", "checkpoint.tmp",
              "final", "final.old", "final.tmp", "best", "best.old", "best.tmp", "best.json")
-MODELS = ("final", "best", "checkpoint")          # what --resume must never delete
+MODELS = ("final", "best")          # finished models: --resume never deletes them (a partial checkpoint.tmp is none)
 LOCK_FILE = ".latro.lock"
 
 

@@ -311,7 +311,7 @@ class Trainer:
         self.acc.wait_for_everyone()
         if not found:
             return
-        models = [name for name in found if name.split(".")[0] in MODELS]
+        models = [name for name in found if name in MODELS]
         if config.resume and not config.overwrite:
             if models:   # a finished run without resume state (--keep-resume-state false): never deleted
                 raise ConfigError(

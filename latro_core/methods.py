@@ -91,9 +91,7 @@ def _reward_info(tr: Trainer, spec, exs, roll, sl: slice, batch) -> dict:
     and without z (rlpr)."""
     k, info = tr.cfg.k, {}
     if spec.checker:
-        info["correct"] = torch.tensor([tr.task.is_correct(tr.task.extract_answer(roll.full_texts[i], exs[i // k]),
-                                                           exs[i // k]) for i in range(sl.start, sl.stop)],
-                                       device=tr.acc.device)
+        info["correct"] = torch.tensor(_answers_right(tr, exs, roll, range(sl.start, sl.stop)), device=tr.acc.device)
     if spec.token_probs:
         info["answer_prob"] = mean_answer_probability(tr.lm, batch)
         without_z = pack(roll.prompt_ids[sl], [[] for _ in range(sl.start, sl.stop)],
@@ -101,6 +99,13 @@ def _reward_info(tr: Trainer, spec, exs, roll, sl: slice, batch) -> dict:
                          tr.tok.pad_token_id).to(tr.acc.device)
         info["answer_prob_without_z"] = mean_answer_probability(tr.lm, without_z)
     return info
+
+
+def _answers_right(tr: Trainer, exs, roll, rows) -> list[bool]:
+    """The checker's verdict on the model's own answer after each rationale of ``rows`` (a rollout
+    that went on after the answer template: ``roll.full_texts``); sample i answers ``exs[i // k]``."""
+    k = tr.cfg.k
+    return [tr.task.is_correct(tr.task.extract_answer(roll.full_texts[i], exs[i // k]), exs[i // k]) for i in rows]
 
 
 def _log_samples(tr: Trainer, step: int, exs, roll, values: dict) -> None:
@@ -170,9 +175,9 @@ def rft_step(tr: Trainer, step: int) -> dict:
     roll = tr.sample(step, first, exs, keep_going_after_stop=True)
     t_sample = time.time() - t0
     xs, ts = [], []
-    for i, text in enumerate(roll.full_texts):
+    for i, right in enumerate(_answers_right(tr, exs, roll, range(len(roll.full_texts)))):
         ex = exs[i // cfg.k]
-        if tr.task.is_correct(tr.task.extract_answer(text, ex), ex):
+        if right:
             xs.append(roll.prompt_ids[i])
             ts.append(roll.rationale_ids[i] + tr.task.answer_ids(ex, tok, roll.rationale_ids[i]))
     kept = tr.acc.gather(torch.tensor([float(len(xs))], device=tr.acc.device)).sum()

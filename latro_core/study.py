@@ -136,9 +136,14 @@ def _run(args: list[str], log: Path) -> None:
 _CHILDREN: set = set()
 
 
-def _stop_children(*_):
+def _kill_children() -> None:
     for proc in list(_CHILDREN):
         os.killpg(proc.pid, signal.SIGTERM)
+
+
+def _stop_children(*_):
+    """SIGTERM to the study: stop its runs (each at the end of its current step) and stop."""
+    _kill_children()
     raise KeyboardInterrupt
 
 
@@ -221,8 +226,7 @@ def run_cells(cells: list[Cell], cfg: StudyConfig, eval_kw: dict) -> list[str]:
         try:
             list(pool.map(one, todo))
         except KeyboardInterrupt:
-            for proc in list(_CHILDREN):
-                os.killpg(proc.pid, signal.SIGTERM)
+            _kill_children()
             pool.shutdown(wait=False, cancel_futures=True)
             raise
     return failed

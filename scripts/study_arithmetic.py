@@ -56,13 +56,13 @@ def tuning() -> list[Cell]:
 def finals(out: Path) -> tuple[list[Cell], dict]:
     """The base cells and, for each method whose tuning is recorded, its final cells; and the picks."""
     cells = [Cell("base", "base", None, SPLITS + ("validation",), "Base")]
-    picks = {}
-    for m in METHODS:
-        point, rows = pick(m, GRIDS[m], TUNE_SEEDS, out)
-        picks[m] = {"pick": point, "grid": rows}
-        if point is None:
-            continue
-        for steps in LENGTHS:
+    picks = {m: dict(zip(("pick", "grid"), pick(m, GRIDS[m], TUNE_SEEDS, out))) for m in METHODS}
+    # every method's 12-step seeds before any 36-step run, so a study cut short has a whole row per method
+    for steps in LENGTHS:
+        for m in METHODS:
+            point = picks[m]["pick"]
+            if point is None:
+                continue
             extra = CURVE_EVAL if steps == 36 else {}
             cells += [Cell(f"final/{m}_{steps}steps_seed{s}", m, {**COMMON[m], **point, **extra, "steps": steps,
                                                                    "seed": s}, SPLITS, f"{METHODS[m]}, {steps} steps")

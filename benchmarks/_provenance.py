@@ -34,7 +34,7 @@ def machine_info() -> dict:
 
 def git_commit() -> str:
     """``HEAD``'s hash, plus the latro_core .py files with uncommitted changes (what was timed)."""
-    from latro_core.cli import git_commit as commit
+    from latro_core.provenance import git_commit as commit
 
     return commit(ROOT, dirty=True) or "unknown"
 

@@ -1,19 +1,18 @@
 """latro_core: a small, exact implementation of LaTent Reasoning Optimization (LaTRO).
 
-Modules, one job each:
+Modules in layers, one job each; a module imports only its own layer or lower ones
+(``tests/test_architecture.py``; ``docs/architecture.md`` draws them):
 
-- ``tasks``      data sets, prompts, targets, answer extraction and checking
-- ``models``     loading any causal LM (hub id, folder, GGUF, embedded SmolLM2), tiny test models
-- ``logprobs``   log pi(z|x) and log pi(y|x+z) for a padded batch: one decoder call per length group
-- ``rollout``    sampling K rationales per question with stop strings and a KV cache
-- ``objective``  self-reward, truncation penalty, RLOO advantages, the Eq. 4 loss
-- ``methods``    one optimizer step of LaTRO / SFT / RFT: samples, losses, backward
-- ``trainer``    the loop they share (accelerate), metrics; ``checkpoint`` its I/O and run-folder rules;
-  ``sharding`` FSDP2 across processes
-- ``evaluate``   greedy and maj@k accuracy with intervals, self-evaluation AUROC, answer NLL
-- ``results``    tables from run outputs;  ``plots`` figures;  ``stats`` intervals and AUROC
-- ``profiles``   every notebook's settings per profile; ``runs`` what the notebooks share;
-  ``reproduce`` runs them headless; ``cli`` the ``latro`` command (docs/architecture.md: all of them)
+- ground: ``errors``, ``stats`` (intervals, AUROC), ``provenance`` (commit, command line, flags),
+  ``tasks`` (data, prompts, answer checking), ``models`` (any causal LM, tiny test models), ``cpu_kernels``
+- algorithm: ``rollout`` (K rationales per question), ``logprobs`` (log π(z|x), log π(y|x⊕z)),
+  ``objective`` (self-reward, truncation, RLOO, the Eq. 4 loss, the reward family), ``answers``
+  (a model's answers, majority votes, the gold answer's log-probability)
+- training: ``methods`` (one record per method: its step and needs), ``trainer`` (the loop),
+  ``checkpoint`` (the run folder), ``sharding`` (FSDP2)
+- evaluation: ``evaluate`` (``latro evaluate``), ``results`` (tables), ``plots`` (figures)
+- orchestration: ``experiments`` (profiles, runs, reproduce, reward_signal, study)
+- command line: ``cli`` (the ``latro`` command), imported by nothing
 """
 
 __version__ = "0.1.0"

@@ -15,87 +15,24 @@ training run exits with 130 after saving its checkpoint.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import inspect
 import json
-import re
 import sys
-import typing
 
-from .provenance import cli_flags, command_line, git_commit, portable  # noqa: F401 (re-exported)
-
-
-def _parse_bool(s: str) -> bool:
-    if s.lower() in ("1", "true", "yes", "on"):
-        return True
-    if s.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true/false, got {s!r}")
-
-
-def field_comments(cls) -> dict[str, str]:
-    """{field: the ``# comment`` after it in the class source} (with its continuation lines): the
-    dataclasses document their fields that way, and ``--help`` shows the same words."""
-    try:
-        lines = inspect.getsource(cls).splitlines()
-    except (OSError, TypeError):
-        return {}
-    out, last = {}, None
-    for line in lines:
-        if m := re.match(r"\s+(\w+)\s*:[^#]*?#\s?(.*)$", line):
-            last = m.group(1)
-            out[last] = m.group(2).strip()
-        elif last and (m := re.match(r"\s+#\s?(.*)$", line)):
-            out[last] += " " + m.group(1).strip()
-        else:
-            last = None
-    return out
-
-
-def add_dataclass_args(parser: argparse.ArgumentParser, cls, skip=()) -> None:
-    """One ``--flag`` per dataclass field (underscores become dashes), typed from the annotation,
-    its help the field's comment."""
-    hints = typing.get_type_hints(cls)
-    notes = field_comments(cls)
-    for f in dataclasses.fields(cls):
-        if f.name in skip:
-            continue
-        t = hints[f.name]
-        args = typing.get_args(t)
-        base = next((a for a in args if a is not type(None)), t) if args else t
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        flag = "--" + f.name.replace("_", "-")
-        help_ = (notes.get(f.name, "") + f" (default {default})").strip().replace("%", "%%")
-        if base is bool:
-            parser.add_argument(flag, type=_parse_bool, nargs="?", const=True, default=default, help=help_)
-        elif base is dict:
-            parser.add_argument(flag, type=json.loads, default=default, help="JSON object; " + help_)
-        elif base in (int, float, str):
-            parser.add_argument(flag, type=base, default=default, help=help_)
-        else:  # unions such as str | list[str]
-            parser.add_argument(flag, type=str, default=default, help=help_)
-
-
-def config_from_args(cls, ns: argparse.Namespace, **fixed):
-    names = {f.name for f in dataclasses.fields(cls)}
-    values = {k: v for k, v in vars(ns).items() if k in names}
-    values.update(fixed)
-    return cls(**values)
+from .provenance import add_dataclass_args, config_from_args
 
 
 def build_parser() -> argparse.ArgumentParser:
     from .evaluate import EvalConfig
-    from .reproduce import ReproduceConfig
+    from .experiments.reproduce import ReproduceConfig
     from .results import TablesConfig
-    from .reward_signal import SignalConfig
+    from .experiments.reward_signal import SignalConfig
+    from .methods import METHODS
     from .trainer import TrainConfig
 
     p = argparse.ArgumentParser(prog="latro", description="LaTent Reasoning Optimization (arXiv 2411.04282)")
     sub = p.add_subparsers(dest="command", required=True)
-    for name, help_ in (("train", "LaTRO training"), ("sft", "supervised fine-tuning baseline"),
-                        ("rft", "rejection-sampling fine-tuning baseline (STaR/RFT)")):
-        sp = sub.add_parser(name, help=help_)
-        add_dataclass_args(sp, TrainConfig, skip=("method",))
+    for method in METHODS.values():      # one sub-command per registered training method
+        add_dataclass_args(sub.add_parser(method.command, help=method.help), TrainConfig, skip=("method",))
     add_dataclass_args(sub.add_parser("evaluate", help="greedy / maj@k accuracy, AUROC, NLL"), EvalConfig)
     add_dataclass_args(sub.add_parser("tables", help="build results tables from run outputs"), TablesConfig)
     add_dataclass_args(sub.add_parser("signal", help="the base model's self-reward signal (before training)"),
@@ -106,17 +43,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from .errors import LatroError
+    from .methods import METHODS
 
     args = build_parser().parse_args(argv)
+    trains = {m.command: m.name for m in METHODS.values()}
     if args.command != "reproduce":       # the notebooks' kernels choose their own
         from .models import set_threads
         set_threads()                     # LATRO_THREADS / OMP_NUM_THREADS, else one per free core
     try:
-        if args.command in ("train", "sft", "rft"):
+        if args.command in trains:
             from .trainer import TrainConfig, TrainingInterrupted, train
-            method = {"train": "latro"}.get(args.command, args.command)
             try:
-                metrics = train(config_from_args(TrainConfig, args, method=method))
+                metrics = train(config_from_args(TrainConfig, args, method=trains[args.command]))
             except TrainingInterrupted as e:
                 print(f"latro: {e}", file=sys.stderr)
                 return 130
@@ -129,10 +67,10 @@ def main(argv: list[str] | None = None) -> int:
             from .results import TablesConfig, build_tables
             build_tables(config_from_args(TablesConfig, args))
         elif args.command == "signal":
-            from .reward_signal import SignalConfig, run_signal
+            from .experiments.reward_signal import SignalConfig, run_signal
             run_signal(config_from_args(SignalConfig, args))
         elif args.command == "reproduce":
-            from .reproduce import ReproduceConfig, reproduce
+            from .experiments.reproduce import ReproduceConfig, reproduce
             reproduce(config_from_args(ReproduceConfig, args))
     except LatroError as e:
         print(f"latro: error: {e}", file=sys.stderr)

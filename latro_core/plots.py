@@ -221,7 +221,7 @@ def plot_accuracy_vs_L(rows, path="figures/accuracy_vs_L.png") -> str:
 
 
 def plot_reward_signal(entries: list[dict], path="figures/self_reward_signal.png") -> str:
-    """The base model's learning signal against the budget L (``latro_core.reward_signal``): left,
+    """The base model's learning signal against the budget L (``latro_core.experiments.reward_signal``): left,
     the % of samples that are right and finished within L; middle, the % of questions with at
     least one such sample among K; right, the within-question AUROC of the self-reward (95%
     bootstrap over questions as error bars, offset per line). One colour per temperature, one

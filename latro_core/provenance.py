@@ -1,12 +1,16 @@
 """Provenance: what every results file records about how it was made (the git commit, the command
-line that reproduces a config), and paths made portable (no machine path in anything committed).
-Ground floor: imports nothing of latro_core."""
+line that reproduces a config), the way back (a config dataclass's ``--flags``, which the CLI, the
+notebooks' child runs and the studies all read), and paths made portable (no machine path in
+anything committed). Ground floor: imports nothing of latro_core."""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import inspect
 import json
 import re
+import typing
 from pathlib import Path
 
 
@@ -72,3 +76,63 @@ def git_commit(cwd=None, dirty: bool = False) -> str | None:
         return commit
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+# ----------------------------------------------------------------------------- flags → a config
+
+def _parse_bool(s: str) -> bool:
+    if s.lower() in ("1", "true", "yes", "on"):
+        return True
+    if s.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {s!r}")
+
+
+def field_comments(cls) -> dict[str, str]:
+    """{field: the ``# comment`` after it in the class source} (with its continuation lines): the
+    dataclasses document their fields that way, and ``--help`` shows the same words."""
+    try:
+        lines = inspect.getsource(cls).splitlines()
+    except (OSError, TypeError):
+        return {}
+    out, last = {}, None
+    for line in lines:
+        if m := re.match(r"\s+(\w+)\s*:[^#]*?#\s?(.*)$", line):
+            last = m.group(1)
+            out[last] = m.group(2).strip()
+        elif last and (m := re.match(r"\s+#\s?(.*)$", line)):
+            out[last] += " " + m.group(1).strip()
+        else:
+            last = None
+    return out
+
+
+def add_dataclass_args(parser: argparse.ArgumentParser, cls, skip=()) -> None:
+    """One ``--flag`` per dataclass field (underscores become dashes), typed from the annotation,
+    its help the field's comment."""
+    hints = typing.get_type_hints(cls)
+    notes = field_comments(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        t = hints[f.name]
+        args = typing.get_args(t)
+        base = next((a for a in args if a is not type(None)), t) if args else t
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        flag = "--" + f.name.replace("_", "-")
+        help_ = (notes.get(f.name, "") + f" (default {default})").strip().replace("%", "%%")
+        if base is bool:
+            parser.add_argument(flag, type=_parse_bool, nargs="?", const=True, default=default, help=help_)
+        elif base is dict:
+            parser.add_argument(flag, type=json.loads, default=default, help="JSON object; " + help_)
+        elif base in (int, float, str):
+            parser.add_argument(flag, type=base, default=default, help=help_)
+        else:  # unions such as str | list[str]
+            parser.add_argument(flag, type=str, default=default, help=help_)
+
+
+def config_from_args(cls, ns: argparse.Namespace, **fixed):
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {k: v for k, v in vars(ns).items() if k in names}
+    values.update(fixed)
+    return cls(**values)

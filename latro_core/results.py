@@ -29,9 +29,14 @@ from pathlib import Path
 from .errors import ConfigError, writing
 from .provenance import command_line, git_commit, portable
 from .evaluate import SUMMARY_KIND
+from .methods import METHODS
 from .stats import SEEDS_AND_QUESTIONS, seed_question_interval, wilson_interval
 
-METHOD_NAMES = {"base": "Base", "sft": "SFT", "rft": "RFT", "latro": "LaTRO"}
+
+
+def method_names() -> dict[str, str]:
+    """{method: its name in tables}, the untrained model first, then the registered methods in order."""
+    return {"base": "Base", **{m.name: m.label for m in METHODS.values()}}
 
 
 @dataclass
@@ -151,7 +156,7 @@ def format_cell(c: dict) -> str:
 
 
 def _method_order(m: str) -> tuple:
-    order = list(METHOD_NAMES)
+    order = list(method_names())
     return (order.index(m), m) if m in order else (len(order), m)
 
 
@@ -176,7 +181,7 @@ def build_tables(cfg: TablesConfig) -> dict:
             _metric(s, "maj", cfg.maj_k) for (_, _, t2, sp2), seeds in groups.items() if (t2, sp2) == (t, sp)
             for _, s in seeds.values()) else [])
         columns += [(f"{base} {m}", t, sp, m) for m in metrics]
-    rows = []
+    rows, names = [], method_names()
     for label, method in sorted({(k[0], k[1]) for k in groups}, key=lambda lm: (lm[0], _method_order(lm[1]))):
         cells = {}
         for col, t, sp, m in columns:
@@ -186,8 +191,8 @@ def build_tables(cfg: TablesConfig) -> dict:
             per_q = [question_correct(p, kind) for p, _ in have]
             cells[col] = cell_stats([r for _, r in have], None if any(q is None for q in per_q) else per_q) \
                 if have else None
-        rows.append({"model": label, "method": METHOD_NAMES.get(method, method), "cells": cells})
-    self_eval = [{"model": label, "method": METHOD_NAMES.get(method, method), "task": t, "split": sp,
+        rows.append({"model": label, "method": names.get(method, method), "cells": cells})
+    self_eval = [{"model": label, "method": names.get(method, method), "task": t, "split": sp,
                   "train_seed": s.get("train_seed"), "auroc": s["self_eval"]["auroc"],
                   "ci95": s["self_eval"].get("auroc_ci95"), "n_samples": s["self_eval"]["n_samples"],
                   "n_correct": s["self_eval"]["n_correct"]}

@@ -10,6 +10,10 @@ Three tasks share one interface (:class:`Task`):
 GSM8K and ARC are read from ``<data_dir>/gsm8k/<split>.jsonl`` and
 ``<data_dir>/arc-challenge/<split>.jsonl`` (``data_dir`` argument, else ``$LATRO_DATA_DIR``),
 else from the Hugging Face hub (``openai/gsm8k``, ``allenai/ai2_arc``).
+
+Each task is one :class:`TaskRecord` in :data:`TASKS` (name, splits, loader, data folder), added by
+:func:`register_task`; its prompts, targets y and answer checker are the methods of its
+:class:`Task` subclass.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import random
 import re
 import warnings
 from dataclasses import dataclass
+from typing import Callable
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
@@ -33,10 +38,6 @@ STOP_STRINGS: tuple[str, ...] = (
     "The answer is", "the answer is", "The answer is:", "Answer:",
     "So, the answer is", "Therefore, the answer is", "so the final answer is",
 )
-TASKS: tuple[str, ...] = ("gsm8k", "arc_challenge", "arithmetic")
-_SPLITS = {"gsm8k": ("train", "test"), "arc_challenge": ("train", "validation", "test"),
-           "arithmetic": ("train", "validation", "test", "unseen")}
-_ALIASES = {"arc-challenge": "arc_challenge", "arc": "arc_challenge"}
 # Default difficulty of the generated problems (one dict so it can be tuned in one place).
 DEFAULT_ARITH = {"steps": 1, "low": 2, "high": 12, "ops": "+-"}
 _ARITH_N = {"train": 1000, "validation": 200, "test": 500, "unseen": 200}
@@ -334,18 +335,41 @@ def _arc_label(segment: str, ex: Example | None) -> str | None:
     return by_upper.get(cleaned.upper())  # a bare label, alone
 
 
-# ----------------------------------------------------------------------------- loading
+# ----------------------------------------------------------------------------- the registry
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """One task: its name, splits and loader. Its prompts, targets y and answer checker are the
+    methods of the :class:`Task` subclass the loader returns."""
+
+    name: str                                   # load_task's name, the task field of every results record
+    splits: tuple[str, ...]
+    load: Callable[..., "Task"]                 # load(split, data_dir, **options) -> Task
+    data_folder: str | None = None              # <data dir>/<data_folder>/<split>.jsonl; None: generated here
+    aliases: tuple[str, ...] = ()               # other names load_task accepts
+
+
+TASKS: dict[str, TaskRecord] = {}
+
+
+def register_task(record: TaskRecord) -> TaskRecord:
+    """Add ``record`` to :data:`TASKS` (load_task, the CLI's --task and the notebooks then know it)."""
+    TASKS[record.name] = record
+    return record
+
+
+def task_record(name: str) -> TaskRecord:
+    """The task called ``name`` (or one of its aliases, any case); ConfigError naming the known ones."""
+    key = str(name).lower()
+    for record in TASKS.values():
+        if key == record.name or key in record.aliases:
+            return record
+    raise ConfigError(f"unknown task {name!r}; choose one of: {', '.join(TASKS)}.")
+
 
 def task_splits(name: str) -> tuple[str, ...]:
     """The splits of task ``name`` (aliases accepted)."""
-    return _SPLITS[_canonical(name)]
-
-
-def _canonical(name: str) -> str:
-    key = _ALIASES.get(str(name).lower(), str(name).lower())
-    if key not in _SPLITS:
-        raise ConfigError(f"unknown task {name!r}; choose one of: {', '.join(TASKS)}.")
-    return key
+    return task_record(name).splits
 
 
 def load_task(name: str, split: str = "test", *, data_dir: str | os.PathLike | None = None,
@@ -355,26 +379,30 @@ def load_task(name: str, split: str = "test", *, data_dir: str | os.PathLike | N
     ``arithmetic`` takes ``n``, ``seed``, ``steps``, ``low``, ``high``, ``ops`` (defaults in
     :data:`DEFAULT_ARITH`); the others take no keyword arguments besides ``data_dir``.
     """
-    key = _canonical(name)
-    if split not in _SPLITS[key]:
-        raise ConfigError(f"task {key!r} has no split {split!r}; choose one of: "
-                          f"{', '.join(_SPLITS[key])}.")
-    if key == "arithmetic":
-        return _arithmetic(split, **kwargs)
-    if kwargs:
-        raise ConfigError(f"task {key!r} takes no options {sorted(kwargs)}; only 'arithmetic' does.")
-    folder, parse, hub, cls = {
-        "gsm8k": ("gsm8k", _gsm8k_row, ("openai/gsm8k", "main"), GSM8K),
-        "arc_challenge": ("arc-challenge", _arc_row, ("allenai/ai2_arc", "ARC-Challenge"), ARCChallenge),
-    }[key]
-    root = data_dir if data_dir is not None else os.environ.get("LATRO_DATA_DIR")
-    path = Path(root).expanduser() / folder / f"{split}.jsonl" if root else None
-    if path is not None and path.is_file():
-        examples = [parse(row, split, i, f"{path}, line {i + 1}") for i, row in _read_jsonl(path)]
-    else:
-        rows = _hub_rows(*hub, split, path)
-        examples = [parse(row, split, i, f"hub {hub[0]} {split}, row {i}") for i, row in enumerate(rows)]
-    return cls(split, examples)
+    record = task_record(name)
+    if split not in record.splits:
+        raise ConfigError(f"task {record.name!r} has no split {split!r}; choose one of: "
+                          f"{', '.join(record.splits)}.")
+    return record.load(split, data_dir, **kwargs)
+
+
+def _stored_task(name: str, splits: tuple[str, ...], folder: str, parse, hub: tuple[str, str], cls,
+                 aliases: tuple[str, ...] = ()) -> TaskRecord:
+    """The record of a task stored as ``<data dir>/<folder>/<split>.jsonl`` (``data_dir``, else
+    $LATRO_DATA_DIR), else read from the hub (``hub`` = (repo, config)); ``parse`` makes each row
+    an :class:`Example` of the :class:`Task` subclass ``cls``."""
+    def load(split: str, data_dir, **kwargs) -> Task:
+        if kwargs:
+            raise ConfigError(f"task {name!r} takes no options {sorted(kwargs)}; only 'arithmetic' does.")
+        root = data_dir if data_dir is not None else os.environ.get("LATRO_DATA_DIR")
+        path = Path(root).expanduser() / folder / f"{split}.jsonl" if root else None
+        if path is not None and path.is_file():
+            examples = [parse(row, split, i, f"{path}, line {i + 1}") for i, row in _read_jsonl(path)]
+        else:
+            rows = _hub_rows(*hub, split, path)
+            examples = [parse(row, split, i, f"hub {hub[0]} {split}, row {i}") for i, row in enumerate(rows)]
+        return cls(split, examples)
+    return TaskRecord(name, splits, load, data_folder=folder, aliases=aliases)
 
 
 def _read_jsonl(path: Path):
@@ -527,3 +555,12 @@ def _arithmetic(split: str, n: int | None = None, seed: int = 0, steps: int | No
                           f"with steps={steps}, low={low}, high={high}, ops={ops!r}; widen low..high, "
                           "add ops or lower n.")
     return Arithmetic(split, examples, n=n, seed=seed, steps=steps, low=low, high=high, ops=ops)
+
+
+# ----------------------------------------------------------------------------- the tasks
+
+register_task(_stored_task("gsm8k", ("train", "test"), "gsm8k", _gsm8k_row, ("openai/gsm8k", "main"), GSM8K))
+register_task(_stored_task("arc_challenge", ("train", "validation", "test"), "arc-challenge", _arc_row,
+                           ("allenai/ai2_arc", "ARC-Challenge"), ARCChallenge, aliases=("arc-challenge", "arc")))
+register_task(TaskRecord("arithmetic", ("train", "validation", "test", "unseen"),
+                         lambda split, data_dir, **options: _arithmetic(split, **options)))

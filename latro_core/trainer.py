@@ -35,7 +35,7 @@ from .checkpoint import (MODELS, RUN_FILES, _load_weights, _read_back, _truncate
                          checkpoint_step, hold_folder, resume_changes, save_checkpoint, write_folder_atomically)
 from .errors import ConfigError, NumericalError, check_finite, writing
 from .logprobs import PolicyScorer, sequence_logprobs
-from .methods import STEPS
+from .methods import StepContext, get_method
 from .models import LoraSpec, add_lora, enable_checkpointing, frozen_copy, load_model, save_model
 from .objective import TRUNCATION_RULES, reward_spec
 from .rollout import sample_rationales
@@ -43,14 +43,11 @@ from .sharding import (full_optimizer_state, full_state_dict, full_tensor, gathe
                        sharding_requested)
 from .tasks import load_task
 
-METHODS = ("latro", "sft", "rft")
-
-
 @dataclass
 class TrainConfig:
     """Everything one training run needs. Defaults: a CPU-sized LaTRO run of the embedded model."""
 
-    method: str = "latro"              # latro | sft | rft
+    method: str = "latro"              # a registered method (methods.METHODS): latro | sft | rft
     model: str | None = None           # hub id, folder, .gguf, or None for the embedded SmolLM2-135M
     task: str = "arithmetic"           # arithmetic | gsm8k | arc_challenge
     split: str = "train"
@@ -111,27 +108,27 @@ class TrainConfig:
 
     def validate(self, world_size: int = 1) -> None:
         """Raise ConfigError, with the numbers, for settings that cannot work."""
-        if self.method not in METHODS:
-            raise ConfigError(f"method={self.method!r} is not one of {METHODS}")
+        method = get_method(self.method)
         if self.truncation not in TRUNCATION_RULES:
             raise ConfigError(f"truncation={self.truncation!r} is not one of {TRUNCATION_RULES}")
         spec = reward_spec(self.reward)
         if spec.token_probs and self.shard:
             raise ConfigError(f"reward={self.reward!r} scores y in extra passes outside the sharded root module; "
                               f"train it unsharded.")
-        if self.method == "latro" and self.truncation == "batch_mean" and not spec.negative:
+        if method.reward and self.truncation == "batch_mean" and not spec.negative:
             raise ConfigError(f"truncation='batch_mean' sets a cut rationale's reward to γ × the mean reward, which "
                               f"penalises only negative rewards (log-probabilities); reward={self.reward!r} is ≥ 0, so "
                               f"use --truncation none or --truncation constant --gamma 0.")
         for name in ("steps", "questions_per_step", "max_new_tokens", "micro_batch"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.method != "sft" and self.k < (2 if self.method == "latro" else 1):
-            raise ConfigError(f"k must be >= 2 for LaTRO (leave-one-out needs two samples), got k={self.k}")
+        if method.samples and self.k < method.min_k:
+            raise ConfigError(f"k must be >= {method.min_k} for {method.label} (leave-one-out needs two samples), "
+                              f"got k={self.k}" if method.min_k > 1 else f"k must be >= 1, got k={self.k}")
         if self.questions_per_step % world_size:
             raise ConfigError(f"questions_per_step={self.questions_per_step} does not divide among "
                               f"{world_size} processes; use a multiple of {world_size}.")
-        if self.method == "latro" and self.micro_batch % self.k:
+        if method.whole_questions and self.micro_batch % self.k:
             raise ConfigError(
                 f"micro_batch={self.micro_batch} samples is not a multiple of k={self.k}: a micro-batch must hold "
                 f"whole questions (k samples each) for the leave-one-out baseline; e.g. micro_batch={self.k * max(1, self.micro_batch // self.k)}.")
@@ -147,7 +144,7 @@ class TrainConfig:
         if self.device not in ("auto", "cpu"):
             from .models import resolve_device
             resolve_device(self.device)     # a device that is not there is an error, not a silent CPU run
-        if self.method != "sft" and self.temperature == 0:
+        if method.samples and self.temperature == 0:
             raise ConfigError(f"{self.method} samples its rationales: temperature must be > 0 "
                               "(T = 0 is greedy: K identical rationales, no learning signal); e.g. 1.0 or 0.7.")
 
@@ -210,10 +207,12 @@ class Trainer:
                                log_with=_tracker(config.tracker), project_dir=config.out_dir)
         config.validate(self.acc.num_processes)
         self.sharded = sharding_requested(config.shard)
-        if self.sharded and (config.lora or config.method == "rft" or not torch.distributed.is_initialized()):
+        self.method = get_method(config.method)
+        if self.sharded and (config.lora or not self.method.shardable or not torch.distributed.is_initialized()):
             why = ("LoRA adapters are small, train them unsharded (configs/accelerate_ddp.yaml)" if config.lora else
-                   "RFT keeps a different number of rationales on each process, so the processes would make "
-                   "different numbers of sharded forwards; train it unsharded" if config.method == "rft" else
+                   f"{self.method.label} keeps a different number of rationales on each process, so the processes "
+                   "would make different numbers of sharded forwards; train it unsharded"
+                   if not self.method.shardable else
                    "sharding needs several processes: run under accelerate launch (configs/accelerate_fsdp.yaml) or torchrun")
             raise ConfigError("shard: " + why)
         torch.manual_seed(config.seed)
@@ -263,9 +262,9 @@ class Trainer:
         # π0 is the *starting* model (passed in, or loaded by name), also when resuming: with LoRA
         # the adapter is switched off; otherwise a frozen copy taken before any checkpoint weights load
         # z is scored at the sampling temperature (πθ and π0 alike): the samples' own policy
-        T = config.temperature if config.method == "latro" else 1.0
+        T = config.temperature if self.method.tempered_scoring else 1.0
         self.ref = None
-        if config.method == "latro" and config.beta != 0 and not config.lora:
+        if self.method.reference and config.beta != 0 and not config.lora:
             ref_lm = frozen_copy(model).to(self.acc.device)
             self.ref = PolicyScorer(ref_lm, temperature=T, length_groups=not self.sharded)
             if self.sharded:      # π0 sharded like πθ, scored through its own root module
@@ -372,6 +371,14 @@ class Trainer:
             self.opt.load_state_dict(state)
 
     # -- the pieces each method's step (methods.py) calls
+    def step_context(self) -> StepContext:
+        """The narrow view of this trainer a method's step receives."""
+        needs_ref = self.method.reference and self.cfg.beta != 0
+        return StepContext(cfg=self.cfg, tokenizer=self.tok, task=self.task, acc=self.acc,
+                           questions=self.my_questions, sample=self.sample, scorer=self.scorer,
+                           reference_logp_z=self.ref_logp_z if needs_ref else None, lm=self.lm, sync=self.sync,
+                           samples_log=self.out / "samples.jsonl", how_to_go_on=self._how_to_go_on)
+
     def my_questions(self, step: int):
         """(position of this process's first question in the step's global batch, its questions)."""
         idx = question_indices(step, len(self.task), self.cfg.questions_per_step, self.cfg.seed)
@@ -428,7 +435,7 @@ class Trainer:
             self.acc.init_trackers("tensorboard" if cfg.tracker == "tensorboard" else "latro",
                                    config={k: v for k, v in asdict(cfg).items() if isinstance(v, (int, float, str, bool))})
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        step_fn = STEPS[cfg.method]
+        step_fn, context = self.method.step, self.step_context()
         bar = None
         if cfg.progress and self.acc.is_main_process:
             from tqdm.auto import tqdm
@@ -440,7 +447,7 @@ class Trainer:
             self.scorer.train()
             while self.step < cfg.steps:
                 t0 = time.time()
-                m = self._optimizer_step(step_fn(self, self.step))
+                m = self._optimizer_step(step_fn(context, self.step))
                 self.step += 1
                 m.update(step=self.step, lr=self.sched.get_last_lr()[0], step_s=time.time() - t0)
                 m["samples_per_s"] = m["samples"] / m["step_s"]
@@ -546,9 +553,9 @@ class Trainer:
         it eval_frac_truncated, eval_mean_length, eval_accuracy_finished (format vs answers); with
         ``test_limit``, test_accuracy on the first test questions too. With ``keep_best`` a new best
         eval_accuracy writes the model to ``best/`` at once (so an interrupted run keeps it)."""
-        from . import evaluate as ev
+        from . import answers as ev
         cfg = self.cfg
-        direct = cfg.method == "sft" and self.task.sft_direct
+        direct = self.method.direct_prompt and self.task.sft_direct
         budget_default = cfg.max_new_tokens + ev.ANSWER_TOKENS
 
         def greedy(split, limit, budget):

@@ -97,9 +97,9 @@ profile = "smoke"  # smoke | demo | gpu | paper, or gpu-smoke   (papermill: -p p
 overrides = {}     # optional changes to the profile's settings, e.g. {"n_votes": 1000}
 
 # %%
-from latro_core.profiles import notebook_settings
+from latro_core.experiments.profiles import notebook_settings
 
-S = notebook_settings("01_variational_bound", profile, overrides)   # the one table of settings: latro_core/profiles.py
+S = notebook_settings("01_variational_bound", profile, overrides)   # the one table of settings: latro_core/experiments/profiles.py
 seed = S["seed"]              # random seed of the simulations
 n_votes = S["n_votes"]        # simulated CoT-SC runs (majority votes) per K
 ks = S["ks"]                  # the numbers of samples K per vote
@@ -111,9 +111,9 @@ print({name: value for name, value in S.items() if name not in ("profile", "note
 import matplotlib.pyplot as plt
 import torch
 
-from latro_core.evaluate import majority_vote
+from latro_core.answers import majority_vote
 from latro_core.objective import self_reward
-from latro_core.runs import notebook_setup
+from latro_core.experiments.runs import notebook_setup
 from latro_core.stats import wilson_interval
 
 ROOT, DATA, FIG, RES = notebook_setup()   # repository root, data folder, figures/, results/; threads

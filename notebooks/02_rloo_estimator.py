@@ -84,9 +84,9 @@ profile = "smoke"     # smoke | demo | gpu | paper, or gpu-smoke   (papermill: -
 overrides = {}     # optional changes to the profile's settings, e.g. {"k": 8, "max_new_tokens": 64}
 
 # %%
-from latro_core.profiles import notebook_settings
+from latro_core.experiments.profiles import notebook_settings
 
-S = notebook_settings("02_rloo_estimator", profile, overrides)   # the one table of settings: latro_core/profiles.py
+S = notebook_settings("02_rloo_estimator", profile, overrides)   # the one table of settings: latro_core/experiments/profiles.py
 seed = S["seed"]                      # random seed
 beta = S["beta"]                      # KL weight β (the paper: 0.05 on GSM8K, 0.25 on ARC)
 n_batches = S["n_batches"]            # toy policy: independent K-sample gradient estimates per K
@@ -112,7 +112,7 @@ import torch
 from IPython.display import display
 
 from latro_core.objective import latro_loss, penalize_truncated, rloo_advantages, self_reward
-from latro_core.runs import notebook_setup
+from latro_core.experiments.runs import notebook_setup
 
 ROOT, DATA, FIG, RES = notebook_setup()   # repository root, data folder, figures/, results/; threads
 torch.manual_seed(seed)

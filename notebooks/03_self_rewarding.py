@@ -84,9 +84,9 @@ profile = "smoke"     # smoke | demo | gpu | paper, or gpu-smoke   (papermill: -
 overrides = {}     # optional changes to the profile's settings, e.g. {"task": "gsm8k", "limit": 20}
 
 # %%
-from latro_core.profiles import notebook_settings
+from latro_core.experiments.profiles import notebook_settings
 
-S = notebook_settings("03_self_rewarding", profile, overrides)   # the one table of settings: latro_core/profiles.py
+S = notebook_settings("03_self_rewarding", profile, overrides)   # the one table of settings: latro_core/experiments/profiles.py
 model = S["model"]                    # the embedded SmolLM2-135M-Instruct if None, else a hub id / local folder
 task = S["task"]                      # a task name or a list of them: arithmetic | gsm8k | arc_challenge
 limit = S["limit"]                    # questions per task (None: the whole test split)
@@ -111,10 +111,11 @@ import pandas as pd
 import torch
 from IPython.display import Image, display
 
-from latro_core.evaluate import answer_logprobs, answer_nll, generate_answers, model_name_label
+from latro_core.answers import answer_logprobs, answer_nll, generate_answers
+from latro_core.evaluate import model_name_label
 from latro_core.models import load_model
 from latro_core.plots import figure2
-from latro_core.runs import notebook_setup, task_available
+from latro_core.experiments.runs import notebook_setup, task_available
 from latro_core.stats import auroc, bootstrap_interval, mean_se
 from latro_core.tasks import load_task
 
@@ -382,7 +383,7 @@ for name, df in samples.items():
 # when the reward ranks right rationales above wrong ones **of the same question**. Under the released
 # trainer's truncation rule a rationale cut at $L$ gets $2\times$ the batch-mean reward, so what a
 # question can teach is a rationale that is right *and* finished within $L$. `latro signal`
-# (`latro_core/reward_signal.py`) measures, on training questions of the base model, at several
+# (`latro_core/experiments/reward_signal.py`) measures, on training questions of the base model, at several
 # temperatures $T$ and budgets $L$ (a shorter budget is read off the same samples):
 #
 # - the % of samples that are right, finished, and both; the % of questions with at least one sample
@@ -394,7 +395,7 @@ for name, df in samples.items():
 # and committed in `results/self_reward_signal.md`; the `smoke` profile runs a tiny one live.
 
 # %%
-from latro_core.reward_signal import SignalConfig, run_signal, write_report
+from latro_core.experiments.reward_signal import SignalConfig, run_signal, write_report
 
 if signal == "results":
     study = json.loads((ROOT / "results" / "self_reward_signal.json").read_text())

@@ -38,7 +38,7 @@
 # | `gpu` | Qwen2.5-0.5B-Instruct (hub), LoRA | GSM8K | 200 steps × 8 questions, K = 8, L = 256, 1 seed | ~1–2 h on one 16–24 GB GPU (estimate, not yet run) |
 # | `paper` | Phi-3.5-mini, Mistral-7B, Llama-3.1-8B | GSM8K | 6 epochs, K=16, L=500 | GPUs (`accelerate launch`) |
 #
-# Every number comes from `latro_core/profiles.py`; this notebook only strings the library
+# Every number comes from `latro_core/experiments/profiles.py`; this notebook only strings the library
 # calls together. Runs go to `runs/<profile>/04_train_latro/`, figures to `figures/04_*`, tables to
 # `results/`.
 
@@ -79,11 +79,12 @@ from pathlib import Path
 
 from IPython.display import Image, Markdown, display
 
-from latro_core.evaluate import ANSWER_TOKENS, EvalConfig
+from latro_core.answers import ANSWER_TOKENS
+from latro_core.evaluate import EvalConfig
 from latro_core.plots import plot_maj_at_k, plot_training
-from latro_core.profiles import notebook_settings
+from latro_core.experiments.profiles import notebook_settings
 from latro_core.results import TablesConfig, build_tables
-from latro_core.runs import evaluate_all, notebook_setup, run_name, selection_markdown, task_available, train_all
+from latro_core.experiments.runs import evaluate_all, notebook_setup, run_name, selection_markdown, task_available, train_all
 from latro_core.trainer import TrainConfig
 
 ROOT, DATA, FIG, RES = notebook_setup()   # repository root, data folder, figures/, results/; threads

@@ -83,9 +83,9 @@ from pathlib import Path
 from IPython.display import Markdown, display
 
 from latro_core.evaluate import EvalConfig, run_evaluation
-from latro_core.profiles import notebook_settings
+from latro_core.experiments.profiles import notebook_settings
 from latro_core.results import TablesConfig, build_tables
-from latro_core.runs import notebook_setup, run_name, selection_markdown, task_available, train_run
+from latro_core.experiments.runs import notebook_setup, run_name, selection_markdown, task_available, train_run
 from latro_core.trainer import TrainConfig
 
 ROOT, DATA, FIG, RES = notebook_setup()   # repository root, data folder, figures/, results/; threads

@@ -91,9 +91,9 @@ profile = "smoke"     # smoke | demo | gpu | paper, or gpu-smoke   (papermill: -
 overrides = {}     # optional changes to the profile's settings, e.g. {"k": 8}
 
 # %%
-from latro_core.profiles import notebook_settings
+from latro_core.experiments.profiles import notebook_settings
 
-S = notebook_settings("07_after_latro", profile, overrides)   # the one table of settings: latro_core/profiles.py
+S = notebook_settings("07_after_latro", profile, overrides)   # the one table of settings: latro_core/experiments/profiles.py
 seed = S["seed"]                      # random seed
 beta = S["beta"]                      # KL weight β
 n_batches = S["n_batches"]            # toy: independent K-sample gradient estimates per K
@@ -117,7 +117,7 @@ import torch
 from IPython.display import Markdown, display
 
 from latro_core.objective import REWARDS, latro_update
-from latro_core.runs import notebook_setup
+from latro_core.experiments.runs import notebook_setup
 
 ROOT, DATA, FIG, RES = notebook_setup()   # repository root, data folder, figures/, results/; threads
 g = torch.Generator().manual_seed(seed)

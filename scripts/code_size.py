@@ -28,7 +28,7 @@ def line_kinds(source: str) -> dict[str, int]:
 
 
 def main(folder: str = "latro_core") -> None:
-    rows = [(p.name, line_kinds(p.read_text())) for p in sorted(Path(folder).glob("*.py"))]
+    rows = [(str(p.relative_to(folder)), line_kinds(p.read_text())) for p in sorted(Path(folder).rglob("*.py"))]
     total = {k: sum(r[k] for _, r in rows) for k in ("lines", "blank", "prose", "code")}
     print(f"| {folder} module | lines | blank | prose | code |\n|---|---|---|---|---|")
     for name, r in sorted(rows, key=lambda nr: -nr[1]["lines"]) + [("total", total)]:

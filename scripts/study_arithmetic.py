@@ -6,7 +6,7 @@ split and the unseen-numbers split, with intervals over seeds and questions.
     .venv/bin/python scripts/study_arithmetic.py --phase report  # only the tables and the figure
     .venv/bin/python scripts/study_arithmetic.py --dry-run       # what is recorded, what would run
 
-Resume-safe (latro_core/study.py): stop it at any point; a rerun, here or in a fresh clone, skips the
+Resume-safe (latro_core/experiments/study.py): stop it at any point; a rerun, here or in a fresh clone, skips the
 recorded cells (results/study_arithmetic/<cell>/done.json). About 5 hours on 2 cores from scratch,
 two one-thread runs at a time (a 12-step tuning cell, training and its 200-question validation, took
 SFT ~190 s, RFT ~300 s, LaTRO ~525 s: the wall_s of each done.json).
@@ -29,8 +29,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from latro_core.evaluate import ANSWER_TOKENS  # noqa: E402
-from latro_core.study import Cell, Design, pick, study_main, tune_cells  # noqa: E402
+from latro_core.answers import ANSWER_TOKENS  # noqa: E402
+from latro_core.experiments.study import Cell, Design, pick, study_main, tune_cells  # noqa: E402
 
 L = 64
 LRS = (5e-6, 1.5e-5, 5e-5)

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 import study_arithmetic as arith  # noqa: E402
-from latro_core.study import Cell, Design, pick, study_main, tune_cells  # noqa: E402
+from latro_core.experiments.study import Cell, Design, pick, study_main, tune_cells  # noqa: E402
 
 SHARED = "results/study_arithmetic"              # where the Base, SFT, RFT and LaTRO records live
 REWARDS = {"probability": "LaTRO-probability (VeriFree)", "rlpr": "LaTRO-RLPR", "verifier": "LaTRO-verifier (RLVR)"}

@@ -20,7 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from latro_core.evaluate import ANSWER_TOKENS  # noqa: E402
+from latro_core.answers import ANSWER_TOKENS  # noqa: E402
 from latro_core.stats import wilson_interval  # noqa: E402
 
 KNOBS = ("lr", "lora", "k", "questions_per_step", "temperature", "beta", "lam", "truncation", "gamma",

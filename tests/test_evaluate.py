@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from latro_core import evaluate
+from latro_core import answers
 from latro_core.errors import ConfigError
-from latro_core.cli import command_line
-from latro_core.evaluate import (EvalConfig, answer_logprobs, answer_nll, generate_answers, greedy_report,
-                                 k_values, maj_at_k, majority_vote, resolve_model, run_evaluation)
+from latro_core.provenance import command_line
+from latro_core.answers import (answer_logprobs, answer_nll, generate_answers, greedy_report, k_values, maj_at_k,
+                                majority_vote)
+from latro_core.evaluate import EvalConfig, resolve_model, run_evaluation
 from latro_core.stats import auroc, bootstrap_interval, wilson_interval
 from latro_core.rollout import Rollout
 from latro_core.tasks import ARCChallenge, Example, Task, load_task
@@ -163,7 +164,7 @@ def test_answer_scoring_through_run(tiny, arith, tmp_path, monkeypatch):
     model, tok = tiny
     fake, by_prompt = _fake_sampler(arith)
     by_prompt.update({arith.prompt(ex, tok): (q, ex) for q, ex in enumerate(arith)})
-    monkeypatch.setattr(evaluate, "sample_rationales", fake)
+    monkeypatch.setattr(answers, "sample_rationales", fake)
     s = run_evaluation(EvalConfig(task="arithmetic", limit=3, k=2, max_new_tokens=8, device="cpu",
                                   progress=False, out=str(tmp_path / "ev")), model, tok)
     # greedy = sample 0: right for q = 0, 2; maj@2: ties → the first sample's answer, the same
@@ -241,7 +242,7 @@ def test_resolve_model_adapter_folder(tmp_path):
 
 
 def test_eval_config_validation_and_cli_flags():
-    from latro_core.cli import add_dataclass_args, config_from_args
+    from latro_core.provenance import add_dataclass_args, config_from_args
 
     with pytest.raises(ConfigError):
         run_evaluation(EvalConfig(greedy=False, k=0))

@@ -219,7 +219,8 @@ def test_cli_bad_flag_value_is_a_usage_error(capsys):
 
 def test_cli_help_documents_each_flag_from_the_dataclass(capsys):
     """``--help`` shows each field's comment from the config dataclass, with its default."""
-    from latro_core.cli import build_parser, field_comments
+    from latro_core.cli import build_parser
+    from latro_core.provenance import field_comments
     from latro_core.trainer import TrainConfig
 
     notes = field_comments(TrainConfig)

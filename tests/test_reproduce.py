@@ -9,12 +9,12 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from latro_core import profiles
-from latro_core.cli import build_parser, config_from_args, main
+from latro_core.experiments import profiles
+from latro_core.cli import build_parser, main
 from latro_core.errors import ConfigError, LatroError
-from latro_core.cli import cli_flags
-from latro_core.reproduce import ReproduceConfig, ReproduceError, reproduce, select_notebooks
-from latro_core.runs import launch_command, run_report, selection_markdown
+from latro_core.provenance import cli_flags, config_from_args
+from latro_core.experiments.reproduce import ReproduceConfig, ReproduceError, reproduce, select_notebooks
+from latro_core.experiments.runs import launch_command, run_report, selection_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -229,9 +229,9 @@ def test_run_report_and_selection_table(tmp_path):
 
 def _tiny_run(tmp_path, monkeypatch, smol_tokenizer, val, test, **kw):
     """train_run on a tiny random model for len(val) steps, with scripted greedy accuracies."""
-    import latro_core.evaluate as ev
+    import latro_core.answers as ev
     from latro_core.models import prepare_tokenizer, tiny_model
-    from latro_core.runs import train_run
+    from latro_core.experiments.runs import train_run
     from latro_core.trainer import TrainConfig
 
     calls = {"validation": iter(val), "test": iter(test)}
@@ -266,7 +266,7 @@ def test_train_run_best_at_the_end_points_to_final(tmp_path, monkeypatch, smol_t
 
 def test_train_runs_trains_child_processes_two_at_a_time_and_keeps_the_best(tmp_path, smol_tokenizer):
     from latro_core.models import prepare_tokenizer, tiny_model
-    from latro_core.runs import train_runs
+    from latro_core.experiments.runs import train_runs
     from latro_core.trainer import TrainConfig
 
     tok = prepare_tokenizer(smol_tokenizer)
@@ -290,7 +290,7 @@ def test_train_runs_trains_child_processes_two_at_a_time_and_keeps_the_best(tmp_
 def test_evaluate_all_in_child_processes_gives_what_evaluating_here_gives(tmp_path, smol_tokenizer):
     from latro_core.evaluate import EvalConfig
     from latro_core.models import prepare_tokenizer, tiny_model
-    from latro_core.runs import evaluate_all
+    from latro_core.experiments.runs import evaluate_all
 
     tok = prepare_tokenizer(smol_tokenizer)
     model, _ = tiny_model(tok)
@@ -314,7 +314,7 @@ def test_save_outputs_puts_the_run_outputs_into_the_notebook_without_papermills_
     import nbformat
     from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-    from latro_core.reproduce import ReproduceError, save_outputs
+    from latro_core.experiments.reproduce import ReproduceError, save_outputs
 
     src = new_notebook(cells=[new_markdown_cell("# title"),
                               new_code_cell('profile = "smoke"', metadata={"tags": ["parameters"]}),
@@ -338,7 +338,7 @@ def test_save_outputs_puts_the_run_outputs_into_the_notebook_without_papermills_
 
 def test_every_profile_setting_names_fields_of_its_config_and_a_typo_fails_at_once():
     from latro_core.errors import ConfigError as CE
-    from latro_core.profiles import PROFILES, check_settings, table
+    from latro_core.experiments.profiles import PROFILES, check_settings, table
 
     for profile in PROFILES:
         assert table(profile)                      # settings() checks each notebook's entries

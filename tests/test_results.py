@@ -244,7 +244,7 @@ def test_nothing_committed_in_results_or_the_notebooks_holds_a_machine_path():
 
 
 def test_portable_drops_the_repository_path_and_names_the_cli_latro():
-    from latro_core.cli import portable
+    from latro_core.provenance import portable
 
     got = portable({"argv": ["/x/repo/latro_core/cli.py", "evaluate", "--model", "/x/repo/runs/a/final"],
                     "data": "/x/shared/data", "other": 3, "url": "https://x/repo/y"}, root="/x/repo")

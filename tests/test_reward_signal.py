@@ -1,10 +1,10 @@
-"""latro_core.reward_signal: the statistics of the signal study on hand-made records, and the
+"""latro_core.experiments.reward_signal: the statistics of the signal study on hand-made records, and the
 budget read-off (a shorter L from the same samples) against sampling at that L."""
 
 import pytest
 import torch
 
-from latro_core.reward_signal import SignalConfig, sample_and_score, signal_stats
+from latro_core.experiments.reward_signal import SignalConfig, sample_and_score, signal_stats
 from latro_core.errors import ConfigError
 from latro_core.models import tiny_model
 from latro_core.rollout import sample_rationales
@@ -40,7 +40,7 @@ def test_a_shorter_budget_read_off_the_samples_equals_sampling_at_it(smol_tokeni
     exs = list(task)
     recs = sample_and_score(model, tok, task, exs, k=2, temperature=1.0, budgets=[3, 12], seed=0)
     # the same seeds, sampled at L = 3 (+ the answer room) directly
-    from latro_core.reward_signal import ANSWER_ROOM
+    from latro_core.experiments.reward_signal import ANSWER_ROOM
     for s in range(0, len(exs)):
         g = torch.Generator().manual_seed(s)
         roll = sample_rationales(model, tok, [task.prompt(exs[s], tok)], k=2, max_new_tokens=12 + ANSWER_ROOM,
@@ -65,7 +65,7 @@ def test_signal_config_grid_is_checked():
 
 
 def test_difficulty_labels_that_differ_only_in_their_signs_get_different_sample_files():
-    from latro_core.reward_signal import difficulty_slug
+    from latro_core.experiments.reward_signal import difficulty_slug
 
     labels = ["1 step +, 2-12", "1 step +-, 2-12", "1 step -, 2-12", "2 steps +-, 2-12"]
     assert len({difficulty_slug(x) for x in labels}) == len(labels)

@@ -1,10 +1,10 @@
-"""The study machinery (latro_core/study.py): the same pick rule for every method, recorded cells
+"""The study machinery (latro_core/experiments/study.py): the same pick rule for every method, recorded cells
 skipped on a rerun, table cells and comparisons that resample seeds and questions."""
 
 import json
 
 from latro_core.stats import SEEDS_AND_QUESTIONS
-from latro_core.study import Cell, StudyConfig, compare, grid_name, pick, row_stats, run_cells
+from latro_core.experiments.study import Cell, StudyConfig, compare, grid_name, pick, row_stats, run_cells
 
 POINTS = [{"lr": 5e-6, "temperature": 0.7}, {"lr": 5e-6, "temperature": 1.0}, {"lr": 5e-5, "temperature": 0.7}]
 

@@ -7,6 +7,7 @@ subprocess (through the CLI) then resume, atomic checkpoints, NaN/inf guards, SF
 reference policy, 1 vs 2 processes (gloo) and same-seed determinism (see docs/determinism.md).
 """
 
+import dataclasses
 import json
 import math
 import os
@@ -96,16 +97,16 @@ def assert_same_weights(a: dict, b: dict, atol=0.0):
 
 
 def stop_after(monkeypatch, n_steps: int, signum=signal.SIGTERM):
-    """Make the trainer behave as if ``signum`` arrived during its ``n_steps``-th step."""
-    orig = methods_mod.STEPS["latro"]
+    """Deliver ``signum`` to the trainer during its ``n_steps``-th step (the handler it installed runs)."""
+    latro = methods_mod.METHODS["latro"]
 
-    def step(tr, s):
-        out = orig(tr, s)
+    def step(ctx, s):
+        out = latro.step(ctx, s)
         if s + 1 == n_steps:
-            tr._on_signal(signum, None)
+            signal.raise_signal(signum)
         return out
 
-    monkeypatch.setitem(methods_mod.STEPS, "latro", step)
+    monkeypatch.setitem(methods_mod.METHODS, "latro", dataclasses.replace(latro, step=step))
 
 
 # ----------------------------------------------------------------------------- subprocess runs
@@ -120,15 +121,17 @@ tok = AutoTokenizer.from_pretrained(sys.argv[1])
 import latro_core.trainer as T
 from latro_core.models import tiny_model
 T.load_model = lambda *a, **k: tiny_model(tok)        # the CLI run, on the tiny model
-from latro_core.methods import STEPS
-step = STEPS["latro"]
-def gated_step(tr, s):
+import dataclasses, signal
+from latro_core.methods import METHODS, register
+latro = METHODS["latro"]
+def gated_step(ctx, s):
     if s == 1:   # before the 2nd step, wait for the test's signal (it comes after metrics line 1)
+        trainer = signal.getsignal(signal.SIGTERM).__self__     # the trainer's handler records it
         t = time.time()
-        while tr._stop_signal is None and time.time() - t < 600:
+        while trainer._stop_signal is None and time.time() - t < 600:
             time.sleep(0.02)
-    return step(tr, s)
-STEPS["latro"] = gated_step
+    return latro.step(ctx, s)
+register(dataclasses.replace(latro, step=gated_step))
 from latro_core.cli import main
 sys.exit(main(sys.argv[2:]))
 """

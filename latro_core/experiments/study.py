@@ -35,14 +35,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from .provenance import cli_flags, command_line, git_commit, portable
-from .errors import ConfigError, LatroError, writing
-from .evaluate import ANSWER_TOKENS, EvalConfig
-from .results import cell_stats, question_correct
-from .stats import SEEDS_AND_QUESTIONS, paired_difference
-from .trainer import TrainConfig
+from ..provenance import cli_flags, command_line, git_commit, portable
+from ..errors import ConfigError, LatroError, writing
+from ..evaluate import EvalConfig
+from ..results import cell_stats, question_correct
+from ..stats import SEEDS_AND_QUESTIONS, paired_difference
+from .runs import train_args
+from ..trainer import TrainConfig
 
-SUBCOMMAND = {"latro": "train", "sft": "sft", "rft": "rft"}
 
 
 @dataclass(frozen=True)
@@ -174,7 +174,7 @@ def run_cell(cell: Cell, cfg: StudyConfig, eval_kw: dict) -> None:
     if cell.train is not None:
         tc = TrainConfig(**{**cell.train, "method": cell.method, "out_dir": str(scratch / "run"), "progress": False,
                             "keep_resume_state": False, "save_every": 10**6, "overwrite": True})
-        args = [SUBCOMMAND[cell.method]] + cli_flags(tc, skip=("method",))
+        args = train_args(tc)
         _run(args, scratch / "train.log")
         commands.append("latro " + " ".join(args))
         model = str(scratch / "run" / "final")
@@ -316,7 +316,7 @@ def write_report(cfg: StudyConfig, cmd: str, cells: list[Cell], picks: dict, des
     """``<cfg.out>.{md,json,csv}`` and the figure: one row per cell label (seed-and-question intervals on
     each split, the finished share, each seed's accuracy), the paired comparisons with P(A > B), and
     the tuning grid with its picks. Returns the JSON content."""
-    from .plots import plot_seed_bands
+    from ..plots import plot_seed_bands
 
     rows: dict[str, list[Cell]] = {}
     for c in cells:
@@ -391,7 +391,7 @@ def study_main(argv, *, script: str, tuning, finals, design: Design, eval_kw: di
     error, one line), 130 (stopped: the recorded cells stay)."""
     import argparse
 
-    from .cli import add_dataclass_args, config_from_args
+    from ..provenance import add_dataclass_args, config_from_args
 
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     add_dataclass_args(parser, StudyConfig)

@@ -21,8 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-from .provenance import cli_flags
-from .errors import ConfigError, LatroError
+from ..provenance import cli_flags
+from ..errors import ConfigError, LatroError
 from .profiles import ACCELERATE_CONFIG
 
 
@@ -46,21 +46,19 @@ def resolve_data_dir(root: str | Path | None = None) -> str | None:
     return None
 
 
-_DATA_FOLDERS = {"gsm8k": "gsm8k", "arc_challenge": "arc-challenge", "arc": "arc-challenge",
-                 "arc-challenge": "arc-challenge"}
-
-
 def task_available(task: str, split: str = "test", data_dir: str | None = None, allow_hub: bool = True) -> bool:
     """Whether ``task``/``split`` can be loaded: the arithmetic task always; GSM8K / ARC from
     ``<data_dir>/<task>/<split>.jsonl``, or (``allow_hub``) from the Hugging Face hub. Prints how to
     make it available when it is not."""
-    folder = _DATA_FOLDERS.get(task)
+    from ..tasks import task_record
+
+    folder = task_record(task).data_folder
     if folder is None:
         return True
     if data_dir and (Path(data_dir) / folder / f"{split}.jsonl").is_file():
         return True
     if allow_hub:
-        from .tasks import load_task
+        from ..tasks import load_task
         try:
             load_task(task, split, data_dir=data_dir)
             return True
@@ -82,8 +80,8 @@ def run_name(method: str, seed: int, model: str | None = None, tag: str = "") ->
 def load_eval_model(model: str | None, dtype: str = "fp32", device: str = "auto"):
     """``(model, tokenizer)`` for evaluating a model folder, hub id or None (embedded) several times
     in a row (pass both to ``run_evaluation``); a LoRA run's adapter folder goes on its base model."""
-    from .evaluate import resolve_model
-    from .models import load_model
+    from ..evaluate import resolve_model
+    from ..models import load_model
 
     base, adapter, _ = resolve_model(model)
     return load_model(base, dtype=dtype, device=device, adapter=adapter)
@@ -91,8 +89,10 @@ def load_eval_model(model: str | None, dtype: str = "fp32", device: str = "auto"
 
 def train_args(cfg) -> list[str]:
     """The ``latro`` arguments that train :class:`~latro_core.trainer.TrainConfig` ``cfg``:
-    ``train|sft|rft --flag value ...``."""
-    return [{"latro": "train", "sft": "sft", "rft": "rft"}[cfg.method]] + cli_flags(cfg, skip=("method",))
+    the method's sub-command (``train|sft|rft``), then ``--flag value ...``."""
+    from ..methods import get_method
+
+    return [get_method(cfg.method).command] + cli_flags(cfg, skip=("method",))
 
 
 def launch_command(cfg, accelerate_config: str = ACCELERATE_CONFIG, num_processes: int | None = None) -> list[str]:
@@ -137,7 +137,7 @@ def train_run(cfg, *, launch: str = "inline", accelerate_config: str = ACCELERAT
         if r.returncode != 0:
             raise LatroError(f"training command failed with exit status {r.returncode}: {shlex.join(cmd)}")
     elif launch == "inline":
-        from .trainer import Trainer
+        from ..trainer import Trainer
         Trainer(_run_config(cfg, test_limit, test_max_new_tokens, keep_resume_state), **trainer_kw).train()
     elif launch == "subprocess":
         return train_runs([cfg], parallel=1, test_limit=test_limit, test_max_new_tokens=test_max_new_tokens,
@@ -175,7 +175,7 @@ def evaluate_all(cfgs, *, parallel: int = 1, threads: int = 1, cwd: str | Path |
     """:func:`~latro_core.evaluate.run_evaluation` of every :class:`~latro_core.evaluate.EvalConfig`:
     ``parallel`` > 1 as that many ``latro evaluate`` child processes at a time (logs: ``<out>.log``),
     else one after another here. Returns each summary (``summary.json``), in order."""
-    from .evaluate import run_evaluation
+    from ..evaluate import run_evaluation
 
     if parallel <= 1:
         return [run_evaluation(c) for c in cfgs]
@@ -267,7 +267,7 @@ def notebook_setup(cwd: str | Path | None = None) -> tuple[Path, str | None, Pat
     the repository root, the GSM8K / ARC folder (:func:`resolve_data_dir`; None: the hub), and
     ``figures/`` and ``results/`` (created). Also sets torch's threads (one per free core,
     ``LATRO_THREADS=n`` overrides: ``models.set_threads``) and prints the count."""
-    from .models import set_threads
+    from ..models import set_threads
 
     here = Path(cwd or Path.cwd())
     root = here if (here / "latro_core").exists() else here.parent

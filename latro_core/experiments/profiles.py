@@ -29,7 +29,7 @@ from __future__ import annotations
 import copy
 import math
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 PROFILES: tuple[str, ...] = ("smoke", "demo", "gpu", "paper")
 GPU_PROFILES: tuple[str, ...] = ("gpu", "paper")     # latro reproduce refuses these without a CUDA GPU
@@ -339,30 +339,31 @@ def notebook_name(notebook: str) -> str:
     return name
 
 
-# which dataclass each nested settings entry fills (its keys must be that class's fields); "run": the
-# options of runs.train_run / train_all
-_TYPED = {"latro": "TrainConfig", "sft": "TrainConfig", "rft": "TrainConfig", "eval": "EvalConfig",
-          "signal": "SignalConfig"}
+# which dataclass each nested settings entry fills (its keys must be that class's fields; an entry
+# named after a registered method fills TrainConfig); "run": the options of runs.train_run / train_all
+_TYPED = {"eval": "EvalConfig", "signal": "SignalConfig"}
 _RUN_OPTIONS = {"launch", "parallel", "keep_resume_state", "test_limit", "test_max_new_tokens", "accelerate_config",
                 "num_processes"}
 
 
 def check_settings(chosen: dict, where: str = "") -> dict:
-    """``chosen`` if every nested entry's keys are fields of the dataclass it fills (``latro``/``sft``/
-    ``rft``: TrainConfig, ``eval``: EvalConfig, ``signal``: SignalConfig, ``run``: train_run's options),
+    """``chosen`` if every nested entry's keys are fields of the dataclass it fills (a method's name,
+    ``latro``/``sft``/``rft``: TrainConfig, ``eval``: EvalConfig, ``signal``: SignalConfig, ``run``: train_run's options),
     else ConfigError naming the misspelt key: a typo fails when the notebook starts, not 30 min in."""
     import dataclasses
 
-    from .evaluate import EvalConfig
+    from ..evaluate import EvalConfig
+    from ..methods import METHODS
+    from ..trainer import TrainConfig
     from .reward_signal import SignalConfig
-    from .trainer import TrainConfig
 
     classes = {"TrainConfig": TrainConfig, "EvalConfig": EvalConfig, "SignalConfig": SignalConfig}
+    typed = {**{m: "TrainConfig" for m in METHODS}, **_TYPED}
     for key, value in chosen.items():
         if not isinstance(value, dict):
             continue
-        if key in _TYPED:
-            allowed = {f.name for f in dataclasses.fields(classes[_TYPED[key]])}
+        if key in typed:
+            allowed = {f.name for f in dataclasses.fields(classes[typed[key]])}
         elif key == "run":
             allowed = _RUN_OPTIONS
         else:
@@ -370,7 +371,7 @@ def check_settings(chosen: dict, where: str = "") -> dict:
         if unknown := sorted(set(value) - allowed):
             raise ConfigError(f"settings{' of ' + where if where else ''}: {key}={{{', '.join(unknown)}: ...}} "
                               f"{'is' if len(unknown) == 1 else 'are'} not among the fields of "
-                              f"{_TYPED.get(key, 'train_run')}; see latro_core/profiles.py")
+                              f"{typed.get(key, 'train_run')}; see latro_core/experiments/profiles.py")
     return chosen
 
 

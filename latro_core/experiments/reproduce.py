@@ -8,7 +8,7 @@ skipped unless ``force``; a failing notebook stops the run with its name and the
 to inspect. It ends with a summary: wall time per notebook and the files written under
 ``figures/`` and ``results/`` while it ran. The ``paper`` profile needs a CUDA GPU (``force``
 overrides the check). The helpers the notebooks share (data, training and evaluation runs) are in
-:mod:`latro_core.runs`.
+:mod:`latro_core.experiments.runs`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ConfigError, LatroError
+from ..errors import ConfigError, LatroError
 from .profiles import GPU_MODEL, GPU_PROFILES, check_profile, notebook_name, settings
 from .runs import has_gpu
 
@@ -74,8 +74,8 @@ def save_outputs(executed: Path, notebook: Path, provenance: dict) -> None:
 def clean_outputs(outputs: list) -> list:
     """A cell's outputs as committed: progress-bar noise (tqdm's stderr: its bars and its "IProgress
     not found" warning) dropped, and this machine's repository path removed from the text
-    (:func:`~latro_core.cli.portable`)."""
-    from .provenance import portable
+    (:func:`~latro_core.provenance.portable`)."""
+    from ..provenance import portable
 
     kept = []
     for out in outputs:
@@ -234,7 +234,7 @@ def _run_notebook(cfg: ReproduceConfig, nb: Path, executed: Path, marker: Path, 
                                   "settings_sha256": _settings_sha256(nb, profile), "executed": str(executed),
                                   "python": sys.executable}, indent=1))
     if cfg.save_outputs or (cfg.save_outputs is None and profile == "demo"):
-        from .provenance import git_commit
+        from ..provenance import git_commit
         save_outputs(executed, nb, {"outputs": f"latro reproduce --profile {profile}", "commit": git_commit(nb.parent),
                                     "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "wall_s": round(wall, 1)})
 

@@ -1,0 +1,133 @@
+"""latro_core stands in layers: every import inside the package points down a layer or stays on its
+own, and no chain of imports comes back to where it started (docs/architecture.md draws them).
+
+The imports are read from the source (``ast``), function-level and ``TYPE_CHECKING`` ones included:
+an import that only a type hint needs still ties the two modules together.
+"""
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "latro_core"
+
+# layer of each module, lowest first; a module imports only its own layer or lower ones
+LAYERS = {
+    # ground: no algorithm in them
+    "errors": 0, "stats": 0, "provenance": 0, "cpu_kernels": 0, "tasks": 0, "models": 0,
+    # the algorithm: sampling, scoring, the objective, and the answers a model gives
+    "rollout": 1, "logprobs": 1, "objective": 1, "answers": 1,
+    # training: each method's step, the loop, its run folder, sharding
+    "checkpoint": 2, "sharding": 2, "methods": 2, "trainer": 2,
+    # evaluation of trained models, tables, figures
+    "evaluate": 3, "results": 3, "plots": 3,
+    # orchestration for the notebooks and the studies
+    "experiments": 4,
+    # the command line, imported by nothing
+    "cli": 5,
+}
+LAYER_NAMES = ("ground", "algorithm", "training", "evaluation", "orchestration", "command line")
+
+
+def module_name(path: Path) -> str:
+    """latro_core/experiments/runs.py -> "experiments.runs"; latro_core/__init__.py -> ""."""
+    parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path) -> set[str]:
+    """The latro_core modules ``path`` imports (names as :func:`module_name` gives them)."""
+    here = module_name(path).split(".") if module_name(path) else []
+    package = here if path.name == "__init__.py" else here[:-1]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name.removeprefix("latro_core.") for a in node.names if a.name.startswith("latro_core.")}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[:len(package) - (node.level - 1)]
+            elif node.module and (node.module == "latro_core" or node.module.startswith("latro_core.")):
+                base = []
+            else:
+                continue
+            mod = [p for p in (node.module or "").split(".") if p and p != "latro_core"] if not node.level \
+                else [p for p in (node.module or "").split(".") if p]
+            target = ".".join(base + mod)
+            if not mod:          # from . import x / from latro_core import x: x is a module
+                found |= {".".join(base + [a.name]) for a in node.names}
+            else:
+                found.add(target)
+    return {m for m in found if m}
+
+
+def import_graph() -> dict[str, set[str]]:
+    paths = [p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts]
+    modules = {module_name(p) for p in paths}
+    graph = {}
+    for p in paths:
+        graph[module_name(p)] = {m for m in imports_of(p) if m in modules} - {module_name(p)}
+    return graph
+
+
+def layer(module: str) -> int | None:
+    return LAYERS.get(module.split(".")[0]) if module else None
+
+
+def problems(graph: dict[str, set[str]]) -> list[str]:
+    """Every import from a lower layer to a higher one, every module without a layer, every cycle."""
+    out = [f"{m} has no layer: add it to LAYERS (and docs/architecture.md)"
+           for m in sorted(graph) if m and layer(m) is None]
+    for m in sorted(graph):
+        for dep in sorted(graph[m]):
+            if m and layer(m) is not None and layer(dep) is not None and layer(dep) > layer(m):
+                out.append(f"{m} ({LAYER_NAMES[layer(m)]}) imports {dep} ({LAYER_NAMES[layer(dep)]}), a higher layer")
+    state, stack = {}, []
+
+    def visit(m):                     # depth-first; a grey node met again closes a cycle
+        state[m] = "grey"
+        stack.append(m)
+        for dep in sorted(graph.get(m, ())):
+            if state.get(dep) == "grey":
+                out.append("cycle: " + " -> ".join(stack[stack.index(dep):] + [dep]))
+            elif dep not in state:
+                visit(dep)
+        stack.pop()
+        state[m] = "black"
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m)
+    return out
+
+
+def test_latro_core_imports_only_downward_and_has_no_cycle():
+    graph = import_graph()
+    assert {"trainer", "methods", "experiments.runs", "cli"} <= set(graph)
+    assert problems(graph) == []
+
+
+def test_nothing_imports_the_command_line_and_only_it_imports_the_orchestration():
+    graph = import_graph()
+    assert not [m for m, deps in graph.items() if "cli" in deps]
+    assert not [m for m, deps in graph.items() if not m.startswith("experiments") and m != "cli"
+                and any(d.startswith("experiments") for d in deps)]
+
+
+def test_the_import_reader_sees_relative_absolute_and_function_level_imports(tmp_path, monkeypatch):
+    pkg = tmp_path / "latro_core"
+    (pkg / "experiments").mkdir(parents=True)
+    (pkg / "experiments" / "runs.py").write_text(
+        "from ..errors import X\nfrom .profiles import Y\nfrom .. import trainer\n"
+        "def f():\n    import latro_core.models\n    from latro_core.stats import z\n")
+    monkeypatch.setattr(__import__(__name__), "PACKAGE", pkg)
+    assert imports_of(pkg / "experiments" / "runs.py") == {"errors", "experiments.profiles", "trainer", "models",
+                                                            "stats"}
+
+
+def test_the_check_catches_a_cycle_an_upward_import_and_a_module_without_a_layer():
+    clean = {"errors": set(), "trainer": {"errors", "methods"}, "methods": {"errors"}}
+    assert problems(clean) == []
+    found = problems({**clean, "methods": {"errors", "trainer"}, "errors": {"cli"}, "scratch": set()})
+    assert any(p.startswith("cycle: methods -> trainer -> methods") or p.startswith("cycle: trainer -> methods")
+               for p in found), found
+    assert "errors (ground) imports cli (command line), a higher layer" in found
+    assert "scratch has no layer: add it to LAYERS (and docs/architecture.md)" in found

@@ -1,0 +1,70 @@
+"""A method is one record (latro_core.methods.METHODS): a method registered from outside the
+library trains through the ``latro`` command, its run folder and its results name, with nothing
+else changed; the trainer reads each record's needs instead of method names."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+import latro_core.trainer as trainer_mod
+from latro_core import cli
+from latro_core.errors import ConfigError
+from latro_core.methods import METHODS, get_method
+from latro_core.models import prepare_tokenizer, tiny_model
+from latro_core.results import method_names
+from latro_core.trainer import TrainConfig
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+def test_a_method_registered_outside_latro_core_trains_one_step_through_the_command_line(
+        tmp_path, monkeypatch, smol_tokenizer, request):
+    sys.modules.pop("toy_method", None)
+    request.addfinalizer(lambda: METHODS.pop("answer_only", None))     # the other tests see the three methods
+    import toy_method                                                    # importing it registers it
+
+    assert METHODS["answer_only"] is toy_method.ANSWER_ONLY
+    tok = prepare_tokenizer(smol_tokenizer)
+    model = tiny_model(tok)[0]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    monkeypatch.setattr(trainer_mod, "load_model", lambda *a, **k: (model, tok))    # the tiny model, not SmolLM2
+    out = tmp_path / "run"
+    code = cli.main(["answer-only", "--task", "arithmetic", "--task-kwargs", '{"n": 8}', "--steps", "1",
+                     "--questions-per-step", "2", "--micro-batch", "2", "--lr", "1e-3", "--device", "cpu",
+                     "--progress", "false", "--out-dir", str(out)])
+    assert code == 0
+    config = json.loads((out / "config.json").read_text())
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert config["method"] == "answer_only" and [m["step"] for m in metrics] == [1]
+    assert metrics[0]["answer_nll"] > 0 and (out / "final").is_dir()
+    assert any(not v.equal(before[k]) for k, v in model.state_dict().items())     # the step changed the weights
+    assert method_names()["answer_only"] == "Answer only"
+
+
+def test_the_trainer_reads_each_methods_needs_from_its_record():
+    assert [m.command for m in METHODS.values()][:3] == ["sft", "rft", "train"]
+    with pytest.raises(ConfigError, match=r"method='dpo' is not one of \('sft', 'rft', 'latro'"):
+        TrainConfig(method="dpo").validate()
+    with pytest.raises(ConfigError, match="k must be >= 2 for LaTRO"):
+        TrainConfig(method="latro", k=1).validate()
+    TrainConfig(method="rft", k=1).validate()                       # RFT's record asks for one sample only
+    TrainConfig(method="sft", k=1, temperature=0).validate()        # SFT samples nothing: T = 0 is fine
+    with pytest.raises(ConfigError, match="rft samples its rationales: temperature must be > 0"):
+        TrainConfig(method="rft", temperature=0).validate()
+    assert get_method("latro").reference and not get_method("rft").reference
+
+
+def test_a_task_registered_outside_latro_core_loads_by_name_and_alias(request):
+    from latro_core.experiments.runs import task_available
+    from latro_core.tasks import TASKS, Example, Task, TaskRecord, load_task, register_task, task_splits
+
+    request.addfinalizer(lambda: TASKS.pop("echo", None))
+    register_task(TaskRecord("echo", ("train", "test"), aliases=("repeat",),
+                             load=lambda split, data_dir, **_: Task(split, [Example("Say 7.", "7", id="echo-0")])))
+    assert task_splits("repeat") == ("train", "test") and task_available("echo")
+    task = load_task("ECHO", "test")
+    assert len(task) == 1 and task.is_correct(task.extract_answer("The answer is 7."), task[0])
+    with pytest.raises(ConfigError, match="task 'echo' has no split 'validation'; choose one of: train, test"):
+        load_task("echo", "validation")

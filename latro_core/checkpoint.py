@@ -207,3 +207,66 @@ def resume_changes(config, ckpt: Path) -> dict:
                           f"checkpoint's settings, or allow the change with --change {','.join(refused)} "
                           f"(recorded in config.json).")
     return diff
+
+
+# ----------------------------------------------------------------------------- opening a run
+
+def open_run_folder(config, out: Path, acc) -> tuple[Path | None, dict]:
+    """(the checkpoint to resume from, or None for a fresh run; {field: [checkpoint's value, new]}
+    for the settings the resume changes). A fresh run first clears, or refuses, a folder that holds
+    one (:func:`_start_over`). ``acc``: the accelerator (``wait_for_everyone``, ``is_main_process``)."""
+    check_writable(out)
+    ckpt = out / "checkpoint"
+    resume_from = ckpt if (config.resume and checkpoint_step(ckpt) is not None) else None
+    if resume_from is not None:
+        return resume_from, resume_changes(config, resume_from)
+    _start_over(config, out, acc)
+    return None, {}
+
+
+def _start_over(config, out: Path, acc) -> None:
+    """A new run: refuse an out_dir that holds one, unless ``overwrite`` (then delete it)."""
+    found = [name for name in RUN_FILES if (out / name).exists()]
+    acc.wait_for_everyone()
+    if not found:
+        return
+    models = [name for name in found if name in MODELS]
+    if config.resume and not config.overwrite:
+        if models:   # a finished run without resume state (--keep-resume-state false): never deleted
+            raise ConfigError(
+                f"{out} holds a run with {', '.join(models)} but no resume state (it was trained with "
+                f"--keep-resume-state false), so --resume cannot continue it; nothing was changed. Train "
+                f"further from its model into a new folder (--model {out / models[0]} --out-dir NEW), "
+                f"or start over here with --overwrite (deletes it).")
+        # killed before its first checkpoint: only records, which any resume drops beyond its checkpoint
+        if acc.is_main_process:
+            print(f"latro: {out} has no checkpoint to resume from; starting the run over "
+                  f"(deletes {', '.join(found)}).", flush=True)
+    elif not config.overwrite:
+        raise ConfigError(f"{out} already holds a run ({', '.join(found)}); continue it with --resume, "
+                          f"or start over with --overwrite (deletes it), or pick another --out-dir.")
+    elif acc.is_main_process:
+        print(f"latro: --overwrite deletes {', '.join(found)} in {out}", flush=True)
+    if acc.is_main_process:
+        for name in found:
+            path = out / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    acc.wait_for_everyone()
+
+
+def restore_training_state(resume_from: Path, load_optimizer, scheduler) -> int:
+    """Read the optimizer, schedule and RNG state of the checkpoint ``resume_from`` back into the run
+    (``load_optimizer(state)`` loads the optimizer's, sharded or not); returns its step."""
+    state = _read_back(resume_from / "state.pt", lambda f: torch.load(f, weights_only=False))
+    load_optimizer(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    if "cuda_rng" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    return checkpoint_step(resume_from)
+
+
+def read_best(out: Path) -> dict | None:
+    """The resumed run's best model so far (``best.json``: its step and eval accuracy), or None."""
+    path = out / "best.json"
+    return _read_back(path, lambda f: json.loads(Path(f).read_text())) if path.exists() else None

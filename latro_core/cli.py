@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .results import TablesConfig
     from .experiments.reward_signal import SignalConfig
     from .methods import METHODS
-    from .trainer import TrainConfig
+    from .train_config import TrainConfig
 
     p = argparse.ArgumentParser(prog="latro", description="LaTent Reasoning Optimization (arXiv 2411.04282)")
     sub = p.add_subparsers(dest="command", required=True)

@@ -213,26 +213,35 @@ def run_evaluation(cfg: EvalConfig, model=None, tokenizer=None) -> dict:
             sampled, scores, correct = _sampling_pass(cfg, model, tok, task, examples, records, gen_kw)
             summary.update(sampled)
         if cfg.nll:
-            summary["answer_nll"] = answer_nll(model, tok, task, examples, direct=cfg.direct, batch_size=cfg.score_batch)
-            if cfg.k > 0:  # own rationales: −(self-reward) already computed above
-                flat_s = [(-v, c) for sc, cs in zip(scores, correct) for v, c in zip(sc, cs)]
-                summary["answer_nll"]["own_correct"] = mean_se([v for v, c in flat_s if c])
-                summary["answer_nll"]["own_wrong"] = mean_se([v for v, c in flat_s if not c])
-
+            summary["answer_nll"] = _nll_pass(cfg, model, tok, task, examples, scores, correct)
         summary.update(time_s=round(time.time() - t0, 2), created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                        argv=list(sys.argv), command=command_line("evaluate", cfg), git_commit=git_commit(),
                        config=asdict(cfg))
-        summary = portable(_jsonable(summary))     # no machine paths in what is written
-        with writing(f"the evaluation's results to {out}", "nothing else was changed: free space (or fix the folder's "
-                     "permissions) and run the evaluation again"):
-            with open(out / "predictions.jsonl", "w") as f:
-                for rec in records:
-                    f.write(json.dumps(_jsonable(rec)) + "\n")
-            (out / "summary.json").write_text(json.dumps(summary, indent=1))
-        summary["out"] = str(out)
-        return summary
+        return _write_evaluation(out, portable(_jsonable(summary)), records)    # no machine paths in what is written
     finally:
         lock.close()
+
+
+def _nll_pass(cfg: EvalConfig, model, tok, task, examples, scores, correct) -> dict:
+    """Figure 2's answer NLLs: without a rationale, after the gold one, and (with samples) after the
+    model's own right and wrong ones, whose NLL is −(the self-reward) the sampling pass computed."""
+    nll = answer_nll(model, tok, task, examples, direct=cfg.direct, batch_size=cfg.score_batch)
+    if cfg.k > 0:
+        flat = [(-v, c) for sc, cs in zip(scores, correct) for v, c in zip(sc, cs)]
+        nll["own_correct"] = mean_se([v for v, c in flat if c])
+        nll["own_wrong"] = mean_se([v for v, c in flat if not c])
+    return nll
+
+
+def _write_evaluation(out: Path, summary: dict, records: list[dict]) -> dict:
+    """predictions.jsonl (one line per question) and summary.json into ``out``; the summary, with "out"."""
+    with writing(f"the evaluation's results to {out}", "nothing else was changed: free space (or fix the folder's "
+                 "permissions) and run the evaluation again"):
+        with open(out / "predictions.jsonl", "w") as f:
+            for rec in records:
+                f.write(json.dumps(_jsonable(rec)) + "\n")
+        (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return {**summary, "out": str(out)}
 
 
 def _greedy_pass(model, tok, task, examples, records, gen_kw) -> dict:

@@ -61,7 +61,7 @@ class StepContext:
 def latro_step(ctx: StepContext, step: int) -> dict:
     """Sample K rationales per question, then per micro-batch of whole questions: log πθ(z|x) and
     log πθ(y|x⊕z) (one forward), log π0(z|x), the Eq. 4 loss and its backward."""
-    cfg, tok = ctx.cfg, ctx.tokenizer
+    cfg = ctx.cfg
     first, exs = ctx.questions(step)
     t0 = time.time()
     spec = reward_spec(cfg.reward)
@@ -69,13 +69,8 @@ def latro_step(ctx: StepContext, step: int) -> dict:
     t_sample = time.time() - t0
     n_local = len(roll.rationale_ids)
     n_global = n_local * ctx.acc.num_processes
-    qs_per_micro = cfg.micro_batch // cfg.k
     rec = {k: [] for k in ("reward", "logp_y", "kl", "adv", "policy_loss", "answer_loss")}
-    slices = [slice(q0 * cfg.k, min(len(exs), q0 + qs_per_micro) * cfg.k)
-              for q0 in range(0, len(exs), qs_per_micro)]
-    batches = [pack(roll.prompt_ids[sl], roll.rationale_ids[sl],
-                    [ctx.task.answer_ids(exs[i // cfg.k], tok, roll.rationale_ids[i]) for i in range(sl.start, sl.stop)],
-                    tok.pad_token_id).to(ctx.acc.device) for sl in slices]
+    slices, batches = _micro_batches(ctx, exs, roll)
     t1 = time.time()
     refs = [ctx.reference_logp_z(b) if cfg.beta != 0 else None for b in batches]
     infos = [_reward_info(ctx, spec, exs, roll, sl, b) for sl, b in zip(slices, batches)]
@@ -105,6 +100,25 @@ def latro_step(ctx: StepContext, step: int) -> dict:
     t_update = time.time() - t0 - t_sample
     if cfg.log_samples and ctx.acc.is_main_process:
         _log_samples(ctx, step, exs, roll, {k: torch.cat(rec[k]) for k in ("reward", "logp_y", "adv")})
+    return {**_latro_metrics(ctx, rec, roll), "sample_s": t_sample, "update_s": t_update, "score_s": t_score,
+            "backward_s": t_backward, "samples": float(n_global)}
+
+
+def _micro_batches(ctx: StepContext, exs, roll) -> tuple[list[slice], list]:
+    """The step's samples cut into micro-batches of whole questions (``micro_batch // k`` each):
+    their slices of the rollout and their packed x⊕z⊕y batches."""
+    k, tok = ctx.cfg.k, ctx.tokenizer
+    per_micro = ctx.cfg.micro_batch // k
+    slices = [slice(q0 * k, min(len(exs), q0 + per_micro) * k) for q0 in range(0, len(exs), per_micro)]
+    batches = [pack(roll.prompt_ids[sl], roll.rationale_ids[sl],
+                    [ctx.task.answer_ids(exs[i // k], tok, roll.rationale_ids[i]) for i in range(sl.start, sl.stop)],
+                    tok.pad_token_id).to(ctx.acc.device) for sl in slices]
+    return slices, batches
+
+
+def _latro_metrics(ctx: StepContext, rec: dict, roll) -> dict:
+    """The step's means over every sample of every process: reward, log π(y|x⊕z), KL, advantage
+    spread, rationale length, fraction cut at L, the two loss terms, questions with equal rewards."""
     cat = {k: ctx.acc.gather(torch.cat(v).float()) for k, v in rec.items()}
     trunc = ctx.acc.gather(roll.truncated.float().to(ctx.acc.device))
     lens = ctx.acc.gather(roll.lengths.to(ctx.acc.device))
@@ -112,9 +126,7 @@ def latro_step(ctx: StepContext, step: int) -> dict:
             "logp_y_mean": cat["logp_y"].mean(), "kl_mean": cat["kl"].mean(),
             "adv_std": cat["adv"].std(), "rationale_len": lens.mean(), "frac_truncated": trunc.mean(),
             "policy_loss": cat["policy_loss"].mean(), "answer_loss": cat["answer_loss"].mean(),
-            "frac_equal_rewards": _frac_equal_rows(cat["reward"].view(-1, cfg.k)),
-            "sample_s": t_sample, "update_s": t_update, "score_s": t_score, "backward_s": t_backward,
-            "samples": float(n_global)}
+            "frac_equal_rewards": _frac_equal_rows(cat["reward"].view(-1, ctx.cfg.k))}
 
 
 def _reward_info(ctx: StepContext, spec, exs, roll, sl: slice, batch) -> dict:

@@ -1,8 +1,10 @@
 """The training loop that LaTRO (Eq. 4) and the SFT and rejection-sampling (RFT/STaR) baselines share;
-each method's step is in :mod:`latro_core.methods`.
+each method's step is in :mod:`latro_core.methods`, its settings in :mod:`latro_core.train_config`.
 
-One config dataclass (:class:`TrainConfig`) drives all three; the CLI (``latro train|sft|rft``) and
-a notebook's papermill parameters fill it. One optimizer step of LaTRO:
+A run is built, part by part, by one function each (the run folder, :func:`build_task`,
+:func:`build_model`, :func:`build_reference` π0, :func:`build_policy` πθ, :func:`build_optimizer`,
+the resumed state), called in order by :class:`Trainer`; its loop then repeats the method's step,
+the clipped optimizer step, the records and the checkpoints. One optimizer step of LaTRO:
 
 1. take the next ``questions_per_step`` questions (a seeded permutation per epoch, so the data
    position is a function of the step and resuming needs only the step number);
@@ -21,149 +23,26 @@ sharding by :mod:`latro_core.sharding` (``shard``, or the FSDP accelerate config
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import signal
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from .checkpoint import (MODELS, RUN_FILES, _load_weights, _read_back, _truncate_metrics, check_writable,
-                         checkpoint_step, hold_folder, resume_changes, save_checkpoint, write_folder_atomically)
+from .checkpoint import (_load_weights, _read_back, _truncate_metrics, checkpoint_step, hold_folder, open_run_folder,
+                         read_best, restore_training_state, save_checkpoint, write_folder_atomically)
 from .errors import ConfigError, NumericalError, check_finite, writing
 from .logprobs import PolicyScorer, sequence_logprobs
 from .methods import StepContext, get_method
 from .models import LoraSpec, add_lora, enable_checkpointing, frozen_copy, load_model, save_model
-from .objective import TRUNCATION_RULES, reward_spec
 from .rollout import sample_rationales
 from .sharding import (full_optimizer_state, full_state_dict, full_tensor, gathered, load_full_optimizer_state, shard,
                        sharding_requested)
 from .tasks import load_task
-
-@dataclass
-class TrainConfig:
-    """Everything one training run needs. Defaults: a CPU-sized LaTRO run of the embedded model."""
-
-    method: str = "latro"              # a registered method (methods.METHODS): latro | sft | rft
-    model: str | None = None           # hub id, folder, .gguf, or None for the embedded SmolLM2-135M
-    task: str = "arithmetic"           # arithmetic | gsm8k | arc_challenge
-    split: str = "train"
-    data_dir: str | None = None        # GSM8K/ARC JSONL folder; None: $LATRO_DATA_DIR, else the hub
-    train_limit: int | None = None     # use only the first n (shuffled) training questions
-    out_dir: str = "runs/latro"        # metrics.jsonl, checkpoint/, final/
-    steps: int = 100                   # optimizer steps
-    questions_per_step: int = 4        # global batch of questions per optimizer step
-    k: int = 4                         # rationales per question (paper: 16)
-    max_new_tokens: int = 96           # L, rationale budget (paper: 500)
-    temperature: float = 1.0           # T (paper: 1); LaTRO scores z under the same tempered policy
-    top_k: int | None = None           # off by default: pure sampling, as the paper
-    top_p: float | None = None
-    beta: float = 0.05                 # KL weight β (paper: 0.05 GSM8K, 0.25 ARC)
-    lam: float = 1.0                   # λ on Σ∇log π(y|x⊕z) (Eq. 4: 1; released code: 0)
-    reward: str = "latro"              # LaTRO's step with another reward R (objective.REWARDS): latro (log π(y|x⊕z)),
-                                       # probability (π(y|x⊕z), VeriFree), verifier (checked answer right: 1, else 0),
-                                       # rlpr (debiased mean token probability of y, RLPR)
-    truncation: str = "batch_mean"     # penalty for rationales cut at L: batch_mean | constant | none
-    gamma: float = 2.0                 # batch_mean: r = γ·mean(r); constant: r = γ
-    lr: float = 1e-5                   # AdamW; paper 5e-7 is for 7-8B models; 135M: results/latro_recipe.md
-    weight_decay: float = 0.0
-    warmup_steps: int = 0              # linear warm-up, then linear decay to 0 (paper: none)
-    micro_batch: int = 16              # samples per forward/backward (a multiple of k)
-    grad_clip: float | None = 1.0      # max gradient norm (None: off)
-    dtype: str = "fp32"                # fp32 measured fastest on CPUs without AMX (results/precision.md)
-    mixed_precision: str = ""          # "bf16": compute in bf16 autocast on fp32 weights (GPUs; also without
-                                       # accelerate launch); "no": off; "": the accelerate config's, else off
-    device: str = "auto"               # auto | cpu | cuda (accelerate decides under accelerate launch)
-    lora: bool = False                 # train a LoRA adapter; π0 = the same weights, adapter off
-    lora_r: int = 16
-    lora_alpha: int = 32
-    gradient_checkpointing: bool = False   # recompute decoder layers in backward: ~0.5x peak memory, slower
-                                           # backward (results/benchmark_latro_update*.md)
-    seed: int = 0
-    save_every: int = 50               # checkpoint every N steps (and at the end, and on SIGINT/SIGTERM)
-    eval_every: int = 0                # greedy accuracy on eval_split every N steps (0: off)
-    eval_split: str = "validation"     # the hook's split (model selection on it, never on test)
-    eval_limit: int = 100              # questions for the hook (first n of a seed-0 shuffle)
-    eval_at_start: bool = False        # also evaluate the starting model (logged as step 0)
-    keep_best: bool = False            # keep the model with the best eval_accuracy in out_dir/best (+ best.json);
-                                       # ties keep the earlier step; never selected on test unless eval_split is
-    test_limit: int = 0                # at each evaluation also log greedy accuracy on the first n test questions
-                                       # (test_accuracy: reports the paper's rule of picking on test; selects nothing)
-    test_max_new_tokens: int | None = None   # that evaluation's budget (None: L + evaluate.ANSWER_TOKENS = L + 32)
-    keep_resume_state: bool = True     # write checkpoint/ (optimizer state, ~3x the model on disk; needed for --resume)
-    log_samples: int = 1               # questions per step whose K rationales go to samples.jsonl (0: none)
-    resume: bool = False               # continue exactly from out_dir/checkpoint
-    overwrite: bool = False            # start over in an out_dir that holds a run (deletes its records and models)
-    change: str = ""                   # with --resume: comma-separated settings allowed to differ from the
-                                       # checkpoint's (e.g. "lr,beta"); each change is recorded in config.json
-    progress: bool = True              # progress bar
-    shard: bool = False                # FSDP2: shard weights, gradients and AdamW state across processes
-                                       # (also on under accelerate launch with configs/accelerate_fsdp.yaml)
-    tracker: str = ""                  # also log the metrics to an experiment tracker through accelerate:
-                                       # "tensorboard" (files in out_dir/tensorboard), "wandb", "mlflow", ...; "": off
-    task_kwargs: dict = field(default_factory=dict)   # arithmetic difficulty, e.g. {"steps": 2, "high": 20}
-
-    def validate(self, world_size: int = 1) -> None:
-        """Raise ConfigError, with the numbers, for settings that cannot work."""
-        method = get_method(self.method)
-        if self.truncation not in TRUNCATION_RULES:
-            raise ConfigError(f"truncation={self.truncation!r} is not one of {TRUNCATION_RULES}")
-        spec = reward_spec(self.reward)
-        if spec.token_probs and self.shard:
-            raise ConfigError(f"reward={self.reward!r} scores y in extra passes outside the sharded root module; "
-                              f"train it unsharded.")
-        if method.reward and self.truncation == "batch_mean" and not spec.negative:
-            raise ConfigError(f"truncation='batch_mean' sets a cut rationale's reward to γ × the mean reward, which "
-                              f"penalises only negative rewards (log-probabilities); reward={self.reward!r} is ≥ 0, so "
-                              f"use --truncation none or --truncation constant --gamma 0.")
-        for name in ("steps", "questions_per_step", "max_new_tokens", "micro_batch"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if method.samples and self.k < method.min_k:
-            raise ConfigError(f"k must be >= {method.min_k} for {method.label} (leave-one-out needs two samples), "
-                              f"got k={self.k}" if method.min_k > 1 else f"k must be >= 1, got k={self.k}")
-        if self.questions_per_step % world_size:
-            raise ConfigError(f"questions_per_step={self.questions_per_step} does not divide among "
-                              f"{world_size} processes; use a multiple of {world_size}.")
-        if method.whole_questions and self.micro_batch % self.k:
-            raise ConfigError(
-                f"micro_batch={self.micro_batch} samples is not a multiple of k={self.k}: a micro-batch must hold "
-                f"whole questions (k samples each) for the leave-one-out baseline; e.g. micro_batch={self.k * max(1, self.micro_batch // self.k)}.")
-        for name, lo, hi in NUMERIC_RANGES:
-            v = getattr(self, name)
-            if v is None and name in ("top_p", "grad_clip", "top_k"):
-                continue
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and lo <= v <= hi):
-                raise ConfigError(f"{name}={v!r} is out of range: it must be a finite number in [{lo}, {hi}].")
-        _mixed_precision(self.mixed_precision)
-        if self.lr <= 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr}")
-        if self.device not in ("auto", "cpu"):
-            from .models import resolve_device
-            resolve_device(self.device)     # a device that is not there is an error, not a silent CPU run
-        if method.samples and self.temperature == 0:
-            raise ConfigError(f"{self.method} samples its rationales: temperature must be > 0 "
-                              "(T = 0 is greedy: K identical rationales, no learning signal); e.g. 1.0 or 0.7.")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ConfigError(f"unknown TrainConfig fields {sorted(unknown)}; known: {sorted(names)}")
-        return cls(**d)
-
-
-# (field, lowest, highest): every number is checked where it enters (validate)
-NUMERIC_RANGES = (("temperature", 0.0, 10.0), ("top_k", 1, 10**9), ("top_p", 1e-9, 1.0), ("beta", 0.0, 1e6),
-                  ("lam", 0.0, 1e6), ("gamma", -1e6, 1e6), ("lr", 0.0, 1.0), ("weight_decay", 0.0, 10.0),
-                  ("grad_clip", 1e-9, 1e9), ("warmup_steps", 0, 10**9), ("lora_r", 1, 4096), ("lora_alpha", 1, 1e6),
-                  ("eval_every", 0, 10**9), ("eval_limit", 1, 10**9), ("save_every", 1, 10**9), ("seed", 0, 2**63 - 1),
-                  ("log_samples", 0, 10**6), ("k", 0, 10**6))
-
+from .train_config import TrainConfig, mixed_precision
 
 class TrainingInterrupted(Exception):
     """Raised after SIGINT/SIGTERM once the checkpoint is safely written."""
@@ -190,31 +69,103 @@ def sampling_generator(seed: int, step: int, question: int, device="cpu") -> tor
     return g.manual_seed(((seed * 1_000_003 + step) * 1_000_033 + question) % (2 ** 63))
 
 
+# ---------------------------------------------------------------- building a run: one function per part
+
+def build_accelerator(config: TrainConfig):
+    """The accelerator: its device, processes, precision and tracker."""
+    from accelerate import Accelerator
+
+    if not torch.distributed.is_initialized():    # one process: each run its own precision (accelerate's
+        from accelerate.state import AcceleratorState   # state is a process-wide singleton)
+        AcceleratorState._reset_state()
+    # one scheduler step per optimizer step: with the default (step_scheduler_with_optimizer=True)
+    # accelerate steps the schedule num_processes times per call, so N processes decayed N x faster
+    return Accelerator(cpu=config.device == "cpu", step_scheduler_with_optimizer=False,
+                       mixed_precision=mixed_precision(config.mixed_precision),
+                       log_with=_tracker(config.tracker), project_dir=config.out_dir)
+
+
+def check_sharding(config: TrainConfig, method, sharded: bool) -> None:
+    """ConfigError when sharding is asked for a run it cannot serve."""
+    if sharded and (config.lora or not method.shardable or not torch.distributed.is_initialized()):
+        why = ("LoRA adapters are small, train them unsharded (configs/accelerate_ddp.yaml)" if config.lora else
+               f"{method.label} keeps a different number of rationales on each process, so the processes "
+               "would make different numbers of sharded forwards; train it unsharded"
+               if not method.shardable else
+               "sharding needs several processes: run under accelerate launch (configs/accelerate_fsdp.yaml) or torchrun")
+        raise ConfigError("shard: " + why)
+
+
+def build_task(config: TrainConfig, task=None):
+    """The training questions: ``task`` or the one ``config`` names, cut to ``train_limit``."""
+    if task is None:
+        task = load_task(config.task, config.split, data_dir=config.data_dir, **config.task_kwargs)
+    return task.subset(config.train_limit, seed=config.seed) if config.train_limit else task
+
+
+def build_model(config: TrainConfig, model=None, tokenizer=None):
+    """(model, tokenizer): the ones passed in, or the model ``config`` names, on the CPU."""
+    if model is None:
+        return load_model(config.model, dtype=config.dtype, device="cpu")
+    if tokenizer is None:
+        raise ConfigError("Trainer(model=...) also needs the model's tokenizer (tokenizer=...).")
+    return model, tokenizer
+
+
+def _scoring_temperature(config: TrainConfig, method) -> float:
+    # z is scored at the sampling temperature (πθ and π0 alike), the samples' own policy, when the
+    # method's record asks for it (LaTRO's KL term); else at T = 1
+    return config.temperature if method.tempered_scoring else 1.0
+
+
+def build_reference(config: TrainConfig, method, model, device, sharded: bool, bf16: bool):
+    """π0's scorer around a frozen copy of the *starting* model (also when resuming), or None: the
+    method needs none, β = 0, or LoRA (π0 is then the same weights with the adapter switched off)."""
+    if not (method.reference and config.beta != 0 and not config.lora):
+        return None
+    ref_lm = frozen_copy(model).to(device)
+    ref = PolicyScorer(ref_lm, temperature=_scoring_temperature(config, method), length_groups=not sharded)
+    return shard(ref, ref_lm, device, bf16) if sharded else ref     # π0 sharded like πθ, its own root module
+
+
+def build_policy(config: TrainConfig, method, model, resume_from: Path | None, device, sharded: bool, bf16: bool):
+    """πθ's trainable scorer: a LoRA adapter or the full weights, read back from the checkpoint when
+    resuming, with gradient checkpointing and sharding when asked."""
+    if config.lora:
+        spec = LoraSpec(r=config.lora_r, alpha=config.lora_alpha)
+        model = (_with_adapter(model, spec, None) if resume_from is None else
+                 _read_back(resume_from / "model", lambda folder: _with_adapter(model, spec, folder)))
+    elif resume_from is not None:
+        _load_weights(model, resume_from / "model")
+    if config.gradient_checkpointing:      # sampling runs in eval mode, so it keeps its KV cache
+        enable_checkpointing(model)
+    scorer = PolicyScorer(model, temperature=_scoring_temperature(config, method), length_groups=not sharded)
+    return shard(scorer, model, device, bf16) if sharded else scorer
+
+
+def build_optimizer(config: TrainConfig, scorer, device):
+    """AdamW on the trainable parameters and the linear schedule (warm-up, then decay to 0)."""
+    params = [p for p in scorer.parameters() if p.requires_grad]
+    # fused AdamW updates in place: no temporaries, ~5x faster per step on CPU (results/adamw_step.md)
+    fused = {"fused": True} if device.type in ("cpu", "cuda") else {}
+    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, **fused)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, _linear_schedule(config.warmup_steps, config.steps))
+
+
 # ---------------------------------------------------------------- the trainer
 
 class Trainer:
-    def __init__(self, config: TrainConfig, model=None, tokenizer=None, task=None):
-        from accelerate import Accelerator
+    """One training run: the parts :func:`train` builds (below), the loop over the steps, and what
+    it writes. ``Trainer(config)`` loads the model and task ``config`` names; tests and notebooks
+    pass their own ``model``, ``tokenizer`` and ``task``."""
 
+    def __init__(self, config: TrainConfig, model=None, tokenizer=None, task=None):
         self.cfg = config
-        if not torch.distributed.is_initialized():    # one process: each run its own precision (accelerate's
-            from accelerate.state import AcceleratorState   # state is a process-wide singleton)
-            AcceleratorState._reset_state()
-        # one scheduler step per optimizer step: with the default (step_scheduler_with_optimizer=True)
-        # accelerate steps the schedule num_processes times per call, so N processes decayed N x faster
-        self.acc = Accelerator(cpu=config.device == "cpu", step_scheduler_with_optimizer=False,
-                               mixed_precision=_mixed_precision(config.mixed_precision),
-                               log_with=_tracker(config.tracker), project_dir=config.out_dir)
+        self.acc = build_accelerator(config)
         config.validate(self.acc.num_processes)
-        self.sharded = sharding_requested(config.shard)
         self.method = get_method(config.method)
-        if self.sharded and (config.lora or not self.method.shardable or not torch.distributed.is_initialized()):
-            why = ("LoRA adapters are small, train them unsharded (configs/accelerate_ddp.yaml)" if config.lora else
-                   f"{self.method.label} keeps a different number of rationales on each process, so the processes "
-                   "would make different numbers of sharded forwards; train it unsharded"
-                   if not self.method.shardable else
-                   "sharding needs several processes: run under accelerate launch (configs/accelerate_fsdp.yaml) or torchrun")
-            raise ConfigError("shard: " + why)
+        self.sharded = sharding_requested(config.shard)
+        check_sharding(config, self.method, self.sharded)
         torch.manual_seed(config.seed)
         self.out = Path(config.out_dir)
         self.ckpt = self.out / "checkpoint"
@@ -222,116 +173,34 @@ class Trainer:
         # the group); released when training ends, or by the kernel when the process dies
         self._lock = hold_folder(self.out) if self.acc.is_main_process else None
         try:
-            self._set_up(config, model, tokenizer, task)
+            self._build(config, model, tokenizer, task)
         except BaseException:
             self.release()
             raise
+
+    def _build(self, config: TrainConfig, model, tokenizer, task) -> None:
+        """The run's parts, each made by one function, in this order: the run folder (fresh, or the
+        checkpoint to resume from), the task, the model, π0, πθ's scorer, AdamW and its schedule
+        (prepared by accelerate unless sharded), then the resumed state."""
+        resume_from, self.changes = open_run_folder(config, self.out, self.acc)
+        self.task = build_task(config, task)
+        model, self.tok = build_model(config, model, tokenizer)
+        bf16 = self.acc.mixed_precision == "bf16"
+        # π0 before πθ: the frozen copy is taken from the starting weights, before a checkpoint's load
+        self.ref = build_reference(config, self.method, model, self.acc.device, self.sharded, bf16)
+        scorer = build_policy(config, self.method, model, resume_from, self.acc.device, self.sharded, bf16)
+        opt, sched = build_optimizer(config, scorer, self.acc.device)
+        # sharded by latro itself (sharding.py): accelerate wraps nothing
+        self.scorer, self.opt, self.sched = (scorer, opt, sched) if self.sharded else self.acc.prepare(scorer, opt, sched)
+        self.step = restore_training_state(resume_from, self._load_optimizer, self.sched) if resume_from else 0
+        self.best = read_best(self.out) if resume_from else None  # keep_best: {"step", "eval_accuracy", ...} of best/
+        self._stop_signal = None
 
     def release(self) -> None:
         """Give the run folder up (another run may then write into it)."""
         if self._lock is not None:
             self._lock.close()
             self._lock = None
-
-    def _set_up(self, config: TrainConfig, model, tokenizer, task) -> None:
-        check_writable(self.out)
-        resume_from = self.ckpt if (config.resume and checkpoint_step(self.ckpt) is not None) else None
-        self.changes = resume_changes(config, resume_from) if resume_from is not None else {}
-        if resume_from is None:
-            self._start_over(config)
-        self.task = task if task is not None else load_task(config.task, config.split, data_dir=config.data_dir,
-                                                            **config.task_kwargs)
-        if config.train_limit:
-            self.task = self.task.subset(config.train_limit, seed=config.seed)
-        if model is None:
-            model, tokenizer = load_model(config.model, dtype=config.dtype, device="cpu")
-        elif tokenizer is None:
-            raise ConfigError("Trainer(model=...) also needs the model's tokenizer (tokenizer=...).")
-        self.tok = tokenizer
-        self._build_policy(model, resume_from)
-        self._build_optimizer(resume_from)
-        self._stop_signal = None
-        self.best = None            # keep_best: {"step", "eval_accuracy", ...} of the model in best/
-        if resume_from is not None and (self.out / "best.json").exists():
-            self.best = _read_back(self.out / "best.json", lambda f: json.loads(Path(f).read_text()))
-
-    def _build_policy(self, model, resume_from: Path | None) -> None:
-        """π0 (``self.ref``, a scorer around the frozen copy) and the trainable scorer around πθ (``self.scorer``): a LoRA adapter or the
-        full weights, read back from the checkpoint when resuming, sharded when asked."""
-        config = self.cfg
-        # π0 is the *starting* model (passed in, or loaded by name), also when resuming: with LoRA
-        # the adapter is switched off; otherwise a frozen copy taken before any checkpoint weights load
-        # z is scored at the sampling temperature (πθ and π0 alike): the samples' own policy
-        T = config.temperature if self.method.tempered_scoring else 1.0
-        self.ref = None
-        if self.method.reference and config.beta != 0 and not config.lora:
-            ref_lm = frozen_copy(model).to(self.acc.device)
-            self.ref = PolicyScorer(ref_lm, temperature=T, length_groups=not self.sharded)
-            if self.sharded:      # π0 sharded like πθ, scored through its own root module
-                self.ref = shard(self.ref, ref_lm, self.acc.device, self.acc.mixed_precision == "bf16")
-        if config.lora:
-            spec = LoraSpec(r=config.lora_r, alpha=config.lora_alpha)
-            model = (_with_adapter(model, spec, None) if resume_from is None else
-                     _read_back(resume_from / "model", lambda folder: _with_adapter(model, spec, folder)))
-        elif resume_from is not None:
-            _load_weights(model, resume_from / "model")
-        if config.gradient_checkpointing:      # sampling runs in eval mode, so it keeps its KV cache
-            enable_checkpointing(model)
-        self.scorer = PolicyScorer(model, temperature=T, length_groups=not self.sharded)
-        if self.sharded:
-            self.scorer = shard(self.scorer, model, self.acc.device, self.acc.mixed_precision == "bf16")
-
-    def _build_optimizer(self, resume_from: Path | None) -> None:
-        """AdamW on the trainable parameters and the linear schedule, with their state (and the RNG
-        state and step) read back when resuming."""
-        config = self.cfg
-        params = [p for p in self.scorer.parameters() if p.requires_grad]
-        # fused AdamW updates in place: no temporaries, ~5x faster per step on CPU (results/adamw_step.md)
-        fused = {"fused": True} if self.acc.device.type in ("cpu", "cuda") else {}
-        opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, **fused)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, _linear_schedule(config.warmup_steps, config.steps))
-        if self.sharded:    # sharded by latro itself (sharding.py): accelerate wraps nothing
-            self.opt, self.sched = opt, sched
-        else:
-            self.scorer, self.opt, self.sched = self.acc.prepare(self.scorer, opt, sched)
-        self.step = 0
-        if resume_from is not None:
-            state = _read_back(resume_from / "state.pt", lambda f: torch.load(f, weights_only=False))
-            self._load_optimizer(state["optimizer"])
-            self.sched.load_state_dict(state["scheduler"])
-            torch.set_rng_state(state["torch_rng"])
-            if "cuda_rng" in state and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(state["cuda_rng"])
-            self.step = checkpoint_step(resume_from)
-
-    def _start_over(self, config: TrainConfig) -> None:
-        """A new run: refuse an out_dir that holds one, unless ``overwrite`` (then delete it)."""
-        found = [name for name in RUN_FILES if (self.out / name).exists()]
-        self.acc.wait_for_everyone()
-        if not found:
-            return
-        models = [name for name in found if name in MODELS]
-        if config.resume and not config.overwrite:
-            if models:   # a finished run without resume state (--keep-resume-state false): never deleted
-                raise ConfigError(
-                    f"{self.out} holds a run with {', '.join(models)} but no resume state (it was trained with "
-                    f"--keep-resume-state false), so --resume cannot continue it; nothing was changed. Train "
-                    f"further from its model into a new folder (--model {self.out / models[0]} --out-dir NEW), "
-                    f"or start over here with --overwrite (deletes it).")
-            # killed before its first checkpoint: only records, which any resume drops beyond its checkpoint
-            if self.acc.is_main_process:
-                print(f"latro: {self.out} has no checkpoint to resume from; starting the run over "
-                      f"(deletes {', '.join(found)}).", flush=True)
-        elif not config.overwrite:
-            raise ConfigError(f"{self.out} already holds a run ({', '.join(found)}); continue it with --resume, "
-                              f"or start over with --overwrite (deletes it), or pick another --out-dir.")
-        elif self.acc.is_main_process:
-            print(f"latro: --overwrite deletes {', '.join(found)} in {self.out}", flush=True)
-        if self.acc.is_main_process:
-            for name in found:
-                path = self.out / name
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
-        self.acc.wait_for_everyone()
 
     # -- helpers
     @property
@@ -598,15 +467,6 @@ def _with_adapter(model, spec: LoraSpec, adapter_dir: Path | None):
                                   f"(unexpected keys {res.unexpected_keys[:3]}...)")
         return model
     return add_lora(model, spec, str(adapter_dir) if adapter_dir is not None else None)
-
-
-def _mixed_precision(name: str) -> str | None:
-    """accelerate's ``mixed_precision`` for ``TrainConfig.mixed_precision`` ("" -> None: the launch
-    config's), or ConfigError before accelerate sees a value it cannot take."""
-    if name not in ("", "no", "bf16"):
-        raise ConfigError(f"mixed_precision={name!r} is not one of '', 'no', 'bf16' "
-                          "(fp16 would need a loss scaler; bf16 does not)")
-    return name or None
 
 
 def _tracker(name: str):

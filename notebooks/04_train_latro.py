@@ -85,7 +85,7 @@ from latro_core.plots import plot_maj_at_k, plot_training
 from latro_core.experiments.profiles import notebook_settings
 from latro_core.results import TablesConfig, build_tables
 from latro_core.experiments.runs import evaluate_all, notebook_setup, run_name, selection_markdown, task_available, train_all
-from latro_core.trainer import TrainConfig
+from latro_core.train_config import TrainConfig
 
 ROOT, DATA, FIG, RES = notebook_setup()   # repository root, data folder, figures/, results/; threads
 S = notebook_settings("04_train_latro", profile, overrides)

@@ -86,7 +86,7 @@ from latro_core.evaluate import EvalConfig, run_evaluation
 from latro_core.experiments.profiles import notebook_settings
 from latro_core.results import TablesConfig, build_tables
 from latro_core.experiments.runs import notebook_setup, run_name, selection_markdown, task_available, train_run
-from latro_core.trainer import TrainConfig
+from latro_core.train_config import TrainConfig
 
 ROOT, DATA, FIG, RES = notebook_setup()   # repository root, data folder, figures/, results/; threads
 S = notebook_settings("05_arc_challenge", profile, overrides)

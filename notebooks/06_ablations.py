@@ -83,7 +83,7 @@ from latro_core.evaluate import EvalConfig, run_evaluation
 from latro_core.plots import plot_accuracy_vs_L, plot_maj_at_k
 from latro_core.experiments.profiles import notebook_settings
 from latro_core.experiments.runs import load_eval_model, notebook_setup, run_name, run_report, task_available, train_run
-from latro_core.trainer import TrainConfig
+from latro_core.train_config import TrainConfig
 
 ROOT, DATA, FIG, RES = notebook_setup()   # repository root, data folder, figures/, results/; threads
 S = notebook_settings("06_ablations", profile, overrides)

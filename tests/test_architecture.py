@@ -17,7 +17,7 @@ LAYERS = {
     # the algorithm: sampling, scoring, the objective, and the answers a model gives
     "rollout": 1, "logprobs": 1, "objective": 1, "answers": 1,
     # training: each method's step, the loop, its run folder, sharding
-    "checkpoint": 2, "sharding": 2, "methods": 2, "trainer": 2,
+    "checkpoint": 2, "sharding": 2, "methods": 2, "train_config": 2, "trainer": 2,
     # evaluation of trained models, tables, figures
     "evaluate": 3, "results": 3, "plots": 3,
     # orchestration for the notebooks and the studies
@@ -131,3 +131,26 @@ def test_the_check_catches_a_cycle_an_upward_import_and_a_module_without_a_layer
                for p in found), found
     assert "errors (ground) imports cli (command line), a higher layer" in found
     assert "scratch has no layer: add it to LAYERS (and docs/architecture.md)" in found
+
+
+def _code_size():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("code_size", PACKAGE.parent / "scripts" / "code_size.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_no_module_has_over_400_code_lines_and_no_function_over_50():
+    """Prose (docstrings, comments) and blank lines are not counted: `python scripts/code_size.py --check`."""
+    assert _code_size().too_big(str(PACKAGE)) == []
+
+
+def test_the_size_check_counts_code_lines_not_prose(tmp_path):
+    code_size = _code_size()
+    body = "\n".join(f"    x{i} = {i}" for i in range(51))
+    prose = '    """' + "\n".join(["words"] * 80) + '"""\n' + "\n".join(["    # more words"] * 80)
+    (tmp_path / "long.py").write_text(f"def long():\n{body}\n\n\ndef wordy():\n{prose}\n    return 1\n")
+    found = code_size.too_big(str(tmp_path))
+    assert found == [f"{tmp_path / 'long.py'}: long has 52 code lines (at most 50)"], found

@@ -14,7 +14,7 @@ from latro_core.errors import ConfigError
 from latro_core.methods import METHODS, get_method
 from latro_core.models import prepare_tokenizer, tiny_model
 from latro_core.results import method_names
-from latro_core.trainer import TrainConfig
+from latro_core.train_config import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
 

@@ -221,7 +221,7 @@ def test_cli_help_documents_each_flag_from_the_dataclass(capsys):
     """``--help`` shows each field's comment from the config dataclass, with its default."""
     from latro_core.cli import build_parser
     from latro_core.provenance import field_comments
-    from latro_core.trainer import TrainConfig
+    from latro_core.train_config import TrainConfig
 
     notes = field_comments(TrainConfig)
     assert notes["k"].startswith("rationales per question") and "release" in notes["lam"]

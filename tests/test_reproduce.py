@@ -171,7 +171,7 @@ def test_settings_are_copies():
 
 def test_training_settings_are_valid_configs():
     from latro_core.evaluate import EvalConfig
-    from latro_core.trainer import TrainConfig
+    from latro_core.train_config import TrainConfig
 
     for p in profiles.PROFILES:
         for nb in ("04_train_latro", "05_arc_challenge", "06_ablations"):
@@ -195,7 +195,7 @@ def test_paper_profile_numbers():
 
 
 def test_launch_command_parses_with_the_cli():
-    from latro_core.trainer import TrainConfig
+    from latro_core.train_config import TrainConfig
 
     s = profiles.settings("04_train_latro", "paper")
     cfg = TrainConfig(method="latro", model=s["models"][0], out_dir="runs/paper/x", **s["latro"])
@@ -232,7 +232,7 @@ def _tiny_run(tmp_path, monkeypatch, smol_tokenizer, val, test, **kw):
     import latro_core.answers as ev
     from latro_core.models import prepare_tokenizer, tiny_model
     from latro_core.experiments.runs import train_run
-    from latro_core.trainer import TrainConfig
+    from latro_core.train_config import TrainConfig
 
     calls = {"validation": iter(val), "test": iter(test)}
     monkeypatch.setattr(ev, "greedy_report", lambda model, tok, task, **_: {"accuracy": next(calls[task.split]), "n": 2})
@@ -267,7 +267,7 @@ def test_train_run_best_at_the_end_points_to_final(tmp_path, monkeypatch, smol_t
 def test_train_runs_trains_child_processes_two_at_a_time_and_keeps_the_best(tmp_path, smol_tokenizer):
     from latro_core.models import prepare_tokenizer, tiny_model
     from latro_core.experiments.runs import train_runs
-    from latro_core.trainer import TrainConfig
+    from latro_core.train_config import TrainConfig
 
     tok = prepare_tokenizer(smol_tokenizer)
     model, _ = tiny_model(tok)

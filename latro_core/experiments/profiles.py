@@ -354,7 +354,7 @@ def check_settings(chosen: dict, where: str = "") -> dict:
 
     from ..evaluate import EvalConfig
     from ..methods import METHODS
-    from ..trainer import TrainConfig
+    from ..train_config import TrainConfig
     from .reward_signal import SignalConfig
 
     classes = {"TrainConfig": TrainConfig, "EvalConfig": EvalConfig, "SignalConfig": SignalConfig}

@@ -185,12 +185,7 @@ def run_signal(cfg: SignalConfig, model=None, tokenizer=None) -> dict:
 
     temps, budgets = cfg.grid()
     if cfg.report_only:
-        path = Path(cfg.out).with_suffix(".json")
-        if not path.exists():
-            raise ConfigError(f"--report-only needs {path}; run latro signal without it first.")
-        data = json.loads(path.read_text())
-        write_report(data, Path(cfg.out).with_suffix(".md"), cfg.figure)
-        return data
+        return _report_only(cfg)
     if model is None:
         model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
     task = load_task(cfg.task, cfg.split, data_dir=cfg.data_dir, **cfg.task_kwargs).subset(cfg.limit, seed=0)
@@ -232,6 +227,16 @@ def run_signal(cfg: SignalConfig, model=None, tokenizer=None) -> dict:
         stats = greedy_report(model, tokenizer, val, max_new_tokens=budget, batch_questions=50, progress=cfg.progress)
         stats["ci95"] = list(wilson_interval(round(stats["accuracy"] * stats["n"]), stats["n"]))
         data = save([], {cfg.difficulty: {**stats, "split": "validation", "max_new_tokens": budget}})
+    return data
+
+
+def _report_only(cfg: SignalConfig) -> dict:
+    """``--report-only``: the report and figure again from ``<out>.json``, nothing measured."""
+    path = Path(cfg.out).with_suffix(".json")
+    if not path.exists():
+        raise ConfigError(f"--report-only needs {path}; run latro signal without it first.")
+    data = json.loads(path.read_text())
+    write_report(data, Path(cfg.out).with_suffix(".md"), cfg.figure)
     return data
 
 

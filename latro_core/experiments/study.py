@@ -41,7 +41,7 @@ from ..evaluate import EvalConfig
 from ..results import cell_stats, question_correct
 from ..stats import SEEDS_AND_QUESTIONS, paired_difference
 from .runs import train_args
-from ..trainer import TrainConfig
+from ..train_config import TrainConfig
 
 
 

@@ -70,7 +70,7 @@ def latro_step(ctx: StepContext, step: int) -> dict:
     n_local = len(roll.rationale_ids)
     n_global = n_local * ctx.acc.num_processes
     rec = {k: [] for k in ("reward", "logp_y", "kl", "adv", "policy_loss", "answer_loss")}
-    slices, batches = _micro_batches(ctx, exs, roll)
+    slices, batches = _micro_batches(ctx, spec, exs, roll)
     t1 = time.time()
     refs = [ctx.reference_logp_z(b) if cfg.beta != 0 else None for b in batches]
     infos = [_reward_info(ctx, spec, exs, roll, sl, b) for sl, b in zip(slices, batches)]
@@ -104,14 +104,21 @@ def latro_step(ctx: StepContext, step: int) -> dict:
             "backward_s": t_backward, "samples": float(n_global)}
 
 
-def _micro_batches(ctx: StepContext, exs, roll) -> tuple[list[slice], list]:
+def _micro_batches(ctx: StepContext, spec, exs, roll) -> tuple[list[slice], list]:
     """The step's samples cut into micro-batches of whole questions (``micro_batch // k`` each):
-    their slices of the rollout and their packed x⊕z⊕y batches."""
+    their slices of the rollout and their packed x⊕z⊕y batches, y the gold answer, or for a reward
+    that scores the model's own answer (``spec.own_answer``) its continuation ŷ after z (the answer
+    template and what it wrote after it, up to EOS or L)."""
     k, tok = ctx.cfg.k, ctx.tokenizer
+
+    def answer(i):
+        if spec.own_answer:
+            return roll.generated_ids[i][len(roll.rationale_ids[i]):]
+        return ctx.task.answer_ids(exs[i // k], tok, roll.rationale_ids[i])
+
     per_micro = ctx.cfg.micro_batch // k
     slices = [slice(q0 * k, min(len(exs), q0 + per_micro) * k) for q0 in range(0, len(exs), per_micro)]
-    batches = [pack(roll.prompt_ids[sl], roll.rationale_ids[sl],
-                    [ctx.task.answer_ids(exs[i // k], tok, roll.rationale_ids[i]) for i in range(sl.start, sl.stop)],
+    batches = [pack(roll.prompt_ids[sl], roll.rationale_ids[sl], [answer(i) for i in range(sl.start, sl.stop)],
                     tok.pad_token_id).to(ctx.acc.device) for sl in slices]
     return slices, batches
 

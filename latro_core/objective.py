@@ -25,10 +25,14 @@ A_k the RLOO advantages of r, and w_k = ∂R/∂ℓ at z_k, the "direct" term (�
 
     latro        R = ℓ                 w = λ (1: Eq. 4)           φ = log: the bound below log p_M
     probability  R = πθ(y|x⊕z) = e^ℓ   w = λ·e^ℓ (1: exact)       φ = identity: p_M itself (VeriFree)
-    verifier     R = 1[checked right]  w = 0 (R does not depend on θ given z)          RLVR with RLOO
+    verifier     R = 1[ŷ checked right], ŷ the model's own answer after z;  w = 0;  the score term
+                 covers z⊕ŷ, A·∇log πθ(z⊕ŷ|x), as RLVR's policy gradient covers the whole response
     rlpr         R = clip(p̄(y|x⊕z) − p̄(y|x), 0, 1),  p̄ the mean per-token probability;  w = 0, and R
                  held fixed (no gradient through it): the estimator targets E_z[R(z)·∇log πθ(z|x)] − β∇KL,
-                 a semi-gradient, as RLPR uses its reward (our reading of arXiv 2506.18254)
+                 a semi-gradient, as RLPR uses its reward (our reading of arXiv 2506.18254; the mean
+                 per-token probability minus the no-reasoning one as in the RLPR code line's reward
+                 manager; its prompt filter is left out: it guards std-normalised GRPO advantages,
+                 and RLOO's do not divide by the spread, README "LaTRO and its successors")
 
 ``tests/test_objective.py`` checks each estimator's mean against ∇J by exact enumeration.
 """
@@ -53,7 +57,9 @@ class Reward:
     ∇log πθ(y|x⊕z_k) (a float or (N,) detached; 0: none); ``checker``: R needs the task's answer
     checker (the rollout then goes on after the template to the model's own answer);
     ``token_probs``: R needs the mean per-token probabilities; ``negative``: R ≤ 0, so the "batch_mean"
-    truncation rule (γ × mean R) makes a cut rationale worse, as it must."""
+    truncation rule (γ × mean R) makes a cut rationale worse, as it must; ``own_answer``: the answer
+    scored (``logp_y``) is the model's own continuation ŷ after z, not the gold y, and the score term
+    is A·log πθ(z⊕ŷ|x) = A·(log πθ(z|x) + log πθ(ŷ|x⊕z)) (the KL stays on z)."""
 
     name: str
     value: Callable
@@ -61,6 +67,7 @@ class Reward:
     checker: bool = False
     token_probs: bool = False
     negative: bool = False
+    own_answer: bool = False
     objective: str = ""
 
 
@@ -70,7 +77,8 @@ REWARDS = {
     "probability": Reward("probability", value=lambda ly, info: ly.exp(), direct=lambda ly, lam: lam * ly.exp(),
                           objective="E_z[πθ(y|x⊕z)] − β·KL = p_M(y|x) − β·KL  (VeriFree's objective at β = 0)"),
     "verifier": Reward("verifier", value=lambda ly, info: info["correct"].to(ly.dtype), direct=lambda ly, lam: 0.0,
-                       checker=True, objective="E_z[1[answer checked right]] − β·KL  (RLVR, RLOO advantages)"),
+                       checker=True, own_answer=True,
+                       objective="E_{z,ŷ}[1[ŷ checked right]] − β·KL(z)  (RLVR, RLOO advantages over z⊕ŷ)"),
     # R = clip(p̄(y|x⊕z) − p̄(y|x), 0, 1)
     "rlpr": Reward("rlpr", value=lambda ly, info: (info["answer_prob"] - info["answer_prob_without_z"]).clamp(0, 1)
                    .to(ly.dtype), direct=lambda ly, lam: 0.0, token_probs=True,
@@ -161,6 +169,7 @@ def latro_update(logp_z: torch.Tensor, logp_y: torch.Tensor, ref_logp_z: torch.T
         r ← γ·mean(r) (or γ, or r) where cut at L                              (penalize_truncated)
         A = r_k − mean_{j≠k} r_j, per question                                 (rloo_advantages)
         loss = −mean(A · log πθ(z|x)) − mean(w · log πθ(y|x⊕z)),  w = λ        (latro_loss, Eq. 4)
+    (the verifier: y = ŷ, the model's own answer, and A multiplies log πθ(z⊕ŷ|x); w = 0)
     Returns (loss, {"reward" (after the penalty), "adv", "policy_loss", "answer_loss"}).
     """
     spec = reward_spec(reward)
@@ -168,5 +177,7 @@ def latro_update(logp_z: torch.Tensor, logp_y: torch.Tensor, ref_logp_z: torch.T
     r = penalize_truncated(self_reward(spec.value(ly, info or {}), logp_z, ref_logp_z, beta), truncated, truncation,
                            gamma, batch_mean)
     adv = rloo_advantages(r.view(-1, k)).view(-1)
-    loss, terms = latro_loss(logp_z, logp_y, adv, spec.direct(ly, lam))
+    # the score term's log-probability: of z, or of z⊕ŷ when the answer scored is the model's own
+    logp_action = logp_z + logp_y if spec.own_answer else logp_z
+    loss, terms = latro_loss(logp_action, logp_y, adv, spec.direct(ly, lam))
     return loss, {"reward": r, "adv": adv, **terms}

@@ -48,12 +48,16 @@
 # |---|---|---|---|
 # | `latro` | $\ell(z)$ | $\lambda = 1$ | $\nabla$ of LaTRO's $J$ (Eq. 4) |
 # | `probability` | $e^{\ell(z)} = \pi_\theta(y\mid x\oplus z)$ | $e^{\ell(z)}$ | $\nabla p_M$ (VeriFree) |
-# | `verifier` | $1[\text{the model's own answer checks}]$ | 0 | $\mathbb{E}_z[\Pr(\text{right}\mid z)\,\nabla\log\pi_\theta(z)]$ |
+# | `verifier` | $1[\hat y \text{ checks}]$, $\hat y$ the model's own answer after $z$ | 0, but $A_k$ multiplies $\nabla\log\pi_\theta(z_k\oplus\hat y_k\mid x)$ | $\nabla p_M$ again, from a sampled verdict |
 # | `rlpr` | $\mathrm{clip}(\bar p(y\mid x\oplus z) - \bar p(y\mid x), 0, 1)$ | 0 (held fixed) | a semi-gradient (our reading of RLPR) |
 #
 # $\bar p$ is the mean over $y$'s tokens of their probabilities. The verifier's reward is a *sample*
 # of what the probability reward computes exactly: its expectation given $z$ is the chance that the
 # model's own answer after $z$ is right, which for a one-token answer is $\pi_\theta(y\mid x\oplus z)$.
+# RLVR reinforces the whole response, so its score term covers the answer it wrote too,
+# $A_k\,\nabla\log\pi_\theta(z_k\oplus\hat y_k\mid x)$; then
+# $\mathbb{E}_{z,\hat y}[1[\hat y = y]] = \mathbb{E}_z[\pi_\theta(y\mid x\oplus z)] = p_M$ and the verifier estimates the
+# same $\nabla p_M$ as the probability reward, from a coin flip instead of the probability.
 #
 # | profile | toy | real model | time |
 # |---|---|---|---|
@@ -129,7 +133,8 @@ g = torch.Generator().manual_seed(seed)
 # $\pi_\theta(z\mid x) = \mathrm{softmax}(\ell)_z$, $\pi_\theta(y\mid x\oplus z) = \mathrm{softmax}(W_z)_y$,
 # and, for RLPR's debiasing, the answer distribution with no rationale $\mathrm{softmax}(w_0)$. The
 # answer is one token, so $\bar p(y\mid x\oplus z) = \pi_\theta(y\mid x\oplus z)$. The checker's verdict
-# for the verifier is a sampled answer $y'\sim\pi_\theta(\cdot\mid x\oplus z)$ compared with the gold one.
+# for the verifier is a sampled answer $\hat y\sim\pi_\theta(\cdot\mid x\oplus z)$ compared with the gold one,
+# and the verifier's $\log\pi_\theta(\hat y\mid x\oplus z)$ is that of its own answer.
 #
 # For each reward, its own target by enumeration, then `n_batches` estimates from $K$ samples through
 # `objective.latro_update`, the function the trainer calls.
@@ -164,11 +169,10 @@ def exact_target(reward):
     kl = logp_z - ref_logp
     if reward == "latro":
         J = (logp_z.exp() * (logp_y - beta * kl)).sum()
-    elif reward == "probability":
+    elif reward in ("probability", "verifier"):   # E_{z,ŷ}[1[ŷ = y]] = E_z[pi(y|z)] = p_M
         J = (logp_z.exp() * (logp_y.exp() - beta * kl)).sum()
-    else:   # R held fixed given z: the expected verdict pi(y|z) (verifier), RLPR's clipped difference
-        R = (logp_y.exp() if reward == "verifier" else
-             (info["answer_prob"] - info["answer_prob_without_z"]).clamp(0, 1)).detach()
+    else:   # RLPR: its clipped difference held fixed given z
+        R = (info["answer_prob"] - info["answer_prob_without_z"]).clamp(0, 1).detach()
         J = (logp_z.exp() * (R - beta * kl)).sum()
     return flat(torch.autograd.grad(J, params, allow_unused=True, materialize_grads=True))
 
@@ -179,11 +183,14 @@ def estimates(reward, n, K):
     L = logits.detach().expand(n, -1).clone().requires_grad_(True)   # a copy of theta per batch
     Wn = W.detach().expand(n, -1, -1).clone().requires_grad_(True)
     logp_z = L.log_softmax(-1).gather(1, z).reshape(-1)
-    logp_y = Wn.log_softmax(-1)[:, :, gold].gather(1, z).reshape(-1)
+    answer_logp = Wn.log_softmax(-1)[torch.arange(n)[:, None], z]           # (n, K, 4): log pi(. | z)
+    logp_y = answer_logp[..., gold].reshape(-1)
     p_y = logp_y.detach().exp()
-    answers = torch.multinomial(torch.stack([1 - p_y, p_y], 1), 1, generator=g).squeeze(1)   # 1: right
-    info = {"correct": answers.bool(), "answer_prob": p_y,
+    own = torch.multinomial(answer_logp.detach().exp().reshape(-1, 4), 1, generator=g).squeeze(1)   # ŷ ~ pi(.|z)
+    info = {"correct": own == gold, "answer_prob": p_y,
             "answer_prob_without_z": w0.detach().softmax(0)[gold].expand_as(p_y)}
+    if REWARDS[reward].own_answer:   # the verifier scores the answer it drew: log pi(ŷ|z)
+        logp_y = answer_logp.reshape(-1, 4).gather(1, own[:, None]).squeeze(1)
     loss, _ = latro_update(logp_z, logp_y, ref_logp[z].reshape(-1), torch.zeros_like(p_y, dtype=torch.bool), K,
                            beta=beta, truncation="none", reward=reward, info=info)
     gl, gw = torch.autograd.grad(loss * n, [L, Wn])
@@ -204,8 +211,8 @@ print(pd.DataFrame(rows).round(3).to_string(index=False))
 # %% [markdown]
 # Every estimator is unbiased for its own target (each coordinate of the mean within 4.5 standard
 # errors). The targets differ: LaTRO's points along $\nabla\mathbb{E}[\log\pi(y\mid z)]$, the probability
-# reward along $\nabla p_M$, and the verifier along the same $p_M$ direction for the rationale but
-# without the direct term, so it leaves $W$ (the answer given the rationale) untrained. The exact
+# reward and the verifier both along $\nabla p_M$ (the verifier through the answer it drew, so it trains
+# $W$, the answer given the rationale, too), RLPR along its semi-gradient. The exact
 # versions of these checks, with a wrong variant of each rejected, are `tests/test_objective.py`.
 #
 # ## 2. How noisy is each reward?

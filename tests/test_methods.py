@@ -68,3 +68,31 @@ def test_a_task_registered_outside_latro_core_loads_by_name_and_alias(request):
     assert len(task) == 1 and task.is_correct(task.extract_answer("The answer is 7."), task[0])
     with pytest.raises(ConfigError, match="task 'echo' has no split 'validation'; choose one of: train, test"):
         load_task("echo", "validation")
+
+
+def test_the_verifier_scores_the_models_own_answer_and_latro_the_gold_one(smol_tokenizer):
+    """RLVR reinforces the whole response, so the verifier's y is what the model wrote after z (the
+    template and its own answer); LaTRO's is the gold answer y."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from latro_core.methods import _micro_batches
+    from latro_core.objective import reward_spec
+    from latro_core.rollout import Rollout
+    from latro_core.tasks import load_task
+
+    tok = prepare_tokenizer(smol_tokenizer)
+    task = load_task("arithmetic", "train", n=1)
+    ids = lambda text: tok(text, add_special_tokens=False)["input_ids"]     # noqa: E731
+    z, after = ids("3 + 4 = 7."), ids(" The answer is 9.")
+    roll = Rollout(prompt_ids=[ids("x")] * 2, rationale_ids=[z, z], truncated=torch.tensor([False, False]),
+                   finish=["stop", "stop"], texts=["", ""], k=2, generated_ids=[z + after, z + after])
+    ctx = SimpleNamespace(cfg=SimpleNamespace(k=2, micro_batch=2), tokenizer=tok, task=task,
+                          acc=SimpleNamespace(device=torch.device("cpu")))
+    scored = {}
+    for reward in ("verifier", "latro"):
+        _, [batch] = _micro_batches(ctx, reward_spec(reward), list(task), roll)
+        scored[reward] = batch.input_ids[0][batch.y_mask[0].bool()].tolist()
+    assert scored["verifier"] == after
+    assert scored["latro"] == task.answer_ids(task[0], tok, z) != after

@@ -2,6 +2,7 @@
 exact-enumeration check that the estimator's expected gradient is the true gradient of J(θ)."""
 
 import copy
+import dataclasses
 import itertools
 
 import pytest
@@ -159,7 +160,8 @@ def toy(request):
     return _toy(request.param)
 
 
-def _toy(T):
+def _toy_models():
+    """(π0 frozen, πθ = θ0 + a perturbation so that KL ≠ 0, πθ's parameters): a one-layer Llama in float64."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
@@ -176,10 +178,18 @@ def _toy(T):
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.3 * torch.randn_like(p))
-    params = list(model.parameters())
+    return ref, model, list(model.parameters())
 
-    rats = ([list(s) + [EOS] for m in range(L) for s in itertools.product(range(3), repeat=m)]
+
+def _rationales():
+    """Every rationale of at most L tokens over {0, 1, 2}: shorter ones end in EOS, length-L ones are cut."""
+    return ([list(s) + [EOS] for m in range(L) for s in itertools.product(range(3), repeat=m)]
             + [list(s) for s in itertools.product(range(3), repeat=L)])
+
+
+def _toy(T):
+    ref, model, params = _toy_models()
+    rats = _rationales()
     S, Q = len(rats), len(PROMPTS)
     xs = [x for x in PROMPTS for _ in rats]
     zs = [z for _ in PROMPTS for z in rats]
@@ -213,17 +223,48 @@ def _toy(T):
     return toy
 
 
+def _own_answer_toy():
+    """The verifier's toy (T = 1): the action is z⊕ŷ, ŷ the model's own one-token answer after z (any of
+    the V tokens, so Σ_ŷ πθ(ŷ|x⊕z) = 1), checked right when ŷ = 1. Its rows are the (z, ŷ) pairs, sampled
+    with probability πθ(z|x)·πθ(ŷ|x⊕z) (``sample_logp``); ``logp_y`` = log πθ(ŷ|x⊕z)."""
+    ref, model, params = _toy_models()
+    pairs = [(z, [a]) for z in _rationales() for a in range(V)]
+    S, Q = len(pairs), len(PROMPTS)
+    xs = [x for x in PROMPTS for _ in pairs]
+    zs, ys = [z for _ in PROMPTS for z, _ in pairs], [y for _ in PROMPTS for _, y in pairs]
+    batch = pack(xs, zs, ys, pad_id=EOS)
+    logp_z, logp_y = sequence_logprobs(model, batch, chunk=7)
+    with torch.no_grad():
+        ref_z, _ = sequence_logprobs(ref, batch)
+    # complete: Σ_{z,ŷ} πθ(z|x)·πθ(ŷ|x⊕z) = 1 for every prompt (fp32 log-probs; as the toy above)
+    torch.testing.assert_close((logp_z + logp_y).detach().double().exp().view(Q, S).sum(1),
+                               torch.ones(Q, dtype=torch.float64), atol=1e-5, rtol=0)
+    G = torch.stack([_flat(torch.autograd.grad(v, params, retain_graph=True))
+                     for v in list(logp_z) + list(logp_y)])
+    return dict(params=params, logp_z=logp_z, logp_y=logp_y, ref_z=ref_z, G=G, S=S, Q=Q, T=1.0,
+                sample_logp=logp_z + logp_y, truncated=torch.tensor([z[-1] != EOS for z in zs]),
+                info={"correct": torch.tensor([y == [1] for y in ys])})
+
+
+@pytest.fixture(scope="module")
+def own_toy():
+    return _own_answer_toy()
+
+
 def _answer_reward(toy, reward):
     """R(z) of each enumerated rationale, as a differentiable function of θ (module doc of objective)."""
     ly, info = toy["logp_y"], toy["info"]
     if reward == "rlpr":     # held fixed: RLPR's estimator is a semi-gradient (objective.REWARDS)
         return (info["answer_prob"] - info["answer_prob_without_z"]).clamp(0, 1)
-    return {"latro": ly, "probability": ly.exp(), "verifier": info["correct"].double()}[reward]
+    return {"latro": ly, "probability": ly.exp(), "verifier": info["correct"].double(),
+            "verifier_z_only": info["correct"].double()}[reward]
 
 
 def _exact_grad(toy, beta, reward="latro"):
     lz = toy["logp_z"]
-    J = (lz.exp() * (_answer_reward(toy, reward) - beta * (lz - toy["ref_z"]))).view(toy["Q"], toy["S"]).sum(1).mean()
+    # J = Σ_x Σ_a π(a|x)·(R(a) − β·log(πθ(z|x)/π0(z|x))), a = z (or z⊕ŷ in the own-answer toy)
+    weight = toy.get("sample_logp", lz).exp()
+    J = (weight * (_answer_reward(toy, reward) - beta * (lz - toy["ref_z"]))).view(toy["Q"], toy["S"]).sum(1).mean()
     return _flat(torch.autograd.grad(J, toy["params"], retain_graph=True))
 
 
@@ -238,7 +279,7 @@ def _estimator_moments(toy, beta, *, lam=1.0, advantages="rloo", kl_in_reward=Tr
     R = Q * S
     lz_all, ly_all = scored["logp_z"].detach(), toy["logp_y"].detach()
     g = torch.Generator().manual_seed(seed)
-    p = toy["logp_z"].detach().double().exp().view(Q, S)     # the sampling distribution
+    p = toy.get("sample_logp", toy["logp_z"]).detach().double().exp().view(Q, S)     # the sampling distribution
     # sampled rationale rows, (M, Q, K): batch m holds K samples z ~ πθ(·|x_q) for each prompt
     idx = torch.stack([torch.multinomial(p[q], M * K, replacement=True, generator=g).view(M, K) + q * S
                        for q in range(Q)], 1)
@@ -258,7 +299,7 @@ def _estimator_moments(toy, beta, *, lam=1.0, advantages="rloo", kl_in_reward=Tr
             rr = r.view(M * Q, K)
             adv = (rr - rr.mean(-1, keepdim=True)).view(-1)
         # all M batches in one call: loss = mean over M of the per-batch losses, so ∂loss_m = M ∂loss
-        loss, _ = latro_loss(lz, ly, adv, lam=spec.direct(ly.detach(), lam))
+        loss, _ = latro_loss(lz + ly if spec.own_answer else lz, ly, adv, lam=spec.direct(ly.detach(), lam))
     dz, dy = torch.autograd.grad(loss, [lz, ly])
     b = torch.arange(M).repeat_interleave(Q * K)
     C = torch.zeros(M, 2 * R, dtype=torch.float64)   # estimate_m = C[m] @ G  (= −∇loss_m)
@@ -289,11 +330,13 @@ def test_latro_gradient_is_unbiased_by_exact_enumeration(toy, beta):
 
 
 @pytest.mark.parametrize("reward", ["probability", "verifier", "rlpr"])
-def test_each_reward_of_the_family_estimates_the_gradient_of_its_own_objective(toy, reward):
-    """E_z[R(z)] − β·KL with R = πθ(y|x⊕z) (VeriFree's p_M), a checker's 0/1 (RLVR) or RLPR's debiased
-    mean token probability (held fixed): the same sampling, RLOO and loss, only R and the direct
-    term's weight differ (objective.REWARDS)."""
+def test_each_reward_of_the_family_estimates_the_gradient_of_its_own_objective(toy, own_toy, reward):
+    """E_z[R(z)] − β·KL with R = πθ(y|x⊕z) (VeriFree's p_M), a checker's 0/1 on the model's own answer
+    (RLVR: E_{z,ŷ}[1[ŷ right]], the score term over z⊕ŷ) or RLPR's debiased mean token probability
+    (held fixed): the same sampling, RLOO and loss, only R, the direct term's weight and (the
+    verifier) the scored answer differ (objective.REWARDS)."""
     beta = 0.1
+    toy = own_toy if REWARDS[reward].own_answer else toy
     exact = _exact_grad(toy, beta, reward)
     assert exact.norm() > 1e-2 and (exact - _exact_grad(toy, beta)).norm() > 0.1 * exact.norm()   # not LaTRO's
     ok, z, rel = _check(exact, *_estimator_moments(toy, beta, reward=reward))
@@ -301,16 +344,21 @@ def test_each_reward_of_the_family_estimates_the_gradient_of_its_own_objective(t
     assert rel < REL_TOL, rel
 
 
-def test_the_reward_checks_reject_wrong_variants(toy):
+def test_the_reward_checks_reject_wrong_variants(toy, own_toy, monkeypatch):
     beta = 0.1
+    # the verifier whose score term covers z but not its own answer ŷ: it misses A·∇log πθ(ŷ|x⊕z)
+    monkeypatch.setitem(REWARDS, "verifier_z_only", dataclasses.replace(REWARDS["verifier"], own_answer=False))
+    ok, z, _ = _check(_exact_grad(own_toy, beta, "verifier"),
+                      *_estimator_moments(own_toy, beta, reward="verifier_z_only"))
+    assert not ok and z > 10, z
     # the probability reward without its direct term π(y|x⊕z)·∇log π(y|x⊕z) misses part of ∇p_M
     exact = _exact_grad(toy, beta, "probability")
     ok, z, _ = _check(exact, *_estimator_moments(toy, beta, reward="probability", lam=0.0))
     assert not ok and z > 10, z
     # the verifier and RLPR with a baseline that includes the sample itself: the score term shrinks by (K−1)/K
-    for reward in ("verifier", "rlpr"):
-        exact = _exact_grad(toy, beta, reward)
-        ok, z, _ = _check(exact, *_estimator_moments(toy, beta, reward=reward, advantages="mean_all"))
+    for reward, t in (("verifier", own_toy), ("rlpr", toy)):
+        exact = _exact_grad(t, beta, reward)
+        ok, z, _ = _check(exact, *_estimator_moments(t, beta, reward=reward, advantages="mean_all"))
         assert not ok and z > 10, (reward, z)
 
 

@@ -2,6 +2,7 @@
 skipped on a rerun, table cells and comparisons that resample seeds and questions."""
 
 import json
+from pathlib import Path
 
 from latro_core.stats import SEEDS_AND_QUESTIONS
 from latro_core.experiments.study import Cell, StudyConfig, compare, grid_name, pick, row_stats, run_cells
@@ -72,3 +73,17 @@ def test_a_row_shared_with_another_study_is_read_and_skipped_in_its_own_folder(t
     assert run_cells([shared], StudyConfig(out=str(mine), dry_run=True), {}) == []
     assert "1 of 1 cells recorded" in capsys.readouterr().out
     assert row_stats(mine, [shared], "test")["mean"] == 0.5 and not mine.exists()
+
+
+def test_the_replay_check_ignores_timings_and_names_the_metric_that_moved():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("replay_record", Path(__file__).parents[1] / "scripts" / "replay_record.py")
+    replay = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(replay)
+    recorded = [{"step": 1, "reward_mean": -45.3, "kl_mean": 0.0, "step_s": 30.0},
+                {"step": 2, "reward_mean": -40.1, "kl_mean": 0.2, "step_s": 31.0}]
+    same = [{**r, "step_s": r["step_s"] + 5} for r in recorded]             # only the clock differs
+    assert replay.compare(recorded, same) == [(1, "none (all equal)", 0.0), (2, "none (all equal)", 0.0)]
+    moved = [recorded[0], {**recorded[1], "kl_mean": 0.25}]
+    assert replay.compare(recorded, moved)[1][:2] == (2, "kl_mean")

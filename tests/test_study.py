@@ -1,6 +1,7 @@
 """The study machinery (latro_core/experiments/study.py): the same pick rule for every method, recorded cells
 skipped on a rerun, table cells and comparisons that resample seeds and questions."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -8,6 +9,11 @@ from latro_core.stats import SEEDS_AND_QUESTIONS
 from latro_core.experiments.study import Cell, StudyConfig, compare, grid_name, pick, row_stats, run_cells
 
 POINTS = [{"lr": 5e-6, "temperature": 0.7}, {"lr": 5e-6, "temperature": 1.0}, {"lr": 5e-5, "temperature": 0.7}]
+
+
+def record_done(out, cell):
+    (out / cell.name).mkdir(parents=True, exist_ok=True)
+    (out / cell.name / "done.json").write_text(json.dumps({"cell": dataclasses.asdict(cell)}))
 
 
 def record_tuning(out, method, point, seed, acc):
@@ -18,15 +24,15 @@ def record_tuning(out, method, point, seed, acc):
     (d / "done.json").write_text("{}")
 
 
-def record_eval(out, name, split, correct):
-    d = out / name / f"eval-{split}"
+def record_eval(out, cell, split, correct):
+    d = out / cell.name / f"eval-{split}"
     d.mkdir(parents=True)
     n = len(correct)
     (d / "summary.json").write_text(json.dumps({"greedy": {"correct": sum(correct), "n": n, "accuracy": sum(correct) / n,
                                                           "frac_truncated": 0.25}}))
     (d / "predictions.jsonl").write_text("".join(json.dumps({"id": f"q{i}", "greedy": {"correct": c}}) + "\n"
                                                  for i, c in enumerate(correct)))
-    (out / name / "done.json").write_text("{}")
+    record_done(out, cell)
 
 
 def test_the_pick_is_the_highest_mean_over_seeds_at_the_last_evaluation_ties_to_the_earlier_point(tmp_path):
@@ -42,19 +48,29 @@ def test_the_pick_is_the_highest_mean_over_seeds_at_the_last_evaluation_ties_to_
 
 def test_recorded_cells_are_skipped_on_a_rerun(tmp_path, capsys):
     cells = [Cell("tune/a_seed0", "sft", {"steps": 1}), Cell("tune/b_seed0", "sft", {"steps": 1})]
-    (tmp_path / "tune" / "a_seed0").mkdir(parents=True)
-    (tmp_path / "tune" / "a_seed0" / "done.json").write_text("{}")
+    record_done(tmp_path, cells[0])
     assert run_cells(cells, StudyConfig(out=str(tmp_path), dry_run=True), {}) == []
     out = capsys.readouterr().out
     assert "1 of 2 cells recorded; 1 to run" in out and "would run tune/b_seed0" in out and "tune/a_seed0" not in out
+
+
+def test_a_record_made_for_another_plan_is_run_again_and_not_read(tmp_path, capsys):
+    """A final cell recorded for an earlier pick (lr 5e-5) when the pick is now lr 1.5e-5: stale."""
+    old = Cell("final/rft_12steps_seed10", "rft", {"lr": 5e-5, "steps": 12}, ("test",))
+    new = dataclasses.replace(old, train={"lr": 1.5e-5, "steps": 12})
+    record_eval(tmp_path, old, "test", [True, False])
+    assert run_cells([new], StudyConfig(out=str(tmp_path), dry_run=True), {}) == []
+    out = capsys.readouterr().out
+    assert "0 of 1 cells recorded; 1 to run (1 recorded for another plan, run again: final/rft_12steps_seed10)" in out
+    assert row_stats(tmp_path, [new], "test") is None and row_stats(tmp_path, [old], "test")["seeds"] == 1
 
 
 def test_a_row_and_a_comparison_resample_seeds_and_questions(tmp_path):
     latro = [Cell(f"final/latro_seed{s}", "latro", {}) for s in range(3)]
     base = [Cell("base", "base")]
     for s, k in enumerate((60, 50, 40)):
-        record_eval(tmp_path, latro[s].name, "test", [i < k for i in range(100)])
-    record_eval(tmp_path, "base", "test", [i < 20 for i in range(100)])
+        record_eval(tmp_path, latro[s], "test", [i < k for i in range(100)])
+    record_eval(tmp_path, base[0], "test", [i < 20 for i in range(100)])
     row = row_stats(tmp_path, latro, "test")
     assert row["ci"] == SEEDS_AND_QUESTIONS and row["seeds"] == 3 and row["per_seed"] == [0.6, 0.5, 0.4]
     assert abs(row["mean"] - 0.5) < 1e-12 and row["finished"] == 0.75
@@ -68,8 +84,8 @@ def test_a_row_and_a_comparison_resample_seeds_and_questions(tmp_path):
 
 def test_a_row_shared_with_another_study_is_read_and_skipped_in_its_own_folder(tmp_path, capsys):
     other, mine = tmp_path / "other", tmp_path / "mine"
-    record_eval(other, "final/latro_seed0", "test", [True, False])
     shared = Cell("final/latro_seed0", "latro", {}, ("test",), "LaTRO", home=str(other))
+    record_eval(other, shared, "test", [True, False])
     assert run_cells([shared], StudyConfig(out=str(mine), dry_run=True), {}) == []
     assert "1 of 1 cells recorded" in capsys.readouterr().out
     assert row_stats(mine, [shared], "test")["mean"] == 0.5 and not mine.exists()

@@ -63,6 +63,17 @@ def record_dir(cell: Cell, out) -> Path:
     return Path(cell.home or out) / cell.name
 
 
+def recorded(cell: Cell, out) -> bool:
+    """Whether ``cell`` has a finished record made for this plan: its ``done.json`` names the same
+    method, training settings and evaluated splits. A record made for another plan (a pick that
+    changed, a setting edited) counts as missing, so a rerun replaces it and no table reads it."""
+    done = record_dir(cell, out) / "done.json"
+    if not done.exists():
+        return False
+    made = json.loads(done.read_text())["cell"]
+    return (made["method"], made["train"], list(made["evals"])) == (cell.method, cell.train, list(cell.evals))
+
+
 @dataclass
 class StudyConfig:
     """One study run: which phase, where records go, how many runs at a time."""
@@ -202,9 +213,10 @@ def run_cell(cell: Cell, cfg: StudyConfig, eval_kw: dict) -> None:
 def run_cells(cells: list[Cell], cfg: StudyConfig, eval_kw: dict) -> list[str]:
     """Every unrecorded cell of ``cells``, ``cfg.jobs`` at a time; returns the names that failed."""
     only = [s for s in cfg.only.split(",") if s]
-    todo = [c for c in cells if not (record_dir(c, cfg.out) / "done.json").exists()
-            and (not only or any(c.name.startswith(o) for o in only))]
-    print(f"{len(cells) - len(todo)} of {len(cells)} cells recorded; {len(todo)} to run", flush=True)
+    todo = [c for c in cells if not recorded(c, cfg.out) and (not only or any(c.name.startswith(o) for o in only))]
+    stale = [c.name for c in todo if (record_dir(c, cfg.out) / "done.json").exists()]
+    print(f"{len(cells) - len(todo)} of {len(cells)} cells recorded; {len(todo)} to run"
+          + (f" ({len(stale)} recorded for another plan, run again: {', '.join(stale)})" if stale else ""), flush=True)
     if cfg.dry_run:
         for c in todo:
             print("  would run", c.name, flush=True)
@@ -239,7 +251,7 @@ def per_seed_answers(out: Path, cells: list[Cell], split: str) -> tuple[list[dic
     answers, greedy = [], []
     for c in cells:
         f = record_dir(c, out) / f"eval-{split}" / "summary.json"
-        if (record_dir(c, out) / "done.json").exists() and f.exists():
+        if recorded(c, out) and f.exists():
             answers.append(question_correct(f))
             greedy.append(json.loads(f.read_text())["greedy"])
     return answers, greedy
@@ -309,7 +321,7 @@ class Design:
 def _curves(cells: list[Cell], out) -> list[list[tuple[int, float]]]:
     return [[(r["step"], r["eval_accuracy"]) for r in map(json.loads, (record_dir(c, out) / "metrics.jsonl")
              .read_text().splitlines()) if "eval_accuracy" in r]
-            for c in cells if (record_dir(c, out) / "done.json").exists()]
+            for c in cells if recorded(c, out)]
 
 
 def write_report(cfg: StudyConfig, cmd: str, cells: list[Cell], picks: dict, design: Design) -> dict:

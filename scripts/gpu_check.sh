@@ -170,7 +170,7 @@ step() {   # step NAME BOX_S COMMAND...: run it within its time box and the dead
   row "$name" "$shown" $((SECONDS - t0)) "$status"
   [[ $status == ok ]] || FAILED_STEPS+=("$name")
 }
-ANSWER_TOKENS=$($PY -c 'from latro_core.evaluate import ANSWER_TOKENS; print(ANSWER_TOKENS)')   # room after L
+ANSWER_TOKENS=$($PY -c 'from latro_core.answers import ANSWER_TOKENS; print(ANSWER_TOKENS)')   # room after L
 
 step cuda_tests 90 $PY -m pytest -q -rs tests/test_cuda.py
 step benchmark_update 120 $PY benchmarks/latro_update.py --device $DEV --k $K --questions $BENCH_Q --L $L \

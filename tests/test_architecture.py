@@ -6,6 +6,8 @@ an import that only a type hint needs still ties the two modules together.
 """
 
 import ast
+import importlib.util
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "latro_core"
@@ -154,3 +156,49 @@ def test_the_size_check_counts_code_lines_not_prose(tmp_path):
     (tmp_path / "long.py").write_text(f"def long():\n{body}\n\n\ndef wordy():\n{prose}\n    return 1\n")
     found = code_size.too_big(str(tmp_path))
     assert found == [f"{tmp_path / 'long.py'}: long has 52 code lines (at most 50)"], found
+
+
+# ----------------------------------------------------------------------------- imports outside the package
+
+ROOT = PACKAGE.parent
+IMPORT_LINE = re.compile(r"from (latro_core(?:\.\w+)*) import ([\w, ()]+)")
+
+
+def written_imports(text: str) -> list[tuple[str, list[str]]]:
+    """Each ``from latro_core.x import a, b`` in a text (a shell script's Python, a notebook cell, a README
+    example), as ("latro_core.x", ["a", "b"])."""
+    found = []
+    for module, names in IMPORT_LINE.findall(text):
+        names = [n.strip() for n in names.replace("(", " ").replace(")", " ").split(",")]
+        found.append((module, [n.split()[0] for n in names if n and n.split()[0].isidentifier()]))
+    return found
+
+
+def broken_imports(paths, root: Path = ROOT) -> list[str]:
+    """The written imports among ``paths`` that name a module or a name latro_core does not have."""
+    broken = []
+    for path in paths:
+        for module, names in written_imports(path.read_text(errors="replace")):
+            try:
+                imported = importlib.import_module(module)
+            except ImportError:
+                broken.append(f"{path.relative_to(root)}: no module {module}")
+                continue
+            broken += [f"{path.relative_to(root)}: {module} has no {name}" for name in names
+                       if not hasattr(imported, name) and not (hasattr(imported, "__path__")
+                                                             and importlib.util.find_spec(f"{module}.{name}"))]
+    return broken
+
+
+def test_every_latro_core_import_written_in_scripts_notebooks_and_docs_names_what_exists():
+    # a moved function breaks a shell script's inline Python or a README example without failing any other test
+    paths = [p for pattern in ("scripts/*", "notebooks/*.py", "*.md", "docs/*.md", "Makefile", ".ci/*")
+             for p in ROOT.glob(pattern) if p.is_file()]
+    assert broken_imports(paths) == []
+
+
+def test_the_written_import_check_names_a_moved_function(tmp_path):
+    script = tmp_path / "check.sh"
+    script.write_text("python -c 'from latro_core.evaluate import ANSWER_TOKENS'\n"
+                      "python -c 'from latro_core.answers import ANSWER_TOKENS, majority_vote'\n")
+    assert broken_imports([script], root=tmp_path) == ["check.sh: latro_core.evaluate has no ANSWER_TOKENS"]

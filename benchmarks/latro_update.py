@@ -60,8 +60,8 @@ if str(ROOT) not in sys.path:
 
 from benchmarks._provenance import (cuda_peak_mb, device_info, git_commit, machine_info, reset_cuda_peak,  # noqa: E402
                                     spec_peak_flops, sync)
-from latro_core.logprobs import (PolicyScorer, _prompt_groups, _split_lm, can_share_prompt, pack,  # noqa: E402
-                                 sequence_logprobs)
+from latro_core.fast_logprobs import _prompt_groups, _split_lm, can_share_prompt  # noqa: E402
+from latro_core.logprobs import PolicyScorer, pack, sequence_logprobs  # noqa: E402
 from latro_core.models import LoraSpec, add_lora, enable_checkpointing, frozen_copy, load_model  # noqa: E402
 from latro_core.objective import latro_update  # noqa: E402
 from latro_core.rollout import _eos_ids, sample_rationales  # noqa: E402

@@ -17,7 +17,7 @@ LAYERS = {
     # ground: no algorithm in them
     "errors": 0, "stats": 0, "provenance": 0, "cpu_kernels": 0, "tasks": 0, "models": 0,
     # the algorithm: sampling, scoring, the objective, and the answers a model gives
-    "rollout": 1, "logprobs": 1, "objective": 1, "answers": 1,
+    "rollout": 1, "fast_logprobs": 1, "logprobs": 1, "objective": 1, "answers": 1,
     # training: each method's step, the loop, its run folder, sharding
     "checkpoint": 2, "sharding": 2, "methods": 2, "train_config": 2, "trainer": 2,
     # evaluation of trained models, tables, figures
@@ -202,3 +202,17 @@ def test_the_written_import_check_names_a_moved_function(tmp_path):
     script.write_text("python -c 'from latro_core.evaluate import ANSWER_TOKENS'\n"
                       "python -c 'from latro_core.answers import ANSWER_TOKENS, majority_vote'\n")
     assert broken_imports([script], root=tmp_path) == ["check.sh: latro_core.evaluate has no ANSWER_TOKENS"]
+
+
+def test_one_latro_step_runs_under_600_code_lines_of_latro_core_fast_paths_aside():
+    # scripts/step_reading.py traces the functions one LaTRO step enters; the fast paths compute what
+    # logprobs.reference_logprobs defines, so a reader of the algorithm reads the definition instead
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from step_reading import reading, traced_step
+
+    rows = {r["module"]: r for r in reading(traced_step())}
+    assert {"methods.py", "objective.py", "rollout.py", "logprobs.py", "trainer.py"} <= set(rows)
+    assert "latro_step" in rows["methods.py"]["functions"] and "rloo_advantages" in rows["objective.py"]["functions"]
+    assert sum(r["code_lines"] for r in rows.values() if not r["fast_path"]) <= 600

@@ -4,7 +4,7 @@ plain one-sequence-at-a-time computation (values and gradients), with pad == EOS
 import pytest
 import torch
 
-from latro_core import logprobs as lp_mod
+from latro_core import fast_logprobs as lp_mod
 from latro_core.logprobs import PolicyScorer, pack, reference_logprobs, sequence_logprobs, token_logprobs
 from latro_core.models import enable_checkpointing, tiny_model
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from .errors import writing
+from .stats import wilson_interval
 
 NLL_CONDITIONS = {"no_rationale": "no rationale", "gold_rationale": "gold rationale",
                   "own_correct": "own rationale, right", "own_wrong": "own rationale, wrong"}
@@ -26,9 +27,15 @@ TRAINING_PANELS = {"reward_mean": "self-reward, after the truncation penalty (na
                    "logp_y_mean": "log πθ(y|x⊕z) (nats)",
                    "kl_mean": "log πθ(z|x) − log π0(z|x) (nats; KL estimate)",
                    "frac_truncated": "rationales cut at L (%)",
-                   "eval_accuracy": "validation accuracy, greedy (%)", "sft_loss": "SFT loss (nats per token)",
+                   "eval_accuracy": "validation accuracy, greedy (%)", "sft_loss": "{} loss (nats per token)",
                    "kept": "RFT: right rationales kept (per step)"}
 PERCENT_PANELS = ("frac_truncated", "eval_accuracy")      # stored as fractions, drawn as %
+LINE_STYLES = ("-", "--", ":", "-.")                       # a method's seeds, one style each
+
+
+def _method_of(label) -> str | None:
+    """"RFT seed 2" -> "RFT": the runs of one method share a colour; None (one unlabelled run) stays None."""
+    return label.rsplit(" seed", 1)[0] if isinstance(label, str) else label
 
 
 def _save(fig, path, tight: bool = True) -> str:
@@ -98,17 +105,24 @@ def plot_training(metrics_jsonl_path_or_list, path="figures/training.png", *, st
     nrows = math.ceil(len(panels) / cols)
     fig = Figure(figsize=(3.8 * cols, 2.7 * nrows + 0.5))
     axes = fig.subplots(nrows, cols, squeeze=False)
-    color = {label: f"C{i % 10}" for i, label in enumerate(runs)}     # a run keeps its colour in every panel
+    # a method keeps its colour in every panel, its seeds a line style each
+    methods = list(dict.fromkeys(_method_of(label) for label in runs))
+    color = {label: f"C{methods.index(_method_of(label)) % 10}" for label in runs}
+    style = {label: LINE_STYLES[[k for k in runs if _method_of(k) == _method_of(label)].index(label) % 4]
+             for label in runs}
     for ax, key in zip(axes.flat, panels):
         scale = 100 if key in PERCENT_PANELS else 1
         for label, rows in runs.items():
             pts = [(m.get("step", i + 1), scale * m[key]) for i, m in enumerate(rows) if m.get(key) is not None]
             if pts:
                 ax.plot(*zip(*pts), marker="o" if key == "eval_accuracy" else None, ms=3, lw=1.2, label=label,
-                        color=color[label])
+                        color=color[label], ls=style[label])
         if start and start.get(key) is not None:
             ax.plot([0], [scale * start[key]], marker="*", ms=9, color="k", ls="none", label="starting model")
-        title = TRAINING_PANELS[key] + (f", n={eval_n}" if key == "eval_accuracy" and eval_n else "")
+        # the loss panel is named for the methods whose runs have it (SFT, RFT or both)
+        with_key = [m for m in methods if any(key in r for lab, rows in runs.items() if _method_of(lab) == m for r in rows)]
+        title = TRAINING_PANELS[key].format(" / ".join(m for m in with_key if m) or "SFT")
+        title += f", n={eval_n}" if key == "eval_accuracy" and eval_n else ""
         ax.set_title(title, fontsize=8)
         ax.set_xlabel("optimizer step", fontsize=8)
         ax.tick_params(labelsize=7)
@@ -220,6 +234,21 @@ def plot_accuracy_vs_L(rows, path="figures/accuracy_vs_L.png") -> str:
     return _save(fig, path)
 
 
+def _percent_bars(values, intervals) -> tuple[list[float], list[list[float]]]:
+    """Fractions and their (lo, hi) intervals as percentages and errorbar's (below, above) lengths."""
+    pct = [100 * v for v in values]
+    return pct, [[p - 100 * lo for p, (lo, _) in zip(pct, intervals)], [100 * hi - p for p, (_, hi) in zip(pct, intervals)]]
+
+
+def _sample_share_interval(e: dict) -> tuple[float, float]:
+    """95% interval of the share of samples right and finished: the bootstrap over questions that the
+    signal study records; for a record made before it did, Wilson's at n = the number of questions,
+    which assumes the K samples of a question agree (the widest a clustered interval can be)."""
+    if e.get("frac_right_and_finished_ci95"):
+        return tuple(e["frac_right_and_finished_ci95"])
+    return wilson_interval(round(e["frac_right_and_finished"] * e["n_questions"]), e["n_questions"])
+
+
 def plot_reward_signal(entries: list[dict], path="figures/self_reward_signal.png") -> str:
     """The base model's learning signal against the budget L (``latro_core.experiments.reward_signal``): left,
     the % of samples that are right and finished within L; middle, the % of questions with at
@@ -240,9 +269,14 @@ def plot_reward_signal(entries: list[dict], path="figures/self_reward_signal.png
             Ls = [e["L"] for e in rows]
             kw = dict(color=f"C{ti}", ls=styles[di % len(styles)], marker="o", ms=3,
                       label=f"{d}, T={T} (n={rows[0]['n_questions']}×{rows[0]['k']})")
-            axes[0].plot(Ls, [100 * e["frac_right_and_finished"] for e in rows], **kw)
-            axes[1].plot(Ls, [100 * e["frac_questions_with_right_finished"] for e in rows], **kw)
             shift = (di * len(temps) + ti - (n_lines - 1) / 2) * 0.6
+            xs = [L + shift for L in Ls]
+            axes[0].errorbar(xs, *_percent_bars([e["frac_right_and_finished"] for e in rows],
+                                                [_sample_share_interval(e) for e in rows]), capsize=2, **kw)
+            axes[1].errorbar(xs, *_percent_bars([e["frac_questions_with_right_finished"] for e in rows],
+                                                [wilson_interval(round(e["frac_questions_with_right_finished"]
+                                                                       * e["n_questions"]), e["n_questions"])
+                                                 for e in rows]), capsize=2, **kw)
             pts = [(L + shift, e["auroc_all"]) for L, e in zip(Ls, rows) if e["auroc_all"]["mean"] is not None]
             if pts:
                 xs, au = zip(*pts)
@@ -257,6 +291,9 @@ def plot_reward_signal(entries: list[dict], path="figures/self_reward_signal.png
         ax.set_xlabel("rationale budget L (tokens)")
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=7, frameon=False)
-    fig.suptitle("Base model's self-reward signal (error bars: 95% bootstrap over questions)", fontsize=10)
+    left = ("bootstrap over questions (a question keeps its K samples)" if all(e.get("frac_right_and_finished_ci95")
+            for e in entries) else "Wilson at n = questions (conservative: the samples of a question as one)")
+    fig.suptitle(f"Base model's self-reward signal. 95% bars: left, {left}; middle, Wilson over questions; "
+                 "right, bootstrap over questions", fontsize=8)
     fig.tight_layout(rect=(0, 0.08 + 0.04 * ((len(labels) - 1) // 4), 1, 1))
     return _save(fig, path, tight=False)

@@ -207,6 +207,22 @@ def test_a_training_run_keeps_its_colour_in_every_panel(tmp_path, monkeypatch):
     assert colours["LaTRO"] != colours["RFT"]
 
 
+def test_seeds_of_one_method_share_its_colour_differ_in_line_style_and_the_loss_panel_is_named_for_rft(
+        tmp_path, monkeypatch):
+    from latro_core import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path, tight=True: figures.append(fig) or str(path))
+    latro = [{"step": i, "reward_mean": -3.0 + i} for i in range(1, 4)]
+    rft = [{"step": i, "sft_loss": 1.0 / i} for i in range(1, 4)]
+    plots.plot_training({"LaTRO seed 0": latro, "LaTRO seed 1": latro, "RFT seed 0": rft, "RFT seed 1": rft},
+                        tmp_path / "t.png")
+    lines = {line.get_label(): line for ax in figures[0].axes for line in ax.get_lines()}
+    assert lines["LaTRO seed 0"].get_color() == lines["LaTRO seed 1"].get_color() != lines["RFT seed 0"].get_color()
+    assert lines["LaTRO seed 0"].get_linestyle() != lines["LaTRO seed 1"].get_linestyle()
+    assert "RFT loss (nats per token)" in [ax.get_title() for ax in figures[0].axes]
+
+
 def test_plots_leave_the_backend_and_pyplot_alone(tmp_path):
     """Importing and using latro_core.plots keeps the notebook's backend (inline plots still show)
     and leaves no pyplot figure open."""

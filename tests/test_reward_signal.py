@@ -32,6 +32,10 @@ def test_signal_stats_fractions_and_within_question_auroc():
     assert s["auroc_finished"]["mean"] == pytest.approx(1.0) and s["auroc_finished"]["n_questions"] == 2
     lo, hi = s["auroc_all"]["ci95"]
     assert lo <= 0.5 <= hi
+    # the share of right-and-finished samples is resampled by question: q0 and q1 have 1/3 each, q2 none,
+    # so no draw of three questions gets beyond 1/3 or below 0
+    lo, hi = s["frac_right_and_finished_ci95"]
+    assert 0 <= lo <= 2 / 9 <= hi <= 1 / 3 + 1e-12
 
 
 def test_a_shorter_budget_read_off_the_samples_equals_sampling_at_it(smol_tokenizer):

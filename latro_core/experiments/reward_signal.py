@@ -148,6 +148,9 @@ def signal_stats(recs: list[dict], n_boot: int = 2000, seed: int = 0) -> dict:
            "frac_right": float(right.mean()), "frac_finished": float(fin.mean()),
            "frac_right_and_finished": float((right & fin).mean()),
            "frac_questions_with_right_finished": float(np.mean([(right[r] & fin[r]).any() for r in by_q.values()])),
+           # the samples of one question are not independent: resample questions, each keeping its K
+           "frac_right_and_finished_ci95": list(bootstrap_interval([float((right[r] & fin[r]).mean())
+                                                                     for r in by_q.values()], n_boot=n_boot, seed=seed)),
            "frac_questions_all_finished_wrong_or_cut": float(np.mean([not (right[r] & fin[r]).any()
                                                                       for r in by_q.values()])),
            "mean_length_finished": float(np.mean([r["length"] for r in recs if r["finished"]])) if fin.any() else None,

@@ -16,7 +16,7 @@ import torch
 from .errors import ConfigError
 from .logprobs import pack, sequence_logprobs
 from .rollout import eval_mode, sample_rationales
-from .stats import mean_se
+from .stats import clustered_mean_interval, mean_se
 
 
 # ============================================================================ generation
@@ -160,7 +160,9 @@ def answer_nll(model, tokenizer, task, examples, rationales=None, *, direct: boo
     - ``"own_correct"`` / ``"own_wrong"``: the model's own rationales, given as ``rationales``: per
       example a list of ``(z, is_correct)`` pairs, z a text or a list of token ids.
 
-    Returns {condition: {"mean", "se", "n"}} (se: standard error of the mean over answers).
+    Returns {condition: {"mean", "se", "n", "ci95"}}: se the standard error of the mean over answers,
+    ci95 a 95% bootstrap interval over questions (a question keeps all its rationales' answers: the
+    K samples of one question are not independent).
     """
     tok = tokenizer
     xs = [_ids(tok, task.prompt(ex, tok, direct=direct)) for ex in examples]
@@ -168,16 +170,22 @@ def answer_nll(model, tokenizer, task, examples, rationales=None, *, direct: boo
     def nll(prompts, zs, answers):
         return (-answer_logprobs(model, tok, prompts, zs, answers, batch_size=batch_size)).tolist()
 
-    out = {"no_rationale": mean_se(nll(xs, [[] for _ in xs], [task.answer_ids(ex, tok) for ex in examples]))}
+    def summary(values, questions):
+        return {**mean_se(values), "ci95": list(clustered_mean_interval(values, questions))}
+
+    out = {"no_rationale": summary(nll(xs, [[] for _ in xs], [task.answer_ids(ex, tok) for ex in examples]),
+                                   range(len(xs)))}
     gold = [(i, _ids(tok, examples[i].rationale)) for i, ex in enumerate(examples) if ex.rationale]
     if gold:
-        out["gold_rationale"] = mean_se(nll([xs[i] for i, _ in gold], [z for _, z in gold],
-                                            [task.answer_ids(examples[i], tok, z) for i, z in gold]))
+        out["gold_rationale"] = summary(nll([xs[i] for i, _ in gold], [z for _, z in gold],
+                                            [task.answer_ids(examples[i], tok, z) for i, z in gold]),
+                                        [i for i, _ in gold])
     if rationales is not None:
         rows = [(i, z if isinstance(z, list) else _ids(tok, z), bool(ok))
                 for i, pairs in enumerate(rationales) for z, ok in pairs]
         values = nll([xs[i] for i, _, _ in rows], [z for _, z, _ in rows],
                      [task.answer_ids(examples[i], tok, z) for i, z, _ in rows])
-        out["own_correct"] = mean_se([v for v, (_, _, ok) in zip(values, rows) if ok])
-        out["own_wrong"] = mean_se([v for v, (_, _, ok) in zip(values, rows) if not ok])
+        for name, right in (("own_correct", True), ("own_wrong", False)):
+            picked = [(v, i) for v, (i, _, ok) in zip(values, rows) if ok == right]
+            out[name] = summary([v for v, _ in picked], [i for _, i in picked])
     return out

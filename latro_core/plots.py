@@ -60,8 +60,9 @@ def _number(x) -> float:
 
 def figure2(results_by_model: dict, path="figures/figure2.png") -> str:
     """Grouped bars: for each model (group) the mean NLL of the gold answer under each rationale
-    condition (bar), with standard-error bars. ``results_by_model``: {label: answer_nll result}
-    (:func:`latro_core.evaluate.answer_nll`) or {label: summary with an "answer_nll" entry}."""
+    condition (bar), with 95% bars: the bootstrap over questions that ``answer_nll`` records (``ci95``),
+    or ±1.96 s.e. for a record without it. ``results_by_model``: {label: answer_nll result}
+    (:func:`latro_core.answers.answer_nll`) or {label: summary with an "answer_nll" entry}."""
     data = {m: (r.get("answer_nll", r)) for m, r in ((m, _load_summary(r)) for m, r in results_by_model.items())}
     conds = [c for c in NLL_CONDITIONS if any(c in d and d[c].get("n") for d in data.values())]
     fig = Figure(figsize=(1.5 + 1.2 * len(data) * max(1, len(conds)) / 2, 3.6))
@@ -70,17 +71,29 @@ def figure2(results_by_model: dict, path="figures/figure2.png") -> str:
     for j, c in enumerate(conds):
         xs = [i + (j - (len(conds) - 1) / 2) * width for i in range(len(data))]
         means = [_number(d.get(c, {}).get("mean")) for d in data.values()]   # nan: no bar
-        ses = [_number(d.get(c, {}).get("se")) for d in data.values()]
-        bars = ax.bar(xs, means, width, yerr=[0.0 if math.isnan(e) else e for e in ses], capsize=3,
-                      label=NLL_CONDITIONS[c])
+        bounds = [_interval95(d.get(c, {})) for d in data.values()]
+        err = [[0.0 if math.isnan(m) else m - lo for m, (lo, _) in zip(means, bounds)],
+               [0.0 if math.isnan(m) else hi - m for m, (_, hi) in zip(means, bounds)]]
+        bars = ax.bar(xs, means, width, yerr=err, capsize=3, label=NLL_CONDITIONS[c])
         ax.bar_label(bars, labels=[f"n={d.get(c, {}).get('n', 0)}" if not math.isnan(m) else ""
                                    for d, m in zip(data.values(), means)], fontsize=6, padding=2)
     ax.set_xticks(range(len(data)), list(data))
     ax.set_ylabel("NLL of the gold answer (nats)")
-    ax.set_title("−log p(y | x ⊕ z) by rationale z (mean ± 1 s.e.; n samples)", fontsize=9)
+    clustered = all(d[c].get("ci95") for d in data.values() for c in conds if c in d and d[c].get("n"))
+    ax.set_title("−log p(y | x ⊕ z) by rationale z\n(mean, 95% bars: "
+                 + ("bootstrap over questions" if clustered else "±1.96 s.e.") + "; n answers)", fontsize=9)
     ax.margins(y=0.15)
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, frameon=False)
     return _save(fig, path)
+
+
+def _interval95(c: dict) -> tuple[float, float]:
+    """(lo, hi) of one condition: its recorded ``ci95``, else mean ± 1.96 s.e.; (nan, nan) without data."""
+    if c.get("ci95"):
+        return tuple(c["ci95"])
+    m, se = _number(c.get("mean")), _number(c.get("se"))
+    # normal 95%: mean ± 1.96 s.e.
+    return (m - 1.96 * se, m + 1.96 * se) if not math.isnan(se) else (m, m)
 
 
 def _read_metrics(src) -> list[dict]:

@@ -45,3 +45,30 @@ def test_the_seed_and_question_interval_covers_about_95_percent_where_the_questi
     # 300 replicates: a coverage estimate has a standard error of ~1.4 points at 93%
     assert 0.89 <= rate["seeds and questions"] <= 0.99, rate
     assert rate["questions only"] <= 0.80, rate
+
+
+def test_an_interval_over_questions_covers_the_mean_of_clustered_samples_where_one_over_samples_under_covers():
+    # 8 samples per question that mostly agree (a question is hard or easy): the samples are not
+    # independent, so resampling them as if they were gives an interval too narrow
+    from latro_core.stats import bootstrap_interval, clustered_mean_interval
+
+    rng = np.random.default_rng(0)
+    covered = {"questions": 0, "samples": 0}
+    trials = 150
+    for t in range(trials):
+        p = rng.beta(0.5, 0.5, size=40)                       # each question's own chance, mean 0.5
+        values = (rng.random((40, 8)) < p[:, None]).astype(float).ravel()
+        groups = np.repeat(np.arange(40), 8)
+        lo, hi = clustered_mean_interval(values, groups, n_boot=400, seed=t)
+        covered["questions"] += lo <= 0.5 <= hi
+        lo, hi = bootstrap_interval(values, n_boot=400, seed=t)
+        covered["samples"] += lo <= 0.5 <= hi
+    assert covered["questions"] / trials >= 0.88
+    assert covered["samples"] / trials <= 0.75
+
+
+def test_the_interval_over_questions_of_one_sample_each_is_the_plain_bootstrap():
+    from latro_core.stats import bootstrap_interval, clustered_mean_interval
+
+    v = np.random.default_rng(1).normal(size=50)
+    assert np.allclose(clustered_mean_interval(v, np.arange(50), seed=3), bootstrap_interval(v, seed=3))

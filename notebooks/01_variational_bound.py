@@ -21,8 +21,8 @@
 #
 # *Outputs below are from the demo profile (`latro reproduce --profile demo`; the commit and time are
 # in the notebook's metadata, `latro`); `profile = "smoke"` in the parameters cell runs the fast check.
-# This notebook's text about the paper was written before its full text could be read; README's
-# "Checked against the paper" checks each such claim against the full text, or says the paper is silent.*
+# Its statements about the paper are checked against the paper's full text: each says where the paper
+# states it, or that the paper is silent (README, "Checked against the paper", has the list).*
 #
 # LaTRO (*Language Models are Hidden Reasoners*, arXiv 2411.04282) treats a chain-of-thought
 # rationale $z$ as a **latent variable**. A question $x$ has a gold answer $y$; a language model
@@ -32,9 +32,10 @@
 # $$\log \pi_\theta(y \mid x) \;=\; \log \sum_{z} \pi_\theta(y \mid x \oplus z)\,\pi_0(z \mid x).
 # \qquad\text{(paper, Eq. 2)}$$
 #
-# The sum has astronomically many terms for a real model, so LaTRO maximises, with the rationale
-# distribution $q(z\mid x)$ being the model itself ($q = \pi_\theta$), the objective of Eq. 3, which at KL
-# weight β = 1 is a **lower bound** (the evidence lower bound, ELBO):
+# The sum has astronomically many terms for a real model. Eq. 2 bounds it from below, by Jensen, for
+# any rationale distribution (the paper's "reasoner") $q(z\mid x)$, and LaTRO takes $q$ to be the model
+# itself ($q = \pi_\theta$): that is the objective $J(\theta)$ of Eq. 3, which the paper writes with KL
+# weight 1; at that weight it is a **lower bound** (the evidence lower bound, ELBO):
 #
 # $$\log \pi_\theta(y \mid x) \;\ge\; \mathbb{E}_{z\sim q(z\mid x)}\big[\log \pi_\theta(y \mid x \oplus z)\big]
 #   \;-\; D_{\mathrm{KL}}\big(q(z\mid x)\,\|\,\pi_0(z\mid x)\big).$$
@@ -42,20 +43,22 @@
 # (Equation and proposition numbers are the paper's, checked against its full text: README, "Checked
 # against the paper".)
 #
-# The paper weights the KL term by β < 1 (0.05 on GSM8K); section 3 below shows that this objective is
+# The paper's training weights the KL term by β < 1 (Section 5.1: 0.05 on GSM8K, 0.25 on ARC-Challenge;
+# Appendix A.1 and Proposition 2 write J with β); section 3 below shows that this objective is
 # then *not* a bound of $\log p(y\mid x)$ and says what it is. This notebook checks each step on a
 # model small enough to enumerate exactly:
-# a handful of rationales with explicit probabilities. Then it checks the paper's **Proposition 1**:
-# chain-of-thought with self-consistency (majority vote over sampled rationales) approximates
-# $\arg\max_y$ of a marginal too, but another one.
+# a handful of rationales with explicit probabilities. Then it checks the paper's **Proposition 1**
+# (Section 3): the answer distribution of chain-of-thought with self-consistency (majority vote over
+# sampled rationales) approaches a marginal too, but another one, so the vote tends to its $\arg\max_y$.
 #
 # **Three marginals, kept apart.** The bound is on the marginal with rationales drawn from the *prior*,
 # $p_{\pi_0}(y\mid x) = \sum_z \pi_0(z\mid x)\,\pi_\theta(y\mid x\oplus z)$, as the paper writes it (Eq. 2). The
 # model's own marginal draws them from the model being trained,
 # $p_\theta(y\mid x) = \sum_z \pi_\theta(z\mid x)\,\pi_\theta(y\mid x\oplus z)$. CoT-SC's $p_M(y\mid x) =
-# \mathbb{E}_{z\sim\pi_\theta}[\pi_\theta(y\mid x\oplus z)]$ (Proposition 1) is the model's own marginal at the
-# temperature CoT-SC samples at (the same at T = 1). At the start of training $\pi_\theta = \pi_0$ and all
-# three coincide; as $\theta$ moves they part.
+# \mathbb{E}_{z\sim\pi_\theta}[\pi_\theta(y\mid x\oplus z)]$ (Proposition 1) is, as defined, the model's own
+# marginal; CoT-SC's vote estimates it when it samples at T = 1, as the paper's self-consistency does
+# (Section 5.1), and at another temperature estimates that tempered policy's marginal instead. At the
+# start of training $\pi_\theta = \pi_0$ and all three coincide; as $\theta$ moves they part.
 #
 # Every formula is followed by a cell that computes both sides and compares them.
 #
@@ -166,7 +169,7 @@ assert torch.allclose(p_marginal.sum(), torch.tensor(1.0))
 assert torch.allclose(log_p, p_marginal[gold].log())
 
 # %% [markdown]
-# ## 2. Jensen's inequality gives the bound (Eq. 3)
+# ## 2. Jensen's inequality gives the bound (Eq. 2)
 #
 # Multiply and divide by any distribution $q(z\mid x)$ that covers the rationales, then use that
 # $\log$ is concave ($\log \mathbb{E} \ge \mathbb{E} \log$):
@@ -218,8 +221,9 @@ assert torch.allclose(elbo(posterior), log_p)
 # %% [markdown]
 # ### The bound is the expected self-reward
 #
-# LaTRO writes the bound as an expectation of a per-rationale **self-reward** (β = 1 here; the paper
-# uses a smaller β, see below):
+# The bound is an expectation of a per-rationale **self-reward** (β = 1 here; the paper trains with a
+# smaller β, see below); Proposition 2 defines $r$ with $q = \pi_\theta$, and Appendix A.1 writes $J$ as
+# $\mathbb{E}_{\pi_\theta}[r]$:
 #
 # $$r(z) = \log \pi_\theta(y\mid x\oplus z) - \beta\,\big[\log q(z\mid x) - \log \pi_0(z\mid x)\big],
 # \qquad \mathrm{ELBO}(q) = \mathbb{E}_{z\sim q}[r(z)].$$
@@ -275,8 +279,8 @@ plt.show()
 # \max_q \Big(\mathbb{E}_q[\log\pi(y\mid x\oplus z)] - \beta\,D_{\mathrm{KL}}(q\|\pi_0)\Big)
 # = \beta \log \mathbb{E}_{\pi_0}\big[\pi(y\mid x\oplus z)^{1/\beta}\big],$$
 #
-# which for β = 1 is $\log p(y\mid x)$ and the posterior. A small β (the paper uses 0.05 on GSM8K)
-# lets $q$ move further from $\pi_0$ towards the rationales that make the gold answer most likely.
+# which for β = 1 is $\log p(y\mid x)$ and the posterior. A small β (the paper uses 0.05 on GSM8K,
+# Section 5.1) lets $q$ move further from $\pi_0$ towards the rationales that make the gold answer most likely.
 
 # %% tags=["nbval-check-output"]
 def climb(beta, steps=400, lr=0.5):
@@ -304,8 +308,8 @@ assert torch.allclose(torch.softmax(prior.log() + log_lik_gold, 0), posterior)
 # %% [markdown]
 # ### With β < 1 the objective is no longer a bound
 #
-# The paper trains with β = 0.05 (GSM8K) and 0.25 (ARC), not β = 1. Then the maximum above is
-# *larger* than $\log p(y\mid x)$. Write $p_z = \pi(y\mid x\oplus z)$ and $s = 1/\beta \ge 1$; by the
+# The paper trains with β = 0.05 (GSM8K) and 0.25 (ARC), not β = 1 (Section 5.1). Then the maximum
+# above is *larger* than $\log p(y\mid x)$. Write $p_z = \pi(y\mid x\oplus z)$ and $s = 1/\beta \ge 1$; by the
 # power-mean inequality ($M_s \ge M_1$ for $s \ge 1$, under the weights $\pi_0$),
 #
 # $$\max_q\Big(\mathbb{E}_q[\log p_z] - \beta\,D_{\mathrm{KL}}(q\|\pi_0)\Big)
@@ -324,8 +328,8 @@ assert torch.allclose(torch.softmax(prior.log() + log_lik_gold, 0), posterior)
 #
 # Which marginal is bounded at β = 1: $\log\sum_z \pi_0(z\mid x)\,\pi_\theta(y\mid x\oplus z)$, rationales
 # weighted by the *frozen* $\pi_0$, answers by the current model; $q = \pi_\theta(z\mid x)$ is the variational
-# distribution, not part of the marginal. LaTRO also trains $\log\pi_\theta(y\mid x\oplus z)$ itself (the λ term
-# of Eq. 4), which raises the marginal, not only the bound's gap to it.
+# distribution, not part of the marginal. LaTRO also trains $\log\pi_\theta(y\mid x\oplus z)$ itself (the second
+# term of Eq. 4, which `latro` weights by λ), which raises the marginal, not only the bound's gap to it.
 
 # %% tags=["nbval-check-output"]
 maxima = {}
@@ -343,20 +347,26 @@ assert torch.allclose((random_qs * log_lik_gold).sum(-1) - 0.05 * kl(random_qs, 
                       elbo(random_qs) + 0.95 * kl(random_qs, prior))
 
 # %% [markdown]
-# ## 4. Proposition 1: self-consistency approximates $\arg\max_y$ of the marginal
+# ## 4. Proposition 1: self-consistency and the marginal $p_M$
 #
 # Chain-of-thought with self-consistency (CoT-SC) samples $K$ rationales $z_k \sim \pi(z\mid x)$, then
-# an answer after each, $y_k \sim \pi(y\mid x\oplus z_k)$, and returns the most frequent answer. Each
+# an answer after each, $y_k \sim \pi(y\mid x\oplus z_k)$, and returns the most frequent answer.
+# Proposition 1 (Section 3) states that the distribution of the majority-vote answer approximates
+# $p_M$ as $K\to\infty$; its proof shows that the expected frequency of an answer $y$ among the votes,
+# given the sampled rationales, is $\frac1K\sum_k\pi(y\mid x\oplus z_k)$, which tends to $p_M(y\mid x)$. Each
 # $y_k$ is an independent draw from the marginal
 #
 # $$p_M(y\mid x) = \mathbb{E}_{z\sim\pi(\cdot\mid x)}\big[\pi(y\mid x\oplus z)\big] = \sum_z \pi(y\mid x\oplus z)\,\pi(z\mid x),$$
 #
 # so by the law of large numbers the answer frequencies converge to $p_M$ and the majority vote to
-# $\arg\max_y p_M(y\mid x)$ as $K\to\infty$ (the probability of a wrong vote falls exponentially in $K$).
+# $\arg\max_y p_M(y\mid x)$ as $K\to\infty$ (the probability of a wrong vote falls exponentially in $K$; this
+# step to the $\arg\max$ is ours, the proposition stops at $p_M$).
 # This is the model's own marginal, not the prior-weighted $p_{\pi_0}$ whose log Eq. 2 bounds; the two
 # coincide here only because the toy samples rationales from $\pi_0$. CoT-SC *estimates* $p_M$ at
-# inference time; LaTRO's objective $\mathbb{E}_{z\sim\pi_\theta}[\log\pi_\theta(y\mid x\oplus z)]$ is, by Jensen,
-# below $\log p_M$, so raising it tends to raise $p_M$ of the gold answer (notebook 07 takes this further).
+# inference time. After the proof the paper proposes surrogates
+# $\mathbb{E}_{z\sim\pi_\theta}[\varphi(\pi_\theta(y\mid x\oplus z))]$, $\varphi$ monotone, such as $\log$; with
+# $\varphi = \log$ it is the first term of LaTRO's objective, which by Jensen lies below $\log p_M$, so
+# raising it tends to raise $p_M$ of the gold answer (notebook 07 takes this further).
 #
 # In the toy, let the model sample rationales from $\pi(z\mid x) = \pi_0$. Greedy decoding of the
 # rationale would pick $z_0$ and then answer `"17"`; the marginal's mode is `"21"`.
@@ -449,8 +459,9 @@ plt.show()
 # - With the paper's β < 1 the maximum lies *above* $\log p(y\mid x)$ (power-mean inequality): the
 #   objective is the bound plus $(1-\beta)\,D_{\mathrm{KL}}(q\|\pi_0)$, a soft maximum over rationales, not a
 #   bound.
-# - Self-consistency's majority vote estimates $\arg\max_y p_M(y\mid x)$, the mode of the model's own
-#   marginal (Proposition 1; here equal to $p_{\pi_0}$ because the toy samples from $\pi_0$), and can disagree with the answer of the single most likely rationale.
+# - Self-consistency's answer frequencies approach $p_M(y\mid x)$, the model's own marginal (Proposition 1;
+#   here equal to $p_{\pi_0}$ because the toy samples from $\pi_0$), so its majority vote estimates
+#   $\arg\max_y p_M(y\mid x)$, which can disagree with the answer of the single most likely rationale.
 #
-# Next, notebook 02: LaTRO cannot enumerate rationales, so it estimates the gradient of the bound from
-# $K$ samples, with the REINFORCE leave-one-out (RLOO) estimator.
+# Next, notebook 02: LaTRO cannot enumerate rationales, so it estimates the gradient of $J$ from
+# $K$ samples, with the REINFORCE leave-one-out (RLOO) estimator (Section 4.2, Proposition 2).

@@ -21,25 +21,28 @@
 #
 # *Outputs below are from the demo profile (`latro reproduce --profile demo`; the commit and time are
 # in the notebook's metadata, `latro`); `profile = "smoke"` in the parameters cell runs the fast check.
-# This notebook's text about the paper was written before its full text could be read; README's
-# "Checked against the paper" checks each such claim against the full text, or says the paper is silent.*
+# Its statements about the paper are checked against the paper's full text: each says where the paper
+# states it, or that the paper is silent (README, "Checked against the paper", has the list).*
 #
-# Notebook 01 showed that LaTRO maximises, for a question $x$ with gold answer $y$,
+# Notebook 01 showed that LaTRO maximises, for a question $x$ with gold answer $y$, the objective of
+# Eq. 3 with the KL weight β that Appendix A.1 and Proposition 2 give it (the main text's Eq. 3 has
+# weight 1),
 #
 # $$J(\theta) = \mathbb{E}_{z\sim\pi_\theta(\cdot\mid x)}\big[\log\pi_\theta(y\mid x\oplus z)\big]
 #   - \beta\, D_{\mathrm{KL}}\big(\pi_\theta(z\mid x)\,\|\,\pi_0(z\mid x)\big).$$
 #
 # For a language model the expectation cannot be enumerated, so LaTRO estimates $\nabla J$ from $K$
-# sampled rationales (the paper's Eq. 4):
+# sampled rationales (the paper's Eq. 4, Proposition 2 in Section 4.2, here for one question; the
+# paper averages it over N questions):
 #
 # $$\nabla J \approx \frac1K\sum_{k=1}^K \Big[\nabla\log\pi_\theta(z_k\mid x)\,A_k + \nabla\log\pi_\theta(y\mid x\oplus z_k)\Big],
 # \qquad A_k = r_k - \frac{1}{K-1}\sum_{j\neq k} r_j,$$
 #
 # $$r_k = \log\pi_\theta(y\mid x\oplus z_k) - \beta\big[\log\pi_\theta(z_k\mid x) - \log\pi_0(z_k\mid x)\big].$$
 #
-# $A_k$ is the **REINFORCE leave-one-out (RLOO)** advantage: each sample's reward minus the mean
-# reward of the *other* $K-1$ samples. This notebook checks, on a policy small enough to enumerate,
-# that the estimator is **unbiased**, that plain REINFORCE (no baseline) is unbiased but **noisier**,
+# $A_k$ is the **REINFORCE leave-one-out (RLOO)** advantage (Kool et al., 2019, which the paper's
+# Section 4.2 adopts): each sample's reward minus the mean reward of the *other* $K-1$ samples. This
+# notebook checks, on a policy small enough to enumerate, that the estimator is **unbiased**, that plain REINFORCE (no baseline) is unbiased but **noisier**,
 # and that the tempting "mean of all $K$ rewards" baseline is **biased**. Then it looks at real
 # rewards of the embedded SmolLM2-135M-Instruct model.
 #
@@ -164,9 +167,10 @@ print(f"J(theta) = {J_exact():.4f};  exact gradient has {D} coordinates, |grad J
 #  + \mathbb{E}_{z}\big[\nabla\log\pi_\theta(y\mid x\oplus z)\big]
 #  - \beta\,\underbrace{\mathbb{E}_{z}\big[\nabla\log\pi_\theta(z\mid x)\big]}_{=\,0}.$$
 #
-# The last term vanishes because $\sum_z \nabla\pi_\theta(z) = \nabla 1 = 0$, which is also why a
-# **baseline** $b$ that does not depend on $z$ can be subtracted from $r(z)$ for free:
-# $\mathbb{E}_z[\nabla\log\pi_\theta(z)\,b] = 0$. Check both identities by enumeration.
+# The last term vanishes because $\sum_z \nabla\pi_\theta(z) = \nabla 1 = 0$ (the same step in the paper's
+# proof of Proposition 2, Appendix A.1), which is also why a **baseline** $b$ that does not depend on
+# $z$ can be subtracted from $r(z)$ for free: $\mathbb{E}_z[\nabla\log\pi_\theta(z)\,b] = 0$. Check both
+# identities by enumeration.
 
 # %% tags=["nbval-check-output"]
 logp_z_all = logits.log_softmax(0)                                      # (6,) with grad
@@ -384,11 +388,13 @@ assert exact_rloo_variance(2, -10.0)[0] < exact_reinforce_variance(2, -10.0)   #
 # A rationale cut at L tokens never reached the answer. The trainer replaces its reward
 # (`objective.penalize_truncated`) in one of two ways:
 #
-# - **constant** (the paper's text): $\tilde r = \gamma$, a fixed number. Then $\tilde r(z)$ is still a
+# - **constant** (our reading of the paper's text: Section 4.3 adds "a constant penalty" for rationales
+#   cut at L and Section 5.1 sets γ = 2, but neither says how γ enters the reward):
+#   $\tilde r = \gamma$, a fixed number. Then $\tilde r(z)$ is still a
 #   function of the sample alone, and RLOO stays unbiased for the fixed vector field
 #   $g_\gamma(\theta) = \mathbb{E}_z[\nabla\log\pi_\theta(z\mid x)\,\tilde r(z)] + \mathbb{E}_z[\nabla\log\pi_\theta(y\mid x\oplus z)]$:
-#   the policy gradient of the penalised expected reward (reward held fixed, as in RL) plus the λ
-#   term. Whatever K, the estimates average to the same $g_\gamma$ (it is $\nabla J$ itself when nothing is cut).
+#   the policy gradient of the penalised expected reward (reward held fixed, as in RL) plus the answer
+#   term of Eq. 4. Whatever K, the estimates average to the same $g_\gamma$ (it is $\nabla J$ itself when nothing is cut).
 # - **batch mean** (the released code): $\tilde r = \gamma\cdot\frac1N\sum_j r_j$, γ times the mean reward
 #   of the *batch*. A cut rationale's reward now depends on the other samples, so what the estimates
 #   average to depends on K (and, in the trainer, on the other questions sharing the batch): Eq. 4
@@ -539,9 +545,10 @@ print(f"E[w²] ratio REINFORCE / RLOO: {stats['E[w²]'].iloc[0] / stats['E[w²]'
 #
 # A rationale that hits $L$ without reaching the answer template is *truncated*. The trainer replaces
 # its reward (`objective.penalize_truncated`; the released code: $r_{\text{trunc}} = \gamma\cdot\bar r$ over
-# the batch with $\gamma = 2$, twice as bad as the average, since rewards are negative). When every
-# rationale of a question is truncated, as often happens with a small $L$, all its rewards become
-# equal and its advantages are zero: that question teaches the rationale policy nothing this step.
+# the batch with $\gamma = 2$, the paper's value in Section 5.1: twice as bad as the average, since
+# rewards are negative). When every rationale of a question is truncated, as often happens with a
+# small $L$, all its rewards become equal and its advantages are zero: that question teaches the
+# rationale policy nothing this step.
 
 # %%
 r_pen = torch.cat([penalize_truncated(rr, tt, "batch_mean", 2.0)

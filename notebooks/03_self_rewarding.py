@@ -21,25 +21,27 @@
 #
 # *Outputs below are from the demo profile (`latro reproduce --profile demo`; the commit and time are
 # in the notebook's metadata, `latro`); `profile = "smoke"` in the parameters cell runs the fast check.
-# This notebook's text about the paper was written before its full text could be read; README's
-# "Checked against the paper" checks each such claim against the full text, or says the paper is silent.*
+# Its statements about the paper are checked against the paper's full text: each says where the paper
+# states it, or that the paper is silent (README, "Checked against the paper", has the list).*
 #
 # LaTRO needs no reward model and no answer checker. The reward of a sampled rationale $z$ is the
-# model's own probability of the gold answer $y$ after it (notebooks 01–02):
+# model's own log-probability of the gold answer $y$ after it, $R_\theta(z, y, x)$ in the paper's Eq. 3
+# (notebooks 01–02; the answer sentence $y$ below is ours):
 #
 # $$r(z) = \log\pi_\theta(y\mid x\oplus z) = \sum_{t\in y}\log\pi_\theta(y_t\mid x\oplus z\oplus y_{<t}),
 # \qquad y = \text{"The answer is \{gold\}."} + \text{end of turn}.$$
 #
 # This only trains reasoning if the model *already* tends to find the gold answer more likely after
-# a rationale that leads to it than after one that does not. The paper's Figure 2 shows this for
-# pretrained models on GSM8K: the negative log-likelihood (NLL) of the gold answer is lower after the
-# model's own correct rationales than after its wrong ones. Here we measure it for the embedded
-# SmolLM2-135M-Instruct (or the profile's model):
+# a rationale that leads to it than after one that does not. The paper's Figure 2 (Section 3) shows a
+# related fact for three pretrained models on GSM8K: the average negative log-likelihood (NLL) of the
+# correct answer is much lower with a rationale than without one. It does not split rationales into
+# right and wrong ones, and the text does not say which rationales it used. Here we measure both for
+# the embedded SmolLM2-135M-Instruct (or the profile's model):
 #
 # 1. sample $K$ rationales per question, extract each one's answer, and check it;
 # 2. score the gold answer after each rationale (`evaluate.answer_logprobs`);
-# 3. Figure 2: NLL of the gold answer with no rationale, after the gold rationale, and after the
-#    model's own right and wrong rationales (`evaluate.answer_nll`, `plots.figure2`);
+# 3. our version of Figure 2: NLL of the gold answer with no rationale, after the gold rationale, and
+#    after the model's own right and wrong rationales (`evaluate.answer_nll`, `plots.figure2`);
 # 4. how well the self-reward ranks right rationales above wrong ones: AUROC with a bootstrap interval;
 # 5. case studies: the highest- and lowest-reward rationales.
 #
@@ -206,8 +208,9 @@ assert abs(manual - row.reward) < 1e-3 * max(1.0, abs(manual))
 # %% [markdown]
 # ## 3. Figure 2: how likely is the gold answer after each kind of rationale?
 #
-# `evaluate.answer_nll` gives the mean NLL $-\log\pi_\theta(y\mid x\oplus z)$ of the gold answer (summed over
-# its tokens; ± standard error over answers) when $z$ is
+# The paper's Figure 2 has two bars per model, with and without a rationale; these four bars are our
+# reading of it. `evaluate.answer_nll` gives the mean NLL $-\log\pi_\theta(y\mid x\oplus z)$ of the gold
+# answer (summed over its tokens; ± standard error over answers) when $z$ is
 #
 # - empty (the answer right after the question),
 # - the task's gold rationale (when the task has one: arithmetic and GSM8K do, ARC does not),
@@ -435,10 +438,11 @@ display(Image(str(sig_fig)))
 #
 # - The self-reward is just the model's log-likelihood of the gold answer after its rationale
 #   (checked against a plain forward pass); no external judge is involved.
-# - Figure 2 compares that likelihood with no rationale, after the gold rationale, and after the model's
-#   own right and wrong rationales. In the paper (pretrained 3.8B–8B models, GSM8K) right rationales
-#   give the gold answer a clearly lower NLL than wrong ones; the AUROC measures the same separation
-#   sample by sample, and the within-question AUROC is the part RLOO can use.
+# - Our Figure 2 compares that likelihood with no rationale, after the gold rationale, and after the
+#   model's own right and wrong rationales. In the paper's Figure 2 (three pretrained 3.8B–8B models,
+#   GSM8K) the correct answer has a much lower average NLL with a rationale than without; the paper
+#   does not compare right and wrong rationales. The AUROC measures that right/wrong separation sample
+#   by sample, and the within-question AUROC is the part RLOO can use.
 # - With a 135M-parameter model, short rationales and few questions the separation is weaker and the
 #   intervals are wide: read the intervals before the point estimates.
 # - What the committed demo run shows (16 questions × K = 4 at T = 1, L = 96 per task): only 2 of 64

@@ -21,22 +21,22 @@
 #
 # *Outputs below are from the demo profile (`latro reproduce --profile demo`; the commit and time are
 # in the notebook's metadata, `latro`); `profile = "smoke"` in the parameters cell runs the fast check.
-# This notebook's text about the paper was written before its full text could be read; README's
-# "Checked against the paper" checks each such claim against the full text, or says the paper is silent.*
+# Its statements about the paper are checked against the paper's full text: each says where the paper
+# states it, or that the paper is silent (README, "Checked against the paper", has the list).*
 #
 # This notebook trains a model with **LaTRO** (LaTent Reasoning Optimization, arXiv 2411.04282),
 # with the supervised fine-tuning (**SFT**) baseline and with rejection-sampling fine-tuning
-# (**RFT**; the paper's ICLR 2025 reviewers asked for comparisons with STaR-like self-improvement
-# methods, of which RFT is one), then evaluates the base, SFT,
-# RFT and LaTRO models on held-out test questions: the paper's Table 2, at the scale of the chosen
-# profile.
+# (**RFT**, a STaR-like self-improvement method: the paper discusses STaR in Sections 1–2 but does not
+# compare with it, and its ICLR 2025 reviews, openreview.net/forum?id=4Po8d9GAfQ, asked for such
+# comparisons), then evaluates the base, SFT, RFT and LaTRO models on held-out test questions: the
+# comparison of the paper's Table 2 (which has no RFT row), at the scale of the chosen profile.
 #
 # | profile | model | task | training | time |
 # |---|---|---|---|---|
 # | `smoke` | SmolLM2-135M-Instruct (embedded) | arithmetic | 2 steps, 1 seed | ~1 min on a CPU |
 # | `demo` | SmolLM2-135M-Instruct (embedded) | arithmetic (generated word problems) | SFT 16 steps, LaTRO and RFT 12 steps at T = 0.7, 3 seeds each | ~38 min on 2 CPU cores |
 # | `gpu` | Qwen2.5-0.5B-Instruct (hub), LoRA | GSM8K | 200 steps × 8 questions, K = 8, L = 256, 1 seed | ~1–2 h on one 16–24 GB GPU (estimate, not yet run) |
-# | `paper` | Phi-3.5-mini, Mistral-7B, Llama-3.1-8B | GSM8K | 6 epochs, K=16, L=500 | GPUs (`accelerate launch`) |
+# | `paper` | Phi-3.5-mini, Mistral-7B, Llama-3.1-8B | GSM8K | 6 epochs (Section 5.1: up to 6), K=16, L=500 | GPUs (`accelerate launch`); never run here |
 #
 # Every number comes from `latro_core/experiments/profiles.py`; this notebook only strings the library
 # calls together. Runs go to `runs/<profile>/04_train_latro/`, figures to `figures/04_*`, tables to
@@ -98,8 +98,9 @@ print(json.dumps(S, indent=1))
 #
 # LaTRO treats the rationale $z$ as a latent variable and maximises the objective of Eq. 3 of the
 # paper, $\mathbb{E}_{z\sim\pi_\theta}[\log \pi_\theta(y \mid x \oplus z)] - \beta\,\mathrm{KL}(\pi_\theta \| \pi_0)$
-# (a lower bound of $\log p(y \mid x)$ only at β = 1; notebook 01), by the gradient estimate of Eq. 4. For each question $x$ it samples $K$
-# rationales $z_k \sim \pi_\theta(\cdot \mid x)$ and scores each with the **self-reward**
+# (Eq. 3 has KL weight 1; β is from Appendix A.1 and Proposition 2; a lower bound of
+# $\log p(y \mid x)$ only at β = 1, notebook 01), by the gradient estimate of Eq. 4. For each question $x$
+# it samples $K$ rationales $z_k \sim \pi_\theta(\cdot \mid x)$ and scores each with the **self-reward**
 #
 # $$r(z_k) = \log \pi_\theta(y \mid x \oplus z_k) - \beta \,\big[\log \pi_\theta(z_k \mid x) - \log \pi_0(z_k \mid x)\big],$$
 #
@@ -110,7 +111,8 @@ print(json.dumps(S, indent=1))
 # only the gold answer's likelihood. Notebooks 01–03 build these pieces one by one.
 #
 # **SFT** is the supervised baseline: fine-tune on the gold rationale and answer
-# ("… The answer is 42.").
+# ("… The answer is 42."), as the paper's SFT does on GSM8K (Section 5.1), where LaTRO does not see
+# the gold rationales.
 #
 # **RFT** (rejection-sampling fine-tuning, as in STaR) samples $K$ rationales with the same sampler
 # as LaTRO, keeps those whose extracted answer is right, and fine-tunes on them. It needs an answer
@@ -128,7 +130,8 @@ print(json.dumps(S, indent=1))
 #    $\log\pi_0(z\mid x)$ with the frozen starting model;
 # 3. the **self-reward** $r_k = \log\pi_\theta(y\mid x\oplus z_k) - \beta\,[\log\pi_\theta(z_k\mid x) - \log\pi_0(z_k\mid x)]$;
 # 4. the **truncation penalty**: a rationale cut at L gets $\gamma\cdot\overline{r}$, the batch-mean
-#    reward times γ (the released code's rule; `truncation` in the config);
+#    reward times γ (the released code's rule; the paper's text says only "a constant penalty",
+#    Section 4.3, with γ = 2, Section 5.1; `truncation` in the config);
 # 5. **RLOO** advantages $A_k = r_k - \frac{1}{K-1}\sum_{j\ne k} r_j$ within each question;
 # 6. the **Eq. 4 loss** $-\frac1N\sum_k A_k\log\pi_\theta(z_k\mid x) - \lambda\,\frac1N\sum_k\log\pi_\theta(y\mid x\oplus z_k)$
 #    (λ = 1 is Eq. 4; λ = 0 the released code);
@@ -240,7 +243,8 @@ del lm, pi0, fresh, opt, batch, logp_z, logp_y       # free the three model copi
 #
 # Every `eval_every` steps the trainer measures greedy accuracy on the **validation** split, and
 # `train_run` keeps the best checkpoint so far in `<run>/best` (ties keep the earlier step). The test
-# split is only used for the final table. The paper instead reports the best checkpoint *on test*;
+# split is only used for the final table. The paper instead reports the best checkpoint *on test*
+# (Section 5.1: "The checkpoint with best test accuracy is chosen");
 # we log test accuracy at the same steps to report that rule too, clearly labelled, below.
 # (GSM8K has no validation split, so in the `paper` profile the periodic evaluation is on test:
 # that *is* the paper's rule.)
@@ -386,9 +390,10 @@ for model in S["models"]:
 # %% [markdown]
 # ### Which checkpoint, and the paper's rule
 #
-# Our rows use the step chosen on validation. The last column is the paper's rule, the best greedy
-# test accuracy over all evaluated steps: it peeks at the test set, so it is optimistic, and is
-# shown only for comparison with the paper's numbers.
+# Our rows use the step chosen on validation. The last column is the paper's rule (Section 5.1), the
+# best test accuracy over all evaluated steps; the paper does not say whether greedy or maj@8 accuracy
+# picks the step, so using greedy is our reading. It peeks at the test set, so it is optimistic, and
+# is shown only for comparison with the paper's numbers.
 
 # %%
 selection = selection_markdown({f"{meth} {Path(m).name + ' ' if m else ''}seed {s}": r
@@ -431,9 +436,10 @@ if curves:
 #   rationales with A > 0 became more likely (corr(A, Δ log πθ(z|x)) = 0.95) and log πθ(y|x⊕z) rose
 #   (−25.06 → −24.83). README's Results section shows the sweep behind this recipe, including the
 #   learning rates at which the rationales collapse to a restated number.
-# - `paper` carries the paper's GSM8K settings (with the differences README's "Checked against the
-#   paper" lists; it has never been run here), for which the paper reports average gains of 12.5%
-#   over the base models and 9.6% over SFT across the three models.
+# - `paper` follows the paper's GSM8K settings (with the differences README's "Checked against the
+#   paper" lists; it has never been run here), for which the paper reports average greedy-decoding
+#   gains of 12.5 points over the base models and 9.6 over SFT across the three models (Section 5.2,
+#   Table 2).
 #
 # Notebook 05 repeats the comparison on ARC-Challenge; notebook 06 varies the rationale budget L and
 # the number of votes k.

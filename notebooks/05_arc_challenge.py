@@ -21,27 +21,31 @@
 #
 # *Outputs below are from the demo profile (`latro reproduce --profile demo`; the commit and time are
 # in the notebook's metadata, `latro`); `profile = "smoke"` in the parameters cell runs the fast check.
-# This notebook's text about the paper was written before its full text could be read; README's
-# "Checked against the paper" checks each such claim against the full text, or says the paper is silent.*
+# Its statements about the paper are checked against the paper's full text: each says where the paper
+# states it, or that the paper is silent (README, "Checked against the paper", has the list).*
 #
-# The paper's second benchmark. ARC-Challenge questions have 3–5 options; the gold answer $y$ is
-# the **text** of the correct option ("The answer is photosynthesis."), so the self-reward
+# The paper's second benchmark (Section 5.1). ARC-Challenge questions have 3–5 options; the gold
+# answer $y$ is the **text** of the correct option, not its label, as in the paper (Section 5.1); the
+# sentence around it ("The answer is photosynthesis.") is ours. So the self-reward
 # $\log \pi_\theta(y \mid x \oplus z)$ scores whether a rationale leads to the right option's words,
 # and the answer checker accepts the option's label or its text.
 #
-# Prompts differ by method, as in the paper:
+# Prompts differ by method, as in the paper (Section 5.1: SFT answers directly, Base and LaTRO reason
+# first):
 #
 # - **Base** and **LaTRO**: chain of thought, "Let's think step by step first then print your answer
-#   like 'The answer is (one of the options)'."
-# - **SFT**: ARC has no gold rationales, so SFT learns to answer directly, with the direct prompt
-#   "Answer with the text of the correct option." (`EvalConfig.direct=True`).
+#   like 'The answer is (one of the options)'.", the closing sentence of the paper's Figure 6 prompt.
+#   Our prompt lists the options as "(A) … (B) …"; the paper's lists the option texts without labels.
+# - **SFT**: ARC has no gold rationales, so SFT learns to answer directly (Section 5.1), with the
+#   direct prompt "Answer with the text of the correct option." (`EvalConfig.direct=True`). This is
+#   ours; the paper's direct prompt (Figure 7) is a longer template with an example.
 #
 # | profile | what runs | time |
 # |---|---|---|
 # | `smoke` | 2 test questions, 2 SFT steps, 1 LaTRO step | ~1 min |
 # | `demo` | base on 50 test questions, a short SFT and LaTRO run on a 200-question train subset | ~4 min on 2 cores (259 s in the last demo run) |
 # | `gpu` | Qwen2.5-0.5B-Instruct with LoRA, 100 steps, β = 0.25, 300 test questions | one 16–24 GB GPU |
-# | `paper` | the three models, 12 epochs, β = 0.25, full test set | GPUs |
+# | `paper` | the three models, 12 epochs (Section 5.1: up to 12), β = 0.25, full test set | GPUs; never run here |
 #
 # ARC is read from `$LATRO_DATA_DIR/arc-challenge/` (or the Hugging Face hub in `demo`/`paper`);
 # without it the notebook says how to enable it and skips the rest.
@@ -135,8 +139,8 @@ if ARC:
 # ## SFT: direct answers
 #
 # Trained on "question → The answer is ⟨option text⟩." with the direct prompt (the trainer picks
-# the direct prompt for SFT on ARC), selected on the validation split, evaluated with the direct
-# prompt.
+# the direct prompt for SFT on ARC), selected on the validation split (the paper picks the best test
+# checkpoint, Section 5.1), evaluated with the direct prompt.
 
 # %%
 reports = {}
@@ -151,7 +155,7 @@ if ARC:
 # %% [markdown]
 # ## LaTRO: reasoning, rewarded by the answer text's likelihood
 #
-# β = 0.25 here (the paper's ARC setting), a stronger pull towards the starting model than on
+# β = 0.25 here (the paper's ARC setting, Section 5.1), a stronger pull towards the starting model than on
 # GSM8K. In `demo` this is a short run: expect a small change, if any.
 
 # %%
@@ -192,7 +196,9 @@ if ARC:
 # %% [markdown]
 # ## Reading the results
 #
-# The paper reports smaller gains from LaTRO on ARC-Challenge than on GSM8K (its Table 2). A 135M
+# The paper reports smaller gains from LaTRO on ARC-Challenge than on GSM8K (Table 2, Section 5.2:
+# over the base models +1 point on average with greedy decoding and +2.4 with maj@8, against +12.5
+# and +13.1 on GSM8K; over its direct-answer SFT +5.2 and +8.1). A 135M
 # model is close to chance (about 25%) on ARC-Challenge, so the `demo` numbers mostly check the
 # pipeline: prompts, targets, answer extraction and the direct/CoT split between methods.
 #

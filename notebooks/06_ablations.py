@@ -21,25 +21,25 @@
 #
 # *Outputs below are from the demo profile (`latro reproduce --profile demo`; the commit and time are
 # in the notebook's metadata, `latro`); `profile = "smoke"` in the parameters cell runs the fast check.
-# This notebook's text about the paper was written before its full text could be read; README's
-# "Checked against the paper" checks each such claim against the full text, or says the paper is silent.*
+# Its statements about the paper are checked against the paper's full text: each says where the paper
+# states it, or that the paper is silent (README, "Checked against the paper", has the list).*
 #
-# Two questions from the paper's Figure 3:
+# Two questions from the paper's Figure 3 (Section 5.3, Phi-3.5 on GSM8K):
 #
 # - **(a) How long must the model reason?** Greedy accuracy as a function of the inference budget L
 #   (the most tokens a rationale may use), for the base model, the LaTRO model of notebook 04, and a
 #   LaTRO model *trained* with a short budget — the paper's "LaTRO-200" (trained with L = 200 rather
-#   than 500). If LaTRO teaches the model to reason more concisely, the short-L model should hold up
-#   at small inference budgets.
-# - **(b) How much does voting add?** maj@k accuracy for k = 1, 2, 4, …: one sampling pass with K
-#   samples per question serves every k ≤ K (the first k samples vote).
+#   than 500; the paper evaluates L = 200, 300, 400, 500 and 1000). If LaTRO teaches the model to
+#   reason more concisely, the short-L model should hold up at small inference budgets.
+# - **(b) How much does voting add?** maj@k accuracy for k = 1, 2, 4, … (the paper: k = 1 to 32): one
+#   sampling pass with K samples per question serves every k ≤ K (the first k samples vote).
 #
 # | profile | (a) | (b) | time |
 # |---|---|---|---|
 # | `smoke` | L ∈ {8, 16}, 4 questions | K = 4, 2 questions | ~1 min |
 # | `demo` | L ∈ {16, 32, 64, 96}, 32 questions, short-L model trained with L = 32 | K = 8, 25 questions | ~8 min on 2 cores (492 s in the last demo run) |
 # | `gpu` | Qwen2.5-0.5B-Instruct (04's LaTRO model), L ∈ {64, …, 256}, LaTRO-128 | K = 8, 200 test questions | one 16–24 GB GPU |
-# | `paper` | Phi-3.5-mini, L ∈ {100, …, 500}, LaTRO-200 | K = 32, full GSM8K test | GPUs |
+# | `paper` | Phi-3.5-mini, L ∈ {100, …, 500} (not the paper's 200–1000), LaTRO-200 | K = 32, full GSM8K test | GPUs; never run here |
 #
 # The LaTRO model is notebook 04's seed-0 run (`runs/<profile>/04_train_latro/`) when it exists;
 # otherwise it is trained here with the same recipe.
@@ -157,18 +157,19 @@ display(Image(plot_maj_at_k(maj, FIG / f"06_maj_at_k_{profile}.png")))
 # %% [markdown]
 # ## Reading the results
 #
-# The paper's Figure 3 makes two points: LaTRO's gain over the base model holds across inference
-# budgets, and a model trained with a shorter budget (LaTRO-200) reaches good accuracy with shorter
-# rationales, moving some computation from inference to training; and majority voting adds to
-# LaTRO's gain rather than replacing it. With the 135M demo model, read the curves together with
-# their 95% intervals: 32 questions give intervals about ±17 points wide (Wilson, at 50%).
+# The paper's Figure 3 makes two points (Section 5.3). (a) Accuracy gains plateau from L = 500, and
+# limiting L to 200 lowers accuracy unless the model was trained with L = 200: LaTRO-200 does better
+# there, having learnt more concise rationales (the paper: LaTRO can condense rationales for limited
+# inference-time compute). (b) LaTRO still gains from self-consistency, reaching about 90% at k = 8.
+# With the 135M demo model, read the curves together with their 95% intervals: 32 questions give
+# intervals about ±16 points wide (Wilson, at 50%: 33.6–66.4%).
 #
 # The committed demo run: the base model is cut off mid-ramble at short budgets (0% at L = 16, 12.5% at
 # L = 32) and peaks at 31% (L = 64). LaTRO trained at L = 64 reaches 47% at L = 32 and 59% from L = 64
 # on, with no rationale cut there: its gain over the base model holds at every budget above 16. The
 # model trained at L = 32 (the LaTRO-200 analogue) is the only one that answers anything at L = 16
 # (25%), but from L = 32 on it stays at 34–38%, below the L = 64 model; the previous demo (lr 2e-5)
-# had the order the other way round, and with ±17-point intervals neither order is established. So
+# had the order the other way round, and with ±16-point intervals neither order is established. So
 # the first point of Figure 3 holds here only in part. The second does not: majority voting over
 # T = 1 samples stays at 4–12% for both models, below their greedy accuracy, because this model's
 # T = 1 samples are much worse than its greedy answers (LaTRO trained at T = 0.7). That is a negative

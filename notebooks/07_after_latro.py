@@ -24,14 +24,14 @@
 # notebook says of VeriFree and RLPR comes from their abstracts and published summaries; where it
 # goes beyond them it says "our reading".*
 #
-# LaTRO's **Proposition 1** (Section 4 of the paper) says that the answer chosen by majority vote over
+# LaTRO's **Proposition 1** (Section 3 of the paper) says that the answer chosen by majority vote over
 # $K$ rationales is distributed, as $K\to\infty$, like
 #
 # $$p_M(y\mid x) = \mathbb{E}_{z\sim\pi_\theta(\cdot\mid x)}\big[\pi_\theta(y\mid x\oplus z)\big],$$
 #
-# and proposes to train surrogates $\mathbb{E}_z[\varphi(\pi_\theta(y\mid x\oplus z))]$ with $\varphi$
-# monotone. LaTRO takes $\varphi = \log$. By Jensen's inequality
-# $\mathbb{E}_z[\log\pi_\theta(y\mid x\oplus z)] \le \log\mathbb{E}_z[\pi_\theta(y\mid x\oplus z)] = \log p_M$:
+# and the text after its proof proposes to train surrogates $\mathbb{E}_z[\varphi(\pi_\theta(y\mid x\oplus z))]$
+# with $\varphi$ monotone, "such as logarithm". LaTRO takes $\varphi = \log$ (the first term of Eq. 3). By
+# Jensen's inequality $\mathbb{E}_z[\log\pi_\theta(y\mid x\oplus z)] \le \log\mathbb{E}_z[\pi_\theta(y\mid x\oplus z)] = \log p_M$:
 # LaTRO's reward is a **bound below** the log of what majority voting targets. $\varphi$ = identity
 # gives $p_M$ itself, the objective of **VeriFree** (arXiv 2505.21493). Two more rewards complete the
 # picture: **RLPR** (arXiv 2506.18254) rewards the debiased mean per-token probability of $y$, and

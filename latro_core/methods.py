@@ -99,7 +99,7 @@ def latro_step(ctx: StepContext, step: int) -> dict:
         rec["answer_loss"].append(terms["answer_loss"].expand(n_mb))
     t_update = time.time() - t0 - t_sample
     if cfg.log_samples and ctx.acc.is_main_process:
-        _log_samples(ctx, step, exs, roll, {k: torch.cat(rec[k]) for k in ("reward", "logp_y", "adv")})
+        _log_samples(ctx, step, exs, roll, {k: torch.cat(rec[k]) for k in ("reward", "logp_y", "kl", "adv")})
     return {**_latro_metrics(ctx, rec, roll), "sample_s": t_sample, "update_s": t_update, "score_s": t_score,
             "backward_s": t_backward, "samples": float(n_global)}
 
@@ -161,7 +161,8 @@ def _answers_right(ctx: StepContext, exs, roll, rows) -> list[bool]:
 
 def _log_samples(ctx: StepContext, step: int, exs, roll, values: dict) -> None:
     """Append the K rationales of the step's first ``log_samples`` questions, with their reward
-    (after the truncation penalty), log p(y|x⊕z) and advantage, to ``samples.jsonl``."""
+    (after the truncation penalty), log p(y|x⊕z), log πθ(z|x) − log π0(z|x) and advantage, to
+    ``samples.jsonl``."""
     with writing(f"{ctx.samples_log} (step {step + 1})", ctx.how_to_go_on), open(ctx.samples_log, "a") as f:
         for i in range(min(ctx.cfg.log_samples, len(exs)) * ctx.cfg.k):
             ex = exs[i // ctx.cfg.k]

@@ -339,13 +339,17 @@ def enable_checkpointing(model) -> None:
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
+def freeze(model):
+    """``model`` in eval mode with no parameter requiring a gradient (π0); returns it."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
 def frozen_copy(model):
     """pi_0: a frozen copy of the starting model (used when training without LoRA)."""
-    ref = copy.deepcopy(model)
-    ref.eval()
-    for p in ref.parameters():
-        p.requires_grad_(False)
-    return ref
+    return freeze(copy.deepcopy(model))
 
 
 def tiny_model(tokenizer=None, *, seed: int = 0, hidden_size: int = 64, layers: int = 2,

@@ -18,6 +18,8 @@ class TrainConfig:
 
     method: str = "latro"              # a registered method (methods.METHODS): latro | sft | rft
     model: str | None = None           # hub id, folder, .gguf, or None for the embedded SmolLM2-135M
+    reference_model: str | None = None  # π0, the KL anchor: None = the starting model (the paper); a hub id,
+                                       # folder or "embedded" anchors elsewhere (e.g. the base model under a trained --model)
     task: str = "arithmetic"           # arithmetic | gsm8k | arc_challenge
     split: str = "train"
     data_dir: str | None = None        # GSM8K/ARC JSONL folder; None: $LATRO_DATA_DIR, else the hub
@@ -78,6 +80,10 @@ class TrainConfig:
     def validate(self, world_size: int = 1) -> None:
         """Raise ConfigError, with the numbers, for settings that cannot work."""
         method = get_method(self.method)
+        if self.reference_model is not None and (self.lora or not method.reference):
+            raise ConfigError(f"reference_model={self.reference_model!r}: " + (
+                "with LoRA π0 is the same weights with the adapter off; drop one of the two." if self.lora else
+                f"{method.label} has no π0 to set."))
         if self.truncation not in TRUNCATION_RULES:
             raise ConfigError(f"truncation={self.truncation!r} is not one of {TRUNCATION_RULES}")
         spec = reward_spec(self.reward)

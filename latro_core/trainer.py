@@ -37,7 +37,7 @@ from .checkpoint import (_load_weights, _read_back, _truncate_metrics, checkpoin
 from .errors import ConfigError, NumericalError, check_finite, writing
 from .logprobs import PolicyScorer, sequence_logprobs
 from .methods import StepContext, get_method
-from .models import LoraSpec, add_lora, enable_checkpointing, frozen_copy, load_model, save_model
+from .models import LoraSpec, add_lora, enable_checkpointing, freeze, frozen_copy, load_model, save_model
 from .rollout import sample_rationales
 from .sharding import (full_optimizer_state, full_state_dict, full_tensor, gathered, load_full_optimizer_state, shard,
                        sharding_requested)
@@ -118,12 +118,20 @@ def _scoring_temperature(config: TrainConfig, method) -> float:
     return config.temperature if method.tempered_scoring else 1.0
 
 
-def build_reference(config: TrainConfig, method, model, device, sharded: bool, bf16: bool):
-    """π0's scorer around a frozen copy of the *starting* model (also when resuming), or None: the
-    method needs none, β = 0, or LoRA (π0 is then the same weights with the adapter switched off)."""
+def build_reference(config: TrainConfig, method, model, tokenizer, device, sharded: bool, bf16: bool):
+    """π0's scorer around a frozen copy of the *starting* model (also when resuming), or of
+    ``reference_model`` when set; or None: the method needs none, β = 0, or LoRA (π0 is then the same
+    weights with the adapter switched off)."""
     if not (method.reference and config.beta != 0 and not config.lora):
         return None
-    ref_lm = frozen_copy(model).to(device)
+    if config.reference_model is None:
+        ref_lm = frozen_copy(model).to(device)
+    else:
+        ref_lm, ref_tok = load_model(config.reference_model, dtype=config.dtype, device="cpu")
+        if ref_tok.get_vocab() != tokenizer.get_vocab():
+            raise ConfigError(f"reference_model={config.reference_model!r} has another vocabulary than the model "
+                              f"it anchors: log π0(z|x) must score the same tokens.")
+        ref_lm = freeze(ref_lm).to(device)
     ref = PolicyScorer(ref_lm, temperature=_scoring_temperature(config, method), length_groups=not sharded)
     return shard(ref, ref_lm, device, bf16) if sharded else ref     # π0 sharded like πθ, its own root module
 
@@ -187,7 +195,7 @@ class Trainer:
         model, self.tok = build_model(config, model, tokenizer)
         bf16 = self.acc.mixed_precision == "bf16"
         # π0 before πθ: the frozen copy is taken from the starting weights, before a checkpoint's load
-        self.ref = build_reference(config, self.method, model, self.acc.device, self.sharded, bf16)
+        self.ref = build_reference(config, self.method, model, self.tok, self.acc.device, self.sharded, bf16)
         scorer = build_policy(config, self.method, model, resume_from, self.acc.device, self.sharded, bf16)
         opt, sched = build_optimizer(config, scorer, self.acc.device)
         # sharded by latro itself (sharding.py): accelerate wraps nothing
@@ -313,13 +321,8 @@ class Trainer:
         try:
             if cfg.eval_at_start and self.step == 0 and cfg.eval_every:
                 self._record({"step": 0, **self.evaluate()}, None)     # the starting model, as step 0 of the curves
-            self.scorer.train()
             while self.step < cfg.steps:
-                t0 = time.time()
-                m = self._optimizer_step(step_fn(context, self.step))
-                self.step += 1
-                m.update(step=self.step, lr=self.sched.get_last_lr()[0], step_s=time.time() - t0)
-                m["samples_per_s"] = m["samples"] / m["step_s"]
+                m = self.take_step(step_fn, context)
                 if cfg.eval_every and self.step % cfg.eval_every == 0:
                     m.update(self.evaluate())
                 last = self._record(m, bar)
@@ -343,6 +346,19 @@ class Trainer:
                 self.acc.end_training()
             self.release()
         return last
+
+    def take_step(self, step_fn=None, context: StepContext | None = None) -> dict:
+        """One step of the loop, nothing recorded: the method's step (for LaTRO: sample, score, reward,
+        RLOO, loss, backward), then the clipped AdamW step. Returns its metrics (with ``step``, ``lr``,
+        ``grad_norm`` before clipping). :meth:`train` calls it; notebook 04 calls it on the page."""
+        t0 = time.time()
+        self.scorer.train()
+        step_fn = step_fn or self.method.step
+        m = self._optimizer_step(step_fn(context or self.step_context(), self.step))
+        self.step += 1
+        m.update(step=self.step, lr=self.sched.get_last_lr()[0], step_s=time.time() - t0)
+        m["samples_per_s"] = m["samples"] / m["step_s"]
+        return m
 
     def _how_to_go_on(self) -> str:
         """After a failed write: what is intact and how to continue (the second half of the error)."""

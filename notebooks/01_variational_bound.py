@@ -19,8 +19,9 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/latro-repro/latro/blob/main/notebooks/01_variational_bound.ipynb)
 #
-# *Outputs below are from the demo profile (`latro reproduce --profile demo`; the commit and time are
-# in the notebook's metadata, `latro`); `profile = "smoke"` in the parameters cell runs the fast check.
+# *Outputs below are from the demo profile (`latro reproduce --profile demo`; the settings cell's first
+# output line names the profile, the commit and the time); `profile = "smoke"` in the parameters cell
+# runs the fast check.
 # Its statements about the paper are checked against the paper's full text: each says where the paper
 # states it, or that the paper is silent (README, "Checked against the paper", has the list).*
 #

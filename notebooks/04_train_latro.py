@@ -19,8 +19,9 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/latro-repro/latro/blob/main/notebooks/04_train_latro.ipynb)
 #
-# *Outputs below are from the demo profile (`latro reproduce --profile demo`; the commit and time are
-# in the notebook's metadata, `latro`); `profile = "smoke"` in the parameters cell runs the fast check.
+# *Outputs below are from the demo profile (`latro reproduce --profile demo`; the settings cell's first
+# output line names the profile, the commit and the time); `profile = "smoke"` in the parameters cell
+# runs the fast check.
 # Its statements about the paper are checked against the paper's full text: each says where the paper
 # states it, or that the paper is silent (README, "Checked against the paper", has the list).*
 #
@@ -223,6 +224,38 @@ assert all(abs(mine[k] - first[k]) <= 1e-4 * (1 + abs(mine[k])) for k in mine), 
 del lm, pi0, fresh, opt, batch, logp_z, logp_y       # free the three model copies before training
 
 # %% [markdown]
+# ### A few steps on the page
+#
+# The trainer's loop is `Trainer.take_step`, one call per step: the method's step (sample $K$
+# rationales per question, score them, reward, truncation penalty, RLOO, the Eq. 4 loss, backward),
+# then the clipped AdamW step. Here `inline_steps` of them run in this kernel from the starting
+# model, each printing what it did, before the full runs go to child processes below.
+#
+# **Why the gradient is clipped.** The loss weights the log-probability of every rationale token by
+# an advantage of several nats, so its gradient norm is large (the step by hand above printed it)
+# against the clip at `grad_clip` = 1. Clipping rescales the whole gradient to norm 1. AdamW divides
+# each coordinate by its running root-mean-square, so rescaling every step by the same factor would
+# change nothing (at the first step the update is lr × sign of the gradient either way): what the
+# clip changes is the weight of one step against the others, so that one step with a large gradient
+# does not dominate the moment estimates. The paper is silent on clipping (README, "Checked against
+# the paper").
+
+# %%
+loop = Trainer(dataclasses.replace(hand, steps=S["inline_steps"], out_dir=str(RUNS / "inline"), overwrite=True,
+                                   keep_resume_state=False, progress=False, log_samples=0),
+               model=load_model(hand.model, dtype=hand.dtype, device="cpu")[0], tokenizer=tok)
+inline = []
+for _ in range(loop.cfg.steps):
+    m = loop.take_step()        # sample → score → reward → RLOO → loss → backward → clip → AdamW
+    inline.append(m)
+    print(f"step {m['step']}: reward {m['reward_mean']:7.2f}, KL {m['kl_mean']:6.3f}, spread of A "
+          f"{m['adv_std']:5.2f}, loss {m['policy_loss'] + m['answer_loss']:8.3f}, cut at L "
+          f"{100 * m['frac_truncated']:3.0f}%, gradient norm {m['grad_norm']:7.1f} → clipped to {hand.grad_clip}")
+loop.release()
+display(Image(plot_training(inline, FIG / f"04_inline_steps_{profile}.png")))
+del loop, inline
+
+# %% [markdown]
 # ### What the authors' released trainer does differently
 #
 # λ = 0 (`--lam 0`) switches off the answer term as the released code does (`sft_penalty` = 0), but
@@ -321,6 +354,11 @@ for (method, model, seed), s in summaries.items():
 # the % of rationales cut at L, and the validation accuracy at the evaluation steps; the star at
 # step 0 is the starting model on the same validation questions (evaluated above), drawn where the
 # method's validation uses the same questions and budget as LaTRO's.
+#
+# "Cut at L" here counts rationales that reach L (`max_new_tokens`) tokens while training samples
+# them; the evaluation's "finished" (the table and "Format or arithmetic?" below) gives the model
+# L + 32 tokens for the rationale and the answer after it (`ANSWER_TOKENS`), so a rationale a little
+# longer than L still finishes there: the two are not complements.
 
 # %%
 def same_validation(cfg):
@@ -400,6 +438,33 @@ selection = selection_markdown({f"{meth} {Path(m).name + ' ' if m else ''}seed {
                                 for (meth, m, s), r in reports.items()})
 (RES / f"{TABLE}_selection.md").write_text(f"# Checkpoint selection — {TABLE}\n\n{selection}")
 display(Markdown(selection))
+
+# %% [markdown]
+# ### One more step, on a trained model
+#
+# At the start πθ = π0, so the KL part of the reward, $\beta\,[\log\pi_\theta(z\mid x) - \log\pi_0(z\mid x)]$,
+# is 0 and β does nothing. After training the two differ. One more LaTRO step on the first seed's
+# trained model, with π0 still the starting model (`reference_model`), shows the reward's two parts
+# for one question's $K$ rationales (`samples.jsonl`); the step is not kept.
+
+# %%
+trained = reports["latro", S["models"][0], seeds("latro")[0]]["model"]
+if S["latro"].get("lora"):
+    print("a LoRA run: π0 is the same weights with the adapter off; `latro train --resume` takes the next step")
+else:
+    after = Trainer(dataclasses.replace(hand, model=trained, reference_model=hand.model or "embedded",
+                                        out_dir=str(RUNS / "trained-step"), overwrite=True, keep_resume_state=False,
+                                        progress=False, log_samples=1))
+    m = after.take_step()
+    after.release()
+    rows = [json.loads(ln) for ln in (RUNS / "trained-step" / "samples.jsonl").read_text().splitlines()]
+    display(pd.DataFrame({"rationale z (first 60 characters)": [r["rationale"][:60] for r in rows],
+                          "log πθ(y|x⊕z)": [r["logp_y"] for r in rows], "log πθ/π0 (z|x)": [r["kl"] for r in rows],
+                          "β·log πθ/π0": [hand.beta * r["kl"] for r in rows], "r after penalty": [r["reward"] for r in rows],
+                          "A (RLOO)": [r["adv"] for r in rows]}).round(3))
+    print(f"step on the trained model: mean log πθ(y|x⊕z) {m['logp_y_mean']:.2f}, mean KL estimate {m['kl_mean']:.2f} "
+          f"nats (β·KL = {hand.beta * m['kl_mean']:.3f}), gradient norm {m['grad_norm']:.1f}")
+    del after
 
 # %% [markdown]
 # ### maj@k

@@ -19,10 +19,10 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/latro-repro/latro/blob/main/notebooks/07_after_latro.ipynb)
 #
-# *Outputs, when present, are from the demo profile (`latro reproduce --profile demo`; the command and
-# commit are in the notebook's metadata); `profile = "smoke"` below runs the fast check. What this
-# notebook says of VeriFree and RLPR comes from their abstracts and published summaries; where it
-# goes beyond them it says "our reading".*
+# *Outputs, when present, are from the demo profile (`latro reproduce --profile demo`; the settings
+# cell's first output line names the profile, the commit and the time); `profile = "smoke"` below runs
+# the fast check. What this notebook says of VeriFree and RLPR comes from their abstracts and
+# published summaries; where it goes beyond them it says "our reading".*
 #
 # LaTRO's **Proposition 1** (Section 3 of the paper) says that the answer chosen by majority vote over
 # $K$ rationales is distributed, as $K\to\infty$, like

@@ -949,3 +949,33 @@ def test_a_nonnegative_reward_refuses_the_batch_mean_truncation_rule(tok, task, 
         Trainer(make_cfg(tmp_path, reward="probability"), model=tiny_model(tok)[0], tokenizer=tok, task=task)
     with pytest.raises(ConfigError, match="reward 'likelihood' is not one of latro, probability, verifier, rlpr"):
         make_cfg(tmp_path, reward="likelihood").validate()
+
+
+# ----------------------------------------------------------------------------- π0 set apart from the start
+
+def test_a_reference_model_anchors_the_kl_elsewhere_than_the_starting_model(tmp_path, tok, task):
+    # without it π0 is a copy of the starting model, so the first step's KL estimate is 0; with the
+    # reference model set to other weights, π0 differs from πθ from the first step on
+    from latro_core.models import save_model
+
+    base = tiny_model(tok, seed=1)[0]
+    save_model(base, tok, tmp_path / "base")
+    plain, _ = run(make_cfg(tmp_path / "plain", steps=1, beta=0.5), tok, task)
+    anchored, _ = run(make_cfg(tmp_path / "anchored", steps=1, beta=0.5, reference_model=str(tmp_path / "base")),
+                      tok, task)
+    assert metrics(tmp_path / "plain")[0]["kl_mean"] == 0.0
+    assert abs(metrics(tmp_path / "anchored")[0]["kl_mean"]) > 1e-3
+    with pytest.raises(ConfigError, match="with LoRA π0 is the same weights"):
+        make_cfg(tmp_path / "x", reference_model="embedded", lora=True).validate()
+    with pytest.raises(ConfigError, match="SFT has no π0 to set"):
+        make_cfg(tmp_path / "x", method="sft", reference_model="embedded").validate()
+
+
+def test_take_step_is_one_step_of_the_loop_recording_nothing(tmp_path, tok, task):
+    # the loop notebook 04 runs on the page: the same metrics as train() writes, step by step
+    _, _ = run(make_cfg(tmp_path / "loop", steps=2), tok, task)
+    tr = Trainer(make_cfg(tmp_path / "page", steps=2), model=tiny_model(tok)[0], tokenizer=tok, task=task)
+    by_hand = [tr.take_step() for _ in range(2)]
+    tr.release()
+    assert not (tmp_path / "page" / "metrics.jsonl").exists()
+    assert no_timing(by_hand) == no_timing(metrics(tmp_path / "loop"))

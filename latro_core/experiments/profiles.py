@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 
 from ..errors import ConfigError
+from ..provenance import git_commit
 
 PROFILES: tuple[str, ...] = ("smoke", "demo", "gpu", "paper")
 GPU_PROFILES: tuple[str, ...] = ("gpu", "paper")     # latro reproduce refuses these without a CUDA GPU
@@ -160,7 +162,8 @@ _SETTINGS: dict[str, dict[str, dict]] = {
     # report the paper's selection rule next to ours (validation). seeds: the training seeds of
     # every method, unless seeds_by_method names others. maj_methods / maj_seeds: the models that
     # also get the maj@k sampling pass (the base model when "base" is listed, and the runs of
-    # maj_seeds of the listed methods); the others are evaluated greedily only.
+    # maj_seeds of the listed methods); the others are evaluated greedily only. inline_steps: the
+    # LaTRO steps the notebook takes on the page (Trainer.take_step) before the full runs.
     "04_train_latro": {
         "smoke": dict(
             models=[None], seeds=[0],
@@ -172,7 +175,7 @@ _SETTINGS: dict[str, dict[str, dict]] = {
                      save_every=10_000, eval_every=2, eval_split="validation", eval_limit=2),
             eval=dict(task="arithmetic", split="test", limit=4, max_new_tokens=24, k=2, batch_questions=4,
                       auroc=False),
-            seeds_by_method={}, maj_methods=["base", "sft", "rft", "latro"], maj_seeds=[0],
+            seeds_by_method={}, maj_methods=["base", "sft", "rft", "latro"], maj_seeds=[0], inline_steps=2,
             run=dict(launch="inline", keep_resume_state=False, test_limit=2, test_max_new_tokens=24)),
         "demo": dict(
             models=[None], seeds=DEMO_SEEDS,
@@ -182,7 +185,7 @@ _SETTINGS: dict[str, dict[str, dict]] = {
             seeds_by_method={},
             eval=dict(task="arithmetic", split="test", limit=200, max_new_tokens=96, k=8, batch_questions=50,
                       auroc=False),
-            maj_methods=[], maj_seeds=[0],
+            maj_methods=[], maj_seeds=[0], inline_steps=4,
             # two one-thread training processes at a time (results/latro_step_throughput.md)
             run=dict(launch="inline", parallel=2, keep_resume_state=False, test_limit=0, test_max_new_tokens=96)),
         "paper": dict(
@@ -193,7 +196,7 @@ _SETTINGS: dict[str, dict[str, dict]] = {
             rft=dict(_paper_train("gsm8k", 0.05, GSM8K_TRAIN_SIZE), eval_split="test"),  # ASSUMED: RFT = LaTRO's sampler and schedule
             eval=dict(task="gsm8k", split="test", limit=None, max_new_tokens=500, k=8, batch_questions=16,
                       dtype="bf16", auroc=False),
-            seeds_by_method={}, maj_methods=["base", "sft", "rft", "latro"], maj_seeds=[0],
+            seeds_by_method={}, maj_methods=["base", "sft", "rft", "latro"], maj_seeds=[0], inline_steps=1,
             run=dict(_PAPER_LAUNCH)),
     },
     # ---- 05: ARC-Challenge (CoT for base/LaTRO, direct answers for SFT) --------------------
@@ -276,7 +279,8 @@ _GPU: dict[str, dict] = {
                               signal=dict(model=GPU_MODEL, task="gsm8k", limit=100, k=8, temperatures="1.0,0.7",
                                           budgets="128,256", greedy_limit=0)),
     "04_train_latro": dict(models=[GPU_MODEL], seeds=[0], latro=GPU_LATRO, sft=GPU_SFT, rft=GPU_RFT, eval=GPU_EVAL,
-                           seeds_by_method={}, maj_methods=["base", "latro"], maj_seeds=[0], run=_GPU_RUN),
+                           seeds_by_method={}, maj_methods=["base", "latro"], maj_seeds=[0], inline_steps=2,
+                           run=_GPU_RUN),
     "05_arc_challenge": dict(
         models=[GPU_MODEL], seeds=[0],
         eval=dict(task="arc_challenge", split="test", limit=300, max_new_tokens=288, k=0, batch_questions=50),
@@ -299,7 +303,7 @@ for _name, _chosen in _GPU.items():
 _SIZES = {"steps", "questions_per_step", "k", "max_new_tokens", "micro_batch", "eval_limit", "train_limit",
           "eval_every", "save_every", "limit", "batch_questions", "n_votes", "ks", "n_marginal", "n_path", "n_batches",
           "n_questions", "repeats", "n_boot", "n_cases", "greedy_limit", "budgets", "temperatures", "L_values",
-          "short_L", "seeds", "maj_seeds", "direct_max_new_tokens", "test_limit", "test_max_new_tokens"}
+          "short_L", "seeds", "maj_seeds", "inline_steps", "direct_max_new_tokens", "test_limit", "test_max_new_tokens"}
 
 
 def smoke_form(chosen: dict, smoke: dict) -> dict:
@@ -404,4 +408,9 @@ def notebook_settings(notebook: str, profile: str, overrides: dict | None = None
     if unknown:
         known = ", ".join(k for k in chosen if k not in ("profile", "notebook"))
         raise ConfigError(f"overrides {unknown} are not settings of {chosen['notebook']}; it has: {known}")
-    return check_settings({**chosen, **(overrides or {})}, f"{chosen['notebook']} ({profile})")
+    chosen = check_settings({**chosen, **(overrides or {})}, f"{chosen['notebook']} ({profile})")
+    # the visible line every notebook's outputs open with: which settings and which code made them
+    commit = git_commit()
+    print(f"{chosen['notebook']}: profile {profile!r}, latro at commit {commit[:12] if commit else 'unknown'}, "
+          f"{time.strftime('%Y-%m-%d %H:%M %Z')}")
+    return chosen

@@ -310,7 +310,9 @@ assert same and all(a < b for a, b in zip(variances[-10.0, "RLOO"], variances[-1
 fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.6), sharey=True)
 for ax, shift in zip(axes, SHIFTS):
     for kind, marker in zip(KINDS, "os^"):
-        ax.plot(ks, variances[shift, kind], marker=marker, label=kind)
+        biased = kind == "mean incl. self"     # its expectation is not ∇J (section 2): drawn apart
+        ax.plot(ks, variances[shift, kind], marker=marker, ls=":" if biased else "-",
+                label=kind + (" (biased)" if biased else ""))
     ax.plot(ks, variances[shift, "REINFORCE exact"], "k--", lw=1, label="REINFORCE, exact")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
@@ -320,7 +322,8 @@ for ax, shift in zip(axes, SHIFTS):
     ax.set_title(f"rewards shifted by c = {shift:g}" if shift else "toy rewards as they are", fontsize=10)
 axes[0].set_ylabel("tr Cov of the gradient estimate")
 axes[0].legend(fontsize=8)
-fig.suptitle(f"Gradient-estimator variance (toy policy, β = {beta})")
+fig.suptitle(f"Gradient-estimator variance (toy policy, β = {beta}; each point: the variance over "
+             f"n = {n_batches} independent estimates)", fontsize=10)
 fig.tight_layout()
 fig.savefig(FIG / f"02_variance_vs_K_{profile}.png", dpi=150)
 plt.show()

@@ -145,6 +145,15 @@ def _ids(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
 
 
+def nll_summary(values, questions) -> dict:
+    """{"mean", "se", "n", "questions", "ci95"} of answer NLLs ``values`` (n,) whose rows belong to
+    ``questions`` (n,): ci95 resamples questions, each keeping all its rows (the K samples of one
+    question are not independent); nan with fewer than two questions."""
+    values, questions = list(map(float, values)), list(questions)
+    return {**mean_se(values), "questions": len(set(questions)),
+            "ci95": list(clustered_mean_interval(values, questions))}
+
+
 def answer_nll(model, tokenizer, task, examples, rationales=None, *, direct: bool = False,
                batch_size: int = 16) -> dict:
     """Figure 2 data: the NLL of the gold answer y = ``task.answer_target(ex)`` ("The answer is
@@ -160,7 +169,7 @@ def answer_nll(model, tokenizer, task, examples, rationales=None, *, direct: boo
     - ``"own_correct"`` / ``"own_wrong"``: the model's own rationales, given as ``rationales``: per
       example a list of ``(z, is_correct)`` pairs, z a text or a list of token ids.
 
-    Returns {condition: {"mean", "se", "n", "ci95"}}: se the standard error of the mean over answers,
+    Returns {condition: {"mean", "se", "n", "questions", "ci95"}} (:func:`nll_summary`): se the standard error of the mean over answers,
     ci95 a 95% bootstrap interval over questions (a question keeps all its rationales' answers: the
     K samples of one question are not independent).
     """
@@ -170,14 +179,11 @@ def answer_nll(model, tokenizer, task, examples, rationales=None, *, direct: boo
     def nll(prompts, zs, answers):
         return (-answer_logprobs(model, tok, prompts, zs, answers, batch_size=batch_size)).tolist()
 
-    def summary(values, questions):
-        return {**mean_se(values), "ci95": list(clustered_mean_interval(values, questions))}
-
-    out = {"no_rationale": summary(nll(xs, [[] for _ in xs], [task.answer_ids(ex, tok) for ex in examples]),
+    out = {"no_rationale": nll_summary(nll(xs, [[] for _ in xs], [task.answer_ids(ex, tok) for ex in examples]),
                                    range(len(xs)))}
     gold = [(i, _ids(tok, examples[i].rationale)) for i, ex in enumerate(examples) if ex.rationale]
     if gold:
-        out["gold_rationale"] = summary(nll([xs[i] for i, _ in gold], [z for _, z in gold],
+        out["gold_rationale"] = nll_summary(nll([xs[i] for i, _ in gold], [z for _, z in gold],
                                             [task.answer_ids(examples[i], tok, z) for i, z in gold]),
                                         [i for i, _ in gold])
     if rationales is not None:
@@ -187,5 +193,5 @@ def answer_nll(model, tokenizer, task, examples, rationales=None, *, direct: boo
                      [task.answer_ids(examples[i], tok, z) for i, z, _ in rows])
         for name, right in (("own_correct", True), ("own_wrong", False)):
             picked = [(v, i) for v, (i, _, ok) in zip(values, rows) if ok == right]
-            out[name] = summary([v for v, _ in picked], [i for _, i in picked])
+            out[name] = nll_summary([v for v, _ in picked], [i for _, i in picked])
     return out

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .answers import (answer_logprobs, answer_nll, generate_answers, k_values, maj_correct,
+from .answers import (answer_logprobs, answer_nll, generate_answers, k_values, maj_correct, nll_summary,
                       majority_vote, per_question)
 from .provenance import command_line, git_commit, portable
 from .checkpoint import hold_folder
@@ -227,9 +227,9 @@ def _nll_pass(cfg: EvalConfig, model, tok, task, examples, scores, correct) -> d
     model's own right and wrong ones, whose NLL is −(the self-reward) the sampling pass computed."""
     nll = answer_nll(model, tok, task, examples, direct=cfg.direct, batch_size=cfg.score_batch)
     if cfg.k > 0:
-        flat = [(-v, c) for sc, cs in zip(scores, correct) for v, c in zip(sc, cs)]
-        nll["own_correct"] = mean_se([v for v, c in flat if c])
-        nll["own_wrong"] = mean_se([v for v, c in flat if not c])
+        flat = [(-v, c, q) for q, (sc, cs) in enumerate(zip(scores, correct)) for v, c in zip(sc, cs)]
+        for name, right in (("own_correct", True), ("own_wrong", False)):
+            nll[name] = nll_summary([v for v, c, _ in flat if c == right], [q for _, c, q in flat if c == right])
     return nll
 
 

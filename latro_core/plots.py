@@ -65,32 +65,38 @@ def figure2(results_by_model: dict, path="figures/figure2.png") -> str:
     (:func:`latro_core.answers.answer_nll`) or {label: summary with an "answer_nll" entry}."""
     data = {m: (r.get("answer_nll", r)) for m, r in ((m, _load_summary(r)) for m, r in results_by_model.items())}
     conds = [c for c in NLL_CONDITIONS if any(c in d and d[c].get("n") for d in data.values())]
-    fig = Figure(figsize=(1.5 + 1.2 * len(data) * max(1, len(conds)) / 2, 3.6))
+    fig = Figure(figsize=(max(5.0, 1.5 + 1.2 * len(data) * max(1, len(conds)) / 2), 3.8))
     ax = fig.subplots()
     width = 0.8 / max(1, len(conds))
     for j, c in enumerate(conds):
         xs = [i + (j - (len(conds) - 1) / 2) * width for i in range(len(data))]
         means = [_number(d.get(c, {}).get("mean")) for d in data.values()]   # nan: no bar
         bounds = [_interval95(d.get(c, {})) for d in data.values()]
-        err = [[0.0 if math.isnan(m) else m - lo for m, (lo, _) in zip(means, bounds)],
-               [0.0 if math.isnan(m) else hi - m for m, (_, hi) in zip(means, bounds)]]
+        err = [[0.0 if math.isnan(m - lo) else m - lo for m, (lo, _) in zip(means, bounds)],    # no interval: no bar
+               [0.0 if math.isnan(hi - m) else hi - m for m, (_, hi) in zip(means, bounds)]]
         bars = ax.bar(xs, means, width, yerr=err, capsize=3, label=NLL_CONDITIONS[c])
-        ax.bar_label(bars, labels=[f"n={d.get(c, {}).get('n', 0)}" if not math.isnan(m) else ""
+        ax.bar_label(bars, labels=[_n_label(d.get(c, {})) if not math.isnan(m) else ""
                                    for d, m in zip(data.values(), means)], fontsize=6, padding=2)
     ax.set_xticks(range(len(data)), list(data))
     ax.set_ylabel("NLL of the gold answer (nats)")
-    clustered = all(d[c].get("ci95") for d in data.values() for c in conds if c in d and d[c].get("n"))
-    ax.set_title("−log p(y | x ⊕ z) by rationale z\n(mean, 95% bars: "
-                 + ("bootstrap over questions" if clustered else "±1.96 s.e.") + "; n answers)", fontsize=9)
+    clustered = all("ci95" in d[c] for d in data.values() for c in conds if c in d and d[c].get("n"))
+    ax.set_title("−log p(y | x ⊕ z) by rationale z\n(mean; 95% bars: "
+                 + ("questions resampled" if clustered else "±1.96 s.e.") + "; n answers, q questions)", fontsize=9)
     ax.margins(y=0.15)
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, frameon=False)
     return _save(fig, path)
 
 
+def _n_label(c: dict) -> str:
+    """"n=61, q=16": answers, and the questions they come from when recorded."""
+    return f"n={c.get('n', 0)}" + (f", q={c['questions']}" if c.get("questions") is not None else "")
+
+
 def _interval95(c: dict) -> tuple[float, float]:
-    """(lo, hi) of one condition: its recorded ``ci95``, else mean ± 1.96 s.e.; (nan, nan) without data."""
-    if c.get("ci95"):
-        return tuple(c["ci95"])
+    """(lo, hi) of one condition: its recorded ``ci95`` (nan: too few questions to resample), else
+    mean ± 1.96 s.e.; (nan, nan) without data."""
+    if "ci95" in c:
+        return tuple(_number(x) for x in c["ci95"]) if c["ci95"] else (float("nan"), float("nan"))
     m, se = _number(c.get("mean")), _number(c.get("se"))
     # normal 95%: mean ± 1.96 s.e.
     return (m - 1.96 * se, m + 1.96 * se) if not math.isnan(se) else (m, m)

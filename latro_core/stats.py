@@ -52,11 +52,12 @@ def clustered_mean_interval(values, groups, n_boot: int = 2000, seed: int = 0,
                             alpha: float = 0.05) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of ``values`` (n,) whose rows come in ``groups`` (n,)
     (e.g. the K samples of one question): groups are resampled with replacement, each keeping all
-    its rows, and the mean of a draw is Σ_{g drawn} sum_g / Σ_{g drawn} n_g. Empty input: (nan, nan)."""
+    its rows, and the mean of a draw is Σ_{g drawn} sum_g / Σ_{g drawn} n_g. Fewer than two groups
+    (nothing to resample): (nan, nan)."""
     v = np.asarray(values, dtype=float)
-    if len(v) == 0:
-        return float("nan"), float("nan")
     _, g = np.unique(np.asarray(groups), return_inverse=True)
+    if len(v) == 0 or g.max() < 1:
+        return float("nan"), float("nan")
     sums, counts = np.bincount(g, weights=v), np.bincount(g).astype(float)
     idx = np.random.default_rng(seed).integers(0, len(sums), size=(n_boot, len(sums)))
     # mean of a draw = Σ sum_g / Σ n_g over the drawn groups

@@ -114,12 +114,12 @@ import pandas as pd
 import torch
 from IPython.display import Image, display
 
-from latro_core.answers import answer_logprobs, answer_nll, generate_answers
+from latro_core.answers import answer_logprobs, answer_nll, generate_answers, nll_summary
 from latro_core.evaluate import model_name_label
 from latro_core.models import load_model
 from latro_core.plots import figure2
 from latro_core.experiments.runs import notebook_setup, task_available
-from latro_core.stats import auroc, bootstrap_interval, mean_se
+from latro_core.stats import auroc, bootstrap_interval
 from latro_core.tasks import load_task
 
 ROOT, DATA, FIG, RES = notebook_setup()   # repository root, data folder, figures/, results/; threads
@@ -211,7 +211,8 @@ assert abs(manual - row.reward) < 1e-3 * max(1.0, abs(manual))
 #
 # The paper's Figure 2 has two bars per model, with and without a rationale; these four bars are our
 # reading of it. `evaluate.answer_nll` gives the mean NLL $-\log\pi_\theta(y\mid x\oplus z)$ of the gold
-# answer (summed over its tokens; ± standard error over answers) when $z$ is
+# answer (summed over its tokens; its standard error over answers, and a 95% interval that resamples
+# questions, each keeping its $K$ rationales) when $z$ is
 #
 # - empty (the answer right after the question),
 # - the task's gold rationale (when the task has one: arithmetic and GSM8K do, ARC does not),
@@ -232,9 +233,11 @@ for name, t in tasks.items():
         if (first2.correct == kind).any():
             assert abs(check[cond]["mean"] + first2[first2.correct == kind].reward.mean()) < 1e-3, cond
     nll[name] = answer_nll(lm, tok, t, exs)                         # no rationale, gold rationale
-    nll[name]["own_correct"] = mean_se(-df[df.correct].reward)
-    nll[name]["own_wrong"] = mean_se(-df[~df.correct].reward)
-    display(pd.DataFrame(nll[name]).T.round(3).rename_axis(f"{name}: NLL of the gold answer"))
+    for cond, rows in (("own_correct", df[df.correct]), ("own_wrong", df[~df.correct])):
+        nll[name][cond] = nll_summary(-rows.reward, rows.question)
+    display(pd.DataFrame({cond: {"mean": f"{c['mean']:.3f}", "se": f"{c['se']:.3f}", "n": c["n"],
+                                 "95% (questions resampled)": f"[{c['ci95'][0]:.2f}, {c['ci95'][1]:.2f}]"}
+                          for cond, c in nll[name].items()}).T.rename_axis(f"{name}: NLL of the gold answer"))
     path = figure2({LABEL: nll[name]}, path=FIG / f"03_figure2_{name}_{profile}.png")
     display(Image(path))
 

@@ -1,6 +1,7 @@
 """Summarise a LaTRO recipe sweep (scripts/sweep_latro.sh runs) into a table and a figure.
 
     .venv/bin/python scripts/summarize_sweep.py [runs/recipe] [--out results/latro_recipe] [--figure figures/latro_recipe.png]
+    .venv/bin/python scripts/summarize_sweep.py --from-table results/latro_recipe.md   # the figure alone
 
 One row per run: the knobs that differ between runs (from config.json), what it cost (rationales
 sampled, CPU seconds of its steps), the self-reward and the fraction cut at L over the first and
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -51,7 +53,14 @@ def main(argv=None) -> None:
     ap.add_argument("runs", nargs="?", default="runs/recipe")
     ap.add_argument("--out", default="results/latro_recipe")
     ap.add_argument("--figure", default="figures/latro_recipe.png")
+    ap.add_argument("--from-table", default=None, help="draw only the figure, from a committed table "
+                    "(results/latro_recipe.md), without the runs")
     args = ap.parse_args(argv)
+    if args.from_table:
+        evals, n = evals_from_table(Path(args.from_table).read_text())
+        _figure(evals, args.figure, n)
+        print(args.figure)
+        return
     runs = sorted(p for p in Path(args.runs).iterdir() if (p / "metrics.jsonl").exists())
     cfgs = {p.name: json.loads((p / "config.json").read_text()) for p in runs}
     data = {p.name: _rows(p) for p in runs}
@@ -100,23 +109,72 @@ def main(argv=None) -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    _figure({n: _evals(r) for n, r in data.items()}, args.figure, n_eval)
+    _figure({name: [{"step": r["step"], "acc": 100 * r["eval_accuracy"],
+                     **dict(zip(("lo", "hi"), (100 * x for x in wilson_interval(round(r["eval_accuracy"] * n_eval), n_eval))))}
+                    for r in _evals(rows)] for name, rows in data.items()}, args.figure, n_eval)
     print("\n".join(lines))
 
 
+# The figure's panels: which runs each compares (run names of scripts/recipe_sweep.sh); a run named
+# in no panel is left out of the figure, not of the table.
+PANELS = {
+    "learning rate (T = 0.5; T = 0.7)": ["r04_T0.5_lr1e-4", "r01_T0.5_lr5e-5", "r03_T0.5_lr2e-5", "r05_T0.7_lr2e-5",
+                                         "r15_T0.7_lr1e-5"],
+    "temperature (lr 2e-5; lr 5e-5)": ["r03_T0.5_lr2e-5", "r05_T0.7_lr2e-5", "r01_T0.5_lr5e-5", "r02_T1.0_lr5e-5"],
+    "the reward (against r05; r07 against r03)": ["r05_T0.7_lr2e-5", "r08_T0.7_notrunc", "r09_T0.7_beta0.5",
+                                                  "r03_T0.5_lr2e-5", "r07_T0.5_lr2e-5_lam0"],
+    "the batch and L (against r05)": ["r05_T0.7_lr2e-5", "r10_T0.7_K4q4", "r14_T0.7_K16q1", "r11_T0.7_L96",
+                                      "r12_T0.7_24steps"],
+    "LoRA (against full fine-tuning)": ["r03_T0.5_lr2e-5", "r06_T0.5_lora_lr2e-4", "r05_T0.7_lr2e-5",
+                                        "r13_T0.7_lora_lr1e-3"],
+    "seeds: lr 2e-5 and 1e-5 (T = 0.7)": ["r05_T0.7_lr2e-5", "r05s1_T0.7_lr2e-5", "r05s2_T0.7_lr2e-5",
+                                          "r15_T0.7_lr1e-5", "r15s1_T0.7_lr1e-5", "r15s2_T0.7_lr1e-5"],
+    "seeds: lr 1e-5, 36 steps": ["r16_T0.7_lr1e-5_36steps", "r16s1_T0.7_lr1e-5_36steps", "r16s2_T0.7_lr1e-5_36steps"],
+}
+
+
+def evals_from_table(md: str) -> tuple[dict, int]:
+    """{run: [{"step", "acc", "lo", "hi"}]} (percent) and n from a committed results/latro_recipe.md:
+    its "val accuracy % (step: acc [95%])" column, so the figure can be drawn without the runs."""
+    lines = [ln for ln in md.splitlines() if ln.startswith("| ")]
+    head = [c.strip() for c in lines[0].strip("|").split("|")]
+    col = head.index("val accuracy % (step: acc [95%])")
+    out = {}
+    for ln in lines[1:]:
+        cells = [c.strip() for c in ln.strip("|").split("|")]
+        pts = re.findall(r"(\d+): ([\d.]+) \[(\d+), (\d+)\]", cells[col])
+        out[cells[0]] = [{"step": int(st), "acc": float(a), "lo": float(lo), "hi": float(hi)} for st, a, lo, hi in pts]
+    n = int(re.search(r"n = (\d+) per point", md).group(1))
+    return out, n
+
+
 def _figure(evals: dict, path: str, n: int) -> None:
+    """One panel per comparison (:data:`PANELS`), a few runs each, Wilson 95% bars (offset a little
+    in step so that they do not overlap). ``evals``: {run: [{"step", "acc", "lo", "hi"}]} in percent."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7.5, 4.2))
-    ax = fig.subplots()
-    for i, (name, ev) in enumerate(evals.items()):
-        if ev:
-            ax.plot([r["step"] for r in ev], [100 * r["eval_accuracy"] for r in ev], marker="o", ms=3,
-                    color=f"C{i % 10}", ls="-" if i < 10 else "--", label=name)
-    ax.set_xlabel("optimizer step (0 = starting model)")
-    ax.set_ylabel(f"greedy validation accuracy (%), n = {n}")
-    ax.set_title("LaTRO recipe sweep (one line per run)")
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    panels = {title: [r for r in runs if evals.get(r)] for title, runs in PANELS.items()}
+    panels = {t: r for t, r in panels.items() if r}
+    cols = 3
+    rows = -(-len(panels) // cols)
+    fig = Figure(figsize=(4.2 * cols, 3.1 * rows + 0.3))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax, (title, runs) in zip(axes.flat, panels.items()):
+        for i, run in enumerate(runs):
+            ev, dx = evals[run], (i - (len(runs) - 1) / 2) * 0.25
+            acc = [e["acc"] for e in ev]
+            ax.errorbar([e["step"] + dx for e in ev], acc, yerr=[[a - e["lo"] for a, e in zip(acc, ev)],
+                                                                 [e["hi"] - a for a, e in zip(acc, ev)]],
+                        marker="o", ms=3, capsize=2, lw=1.2, color=f"C{i}", label=run)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("optimizer step (0 = starting model)", fontsize=8)
+        ax.set_ylabel(f"validation accuracy %, n = {n}", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6, frameon=False)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.suptitle("LaTRO recipe sweep: greedy validation accuracy, Wilson 95% bars (one seed per run unless named)",
+                 fontsize=10)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=150)

@@ -267,3 +267,16 @@ def test_portable_drops_the_repository_path_and_names_the_cli_latro():
     assert got == {"argv": ["latro", "evaluate", "--model", "runs/a/final"], "data": "../shared/data", "other": 3,
                    "url": "https://x/repo/y"}
     assert MACHINE_PATH.search("see /tmp/pytest-1/x") and not MACHINE_PATH.search("https://github.com/home/x")
+
+
+def test_the_recipe_figure_reads_its_points_and_intervals_back_from_the_committed_table():
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from summarize_sweep import evals_from_table
+
+    md = ("accuracy % [95% Wilson], n = 200 per point; step 0\n\n| run | lr | val accuracy % (step: acc [95%]) |\n"
+          "|---|---|---|\n| r01 | 5e-05 | 0: 16.5 [12, 22]; 6: 30.0 [24, 37] |\n")
+    evals, n = evals_from_table(md)
+    assert n == 200 and evals == {"r01": [{"step": 0, "acc": 16.5, "lo": 12.0, "hi": 22.0},
+                                          {"step": 6, "acc": 30.0, "lo": 24.0, "hi": 37.0}]}

@@ -133,7 +133,12 @@ def plot_training(metrics_jsonl_path_or_list, path="figures/training.png", *, st
         scale = 100 if key in PERCENT_PANELS else 1
         for label, rows in runs.items():
             pts = [(m.get("step", i + 1), scale * m[key]) for i, m in enumerate(rows) if m.get(key) is not None]
-            if pts:
+            if pts and key == "eval_accuracy" and eval_n:     # Wilson 95% bars over the n questions
+                bounds = [wilson_interval(round(a / 100 * eval_n), eval_n) for _, a in pts]
+                ax.errorbar(*zip(*pts), yerr=[[a - 100 * lo for (_, a), (lo, _) in zip(pts, bounds)],
+                                              [100 * hi - a for (_, a), (_, hi) in zip(pts, bounds)]],
+                            marker="o", ms=3, lw=1.2, capsize=2, label=label, color=color[label], ls=style[label])
+            elif pts:
                 ax.plot(*zip(*pts), marker="o" if key == "eval_accuracy" else None, ms=3, lw=1.2, label=label,
                         color=color[label], ls=style[label])
         if start and start.get(key) is not None:
@@ -141,7 +146,7 @@ def plot_training(metrics_jsonl_path_or_list, path="figures/training.png", *, st
         # the loss panel is named for the methods whose runs have it (SFT, RFT or both)
         with_key = [m for m in methods if any(key in r for lab, rows in runs.items() if _method_of(lab) == m for r in rows)]
         title = TRAINING_PANELS[key].format(" / ".join(m for m in with_key if m) or "SFT")
-        title += f", n={eval_n}" if key == "eval_accuracy" and eval_n else ""
+        title += f", n={eval_n}, Wilson 95%" if key == "eval_accuracy" and eval_n else ""
         ax.set_title(title, fontsize=8)
         ax.set_xlabel("optimizer step", fontsize=8)
         ax.tick_params(labelsize=7)

@@ -97,7 +97,7 @@ if COLAB:
     print("working directory:", os.path.join(repo, "notebooks"))
 
 # %% tags=["parameters"]
-profile = "smoke"  # smoke | demo | gpu | paper, or gpu-smoke   (papermill: -p profile demo)
+profile = "smoke"  # smoke | demo | long | gpu | paper, or gpu-smoke   (papermill: -p profile demo)
 overrides = {}     # optional changes to the profile's settings, e.g. {"n_votes": 1000}
 
 # %%

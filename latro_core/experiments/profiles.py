@@ -33,7 +33,7 @@ import time
 from ..errors import ConfigError
 from ..provenance import git_commit
 
-PROFILES: tuple[str, ...] = ("smoke", "demo", "gpu", "paper")
+PROFILES: tuple[str, ...] = ("smoke", "demo", "long", "gpu", "paper")
 GPU_PROFILES: tuple[str, ...] = ("gpu", "paper")     # latro reproduce refuses these without a CUDA GPU
 SMOKE_SUFFIX = "-smoke"      # "<profile>-smoke": that profile's settings with every size cut to smoke's
 NOTEBOOKS: tuple[str, ...] = ("01_variational_bound", "02_rloo_estimator", "03_self_rewarding",
@@ -298,6 +298,12 @@ _GPU: dict[str, dict] = {
 }
 for _name, _chosen in _GPU.items():
     _SETTINGS[_name]["gpu"] = _chosen
+
+# ---- long: the demo, except where its sizes are too small to read, at more CPU time than the demo's
+# hour (`latro reproduce --profile long --notebooks 05`): ARC-Challenge on 200 test questions, not 50
+_LONG = {"05_arc_challenge": dict(eval=dict(_SETTINGS["05_arc_challenge"]["demo"]["eval"], limit=200))}
+for _name in NOTEBOOKS:
+    _SETTINGS[_name]["long"] = copy.deepcopy({**_SETTINGS[_name]["demo"], **_LONG.get(_name, {})})
 
 # the settings that are sizes (steps, questions, tokens, samples, seeds): what a profile's smoke form cuts
 _SIZES = {"steps", "questions_per_step", "k", "max_new_tokens", "micro_batch", "eval_limit", "train_limit",

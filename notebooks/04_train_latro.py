@@ -330,9 +330,13 @@ starts = {model: EvalConfig(model=model, data_dir=DATA, out=str(RUNS / f"eval-{V
 jobs.update({(method, model, seed): eval_config(Path(rep["out"]).name, rep["model"],
                                                 maj=method in S["maj_methods"] and seed in S["maj_seeds"])
              for (method, model, seed), rep in reports.items()})
+# every model also on the unseen-numbers split (no (start, op, amount) shared with training), greedily
+unseen = {key: dataclasses.replace(cfg, split="unseen", limit=S["unseen_limit"], k=0,
+                                   out=str(EVAL / "unseen" / Path(cfg.out).name))
+          for key, cfg in jobs.items()} if S["unseen_limit"] else {}
 # the base model's two (the slowest: it rambles to L) first; `parallel` one-thread child processes
 order = [jobs[key] for key in jobs if key[0] == "base"] + list(starts.values()) + \
-    [jobs[key] for key in jobs if key[0] != "base"]
+    [jobs[key] for key in jobs if key[0] != "base"] + list(unseen.values())
 done = dict(zip(map(id, order), evaluate_all(order, parallel=S["run"].get("parallel", 1), cwd=ROOT)))
 summaries = {key: done[id(cfg)] for key, cfg in jobs.items()}
 start_acc = {model: done[id(cfg)]["greedy"]["accuracy"] for model, cfg in starts.items()}
@@ -379,12 +383,15 @@ for method in ("latro", "sft", "rft"):
 # ### The table
 #
 # `build_tables` reads every `summary.json` under the evaluation folder and writes Markdown, CSV and
-# JSON to `results/`: mean accuracy over training seeds, the 95% interval, and the spread between
-# seeds. Nothing is typed by hand.
+# JSON to `results/`: mean accuracy over training seeds, the 95% interval (seeds resampled, then
+# questions), and the spread between seeds. Nothing is typed by hand. With `unseen_limit` set, a
+# column per split: `test` (in-distribution: numbers 2–12, every (start, op, amount) also in
+# training) and `unseen` (numbers 13–30, no triple shared with training).
 
 # %%
 TABLE = f"table_{S['eval']['task']}_{profile}"
-build_tables(TablesConfig(runs=str(EVAL), out=str(RES), name=TABLE, maj_k=S["eval"]["k"] or 8))
+build_tables(TablesConfig(runs=str(EVAL), out=str(RES), name=TABLE, maj_k=S["eval"]["k"] or 8,
+                          split="all" if unseen else "test"))
 display(Markdown((RES / f"{TABLE}.md").read_text()))
 
 # %% [markdown]

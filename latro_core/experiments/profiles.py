@@ -164,6 +164,8 @@ _SETTINGS: dict[str, dict[str, dict]] = {
     # also get the maj@k sampling pass (the base model when "base" is listed, and the runs of
     # maj_seeds of the listed methods); the others are evaluated greedily only. inline_steps: the
     # LaTRO steps the notebook takes on the page (Trainer.take_step) before the full runs.
+    # unseen_limit: every model also answers that many questions of the arithmetic task's unseen-
+    # numbers split greedily (0: off; GSM8K has no such split).
     "04_train_latro": {
         "smoke": dict(
             models=[None], seeds=[0],
@@ -176,6 +178,7 @@ _SETTINGS: dict[str, dict[str, dict]] = {
             eval=dict(task="arithmetic", split="test", limit=4, max_new_tokens=24, k=2, batch_questions=4,
                       auroc=False),
             seeds_by_method={}, maj_methods=["base", "sft", "rft", "latro"], maj_seeds=[0], inline_steps=2,
+            unseen_limit=2,
             run=dict(launch="inline", keep_resume_state=False, test_limit=2, test_max_new_tokens=24)),
         "demo": dict(
             models=[None], seeds=DEMO_SEEDS,
@@ -186,6 +189,7 @@ _SETTINGS: dict[str, dict[str, dict]] = {
             eval=dict(task="arithmetic", split="test", limit=200, max_new_tokens=96, k=8, batch_questions=50,
                       auroc=False),
             maj_methods=[], maj_seeds=[0], inline_steps=4,
+            unseen_limit=100,      # every model also on 100 questions of the unseen-numbers split (greedy)
             # two one-thread training processes at a time (results/latro_step_throughput.md)
             run=dict(launch="inline", parallel=2, keep_resume_state=False, test_limit=0, test_max_new_tokens=96)),
         "paper": dict(
@@ -197,7 +201,7 @@ _SETTINGS: dict[str, dict[str, dict]] = {
             eval=dict(task="gsm8k", split="test", limit=None, max_new_tokens=500, k=8, batch_questions=16,
                       dtype="bf16", auroc=False),
             seeds_by_method={}, maj_methods=["base", "sft", "rft", "latro"], maj_seeds=[0], inline_steps=1,
-            run=dict(_PAPER_LAUNCH)),
+            unseen_limit=0, run=dict(_PAPER_LAUNCH)),
     },
     # ---- 05: ARC-Challenge (CoT for base/LaTRO, direct answers for SFT) --------------------
     "05_arc_challenge": {
@@ -280,7 +284,7 @@ _GPU: dict[str, dict] = {
                                           budgets="128,256", greedy_limit=0)),
     "04_train_latro": dict(models=[GPU_MODEL], seeds=[0], latro=GPU_LATRO, sft=GPU_SFT, rft=GPU_RFT, eval=GPU_EVAL,
                            seeds_by_method={}, maj_methods=["base", "latro"], maj_seeds=[0], inline_steps=2,
-                           run=_GPU_RUN),
+                           unseen_limit=0, run=_GPU_RUN),
     "05_arc_challenge": dict(
         models=[GPU_MODEL], seeds=[0],
         eval=dict(task="arc_challenge", split="test", limit=300, max_new_tokens=288, k=0, batch_questions=50),
@@ -309,20 +313,23 @@ for _name in NOTEBOOKS:
 _SIZES = {"steps", "questions_per_step", "k", "max_new_tokens", "micro_batch", "eval_limit", "train_limit",
           "eval_every", "save_every", "limit", "batch_questions", "n_votes", "ks", "n_marginal", "n_path", "n_batches",
           "n_questions", "repeats", "n_boot", "n_cases", "greedy_limit", "budgets", "temperatures", "L_values",
-          "short_L", "seeds", "maj_seeds", "inline_steps", "direct_max_new_tokens", "test_limit", "test_max_new_tokens"}
+          "short_L", "seeds", "maj_seeds", "inline_steps", "unseen_limit", "direct_max_new_tokens", "test_limit", "test_max_new_tokens"}
+
+
+_OFF_WHEN_ZERO = ("eval_every", "unseen_limit")   # sizes whose 0 means "off": a smoke form keeps it off
 
 
 def smoke_form(chosen: dict, smoke: dict) -> dict:
     """``chosen`` (a profile's settings) with every size (:data:`_SIZES`) taken from ``smoke`` (the
     smoke profile's settings at the same place), nested entries alike; everything else (model, task,
-    LoRA, β, precision, launch) stays. An evaluation that ``chosen`` switches off (``eval_every`` 0)
-    stays off."""
+    LoRA, β, precision, launch) stays. An evaluation that ``chosen`` switches off (``eval_every`` or
+    ``unseen_limit`` 0) stays off."""
     out = {}
     for key, value in chosen.items():
         small = smoke.get(key)
         if isinstance(value, dict) and isinstance(small, dict):
             out[key] = smoke_form(value, small)
-        elif key in _SIZES and key in smoke and not (key == "eval_every" and not value):
+        elif key in _SIZES and key in smoke and not (key in _OFF_WHEN_ZERO and not value):
             out[key] = copy.deepcopy(small)
         else:
             out[key] = value

@@ -228,9 +228,11 @@ def to_markdown(table: dict) -> str:
     head = ["Model", "Method"] + table["columns"]
     lines = [f"# Zero-shot accuracy (%) — {table['config']['name']}", "",
              "Cells: mean accuracy over seeds [95% interval] (n questions; seeds). One seed: Wilson "
-             "interval; ≥ 2 seeds: ± sd of per-seed accuracies and a 95% bootstrap interval that resamples "
-             "questions (each keeping its answers under every seed; 2000 resamples), not questions × seeds "
-             "as independent trials. GD: greedy decoding; maj@k: majority vote over k samples.", "",
+             "interval; ≥ 2 seeds: ± sd of per-seed accuracies and a 95% two-level bootstrap interval that "
+             "resamples seeds, then questions (each question keeping its answers under every seed drawn; 2000 "
+             "resamples), so it covers which models were trained and which questions were asked; never "
+             "questions × seeds as independent trials. Each cell's `ci` in the JSON names its interval. "
+             "GD: greedy decoding; maj@k: majority vote over k samples.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in table["rows"]:
         lines.append("| " + " | ".join([r["model"], r["method"]] + [format_cell(r["cells"][c]) for c in table["columns"]])

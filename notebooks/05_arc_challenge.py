@@ -45,6 +45,7 @@
 # |---|---|---|
 # | `smoke` | 2 test questions, 2 SFT steps, 1 LaTRO step | ~1 min |
 # | `demo` | base on 50 test questions, a short SFT and LaTRO run on a 200-question train subset | ~4 min on 2 cores (259 s in the last demo run) |
+# | `long` | the demo's runs, evaluated on 200 test questions | ~17 min on 2 cores (16.6 min beside other jobs) |
 # | `gpu` | Qwen2.5-0.5B-Instruct with LoRA, 100 steps, β = 0.25, 300 test questions | one 16–24 GB GPU |
 # | `paper` | the three models, 12 epochs (Section 5.1: up to 12), β = 0.25, full test set | GPUs; never run here |
 #
@@ -208,3 +209,11 @@ if ARC:
 # interval contains chance and overlaps the others; SFT and LaTRO are *below* the base model in point
 # estimate. That is a negative result at this scale, not evidence about LaTRO on ARC: the validation
 # numbers that chose the checkpoints rest on 20–30 questions.
+#
+# The same runs on 200 test questions (`latro reproduce --profile long --notebooks 05`,
+# `results/table_arc_challenge_long.md`, one seed, Wilson intervals): Base 28.0% [22.2, 34.6], SFT
+# 21.5% [16.4, 27.7], LaTRO 23.5% [18.2, 29.8]. Intervals ±6 points wide instead of ±13, and every one
+# still contains chance (25%). What this can show: the pipeline runs end to end on ARC and no method
+# lifts a 135M model off chance in a few steps. What it cannot show: anything about LaTRO on ARC at
+# the paper's scale (3.8B–8B models, 12 epochs), where Table 2 reports +1 point greedy over the base
+# models.

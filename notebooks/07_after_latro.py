@@ -113,7 +113,6 @@ device = S["device"]                  # real model: auto | cpu | cuda
 print({name: value for name, value in S.items() if name not in ("profile", "notebook")})
 
 # %%
-import json
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -122,6 +121,7 @@ from IPython.display import Markdown, display
 
 from latro_core.objective import REWARDS, latro_update
 from latro_core.experiments.runs import notebook_setup
+from latro_core.experiments.study import read_report
 
 ROOT, DATA, FIG, RES = notebook_setup()   # repository root, data folder, figures/, results/; threads
 g = torch.Generator().manual_seed(seed)
@@ -310,12 +310,10 @@ for q, ex in enumerate(questions):
 for name in ("study_rewards", "study_arithmetic"):
     path = RES / f"{name}.json"
     if path.exists():
-        study = json.loads(path.read_text())
-        display(Markdown(f"`results/{name}.json` (command `{study['command']}`, commit `{study['git_commit']}`)"))
-        rows = [{"row": r["row"], **{f"{split} %": None if not r[split] else round(100 * r[split]["mean"], 1)
-                                     for split in ("test", "unseen")},
-                 "seeds": (r["test"] or {}).get("seeds", 0)} for r in study["rows"]]
+        made_by, rows, comparisons = read_report(path)
+        display(Markdown(f"`results/{name}.json` ({made_by})"))
         display(pd.DataFrame(rows))
+        display(pd.DataFrame(comparisons))
         break
 else:
     print("no study results yet: run `python scripts/study_arithmetic.py` (about 6 hours on 2 cores)")

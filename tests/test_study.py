@@ -103,3 +103,20 @@ def test_the_replay_check_ignores_timings_and_names_the_metric_that_moved():
     assert replay.compare(recorded, same) == [(1, "none (all equal)", 0.0), (2, "none (all equal)", 0.0)]
     moved = [recorded[0], {**recorded[1], "kl_mean": 0.25}]
     assert replay.compare(recorded, moved)[1][:2] == (2, "kl_mean")
+
+
+def test_a_notebook_reads_a_written_study_back_as_formatted_rows_and_paired_comparisons(tmp_path):
+    from latro_core.experiments.study import read_report
+
+    stats = {"mean": 0.5, "ci95": [0.4, 0.6], "seeds": 5}
+    diff = {"mean": 0.1, "ci95": [0.02, 0.2], "p_improvement": 0.8}
+    (tmp_path / "s.json").write_text(json.dumps({
+        "command": "python scripts/study_arithmetic.py", "git_commit": "0123456789abcdef",
+        "rows": [{"row": "LaTRO, 12 steps", "test": stats, "unseen": None}],
+        "comparisons": [{"a": "LaTRO, 12 steps", "b": "Base", "split": "test", **diff},
+                        {"a": "LaTRO, 12 steps", "b": "Base", "split": "unseen"}]}))
+    made_by, rows, comparisons = read_report(tmp_path / "s.json")
+    assert made_by == "command `python scripts/study_arithmetic.py`, commit `0123456789ab`"
+    assert rows == [{"row": "LaTRO, 12 steps", "test % [95%]": "50.0 [40.0, 60.0]", "unseen % [95%]": "–", "seeds": 5}]
+    assert comparisons == [{"A": "LaTRO, 12 steps", "B": "Base", "test": "+10.0 [+2.0, +20.0], P(A>B) = 0.80",
+                            "unseen": "–"}]

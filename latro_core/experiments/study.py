@@ -281,6 +281,21 @@ def compare(out: Path, a: list[Cell], b: list[Cell], split: str) -> dict | None:
     return d
 
 
+def read_report(path) -> tuple[str, list[dict], list[dict]]:
+    """A written study (``results/<name>.json``) for a notebook to show, not recompute: (its command
+    and commit as one line, one row per table row {"row", "test %", "unseen %", "seeds"} with the
+    intervals formatted, one row per comparison {"A", "B", "test", "unseen"})."""
+    study = json.loads(Path(path).read_text())
+    rows = [{"row": r["row"], **{f"{split} % [95%]": format_stats(r[split]) for split in ("test", "unseen")},
+             "seeds": (r["test"] or {}).get("seeds", 0)} for r in study["rows"]]
+    by_pair: dict[tuple[str, str], dict] = {}
+    for c in study.get("comparisons", []):        # one entry per (A, B, split)
+        by_pair.setdefault((c["a"], c["b"]), {"A": c["a"], "B": c["b"]})[c["split"]] = \
+            format_difference(c if "mean" in c else None)
+    comparisons = list(by_pair.values())
+    return f"command `{study['command']}`, commit `{study['git_commit'][:12]}`", rows, comparisons
+
+
 def pct(x) -> str:
     return "–" if x is None else f"{100 * x:.1f}"
 

@@ -522,13 +522,19 @@ else:
 #   an answer checker, but the seed spread (38.5 to 56 for LaTRO, 29.5 to 53 for RFT) is larger than
 #   that gap, and only LaTRO's learning rate was tuned (lr 1e-5 against RFT's and SFT's 2e-5): read
 #   them as level. SFT wins because the task's gold rationales are an exact template. Validation
-#   picked the last step (12) for all three LaTRO seeds. Trained for 36 steps instead
-#   (`bash scripts/longer_training.sh`, `results/longer_training.md`, the same 200 test questions ×
-#   3 seeds), LaTRO reaches 67.2 ± 8.0 but RFT 85.5 ± 4.3: with more steps the method with an answer
-#   checker pulls clearly ahead (−18.3 points [−22.7, −14.3], paired). The step by hand shows the mechanism: after one AdamW step the
+#   picked the last step (12) for all three LaTRO seeds. The step by hand shows the mechanism: after one AdamW step the
 #   rationales with A > 0 became more likely (corr(A, Δ log πθ(z|x)) = 0.95) and log πθ(y|x⊕z) rose
 #   (−25.06 → −24.83). README's Results section shows the sweep behind this recipe, including the
 #   learning rates at which the rationales collapse to a restated number.
+# - The study above (`results/study_arithmetic.md`: every method tuned alike on validation, 5 fresh
+#   seeds, 200 test and 200 unseen-numbers questions, intervals over seeds and questions) is the
+#   comparison to trust. LaTRO beats the base model: +28.0 points [+14.2, +41.0] at 12 steps, +44.6
+#   [+33.4, +56.5] at 36. It does not beat tuned RFT: −8.4 [−27.5, +12.1] at 12 steps (the seeds of
+#   both spread over 30–50 points), −17.4 [−30.3, −3.0] at 36, where the method with an answer checker
+#   pulls ahead. Tuned SFT, which imitates the task's exact gold template, beats both (LaTRO − SFT
+#   −29.4 and −28.5). On unseen numbers (13–30, no (start, op, amount) triple shared with training)
+#   every method loses about half its accuracy and LaTRO stays above the base model (+11.3 [+0.5,
+#   +21.4] at 12 steps, +21.7 [+11.9, +32.2] at 36).
 # - `paper` follows the paper's GSM8K settings (with the differences README's "Checked against the
 #   paper" lists; it has never been run here), for which the paper reports average greedy-decoding
 #   gains of 12.5 points over the base models and 9.6 over SFT across the three models (Section 5.2,

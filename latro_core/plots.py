@@ -134,9 +134,8 @@ def plot_training(metrics_jsonl_path_or_list, path="figures/training.png", *, st
         for label, rows in runs.items():
             pts = [(m.get("step", i + 1), scale * m[key]) for i, m in enumerate(rows) if m.get(key) is not None]
             if pts and key == "eval_accuracy" and eval_n:     # Wilson 95% bars over the n questions
-                bounds = [wilson_interval(round(a / 100 * eval_n), eval_n) for _, a in pts]
-                ax.errorbar(*zip(*pts), yerr=[[a - 100 * lo for (_, a), (lo, _) in zip(pts, bounds)],
-                                              [100 * hi - a for (_, a), (_, hi) in zip(pts, bounds)]],
+                steps, acc = zip(*((s, a / 100) for s, a in pts))
+                ax.errorbar(steps, *_percent_bars(acc, [wilson_interval(round(a * eval_n), eval_n) for a in acc]),
                             marker="o", ms=3, lw=1.2, capsize=2, label=label, color=color[label], ls=style[label])
             elif pts:
                 ax.plot(*zip(*pts), marker="o" if key == "eval_accuracy" else None, ms=3, lw=1.2, label=label,

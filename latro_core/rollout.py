@@ -5,16 +5,19 @@ after L = ``max_new_tokens`` tokens (then it is *truncated*, and the trainer pen
 The stop string is found on the decoded text, so it is caught even when split across tokens,
 and it is not part of z: z keeps the longest token prefix whose text ends before it.
 
-Cost notes: the prompt is prefilled once per question and its cache repeated K times; finished
-rows leave the batch (and the cache); only the current step's logits exist at any time. On a
-CPU in fp32, decoding multiplies a handful of rows by every weight matrix at each step, and
-MKL's kernel for so few rows reads the weights at a third of the memory bandwidth; the weights
-are therefore repacked once per call for oneDNN's linear kernel (``cpu_kernels.prepacked_linears``,
-results/generation_speed.md).
+Cost notes: the prompt is prefilled once per question and its cache repeated K times, into
+buffers that hold the whole decode, so a step writes one position per layer instead of copying
+the cache; finished rows leave the batch (and the cache); only the current step's logits exist
+at any time. On a CPU in fp32, decoding multiplies a handful of rows by every weight matrix at
+each step, and MKL's kernel for so few rows reads the weights at a third of the memory bandwidth;
+the weights are therefore repacked once per call for oneDNN's linear kernel
+(``cpu_kernels.prepacked_linears``, results/generation_speed.md). Where a step's time goes:
+results/decode_breakdown.md.
 """
 
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
@@ -73,7 +76,9 @@ def _sample_next(logits: torch.Tensor, temperature: float, top_k: int | None, to
     with ``row_groups`` giving each row's index into it (rows of a group draw in row order)."""
     if temperature == 0:
         return logits.argmax(-1)
-    logits = logits.float() / temperature
+    logits = logits.float()
+    if temperature != 1.0:                 # x / 1.0 is x: skip a pass over the (B, V) logits
+        logits = logits / temperature
     if top_k:
         kth = logits.topk(top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -150,10 +155,58 @@ def eval_mode(model):
         model.train(was_training)
 
 
-def _prefill(model, tokenizer, prompts, k, pad):
+@functools.cache
+def _growing_layer():
+    """transformers' DynamicLayer with its keys and values as views into buffers allocated once for
+    the whole decode, (B, heads, capacity, head_dim): a step writes its new position in place, where
+    DynamicLayer concatenates, copying the whole cache at every step (the two side by side:
+    results/decode_breakdown.md). ``keys`` / ``values`` hold
+    exactly the values DynamicLayer's would; only their memory layout differs (tests/test_rollout.py).
+    A class made on first use, so that importing latro_core does not import transformers."""
+    from transformers.cache_utils import DynamicLayer
+
+    class GrowingLayer(DynamicLayer):
+        def __init__(self, layer, capacity: int):
+            super().__init__()
+            self.dtype, self.device, self.is_initialized = layer.keys.dtype, layer.keys.device, True
+            self._keep(layer.keys, layer.values, capacity)
+
+        def _keep(self, keys, values, capacity):
+            """Fresh buffers of ``capacity`` positions, holding ``keys`` / ``values`` at their start."""
+            n = keys.shape[-2]
+            self._k = keys.new_empty(*keys.shape[:2], capacity, keys.shape[-1])
+            self._v = values.new_empty(*values.shape[:2], capacity, values.shape[-1])
+            self._k[:, :, :n], self._v[:, :, :n] = keys, values
+            self._view(n)
+
+        def _view(self, n):
+            self.keys, self.values = self._k[:, :, :n], self._v[:, :, :n]
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            n, m = self.keys.shape[-2], key_states.shape[-2]
+            if n + m > self._k.shape[-2]:        # past the planned length (not reached by _decode): grow
+                self._keep(self.keys, self.values, 2 * (n + m))
+            self._k[:, :, n:n + m], self._v[:, :, n:n + m] = key_states, value_states
+            self._view(n + m)
+            return self.keys, self.values
+
+        def batch_select_indices(self, indices):
+            n = self.keys.shape[-2]
+            self._k, self._v = self._k[indices], self._v[indices]
+            self._view(n)
+
+        def batch_repeat_interleave(self, repeats):
+            n = self.keys.shape[-2]
+            self._k, self._v = self._k.repeat_interleave(repeats, 0), self._v.repeat_interleave(repeats, 0)
+            self._view(n)
+
+    return GrowingLayer
+
+
+def _prefill(model, tokenizer, prompts, k, pad, new_tokens):
     """Each prompt once through the model, left-padded, its KV cache then repeated K times
-    (question-major). Returns (prompt token lists, cache, last logits (n*k, V), attention mask (n*k, P),
-    next positions (n*k, 1))."""
+    (question-major) and moved into buffers with room for ``new_tokens`` more positions. Returns
+    (prompt token lists, cache, last logits (n*k, V), attention mask (n*k, P), next positions (n*k, 1))."""
     from transformers import DynamicCache
 
     device = next(model.parameters()).device
@@ -170,6 +223,8 @@ def _prefill(model, tokenizer, prompts, k, pad):
     out = model(input_ids=ids, attention_mask=att, position_ids=pos, past_key_values=cache, use_cache=True)
     if k > 1:
         cache.batch_repeat_interleave(k)
+    if all(type(layer).__name__ == "DynamicLayer" and layer.is_initialized for layer in cache.layers):
+        cache.layers = [_growing_layer()(layer, P + new_tokens) for layer in cache.layers]
     return (enc, cache, out.logits[:, -1].repeat_interleave(k, 0), att.repeat_interleave(k, 0),
             pos[:, -1:].repeat_interleave(k, 0) + 1)
 
@@ -182,7 +237,7 @@ def _decode(model, tokenizer, prompts, k, max_new_tokens, temperature, top_k, to
     eos = _eos_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(eos))
     with eval_mode(model):
-        enc, cache, logits, att, next_pos = _prefill(model, tokenizer, prompts, k, pad)
+        enc, cache, logits, att, next_pos = _prefill(model, tokenizer, prompts, k, pad, max_new_tokens)
         B = len(enc) * k
         gen: list[list[int]] = [[] for _ in range(B)]
         finish = ["length"] * B

@@ -1,5 +1,6 @@
 """The latro_update benchmark's two code paths (latro_core's update and the released trainer's
-pattern) on a tiny random model: one update each on the same batch must give the same loss."""
+pattern) on a tiny random model: one update each on the same batch must give the same loss; and the
+decode breakdown's timers reach every part without changing a sampled token."""
 
 import importlib.util
 import sys
@@ -10,13 +11,13 @@ import torch
 
 from latro_core.models import tiny_model
 
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "latro_update.py"
+_BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-def _bench():
-    name = "latro_update_bench"
+def _bench(file: str = "latro_update"):
+    name = f"{file}_bench"
     if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, _PATH)
+        spec = importlib.util.spec_from_file_location(name, _BENCHMARKS / f"{file}.py")
         mod = importlib.util.module_from_spec(spec)
         sys.modules[name] = mod          # dataclasses look their module up while the file runs
         spec.loader.exec_module(mod)
@@ -124,3 +125,24 @@ def test_shared_prompt_forward_runs_each_prompt_once(smol_tokenizer, one_thread)
     assert linear_flops(False) == bench.forward_flops(no_attention, lens, scored)
     assert linear_flops(True) == bench.forward_flops(no_attention, lens, scored, shared=[6] * 4)
     assert linear_flops(True) < linear_flops(False)
+
+
+def test_decode_breakdown_times_every_part_and_changes_no_sampled_token(smol_tokenizer, one_thread):
+    """Two prompts x K = 2 for 6 tokens on a tiny model: every timed part is reached (each > 0),
+    the forward holds more than its timed linears and attention, the instrumented run samples what
+    the plain one does (``breakdown`` checks it), and nothing stays patched afterwards."""
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    from latro_core import rollout
+
+    bench, sample_next = _bench("decode_breakdown"), rollout._sample_next
+    model = tiny_model(smol_tokenizer, seed=0)[0].eval()
+    runs, plain = bench.breakdown(model, smol_tokenizer, ["What is 2 + 3?", "Tom has 5 apples and eats 2."],
+                                  k=2, L=6, repeats=1)
+    parts = runs[0]["parts_s"]
+    assert set(parts) == set(bench.PARTS) and len(plain) == 1
+    assert all(parts[p] > 0 for p in bench.PARTS if p != "rest of loop")
+    assert sum(parts.values()) == pytest.approx(runs[0]["step_s"])
+    assert not any("forward" in vars(m) for m in model.modules())          # packing and timers undone
+    assert "sdpa" not in ALL_ATTENTION_FUNCTIONS._local_mapping and rollout._sample_next is sample_next
+    assert "decode" not in vars(smol_tokenizer)

@@ -11,7 +11,8 @@ from latro_core.errors import ConfigError
 from latro_core.models import tiny_model
 from latro_core import cpu_kernels
 from latro_core.cpu_kernels import prepacked_linears
-from latro_core.rollout import _cut_at_stop, _sample_next, find_stop, sample_rationales
+from latro_core import rollout
+from latro_core.rollout import _cut_at_stop, _growing_layer, _sample_next, find_stop, sample_rationales
 from latro_core.tasks import STOP_STRINGS
 
 
@@ -197,6 +198,66 @@ def test_greedy_rollout_matches_cache_free_decoding(sharp):
             assert roll.truncated[i * k + j].item() == (fin == "length")
     assert roll.rationale_ids[2] == refs[1][:3] and roll.finish[2] == "eos"
     assert finishes == {"eos", "length"}
+
+
+def test_growing_cache_layer_holds_what_transformers_dynamic_layer_holds():
+    """The same appends, K-fold repeat, rows leaving and a growth past the planned capacity, on
+    transformers' DynamicLayer (which concatenates) and on the rollout's in-place buffers: equal
+    keys and values, bit for bit, after every operation."""
+    from transformers.cache_utils import DynamicLayer
+
+    g = torch.Generator().manual_seed(0)
+
+    def kv(rows, n):
+        return torch.randn(rows, 2, n, 4, generator=g), torch.randn(rows, 2, n, 4, generator=g)
+
+    dynamic, first = DynamicLayer(), kv(2, 5)
+    dynamic.update(*first)
+    growing = _growing_layer()(dynamic, capacity=5 + 3)
+    steps = [("repeat", 3), ("append", 6), ("append", 6), ("select", torch.tensor([0, 2, 5])),
+             ("append", 3), ("append", 3), ("append", 3)]       # the last two go past the capacity of 8
+    for op, arg in steps:
+        if op == "append":
+            new = kv(arg, 1)
+            dynamic.update(*new), growing.update(*new)
+        else:
+            for layer in (dynamic, growing):
+                (layer.batch_repeat_interleave if op == "repeat" else layer.batch_select_indices)(arg)
+        assert torch.equal(dynamic.keys, growing.keys) and torch.equal(dynamic.values, growing.values), op
+        assert growing.get_seq_length() == dynamic.get_seq_length()
+    assert growing.get_seq_length() == 10
+
+
+def test_growing_cache_decoding_samples_as_concatenating_cache_decoding(sharp, monkeypatch):
+    """Decode-step logits are bit-identical with the in-place KV buffers and with transformers'
+    concatenating cache, and greedy and seeded sampling with rows of three prompt lengths give the
+    same rationales."""
+    model, tok = sharp
+
+    def rolls():
+        return [sample_rationales(model, tok, PROMPTS, k=2, max_new_tokens=10, stop_strings=None,
+                                  temperature=t, generator=[torch.Generator().manual_seed(s) for s in range(3)])
+                .rationale_ids for t in (0, 1.0)]
+
+    def logits(grow: bool):
+        """Twelve greedy decode steps after a 4-row prefill, every step's logits."""
+        from transformers import DynamicCache
+
+        ids = torch.tensor([_enc(tok, PROMPTS[2])] * 4)
+        with torch.no_grad():
+            cache = DynamicCache()
+            out = [model(input_ids=ids, past_key_values=cache, use_cache=True).logits[:, -1]]
+            if grow:
+                cache.layers = [_growing_layer()(layer, ids.shape[1] + 12) for layer in cache.layers]
+            for _ in range(12):
+                out.append(model(input_ids=out[-1].argmax(-1)[:, None], past_key_values=cache,
+                                 use_cache=True).logits[:, -1])
+        return torch.stack(out)
+
+    assert torch.equal(logits(True), logits(False))            # the same values, not only the same argmax
+    growing = rolls()
+    monkeypatch.setattr(rollout, "_growing_layer", lambda: (lambda layer, capacity: layer))
+    assert rolls() == growing
 
 
 def test_greedy_rollout_default_init_runs_to_length(tiny):

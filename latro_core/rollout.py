@@ -159,8 +159,9 @@ def eval_mode(model):
 def _growing_layer():
     """transformers' DynamicLayer with its keys and values as views into buffers allocated once for
     the whole decode, (B, heads, capacity, head_dim): a step writes its new position in place, where
-    DynamicLayer concatenates, copying the whole cache at every step (the two side by side:
-    results/decode_breakdown.md). ``keys`` / ``values`` hold
+    DynamicLayer concatenates, copying the whole cache at every step, a cost that grows with the
+    cache (8 rows, one thread: within noise at L = 128, 91.6 → 77.6 ms per step at L = 384;
+    results/decode_breakdown*.md). ``keys`` / ``values`` hold
     exactly the values DynamicLayer's would; only their memory layout differs (tests/test_rollout.py).
     A class made on first use, so that importing latro_core does not import transformers."""
     from transformers.cache_utils import DynamicLayer

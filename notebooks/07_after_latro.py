@@ -289,7 +289,9 @@ for q, ex in enumerate(questions):
         df[f"rank by {name}"] = df[name].rank(ascending=False, method="min").astype(int)
     tables.append(df)
     display(Markdown(f"**Question {q + 1}** (gold {ex.answer}): {short(ex.question, 120)}"))
-    display(df.round(3))
+    shown = df.round(3)
+    shown["probability"] = df["probability"].map("{:.1e}".format)     # πθ(y|x⊕z) is far below 0.001 here
+    display(shown)
 
 # %% [markdown]
 # LaTRO's and the probability reward's rankings agree (one is the log of the other, the same order);

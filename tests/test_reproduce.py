@@ -346,3 +346,22 @@ def test_every_profile_setting_names_fields_of_its_config_and_a_typo_fails_at_on
         check_settings({"latro": {"steps": 2, "learning_rate": 1e-5}})
     with pytest.raises(CE, match=r"run=\{paralel: \.\.\.\}"):
         check_settings({"run": {"paralel": 2}})
+
+
+def test_committed_outputs_drop_progress_bars_of_any_unit_and_keep_other_stderr(tmp_path):
+    """tqdm bars in steps, batches or iterations, and its IProgress warning, are dropped; a warning
+    that is not a bar, and stdout, are kept, with this machine's repository path made relative."""
+    from nbformat.v4 import new_output
+
+    from latro_core.experiments.reproduce import clean_outputs
+    from latro_core.provenance import REPO_ROOT as ROOT
+
+    bars = ["\rlatro arithmetic:  25%|██▌       | 3/12 [00:41<02:01, 13.53s/step, reward_mean=-39]",
+            "\rgenerate arithmetic (k=1, T=0.0): 100%|██████████| 1/1 [00:05<00:00,  5.63s/batch]",
+            "\rscore:  50%|█████     | 5/10 [00:01<00:01,  4.20it/s]",
+            "TqdmWarning: IProgress not found. Please update jupyter and ipywidgets."]
+    kept = ["UserWarning: 3/4 of the rows were cut at L\n"]
+    outs = [new_output("stream", name="stderr", text=t) for t in bars + kept]
+    outs.append(new_output("stream", name="stdout", text=f"wrote {ROOT}/results/table.md\n"))
+    cleaned = clean_outputs(outs)
+    assert [o["text"] for o in cleaned] == kept + ["wrote results/table.md\n"]

@@ -7,7 +7,7 @@ and optional ``overrides``, and its next cell reads ``notebook_settings("<notebo
   a few tokens. Checks that everything runs, says nothing about accuracy (tests, CI).
 - ``demo``   the CPU reproduction with the embedded SmolLM2-135M-Instruct: LaTRO, RFT and SFT on the
   generated arithmetic task (3 training seeds each), small GSM8K / ARC-Challenge evaluations.
-  Target: about 60 min on 2 cores; measured: 56 min from a clean clone, notebook 04 38 min of it (README).
+  Target: about 60 min on 2 cores; measured: 57 min from a clean clone, notebook 04 39 min of it (README).
 - ``gpu``    one 16-24 GB GPU (Colab's T4 or L4): Qwen2.5-0.5B-Instruct from the hub on GSM8K with
   LoRA, K = 8, L = 256, Base / SFT / RFT / LaTRO (notebook 04), sized by estimate for about 1-2 h;
   no GPU has run it yet (README "Paper scale"). Its smoke form, ``gpu-smoke``, runs on a CPU.

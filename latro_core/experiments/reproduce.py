@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -71,6 +72,10 @@ def save_outputs(executed: Path, notebook: Path, provenance: dict) -> None:
     nbformat.write(nb, notebook)
 
 
+# a tqdm bar, whatever its unit: "| 3/12 [00:41<02:01, 13.53s/step" (n/total [elapsed<remaining)
+_TQDM_BAR = re.compile(r"\| *\d+/\d+ \[\d+:\d+")
+
+
 def clean_outputs(outputs: list) -> list:
     """A cell's outputs as committed: progress-bar noise (tqdm's stderr: its bars and its "IProgress
     not found" warning) dropped, and this machine's repository path removed from the text
@@ -80,7 +85,7 @@ def clean_outputs(outputs: list) -> list:
     kept = []
     for out in outputs:
         if out.get("output_type") == "stream" and out.get("name") == "stderr" and (
-                "TqdmWarning" in out["text"] or "it/s]" in out["text"] or "s/it]" in out["text"]):
+                "TqdmWarning" in out["text"] or _TQDM_BAR.search(out["text"])):
             continue
         if out.get("output_type") == "stream":
             out["text"] = portable(out["text"])

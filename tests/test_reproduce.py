@@ -348,7 +348,7 @@ def test_every_profile_setting_names_fields_of_its_config_and_a_typo_fails_at_on
         check_settings({"run": {"paralel": 2}})
 
 
-def test_committed_outputs_drop_progress_bars_of_any_unit_and_keep_other_stderr(tmp_path):
+def test_committed_outputs_drop_progress_bars_of_any_unit_and_keep_other_stderr():
     """tqdm bars in steps, batches or iterations, and its IProgress warning, are dropped; a warning
     that is not a bar, and stdout, are kept, with this machine's repository path made relative."""
     from nbformat.v4 import new_output

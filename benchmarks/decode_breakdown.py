@@ -180,12 +180,12 @@ def floors(model, rows: int, mean_cache: float, rate: float) -> dict:
 def concatenating_cache():
     """Inside: the rollout keeps transformers' DynamicLayer, which concatenates at every step (the
     rollout before its in-place buffers)."""
-    made = rollout_mod._growing_layer
-    rollout_mod._growing_layer = lambda: (lambda layer, capacity: layer)
+    into_buffers = rollout_mod._into_buffers
+    rollout_mod._into_buffers = lambda cache, capacity: None
     try:
         yield
     finally:
-        rollout_mod._growing_layer = made
+        rollout_mod._into_buffers = into_buffers
 
 
 VARIANTS = {"in-place KV buffers": nullcontext, "concatenating cache": concatenating_cache}

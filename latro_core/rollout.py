@@ -161,9 +161,9 @@ def _growing_layer():
     the whole decode, (B, heads, capacity, head_dim): a step writes its new position in place, where
     DynamicLayer concatenates, copying the whole cache at every step, a cost that grows with the
     cache (8 rows, one thread: within noise at L = 128, 91.6 → 77.6 ms per step at L = 384;
-    results/decode_breakdown*.md). ``keys`` / ``values`` hold
-    exactly the values DynamicLayer's would; only their memory layout differs (tests/test_rollout.py).
-    A class made on first use, so that importing latro_core does not import transformers."""
+    results/decode_breakdown*.md). ``keys`` / ``values`` hold exactly the values DynamicLayer's
+    would; only their memory layout differs (tests/test_rollout.py). A class made on first use, so
+    that importing latro_core does not import transformers."""
     from transformers.cache_utils import DynamicLayer
 
     class GrowingLayer(DynamicLayer):
@@ -204,6 +204,15 @@ def _growing_layer():
     return GrowingLayer
 
 
+def _into_buffers(cache, capacity: int) -> None:
+    """Moves a filled ``DynamicCache``'s layers into :func:`_growing_layer` buffers of ``capacity``
+    positions; a cache with other layer kinds (sliding windows, ...) is left as it is."""
+    from transformers.cache_utils import DynamicLayer
+
+    if all(type(layer) is DynamicLayer and layer.is_initialized for layer in cache.layers):
+        cache.layers = [_growing_layer()(layer, capacity) for layer in cache.layers]
+
+
 def _prefill(model, tokenizer, prompts, k, pad, new_tokens):
     """Each prompt once through the model, left-padded, its KV cache then repeated K times
     (question-major) and moved into buffers with room for ``new_tokens`` more positions. Returns
@@ -224,8 +233,7 @@ def _prefill(model, tokenizer, prompts, k, pad, new_tokens):
     out = model(input_ids=ids, attention_mask=att, position_ids=pos, past_key_values=cache, use_cache=True)
     if k > 1:
         cache.batch_repeat_interleave(k)
-    if all(type(layer).__name__ == "DynamicLayer" and layer.is_initialized for layer in cache.layers):
-        cache.layers = [_growing_layer()(layer, P + new_tokens) for layer in cache.layers]
+    _into_buffers(cache, P + new_tokens)
     return (enc, cache, out.logits[:, -1].repeat_interleave(k, 0), att.repeat_interleave(k, 0),
             pos[:, -1:].repeat_interleave(k, 0) + 1)
 

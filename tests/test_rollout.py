@@ -248,7 +248,7 @@ def test_growing_cache_decoding_samples_as_concatenating_cache_decoding(sharp, m
             cache = DynamicCache()
             out = [model(input_ids=ids, past_key_values=cache, use_cache=True).logits[:, -1]]
             if grow:
-                cache.layers = [_growing_layer()(layer, ids.shape[1] + 12) for layer in cache.layers]
+                rollout._into_buffers(cache, ids.shape[1] + 12)
             for _ in range(12):
                 out.append(model(input_ids=out[-1].argmax(-1)[:, None], past_key_values=cache,
                                  use_cache=True).logits[:, -1])
@@ -256,7 +256,7 @@ def test_growing_cache_decoding_samples_as_concatenating_cache_decoding(sharp, m
 
     assert torch.equal(logits(True), logits(False))            # the same values, not only the same argmax
     growing = rolls()
-    monkeypatch.setattr(rollout, "_growing_layer", lambda: (lambda layer, capacity: layer))
+    monkeypatch.setattr(rollout, "_into_buffers", lambda cache, capacity: None)
     assert rolls() == growing
 
 

@@ -120,7 +120,8 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, skip=()) -> None:
         base = next((a for a in args if a is not type(None)), t) if args else t
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         flag = "--" + f.name.replace("_", "-")
-        help_ = (notes.get(f.name, "") + f" (default {default})").strip().replace("%", "%%")
+        # "%(default)s" is filled in when help is shown, so a parser's set_defaults shows in --help too
+        help_ = (notes.get(f.name, "").replace("%", "%%") + " (default %(default)s)").strip()
         if base is bool:
             parser.add_argument(flag, type=_parse_bool, nargs="?", const=True, default=default, help=help_)
         elif base is dict:

@@ -120,3 +120,17 @@ def test_a_notebook_reads_a_written_study_back_as_formatted_rows_and_paired_comp
     assert rows == [{"row": "LaTRO, 12 steps", "test % [95%]": "50.0 [40.0, 60.0]", "unseen % [95%]": "–", "seeds": 5}]
     assert comparisons == [{"A": "LaTRO, 12 steps", "B": "Base", "test": "+10.0 [+2.0, +20.0], P(A>B) = 0.80",
                             "unseen": "–"}]
+
+
+def test_a_study_scripts_help_shows_its_own_defaults_not_the_config_classes(capsys):
+    """``study_main(defaults=…)`` replaces StudyConfig's defaults; ``--help`` must show the replaced ones."""
+    import pytest
+
+    from latro_core.experiments.study import Design, study_main
+
+    design = Design(title="t", name="t", intro="", grid="", curve_n=0, info={}, comparisons=[])
+    with pytest.raises(SystemExit):
+        study_main(["--help"], script="s.py", tuning=list, finals=None, design=design, eval_kw={}, doc="d",
+                   defaults={"out": "results/study_elsewhere"})
+    out = " ".join(capsys.readouterr().out.split())
+    assert "(default results/study_elsewhere)" in out and "(default results/study_arithmetic)" not in out

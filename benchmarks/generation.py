@@ -23,6 +23,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -85,8 +86,8 @@ def rollout_module_at(rev: str):
                          text=True, check=True).stdout
     d = Path(tempfile.mkdtemp(prefix="rollout_rev_"))
     path = d / "rollout_at_rev.py"
-    path.write_text(src.replace("from .tasks import", "from latro_core.tasks import")
-                    .replace("from .errors import", "from latro_core.errors import"))
+    # every relative import ("from .tasks import", "from .cpu_kernels import", ...) reads today's package
+    path.write_text(re.sub(r"^(\s*)from \.(\w)", r"\1from latro_core.\2", src, flags=re.M))
     spec = importlib.util.spec_from_file_location("rollout_at_rev", path)
     mod = importlib.util.module_from_spec(spec)
     sys.modules["rollout_at_rev"] = mod

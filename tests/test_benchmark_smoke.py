@@ -146,3 +146,12 @@ def test_decode_breakdown_times_every_part_and_changes_no_sampled_token(smol_tok
     assert not any("forward" in vars(m) for m in model.modules())          # packing and timers undone
     assert "sdpa" not in ALL_ATTENTION_FUNCTIONS._local_mapping and rollout._sample_next is sample_next
     assert "decode" not in vars(smol_tokenizer)
+
+
+def test_the_generation_benchmarks_baseline_revision_imports_with_every_relative_import_rewritten():
+    """``generation.py --baseline-rev REV`` imports rollout.py as of REV outside the package; a relative
+    import left unrewritten (rollout imports ``.cpu_kernels`` and ``.tasks``) fails there."""
+    mod = _bench("generation").rollout_module_at("HEAD")
+    src = Path(mod.__file__).read_text()
+    assert "from ." not in src and "from latro_core.cpu_kernels import" in src
+    assert callable(mod.sample_rationales)

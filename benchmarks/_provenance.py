@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -30,6 +32,11 @@ def machine_info() -> dict:
         pass
     return {"cpu": cpu, "cpus": os.cpu_count(), "torch": torch.__version__, "transformers": transformers.__version__,
             "torch_threads": torch.get_num_threads(), "python": platform.python_version()}
+
+
+def command_line(argv: list[str] | None = None) -> str:
+    """The command that ran, as a shell would need it typed (``--ways "rollout ("`` stays one argument)."""
+    return "python " + shlex.join([os.path.relpath(sys.argv[0], ROOT)] + list(sys.argv[1:] if argv is None else argv))
 
 
 def git_commit() -> str:

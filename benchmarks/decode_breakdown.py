@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks._provenance import git_commit, machine_info  # noqa: E402
+from benchmarks._provenance import command_line, git_commit, machine_info  # noqa: E402
 from benchmarks.generation import NoEos, no_model_eos  # noqa: E402
 from benchmarks.latro_update import machine_peaks  # noqa: E402
 from latro_core import rollout as rollout_mod  # noqa: E402
@@ -216,7 +216,7 @@ def main(argv=None) -> None:
         v["median_run"] = sorted(v["runs"], key=lambda r: r["step_s"])[len(v["runs"]) // 2]
     prompt_len = statistics.mean(len(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts)
     mean_cache = prompt_len + args.L / 2
-    out = {"command": "python " + " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]),
+    out = {"command": command_line(),
            "git_commit": git_commit(), "machine": machine_info(), "peaks": peaks,
            "settings": {**vars(args), "rows": rows, "mean_cache_tokens": mean_cache}, "variants": res,
            "floors_s": floors(model, rows, mean_cache, peaks["stream_bytes_per_s"])}

@@ -22,7 +22,6 @@ import argparse
 import contextlib
 import importlib.util
 import json
-import os
 import re
 import statistics
 import subprocess
@@ -37,8 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks._provenance import (cuda_peak_mb, device_info, git_commit, machine_info, reset_cuda_peak,  # noqa: E402
-                                    spec_peak_flops, sync)
+from benchmarks._provenance import (command_line, cuda_peak_mb, device_info, git_commit, machine_info,  # noqa: E402
+                                    reset_cuda_peak, spec_peak_flops, sync)
 from latro_core import rollout as rollout_mod  # noqa: E402
 from latro_core.models import load_model  # noqa: E402
 from latro_core.tasks import load_task  # noqa: E402
@@ -257,6 +256,8 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--baseline-rev", default=None, help="also time latro_core/rollout.py as of this git revision")
+    ap.add_argument("--ways", default="", help="comma-separated prefixes of the ways to time (\"rollout (\": the "
+                    "rollout alone); the --baseline-rev way always runs; \"\": every way")
     ap.add_argument("--prefill-repeats", type=int, default=5, help="prefill-only comparison (0: skip)")
     ap.add_argument("--compile", action="store_true", help="also try torch.compile (subprocess, capped)")
     ap.add_argument("--compile-timeout", type=int, default=480)
@@ -276,13 +277,15 @@ def main(argv=None) -> None:
     ways = dict(WAYS)
     if args.device != "cpu":       # oneDNN's prepacked kernels are CPU-only: there prepack=False is the rollout itself
         ways.pop("rollout, MKL linears (prepack=False)")
-    if args.baseline_rev:
-        ways[f"rollout @ {args.baseline_rev}"] = way_rollout(mod=rollout_module_at(args.baseline_rev))
+    if args.ways:
+        ways = {n: w for n, w in ways.items() if any(n.startswith(p.strip()) for p in args.ways.split(","))}
+    baseline = f"rollout @ {args.baseline_rev}" if args.baseline_rev else None
+    if baseline:
+        ways[baseline] = way_rollout(mod=rollout_module_at(args.baseline_rev))
+    if not ways:
+        raise SystemExit(f"generation.py: error: no way starts with {args.ways!r}; the ways: {', '.join(WAYS)}")
     print(f"{len(prompts)} prompts x {args.L} new tokens, {torch.get_num_threads()} threads")
     res = run_rounds(model, tok, ways, prompts, args.L, args.repeats, args.seed)
-    if args.baseline_rev:
-        res[f"rollout @ {args.baseline_rev}"]["same_tokens_as_rollout"] = res[f"rollout @ {args.baseline_rev}"].get(
-            "same_tokens_as_rollout")
     pre = None
     if args.prefill_repeats:
         pre = {str(n): prefill_bench(model, tok, prompts[:n], args.prefill_repeats) for n in sorted({1, len(prompts)})}
@@ -303,12 +306,14 @@ def main(argv=None) -> None:
         except subprocess.TimeoutExpired:
             compile_note = f"gave up: compiling + timing did not finish within {args.compile_timeout}s"
         print("torch.compile:", compile_res or compile_note)
-    out = {"command": "python " + " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]),
+    out = {"command": command_line(),
            "git_commit": git_commit(), "machine": {**machine_info(), **device_info(args.device)},
            "settings": {"prompts": args.prompts, "L": args.L, "repeats": args.repeats, "seed": args.seed,
                         "device": args.device, "dtype": args.dtype},
            "results": res, "prefill": pre, "compile": compile_res, "compile_note": compile_note}
-    ref = res["generate (sdpa, dynamic cache)"]["tokens_per_s"]
+    # the column "vs" compares with generate when it ran, else with the baseline revision, else the first way
+    ref_name = next(n for n in ("generate (sdpa, dynamic cache)", baseline, next(iter(res))) if n in res)
+    ref, cref = res[ref_name]["tokens_per_s"], res[ref_name].get("tokens_per_cpu_s")
     lines = ["# Decoding speed: sample_rationales vs model.generate", "",
              f"Command: `{out['command']}`  ", f"Commit: `{out['git_commit']}`  ",
              f"Machine: {out['machine']['cpu']}, {out['machine']['cpus']} CPUs, torch {out['machine']['torch']} "
@@ -316,15 +321,20 @@ def main(argv=None) -> None:
              f"Batch: {args.prompts} prompts (arithmetic/train), exactly {args.L} new tokens each, SmolLM2-135M "
              f"{args.dtype} on {args.device}, "
              f"pure sampling T=1; median of {args.repeats} rounds (order rotating).", "",
-             "| way | tokens | median s | tokens/s | vs generate | median CPU s | tokens per CPU s | vs generate (CPU) | "
+             f"| way | tokens | median s | tokens/s | vs {ref_name} | median CPU s | tokens per CPU s | vs {ref_name} (CPU) | "
              "runs (s) | same tokens as rollout |", "|---|---|---|---|---|---|---|---|---|---|"]
-    cref = res["generate (sdpa, dynamic cache)"].get("tokens_per_cpu_s")
     for n, r in res.items():
         same = r.get("same_tokens_as_rollout")
         lines.append(f"| {n} | {r['tokens']} | {r['median_s']:.2f} | {r['tokens_per_s']:.1f} | "
                      f"{r['tokens_per_s'] / ref:.2f}x | {r['median_cpu_s']:.2f} | {r['tokens_per_cpu_s']:.1f} | "
                      f"{r['tokens_per_cpu_s'] / cref:.2f}x | {', '.join(f'{t:.1f}' for t in r['times_s'])} | "
                      f"{'' if same is None else ('yes' if same else 'NO')} |")
+    if baseline and "rollout (sample_rationales)" in res:
+        now, then = res["rollout (sample_rationales)"], res[baseline]
+        out["speedup_vs_baseline"] = {"wall": then["median_s"] / now["median_s"], "cpu": then["median_cpu_s"] / now["median_cpu_s"]}
+        lines += ["", f"**sample_rationales at this commit vs at {args.baseline_rev}: "
+                      f"{out['speedup_vs_baseline']['wall']:.2f}x** wall, {out['speedup_vs_baseline']['cpu']:.2f}x CPU "
+                      f"(the same process, the ways alternating round by round)."]
     if args.device != "cpu":
         # model FLOPs per generated token: 2 per matmul weight (decoder + vocabulary projection; attention left out)
         emb, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight

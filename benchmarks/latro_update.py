@@ -58,8 +58,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks._provenance import (cuda_peak_mb, device_info, git_commit, machine_info, reset_cuda_peak,  # noqa: E402
-                                    spec_peak_flops, sync)
+from benchmarks._provenance import (command_line, cuda_peak_mb, device_info, git_commit, machine_info,  # noqa: E402
+                                    reset_cuda_peak, spec_peak_flops, sync)
 from latro_core.fast_logprobs import _prompt_groups, _split_lm, can_share_prompt  # noqa: E402
 from latro_core.logprobs import PolicyScorer, pack, sequence_logprobs  # noqa: E402
 from latro_core.models import LoraSpec, add_lora, enable_checkpointing, frozen_copy, load_model  # noqa: E402
@@ -755,7 +755,7 @@ def drive(args) -> dict:
         ratio["cpu_time_literal_over_fast_ckpt"] = lc["total_cpu_s"] / summary["fast-ckpt"]["cpu"]["total_cpu_s"]
     info = {**machine_info(), **device_info(args.device)}
     info["torch_threads"] = ready["fast"]["threads"]
-    return {"command": "python " + " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]),
+    return {"command": command_line(),
             "settings": {"k": args.k, "questions": args.questions, "L": args.L, "samples": args.k * args.questions,
                          "repeats": args.repeats, "warmup": args.warmup, "lora": args.lora, "lr": args.lr,
                          "seed": args.seed, "dtype": args.dtype, "device": args.device, "task": "arithmetic/train",

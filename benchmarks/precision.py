@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -25,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks._provenance import git_commit, machine_info  # noqa: E402
+from benchmarks._provenance import command_line, git_commit, machine_info  # noqa: E402
 
 
 def timed(fn, min_iters: int, budget_s: float, max_iters: int, cpu: list | None = None) -> list[float]:
@@ -132,7 +131,7 @@ def main(argv=None) -> None:
         print(f"fwd+bwd {mode:14s} {r['median_s']:.2f}s ({r['tokens_per_s']:.1f} tokens/s, ~{r['approx_tflops']:.4f} TFLOP/s, "
               f"loss {r['loss']:.4f})", flush=True)
     commit = git_commit()
-    doc = {"command": "python " + " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]), "git_commit": commit,
+    doc = {"command": command_line(), "git_commit": commit,
            "machine": {**machine_info(), **bf16_kernel_support()}, "results": res}
     m = doc["machine"]
     f32 = {r["n"]: r for r in res["matmul"] if r["dtype"] == "float32"}

@@ -34,9 +34,9 @@ def machine_info() -> dict:
             "torch_threads": torch.get_num_threads(), "python": platform.python_version()}
 
 
-def command_line(argv: list[str] | None = None) -> str:
+def command_line() -> str:
     """The command that ran, as a shell would need it typed (``--ways "rollout ("`` stays one argument)."""
-    return "python " + shlex.join([os.path.relpath(sys.argv[0], ROOT)] + list(sys.argv[1:] if argv is None else argv))
+    return "python " + shlex.join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
 
 
 def git_commit() -> str:

@@ -5,8 +5,11 @@ import dataclasses
 import json
 from pathlib import Path
 
+import pytest
+
 from latro_core.stats import SEEDS_AND_QUESTIONS
-from latro_core.experiments.study import Cell, StudyConfig, compare, grid_name, pick, row_stats, run_cells
+from latro_core.experiments.study import (Cell, Design, StudyConfig, compare, grid_name, pick, row_stats, run_cells,
+                                         study_main)
 
 POINTS = [{"lr": 5e-6, "temperature": 0.7}, {"lr": 5e-6, "temperature": 1.0}, {"lr": 5e-5, "temperature": 0.7}]
 
@@ -124,10 +127,6 @@ def test_a_notebook_reads_a_written_study_back_as_formatted_rows_and_paired_comp
 
 def test_a_study_scripts_help_shows_its_own_defaults_not_the_config_classes(capsys):
     """``study_main(defaults=…)`` replaces StudyConfig's defaults; ``--help`` must show the replaced ones."""
-    import pytest
-
-    from latro_core.experiments.study import Design, study_main
-
     design = Design(title="t", name="t", intro="", grid="", curve_n=0, info={}, comparisons=[])
     with pytest.raises(SystemExit):
         study_main(["--help"], script="s.py", tuning=list, finals=None, design=design, eval_kw={}, doc="d",

@@ -86,7 +86,15 @@ REWARDS = {
 }
 
 
+def register_reward(reward: Reward) -> Reward:
+    """Add ``reward`` to :data:`REWARDS`: ``latro train --reward <name>`` then trains with it
+    (``tests/toy_reward.py`` adds one from outside the library)."""
+    REWARDS[reward.name] = reward
+    return reward
+
+
 def reward_spec(name: str) -> Reward:
+    """The registered reward ``name``; ConfigError naming the known ones if there is none."""
     if name not in REWARDS:
         raise ConfigError(f"reward {name!r} is not one of {', '.join(REWARDS)}")
     return REWARDS[name]

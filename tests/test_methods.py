@@ -43,6 +43,31 @@ def test_a_method_registered_outside_latro_core_trains_one_step_through_the_comm
     assert method_names()["answer_only"] == "Answer only"
 
 
+def test_a_reward_registered_outside_latro_core_trains_one_step_through_the_command_line(
+        tmp_path, monkeypatch, smol_tokenizer, request):
+    """tests/toy_reward.py registers φ = √ (objective.REWARDS); ``latro train --reward`` takes it
+    with nothing else in the library changed."""
+    from latro_core.objective import REWARDS
+    sys.modules.pop("toy_reward", None)
+    request.addfinalizer(lambda: REWARDS.pop("sqrt_probability", None))
+    import toy_reward                                                    # noqa: F401  (registers it)
+
+    tok = prepare_tokenizer(smol_tokenizer)
+    model = tiny_model(tok)[0]
+    monkeypatch.setattr(trainer_mod, "load_model", lambda *a, **k: (model, tok))
+    out = tmp_path / "run"
+    code = cli.main(["train", "--reward", "sqrt_probability", "--truncation", "none", "--task", "arithmetic",
+                     "--task-kwargs", '{"n": 8}', "--steps", "1", "--questions-per-step", "2", "--k", "2",
+                     "--micro-batch", "4", "--max-new-tokens", "8", "--lr", "1e-3", "--device", "cpu",
+                     "--progress", "false", "--out-dir", str(out)])
+    assert code == 0
+    config = json.loads((out / "config.json").read_text())
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert config["reward"] == "sqrt_probability" and [m["step"] for m in metrics] == [1]
+    # R = √πθ(y|x⊕z) lies in (0, 1]; its direct term ½√π·log π makes the answer loss non-zero
+    assert 0 < metrics[0]["reward_mean"] <= 1 and metrics[0]["answer_loss"] != 0
+
+
 def test_the_trainer_reads_each_methods_needs_from_its_record():
     assert [m.command for m in METHODS.values()][:3] == ["sft", "rft", "train"]
     with pytest.raises(ConfigError, match=r"method='dpo' is not one of \('sft', 'rft', 'latro'"):

@@ -4,6 +4,8 @@ exact-enumeration check that the estimator's expected gradient is the true gradi
 import copy
 import dataclasses
 import itertools
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +14,8 @@ from latro_core.errors import ConfigError
 from latro_core.logprobs import mean_answer_probability, pack, sequence_logprobs
 from latro_core.objective import (REWARDS, TRUNCATION_RULES, latro_loss, latro_update, penalize_truncated, rloo_advantages,
                                   self_reward)
+
+sys.path.insert(0, str(Path(__file__).parent))      # tests/toy_reward.py
 
 # ----------------------------------------------------------------------------- RLOO
 
@@ -257,7 +261,7 @@ def _answer_reward(toy, reward):
     if reward == "rlpr":     # held fixed: RLPR's estimator is a semi-gradient (objective.REWARDS)
         return (info["answer_prob"] - info["answer_prob_without_z"]).clamp(0, 1)
     return {"latro": ly, "probability": ly.exp(), "verifier": info["correct"].double(),
-            "verifier_z_only": info["correct"].double()}[reward]
+            "verifier_z_only": info["correct"].double(), "sqrt_probability": (ly / 2).exp()}[reward]
 
 
 def _exact_grad(toy, beta, reward="latro"):
@@ -360,6 +364,24 @@ def test_the_reward_checks_reject_wrong_variants(toy, own_toy, monkeypatch):
         exact = _exact_grad(t, beta, reward)
         ok, z, _ = _check(exact, *_estimator_moments(t, beta, reward=reward, advantages="mean_all"))
         assert not ok and z > 10, (reward, z)
+
+
+def test_a_reward_registered_outside_latro_core_is_checked_exact_with_nothing_else_changed(toy, request):
+    """A reward is one record (objective.REWARDS): tests/toy_reward.py adds φ = √, R = √πθ(y|x⊕z),
+    from outside the library; the estimator built from that record alone has the mean ∇J of
+    E_z[√πθ(y|x⊕z)] − β·KL, and without its direct term it has not."""
+    sys.modules.pop("toy_reward", None)
+    request.addfinalizer(lambda: REWARDS.pop("sqrt_probability", None))     # the other tests see four rewards
+    import toy_reward                                                       # importing it registers it
+
+    assert REWARDS["sqrt_probability"] is toy_reward.SQRT_PROBABILITY
+    beta = 0.1
+    exact = _exact_grad(toy, beta, "sqrt_probability")
+    assert exact.norm() > 1e-2 and (exact - _exact_grad(toy, beta, "probability")).norm() > 0.1 * exact.norm()
+    ok, z, rel = _check(exact, *_estimator_moments(toy, beta, reward="sqrt_probability"))
+    assert ok and rel < REL_TOL, (z, rel)
+    ok, z, _ = _check(exact, *_estimator_moments(toy, beta, reward="sqrt_probability", lam=0.0))
+    assert not ok and z > 10, z
 
 
 def test_exactness_check_rejects_wrong_estimators(toy):

@@ -6,6 +6,7 @@ no backend and leaves no open figures: notebooks keep their inline plots, script
 - :func:`figure2`            the paper's Figure 2: NLL of the gold answer by rationale kind, per model
 - :func:`plot_training`      training curves from ``metrics.jsonl`` (small multiples)
 - :func:`plot_seed_bands`    a line per method, a band over its seeds (validation accuracy vs step)
+- :func:`plot_study_rows`    a study's rows: each split's mean and seed-and-question interval, per length
 - :func:`plot_maj_at_k`      maj@k accuracy vs k (log2 axis), from evaluation summaries
 - :func:`plot_accuracy_vs_L` accuracy vs the rationale budget L
 """
@@ -179,6 +180,45 @@ def plot_seed_bands(curves: dict[str, list[list[tuple[int, float]]]], path, *, s
     ax.set_xlabel("optimizer step")
     ax.set_title(title + (f", n = {eval_n} questions" if eval_n else ""), fontsize=9)
     ax.legend(fontsize=7, frameon=False)
+    return _save(fig, path)
+
+
+def _row_length(label: str) -> str | None:
+    """"LaTRO, 12 steps" -> "12 steps"; None for a row trained for no length ("Base")."""
+    return label.rsplit(", ", 1)[1] if label.endswith(" steps") else None
+
+
+def plot_study_rows(rows: list[dict], path, *, splits=("test", "unseen"), n_note: str = "") -> str:
+    """A study's table as a picture: one panel per training length (a row label's ", N steps"), one
+    line per method, each split's mean with its 95% interval over seeds, then questions. ``rows``:
+    the report's rows {"row", "seeds_planned", split: {"mean", "ci95", "seeds"} or None}; a row with
+    no length (Base) is in every panel; a row short of its planned seeds says how many it has."""
+    lengths = sorted({L for r in rows if (L := _row_length(r["row"]))}, key=lambda L: int(L.split()[0])) or [None]
+    names = list(dict.fromkeys(r["row"].rsplit(", ", 1)[0] if _row_length(r["row"]) else r["row"] for r in rows))
+    fig = Figure(figsize=(3.2 + 2.6 * len(lengths), 1.0 + 0.34 * len(names)))
+    axes = fig.subplots(1, len(lengths), sharey=True, squeeze=False)[0]
+    for ax, L in zip(axes, lengths):
+        for j, (split, dy) in enumerate(zip(splits, _offsets(len(splits), 0.3))):
+            for y, name in enumerate(names):
+                r = next((r for r in rows if r["row"] in (name, f"{name}, {L}")), None)
+                if r and not r.get(split) and j == 0:
+                    ax.text(0.02, y, f"0 of {r.get('seeds_planned', '?')} seeds yet", fontsize=6, va="center",
+                            transform=ax.get_yaxis_transform())
+                if not (r and (c := r.get(split))):
+                    continue
+                m, (lo, hi) = 100 * c["mean"], c["ci95"]
+                ax.errorbar([m], [y + dy], xerr=[[m - 100 * lo], [100 * hi - m]], fmt="os"[j % 2], ms=4, capsize=2,
+                            color=f"C{j}", label=split if y == 0 else None)
+                if j == 0 and c["seeds"] < r.get("seeds_planned", c["seeds"]):
+                    ax.annotate(f"{c['seeds']} of {r['seeds_planned']} seeds", (100 * hi, y + dy), fontsize=6,
+                                xytext=(3, -2), textcoords="offset points")
+        ax.set_title(L or "", fontsize=9)
+        ax.set_xlabel("accuracy, greedy (%)")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(range(len(names)), names, fontsize=8)
+    axes[0].invert_yaxis()
+    axes[0].legend(fontsize=7, frameon=False, loc="lower right")
+    fig.suptitle("bars: 95% over seeds, then questions" + (f"; {n_note}" if n_note else ""), fontsize=8)
     return _save(fig, path)
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from latro_core.stats import SEEDS_AND_QUESTIONS
 from latro_core.experiments.study import (Cell, Design, StudyConfig, compare, grid_name, pick, row_stats, run_cells,
-                                         study_main)
+                                         study_main, write_report)
 
 POINTS = [{"lr": 5e-6, "temperature": 0.7}, {"lr": 5e-6, "temperature": 1.0}, {"lr": 5e-5, "temperature": 0.7}]
 
@@ -106,6 +106,29 @@ def test_the_replay_check_ignores_timings_and_names_the_metric_that_moved():
     assert replay.compare(recorded, same) == [(1, "none (all equal)", 0.0), (2, "none (all equal)", 0.0)]
     moved = [recorded[0], {**recorded[1], "kl_mean": 0.25}]
     assert replay.compare(recorded, moved)[1][:2] == (2, "kl_mean")
+
+
+def test_the_report_says_how_many_seeds_each_row_has_and_draws_the_rows_with_their_intervals(tmp_path, monkeypatch):
+    """A row still running (1 of 2 seeds, or none yet) is written as such in the table, the JSON and the
+    rows figure; the comparison with a row not yet run is empty, not zero."""
+    monkeypatch.chdir(tmp_path)                                       # the figures go to ./figures/
+    out = tmp_path / "study"
+    base = Cell("base", "base", None, ("test",), "Base")
+    short = [Cell(f"final/latro_12steps_seed{s}", "latro", {"steps": 12}, ("test",), "LaTRO, 12 steps") for s in (0, 1)]
+    long = [Cell(f"final/latro_36steps_seed{s}", "latro", {"steps": 36}, ("test",), "LaTRO, 36 steps") for s in (0, 1)]
+    record_eval(out, base, "test", [i < 2 for i in range(10)])
+    record_eval(out, short[0], "test", [i < 6 for i in range(10)])
+    design = Design(title="t", name="s", intro="", grid="", splits=("test",), info={},
+                    comparisons=[("LaTRO, 12 steps", "Base"), ("LaTRO, 36 steps", "Base")])
+    meta = write_report(StudyConfig(out=str(out)), "python s.py", [base, *short, *long], {}, design)
+    rows = {r["row"]: r for r in meta["rows"]}
+    assert rows["LaTRO, 12 steps"]["test"]["seeds"] == 1 and rows["LaTRO, 12 steps"]["seeds_planned"] == 2
+    assert rows["LaTRO, 36 steps"]["test"] is None
+    assert "mean" in meta["comparisons"][0] and "mean" not in meta["comparisons"][1]
+    md = (tmp_path / "study.md").read_text()
+    assert "| LaTRO, 12 steps | 60.0 [" in md and "| 1 of 2 |" in md and "| LaTRO, 36 steps | – | – | 0 of 2 |" in md
+    assert meta["rows_figure"] == "figures/s_rows.png" and (tmp_path / "figures/s_rows.png").stat().st_size > 1000
+    assert f"`{meta['rows_figure']}`" in md
 
 
 def test_a_notebook_reads_a_written_study_back_as_formatted_rows_and_paired_comparisons(tmp_path):

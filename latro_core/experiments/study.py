@@ -343,7 +343,7 @@ def write_report(cfg: StudyConfig, cmd: str, cells: list[Cell], picks: dict, des
     """``<cfg.out>.{md,json,csv}`` and the figure: one row per cell label (seed-and-question intervals on
     each split, the finished share, each seed's accuracy), the paired comparisons with P(A > B), and
     the tuning grid with its picks. Returns the JSON content."""
-    from ..plots import plot_seed_bands
+    from ..plots import plot_seed_bands, plot_study_rows
 
     rows: dict[str, list[Cell]] = {}
     for c in cells:
@@ -358,9 +358,12 @@ def write_report(cfg: StudyConfig, cmd: str, cells: list[Cell], picks: dict, des
     figure = plot_seed_bands(curves, f"figures/{design.name}.png", eval_n=design.curve_n,
                              start=None if base is None else base["mean"],
                              title=f"{design.curve_rows} runs: validation accuracy, greedy (%)") if curves else None
+    n = sorted({x for e in table for split in design.splits if e[split] for x in e[split]["n"]})
+    rows_figure = plot_study_rows(table, f"figures/{design.name}_rows.png", splits=design.splits,
+                                  n_note=f"n = {'/'.join(map(str, n))} questions per seed and split")
     meta = portable({"command": cmd, "git_commit": git_commit(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                      "design": {**(design.info or {}), "grid": design.grid}, "picks": picks, "rows": table,
-                     "comparisons": comparisons, "figure": figure})
+                     "comparisons": comparisons, "figure": figure, "rows_figure": rows_figure})
     with writing(f"the study's report {cfg.out}.*", "its run records are untouched: rerun with --phase report"):
         Path(f"{cfg.out}.json").write_text(json.dumps(meta, indent=1, default=str))
         with open(f"{cfg.out}.csv", "w", newline="") as f:
@@ -402,6 +405,8 @@ def report_markdown(meta: dict, design: Design, out: str) -> str:
     for a, b in design.comparisons:
         cells = [format_difference(by[(a, b, s)] if "mean" in by[(a, b, s)] else None) for s in design.splits]
         lines.append(f"| {a} | {b} | " + " | ".join(cells) + " |")
+    lines += ["", f"Figure: `{meta['rows_figure']}` (the table above: each split's mean, bars its 95% interval "
+                  "over seeds, then questions; one panel per training length)."]
     if meta["figure"]:
         lines += ["", f"Figure: `{meta['figure']}` ({design.curve_rows} runs, validation accuracy on {design.curve_n} "
                       "questions; line: mean over seeds, band: lowest to highest seed; star: the base model)."]

@@ -217,7 +217,7 @@ def plot_study_rows(rows: list[dict], path, *, splits=("test", "unseen"), n_note
         ax.grid(axis="x", alpha=0.3)
     axes[0].set_yticks(range(len(names)), names, fontsize=8)
     axes[0].invert_yaxis()
-    axes[0].legend(fontsize=7, frameon=False, loc="lower right")
+    axes[-1].legend(fontsize=7, frameon=False, loc="best")
     fig.suptitle("bars: 95% over seeds, then questions" + (f"; {n_note}" if n_note else ""), fontsize=8)
     return _save(fig, path)
 

@@ -375,7 +375,7 @@ def write_report(cfg: StudyConfig, cmd: str, cells: list[Cell], picks: dict, des
                         w.writerow([e["row"], split, c["mean"], *c["ci95"], c["ci"], c["seeds"], c["n"][0],
                                     " ".join(f"{x:.3f}" for x in c["per_seed"]), c["finished"]])
         Path(f"{cfg.out}.md").write_text(report_markdown(meta, design, cfg.out))
-    print(f"{cfg.out}.md, .json, .csv" + (f", {figure}" if figure else ""))
+    print(f"{cfg.out}.md, .json, .csv, {rows_figure}" + (f", {figure}" if figure else ""))
     return meta
 
 

@@ -217,7 +217,8 @@ def plot_study_rows(rows: list[dict], path, *, splits=("test", "unseen"), n_note
         ax.grid(axis="x", alpha=0.3)
     axes[0].set_yticks(range(len(names)), names, fontsize=8)
     axes[0].invert_yaxis()
-    fig.legend(*axes[0].get_legend_handles_labels(), loc="upper right", ncol=len(splits), fontsize=7, frameon=False)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="upper right", bbox_to_anchor=(0.97, 1.0), ncol=len(splits), fontsize=7,
+               frameon=False)
     fig.suptitle("bars: 95% over seeds, then questions" + (f"; {n_note}" if n_note else ""), fontsize=8, x=0.02,
                  ha="left")
     return _save(fig, path)

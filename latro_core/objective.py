@@ -24,7 +24,9 @@ p_M(y|x) = E_{z~πθ}[πθ(y|x⊕z)] and proposes surrogates E_z[φ(πθ(y|x⊕z
 A_k the RLOO advantages of r, and w_k = ∂R/∂ℓ at z_k, the "direct" term (∇R = w·∇ℓ):
 
     latro        R = ℓ                 w = λ (1: Eq. 4)           φ = log: the bound below log p_M
-    probability  R = πθ(y|x⊕z) = e^ℓ   w = λ·e^ℓ (1: exact)       φ = identity: p_M itself (VeriFree)
+    probability  R = πθ(y|x⊕z) = e^ℓ   w = λ·e^ℓ (1: exact)       φ = identity: p_M itself (VeriFree: at
+                 λ = 1, β = 0 its released run.sh, reward_source p, sft_coef_source reward, RLOO; it
+                 sets a cut response's reward to 0: here --truncation constant --gamma 0)
     verifier     R = 1[ŷ checked right], ŷ the model's own answer after z;  w = 0;  the score term
                  covers z⊕ŷ, A·∇log πθ(z⊕ŷ|x), as RLVR's policy gradient covers the whole response
     rlpr         R = clip(p̄(y|x⊕z) − p̄(y|x), 0, 1),  p̄ the mean per-token probability;  w = 0, and R

@@ -117,7 +117,7 @@ print({name: value for name, value in S.items() if name not in ("profile", "note
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch
-from IPython.display import Markdown, display
+from IPython.display import Image, Markdown, display
 
 from latro_core.objective import REWARDS, latro_update
 from latro_core.experiments.runs import notebook_setup
@@ -305,8 +305,8 @@ for q, ex in enumerate(questions):
 #
 # The training comparison of these rewards with SFT and RFT (equal tuning on validation, 5 seeds,
 # intervals over seeds and questions) is the study `results/study_rewards.md`; it is read here, not
-# recomputed. Until it exists, the tuned comparison of LaTRO with SFT and RFT
-# (`results/study_arithmetic.md`) is shown.
+# recomputed, with its rows figure (each row's mean and 95% interval, one panel per training length).
+# Until it exists, the tuned comparison of LaTRO with SFT and RFT (`results/study_arithmetic.md`) is shown.
 
 # %%
 for name in ("study_rewards", "study_arithmetic"):
@@ -316,6 +316,8 @@ for name in ("study_rewards", "study_arithmetic"):
         display(Markdown(f"`results/{name}.json` ({made_by})"))
         display(pd.DataFrame(rows))
         display(pd.DataFrame(comparisons))
+        if (FIG / f"{name}_rows.png").exists():     # the same rows as a picture, written with the report
+            display(Image(filename=str(FIG / f"{name}_rows.png")))
         break
 else:
     print("no study results yet: run `python scripts/study_arithmetic.py` (about 6 hours on 2 cores)")

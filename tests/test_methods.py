@@ -26,21 +26,26 @@ def test_a_method_registered_outside_latro_core_trains_one_step_through_the_comm
     import toy_method                                                    # importing it registers it
 
     assert METHODS["answer_only"] is toy_method.ANSWER_ONLY
+    model, config, metrics, before = _one_tiny_step(tmp_path, monkeypatch, smol_tokenizer,
+                                                    ["answer-only", "--micro-batch", "2"])
+    assert config["method"] == "answer_only" and [m["step"] for m in metrics] == [1]
+    assert metrics[0]["answer_nll"] > 0 and (tmp_path / "run" / "final").is_dir()
+    assert any(not v.equal(before[k]) for k, v in model.state_dict().items())     # the step changed the weights
+    assert method_names()["answer_only"] == "Answer only"
+
+
+def _one_tiny_step(tmp_path, monkeypatch, smol_tokenizer, args):
+    """``latro <args>`` for one step of 2 arithmetic questions on a tiny random model (not SmolLM2), into
+    tmp_path/run: (the model, config.json, the metrics rows, the weights before)."""
     tok = prepare_tokenizer(smol_tokenizer)
     model = tiny_model(tok)[0]
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    monkeypatch.setattr(trainer_mod, "load_model", lambda *a, **k: (model, tok))    # the tiny model, not SmolLM2
+    monkeypatch.setattr(trainer_mod, "load_model", lambda *a, **k: (model, tok))
     out = tmp_path / "run"
-    code = cli.main(["answer-only", "--task", "arithmetic", "--task-kwargs", '{"n": 8}', "--steps", "1",
-                     "--questions-per-step", "2", "--micro-batch", "2", "--lr", "1e-3", "--device", "cpu",
-                     "--progress", "false", "--out-dir", str(out)])
-    assert code == 0
-    config = json.loads((out / "config.json").read_text())
+    assert cli.main([*args, "--task", "arithmetic", "--task-kwargs", '{"n": 8}', "--steps", "1", "--questions-per-step",
+                     "2", "--lr", "1e-3", "--device", "cpu", "--progress", "false", "--out-dir", str(out)]) == 0
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert config["method"] == "answer_only" and [m["step"] for m in metrics] == [1]
-    assert metrics[0]["answer_nll"] > 0 and (out / "final").is_dir()
-    assert any(not v.equal(before[k]) for k, v in model.state_dict().items())     # the step changed the weights
-    assert method_names()["answer_only"] == "Answer only"
+    return model, json.loads((out / "config.json").read_text()), metrics, before
 
 
 def test_a_reward_registered_outside_latro_core_trains_one_step_through_the_command_line(
@@ -52,17 +57,9 @@ def test_a_reward_registered_outside_latro_core_trains_one_step_through_the_comm
     request.addfinalizer(lambda: REWARDS.pop("sqrt_probability", None))
     import toy_reward                                                    # noqa: F401  (registers it)
 
-    tok = prepare_tokenizer(smol_tokenizer)
-    model = tiny_model(tok)[0]
-    monkeypatch.setattr(trainer_mod, "load_model", lambda *a, **k: (model, tok))
-    out = tmp_path / "run"
-    code = cli.main(["train", "--reward", "sqrt_probability", "--truncation", "none", "--task", "arithmetic",
-                     "--task-kwargs", '{"n": 8}', "--steps", "1", "--questions-per-step", "2", "--k", "2",
-                     "--micro-batch", "4", "--max-new-tokens", "8", "--lr", "1e-3", "--device", "cpu",
-                     "--progress", "false", "--out-dir", str(out)])
-    assert code == 0
-    config = json.loads((out / "config.json").read_text())
-    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    _, config, metrics, _ = _one_tiny_step(tmp_path, monkeypatch, smol_tokenizer,
+                                           ["train", "--reward", "sqrt_probability", "--truncation", "none", "--k", "2",
+                                            "--micro-batch", "4", "--max-new-tokens", "8"])
     assert config["reward"] == "sqrt_probability" and [m["step"] for m in metrics] == [1]
     # R = √πθ(y|x⊕z) lies in (0, 1]; its direct term ½√π·log π makes the answer loss non-zero
     assert 0 < metrics[0]["reward_mean"] <= 1 and metrics[0]["answer_loss"] != 0

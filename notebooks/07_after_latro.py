@@ -22,7 +22,9 @@
 # *Outputs, when present, are from the demo profile (`latro reproduce --profile demo`; the settings
 # cell's first output line names the profile, the commit and the time); `profile = "smoke"` below runs
 # the fast check. What this notebook says of VeriFree and RLPR comes from their abstracts and
-# published summaries; where it goes beyond them it says "our reading".*
+# published summaries and, for VeriFree, its released trainer (`run.sh` of sail-sg/VeriFree: the
+# reward $\pi_\theta(y\mid x\oplus z)$, the answer term weighted by it, RLOO, no KL term); where it goes
+# beyond them it says "our reading" (README, "LaTRO and its successors").*
 #
 # LaTRO's **Proposition 1** (Section 3 of the paper) says that the answer chosen by majority vote over
 # $K$ rationales is distributed, as $K\to\infty$, like

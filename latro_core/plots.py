@@ -165,7 +165,7 @@ def plot_seed_bands(curves: dict[str, list[list[tuple[int, float]]]], path, *, s
     """One line per method with a band over its seeds: ``curves`` {method: one [(step, accuracy)]
     per seed}. The line is the mean over seeds at each step, the band the lowest to the highest
     seed; ``start``: the starting model's accuracy at step 0 (a black star)."""
-    fig = Figure(figsize=(5.6, 3.6))
+    fig = Figure(figsize=(5.6, 3.6 + 0.16 * len(curves)))
     ax = fig.subplots()
     for i, (label, seeds) in enumerate(curves.items()):
         steps = sorted(set.intersection(*(set(s for s, _ in run) for run in seeds))) if seeds else []
@@ -174,12 +174,13 @@ def plot_seed_bands(curves: dict[str, list[list[tuple[int, float]]]], path, *, s
         at = [[dict(run)[s] * 100 for run in seeds] for s in steps]
         ax.fill_between(steps, [min(v) for v in at], [max(v) for v in at], color=f"C{i}", alpha=0.2, lw=0)
         ax.plot(steps, [sum(v) / len(v) for v in at], marker="o", ms=3, color=f"C{i}",
-                label=f"{label} (mean, band: range over {len(seeds)} seeds)")
+                label=f"{label} ({len(seeds)} seeds)")
     if start is not None:
         ax.plot([0], [100 * start], marker="*", ms=10, color="k", ls="none", label="base model")
     ax.set_xlabel("optimizer step")
-    ax.set_title(title + (f", n = {eval_n} questions" if eval_n else ""), fontsize=9)
-    ax.legend(fontsize=7, frameon=False)
+    ax.set_title(title + (f", n = {eval_n} questions" if eval_n else "") + "\nline: mean over seeds; band: lowest to "
+                 "highest seed", fontsize=9)
+    ax.legend(fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)   # below: no line hidden
     return _save(fig, path)
 
 

@@ -191,7 +191,7 @@ def _row_length(label: str) -> str | None:
 
 def plot_study_rows(rows: list[dict], path, *, splits=("test", "unseen"), n_note: str = "") -> str:
     """A study's table as a picture: one panel per training length (a row label's ", N steps"), one
-    line per method, each split's mean with its 95% interval over seeds, then questions. ``rows``:
+    row per method, each split's mean with its 95% interval over seeds, then questions. ``rows``:
     the report's rows {"row", "seeds_planned", split: {"mean", "ci95", "seeds"} or None}; a row with
     no length (Base) is in every panel; a row short of its planned seeds says how many it has."""
     lengths = sorted({L for r in rows if (L := _row_length(r["row"]))}, key=lambda L: int(L.split()[0])) or [None]
@@ -218,8 +218,8 @@ def plot_study_rows(rows: list[dict], path, *, splits=("test", "unseen"), n_note
         ax.grid(axis="x", alpha=0.3)
     axes[0].set_yticks(range(len(names)), names, fontsize=8)
     axes[0].invert_yaxis()
-    fig.legend(*axes[0].get_legend_handles_labels(), loc="upper right", bbox_to_anchor=(0.97, 1.0), ncol=len(splits), fontsize=7,
-               frameon=False)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="upper right", bbox_to_anchor=(0.97, 1.0),
+               ncol=len(splits), fontsize=7, frameon=False)
     fig.suptitle("bars: 95% over seeds, then questions" + (f"; {n_note}" if n_note else ""), fontsize=8, x=0.02,
                  ha="left")
     return _save(fig, path)

@@ -405,8 +405,8 @@ def report_markdown(meta: dict, design: Design, out: str) -> str:
     for a, b in design.comparisons:
         cells = [format_difference(by[(a, b, s)] if "mean" in by[(a, b, s)] else None) for s in design.splits]
         lines.append(f"| {a} | {b} | " + " | ".join(cells) + " |")
-    lines += ["", f"Figure: `{meta['rows_figure']}` (the table above: each split's mean, bars its 95% interval "
-                  "over seeds, then questions; one panel per training length)."]
+    lines += ["", f"Figure: `{meta['rows_figure']}` (the results table as a picture: each split's mean, bars "
+                  "its 95% interval over seeds, then questions; one panel per training length)."]
     if meta["figure"]:
         lines += ["", f"Figure: `{meta['figure']}` ({design.curve_rows} runs, validation accuracy on {design.curve_n} "
                       "questions; line: mean over seeds, band: lowest to highest seed; star: the base model)."]

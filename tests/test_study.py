@@ -109,8 +109,8 @@ def test_the_replay_check_ignores_timings_and_names_the_metric_that_moved():
 
 
 def test_the_report_says_how_many_seeds_each_row_has_and_draws_the_rows_with_their_intervals(tmp_path, monkeypatch):
-    """A row still running (1 of 2 seeds, or none yet) is written as such in the table, the JSON and the
-    rows figure; the comparison with a row not yet run is empty, not zero."""
+    """A row still running (1 of 2 seeds, or none yet) is written as such in the table and the JSON, and
+    the rows figure is drawn beside them; the comparison with a row not yet run is empty, not zero."""
     monkeypatch.chdir(tmp_path)                                       # the figures go to ./figures/
     out = tmp_path / "study"
     base = Cell("base", "base", None, ("test",), "Base")

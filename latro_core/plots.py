@@ -184,9 +184,10 @@ def plot_seed_bands(curves: dict[str, list[list[tuple[int, float]]]], path, *, s
     return _save(fig, path)
 
 
-def _row_length(label: str) -> str | None:
-    """"LaTRO, 12 steps" -> "12 steps"; None for a row trained for no length ("Base")."""
-    return label.rsplit(", ", 1)[1] if label.endswith(" steps") else None
+def _row_name_and_length(label: str) -> tuple[str, str | None]:
+    """"LaTRO, 12 steps" -> ("LaTRO", "12 steps"); ("Base", None) for a row trained for no length."""
+    name, _, length = label.rpartition(", ")
+    return (name, length) if label.endswith(" steps") else (label, None)
 
 
 def plot_study_rows(rows: list[dict], path, *, splits=("test", "unseen"), n_note: str = "") -> str:
@@ -194,14 +195,15 @@ def plot_study_rows(rows: list[dict], path, *, splits=("test", "unseen"), n_note
     row per method, each split's mean with its 95% interval over seeds, then questions. ``rows``:
     the report's rows {"row", "seeds_planned", split: {"mean", "ci95", "seeds"} or None}; a row with
     no length (Base) is in every panel; a row short of its planned seeds says how many it has."""
-    lengths = sorted({L for r in rows if (L := _row_length(r["row"]))}, key=lambda L: int(L.split()[0])) or [None]
-    names = list(dict.fromkeys(r["row"].rsplit(", ", 1)[0] if _row_length(r["row"]) else r["row"] for r in rows))
+    by_name_length = {_row_name_and_length(r["row"]): r for r in rows}
+    lengths = sorted({L for _, L in by_name_length if L}, key=lambda L: int(L.split()[0])) or [None]
+    names = list(dict.fromkeys(name for name, _ in by_name_length))
     fig = Figure(figsize=(3.2 + 2.6 * len(lengths), 1.0 + 0.34 * len(names)))
     axes = fig.subplots(1, len(lengths), sharey=True, squeeze=False)[0]
     for ax, L in zip(axes, lengths):
         for j, (split, dy) in enumerate(zip(splits, _offsets(len(splits), 0.3))):
             for y, name in enumerate(names):
-                r = next((r for r in rows if r["row"] in (name, f"{name}, {L}")), None)
+                r = by_name_length.get((name, L)) or by_name_length.get((name, None))
                 if r and not r.get(split) and j == 0:
                     ax.text(0.02, y, f"0 of {r.get('seeds_planned', '?')} seeds yet", fontsize=6, va="center",
                             transform=ax.get_yaxis_transform())

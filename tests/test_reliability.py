@@ -110,7 +110,7 @@ def test_fake_gguf_is_a_model_error(capsys, tmp_path):
 def test_tokenizer_without_chat_template_warns_once_and_trains(smol_tokenizer, tmp_path, monkeypatch):
     tok = copy.deepcopy(smol_tokenizer)
     tok.chat_template = None
-    monkeypatch.setattr(tasks, "_warned_no_template", False)
+    monkeypatch.setattr(tasks.base, "_warned_no_template", False)
     task = tasks.load_task("arithmetic", "train", n=4)
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")

@@ -134,6 +134,16 @@ def test_arc_tricky_generations(arc_test):
     ("The answer is one of the two: 7", "7"),              # "one of" is not a number
     ("There are 3 apples and 1 234 pears.", "234"),        # a plain space does not group digits
     ("The answer is 12.\n\nThe final count is 13.", "12"),  # the first template's number wins
+    # an expression's result is the answer only where the expression starts right after the template (issue 38)
+    ("The answer is 12 + 5 = 17.", "17"),
+    ("The answer is **3 x 4 = 12** apples.", "12"),
+    ("The answer is 12 + 5 = 10 + 7 = 17 apples", "17"),   # a chain of "=": its last value
+    ("The answer is 12 + 5 = seventeen.", "17"),
+    ("The answer is $12 * 2 = $24.", "24"),
+    ("The answer is 17. Check: 12 + 5 = 17", "17"),
+    ("The answer is 4. Then 2 + 3 = 5", "4"),               # the stated 4 stands, not the later 5
+    ("The answer is 4 apples, since 2 + 2 = 4 and 1 + 2 = 3.", "4"),
+    ("The answer is five, because 2 + 2 = 4", "5"),
 ])
 def test_numeric_extraction(text, expected):
     assert tasks.GSM8K("test", []).extract_answer(text) == expected
@@ -186,7 +196,7 @@ def test_prompt_with_chat_template(smol_tokenizer):
 def test_prompt_without_chat_template_warns_once(smol_tokenizer, monkeypatch):
     tok = copy.deepcopy(smol_tokenizer)
     tok.chat_template = None
-    monkeypatch.setattr(tasks, "_warned_no_template", False)
+    monkeypatch.setattr(tasks.base, "_warned_no_template", False)
     task, ex = tasks.GSM8K("test", []), Example("What is 2+3?", "5")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

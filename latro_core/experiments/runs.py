@@ -50,9 +50,9 @@ def task_available(task: str, split: str = "test", data_dir: str | None = None, 
     """Whether ``task``/``split`` can be loaded: the arithmetic task always; GSM8K / ARC from
     ``<data_dir>/<task>/<split>.jsonl``, or (``allow_hub``) from the Hugging Face hub. Prints how to
     make it available when it is not."""
-    from ..tasks import task_record
+    from ..tasks import get_task
 
-    folder = task_record(task).data_folder
+    folder = get_task(task).data_folder
     if folder is None:
         return True
     if data_dir and (Path(data_dir) / folder / f"{split}.jsonl").is_file():

@@ -8,7 +8,7 @@ processes, as DDP's all-reduce), so each process updates only its own shard.
 
 latro applies it itself rather than through accelerate's FSDP plugin (which accelerate does not
 enable for CPU processes), so that the path a GPU run takes is the one the 2-process CPU test runs
-(tests/test_trainer.py). Three things LaTRO needs beyond a plain training step:
+(tests/test_distributed.py). Three things LaTRO needs beyond a plain training step:
 
 * **Sampling** runs the policy for as many decoding steps as its rationales need, which differs
   between processes, while every all-gather is a collective that all processes must enter.

@@ -32,3 +32,30 @@ def smol_tokenizer():
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(folder), gguf_file=ggufs[0].name)
+
+
+# ----------------------------------------------------------------------------- the trainer tests' fixtures
+# (tests/test_trainer_*.py, test_resume.py, test_checkpoints.py, test_interrupts.py, test_distributed.py,
+# test_reference_policy.py; their helpers are in tests/trainer_helpers.py). Module-scoped: each test file
+# gets its own; a test file defining a fixture of the same name uses its own.
+
+@pytest.fixture(scope="module")
+def tok(smol_tokenizer):
+    from latro_core.models import prepare_tokenizer
+
+    return prepare_tokenizer(smol_tokenizer)
+
+
+@pytest.fixture(scope="module")
+def tok_dir(tok, tmp_path_factory):
+    """The tokenizer saved as a plain folder: subprocesses load it in a fraction of a second."""
+    d = tmp_path_factory.mktemp("tokenizer")
+    tok.save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def task():
+    from latro_core.tasks import load_task
+
+    return load_task("arithmetic", "train", n=16)

@@ -36,7 +36,7 @@ GRAD_REL_TOL = 1e-3
 # i.e. to ~1e-3·lr per step; elements whose gradient is near zero do not, and are counted.
 ADAM_ROUNDING = 1e-2
 # At most this fraction of the elements may be such near-zero-gradient outliers (322 of the tiny
-# model's 3,219,776). Measured by tests/test_trainer.py's DDP and FSDP2 tests: on an AMD EPYC 0
+# model's 3,219,776). Measured by tests/test_distributed.py's DDP and FSDP2 tests: on an AMD EPYC 0
 # outliers, largest difference 6.1e-6 = 0.006·lr; the Intel Xeon (AMX) run of issue #30 had one
 # element 1.6e-4 apart; the planted skipped all-reduce puts 803,970 (25%) beyond 0.01·lr.
 ADAM_MAX_OUTLIERS = 1e-4

@@ -34,7 +34,7 @@ def generate_answers(model, tokenizer, task, examples, *, k: int = 1, temperatur
         chunk = examples[s:s + batch_questions]
         r = sample_rationales(model, tokenizer, [task.prompt(e, tokenizer, direct=direct) for e in chunk], k=k,
                               max_new_tokens=max_new_tokens, temperature=temperature,
-                              keep_going_after_stop=True, generator=generator)
+                              stop_strings=task.stop_strings, keep_going_after_stop=True, generator=generator)
         rolls.append(r)
         for i, e in enumerate(chunk):
             preds.append([task.extract_answer(t, e) for t in r.full_texts[i * k:(i + 1) * k]])

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .cpu_kernels import prepacked_linears
-from .tasks import STOP_STRINGS
+from .tasks import Task
 
 
 @dataclass
@@ -56,7 +56,7 @@ class Rollout:
         return torch.tensor([len(z) for z in self.rationale_ids], dtype=torch.float32)
 
 
-def find_stop(text: str, stop_strings=STOP_STRINGS) -> int | None:
+def find_stop(text: str, stop_strings=Task.stop_strings) -> int | None:
     """Character index of the earliest stop string in ``text`` (None when there is none)."""
     hits = [i for s in stop_strings if (i := text.find(s)) >= 0]
     return min(hits) if hits else None
@@ -119,12 +119,13 @@ def _cut_at_stop(tokenizer, tokens: list[int], stop_strings) -> tuple[list[int],
 @torch.no_grad()
 def sample_rationales(model, tokenizer, prompts: list[str], *, k: int = 1, max_new_tokens: int = 128,
                       temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-                      stop_strings=STOP_STRINGS, keep_going_after_stop: bool = False,
+                      stop_strings=Task.stop_strings, keep_going_after_stop: bool = False,
                       generator: torch.Generator | list[torch.Generator] | None = None,
                       progress=None, prepack: bool = True) -> Rollout:
     """Sample ``k`` continuations of each prompt (chat-formatted strings) with a KV cache.
 
-    stop_strings: rationale stops (None: stop at EOS or L only).
+    stop_strings: rationale stops, the task's ``task.stop_strings`` (default: the base Task's; None: stop
+    at EOS or L only).
     keep_going_after_stop: evaluation mode; rationale_ids are still cut at the stop string, but
     generation goes on to EOS/L so that ``full_texts`` holds the answer after the template.
     generator: one torch.Generator for the batch, or a list with one per prompt: each question's

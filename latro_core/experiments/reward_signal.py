@@ -104,7 +104,7 @@ def sample_and_score(model, tok, task, examples, *, k: int, temperature: float, 
         gens = [torch.Generator().manual_seed(seed * 1_000_003 + s + i) for i in range(len(chunk))]
         roll = sample_rationales(model, tok, [task.prompt(e, tok) for e in chunk], k=k,
                                  max_new_tokens=L_max + ANSWER_ROOM, temperature=temperature,
-                                 keep_going_after_stop=True, generator=gens)
+                                 stop_strings=task.stop_strings, keep_going_after_stop=True, generator=gens)
         for i in range(len(chunk) * k):
             q, ex = s + i // k, chunk[i // k]
             for L in budgets:

@@ -71,7 +71,7 @@
 # | `paper` | as `demo` (no model here: the toy is exact) | same |
 
 # %%
-# Colab: one install cell (scripts/colab_cell.py writes it into every notebook; elsewhere it does nothing)
+# Colab: one install cell (scripts/tools/colab_cell.py writes it into every notebook; elsewhere it does nothing)
 import os
 import subprocess
 import sys

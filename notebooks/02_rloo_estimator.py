@@ -58,7 +58,7 @@
 # | `paper` | 20,000 batches per K | Phi-3.5-mini on GSM8K, K = 16, L = 500 (GPU) | GPU minutes |
 
 # %%
-# Colab: one install cell (scripts/colab_cell.py writes it into every notebook; elsewhere it does nothing)
+# Colab: one install cell (scripts/tools/colab_cell.py writes it into every notebook; elsewhere it does nothing)
 import os
 import subprocess
 import sys

@@ -57,7 +57,7 @@
 # numbers below say little.
 
 # %%
-# Colab: one install cell (scripts/colab_cell.py writes it into every notebook; elsewhere it does nothing)
+# Colab: one install cell (scripts/tools/colab_cell.py writes it into every notebook; elsewhere it does nothing)
 import os
 import subprocess
 import sys

@@ -44,7 +44,7 @@
 # `results/`.
 
 # %%
-# Colab: one install cell (scripts/colab_cell.py writes it into every notebook; elsewhere it does nothing)
+# Colab: one install cell (scripts/tools/colab_cell.py writes it into every notebook; elsewhere it does nothing)
 import os
 import subprocess
 import sys
@@ -491,7 +491,7 @@ if curves:
 # ## The study: every method tuned alike, five fresh seeds, unseen numbers
 #
 # The demo trains three seeds of recipes chosen earlier, and only LaTRO's was tuned. The study
-# `scripts/study_arithmetic.py` (about 5 hours on 2 cores, resume-safe) gives SFT, RFT and LaTRO the
+# `scripts/studies/study_arithmetic.py` (about 5 hours on 2 cores, resume-safe) gives SFT, RFT and LaTRO the
 # same tuning budget on validation (the same learning-rate grid, the same temperatures for the two
 # sampling methods, two seeds per point, one pick rule), then trains five fresh seeds of each pick
 # for 12 and 36 steps and evaluates every final model on the in-distribution test split and on the
@@ -505,7 +505,7 @@ if study_file.exists():
     display(pd.DataFrame(study_rows))
     display(pd.DataFrame(study_comparisons))
 else:
-    print("no study yet: `python scripts/study_arithmetic.py`")
+    print("no study yet: `python scripts/studies/study_arithmetic.py`")
 
 # %% [markdown]
 # ## Reading the results

@@ -53,7 +53,7 @@
 # without it the notebook says how to enable it and skips the rest.
 
 # %%
-# Colab: one install cell (scripts/colab_cell.py writes it into every notebook; elsewhere it does nothing)
+# Colab: one install cell (scripts/tools/colab_cell.py writes it into every notebook; elsewhere it does nothing)
 import os
 import subprocess
 import sys

@@ -46,7 +46,7 @@
 # otherwise it is trained here with the same recipe.
 
 # %%
-# Colab: one install cell (scripts/colab_cell.py writes it into every notebook; elsewhere it does nothing)
+# Colab: one install cell (scripts/tools/colab_cell.py writes it into every notebook; elsewhere it does nothing)
 import os
 import subprocess
 import sys

@@ -67,7 +67,7 @@
 # | `demo` | 20,000 batches per K | SmolLM2-135M, 3 questions, K = 6, L = 64 | a few minutes |
 
 # %%
-# Colab: one install cell (scripts/colab_cell.py writes it into every notebook; elsewhere it does nothing)
+# Colab: one install cell (scripts/tools/colab_cell.py writes it into every notebook; elsewhere it does nothing)
 import os
 import subprocess
 import sys
@@ -322,4 +322,4 @@ for name in ("study_rewards", "study_arithmetic"):
             display(Image(filename=str(FIG / f"{name}_rows.png")))
         break
 else:
-    print("no study results yet: run `python scripts/study_arithmetic.py` (about 6 hours on 2 cores)")
+    print("no study results yet: run `python scripts/studies/study_arithmetic.py` (about 6 hours on 2 cores)")

@@ -140,14 +140,14 @@ def test_the_check_catches_a_cycle_an_upward_import_and_a_module_without_a_layer
 def _code_size():
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("code_size", PACKAGE.parent / "scripts" / "code_size.py")
+    spec = importlib.util.spec_from_file_location("code_size", PACKAGE.parent / "scripts" / "tools" / "code_size.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
 def test_no_module_has_over_400_code_lines_and_no_function_over_50():
-    """Prose (docstrings, comments) and blank lines are not counted: `python scripts/code_size.py --check`."""
+    """Prose (docstrings, comments) and blank lines are not counted: `python scripts/tools/code_size.py --check`."""
     assert _code_size().too_big(str(PACKAGE)) == []
 
 
@@ -194,7 +194,7 @@ def broken_imports(paths, root: Path = ROOT) -> list[str]:
 
 def test_every_latro_core_import_written_in_scripts_notebooks_and_docs_names_what_exists():
     # a moved function breaks a shell script's inline Python or a README example without failing any other test
-    paths = [p for pattern in ("scripts/*", "notebooks/*.py", "*.md", "docs/*.md", "Makefile", ".ci/*")
+    paths = [p for pattern in ("scripts/*/*", "notebooks/*.py", "*.md", "docs/*.md", "Makefile", ".ci/*")
              for p in ROOT.glob(pattern) if p.is_file()]
     assert broken_imports(paths) == []
 
@@ -207,11 +207,11 @@ def test_the_written_import_check_names_a_moved_function(tmp_path):
 
 
 def test_one_latro_step_runs_under_600_code_lines_of_latro_core_fast_paths_aside():
-    # scripts/step_reading.py traces the functions one LaTRO step enters; the fast paths compute what
+    # scripts/tools/step_reading.py traces the functions one LaTRO step enters; the fast paths compute what
     # logprobs.reference_logprobs defines, so a reader of the algorithm reads the definition instead
     import sys
 
-    sys.path.insert(0, str(ROOT / "scripts"))
+    sys.path.insert(0, str(ROOT / "scripts" / "tools"))
     from step_reading import reading, traced_step
 
     rows = {r["module"]: r for r in reading(traced_step())}

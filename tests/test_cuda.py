@@ -1,6 +1,6 @@
 """What only a CUDA GPU can show: training on the device in bf16 autocast, scoring on the GPU equal
 to the CPU's, sampling with per-question generators on the device. Skipped without a GPU;
-``scripts/gpu_check.sh`` runs them (its ``--dry-run`` on a CPU sees them skipped)."""
+``scripts/tools/gpu_check.sh`` runs them (its ``--dry-run`` on a CPU sees them skipped)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from latro_core.rollout import sample_rationales
 from latro_core.tasks import load_task
 from latro_core.trainer import TrainConfig, Trainer
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (scripts/gpu_check.sh)")
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (scripts/tools/gpu_check.sh)")
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""scripts/gpu_check.sh on a CPU: --dry-run runs every step but the CUDA parts at tiny sizes (the
+"""scripts/tools/gpu_check.sh on a CPU: --dry-run runs every step but the CUDA parts at tiny sizes (the
 CUDA-only tests are skipped there, and the script says so); a short deadline records the steps it
 cannot fit as "skipped (time)" and still writes the summary; --preflight reports the machine; a
 carried wheel whose parts fail their checksum is deleted so that a retry rebuilds it."""
@@ -16,7 +16,7 @@ STEPS = ("cuda_tests", "benchmark_update", "benchmark_generation", "train_gsm8k"
 
 def gpu_check(*args, **env):
     env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1", **env}
-    return subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), *args], capture_output=True, text=True,
+    return subprocess.run(["bash", str(ROOT / "scripts" / "tools" / "gpu_check.sh"), *args], capture_output=True, text=True,
                           env=env, timeout=900, cwd=ROOT)
 
 
@@ -50,7 +50,7 @@ def test_the_preflight_reports_the_machine_and_what_to_run_next(tmp_path):
     import torch
 
     assert f"torch {torch.__version__}" in report and "torch.cuda.is_available(): False" in report
-    assert "Next: `bash scripts/gpu_check.sh` at once" in report
+    assert "Next: `bash scripts/tools/gpu_check.sh` at once" in report
 
 
 def test_a_carried_wheel_that_fails_its_checksum_is_deleted_so_a_retry_rebuilds_it(tmp_path):
@@ -69,5 +69,5 @@ def test_a_carried_wheel_that_fails_its_checksum_is_deleted_so_a_retry_rebuilds_
 
 
 def test_the_gpu_check_refuses_an_unknown_option():
-    r = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), "--fast"], capture_output=True, text=True)
+    r = subprocess.run(["bash", str(ROOT / "scripts" / "tools" / "gpu_check.sh"), "--fast"], capture_output=True, text=True)
     assert r.returncode == 2 and "usage" in r.stderr

@@ -116,7 +116,7 @@ def test_a_changed_stored_output_of_a_checked_cell_fails_nbval():
 
 
 def _colab_cell():
-    sys.path.insert(0, str(ROOT / "scripts"))
+    sys.path.insert(0, str(ROOT / "scripts" / "tools"))
     try:
         import colab_cell
     finally:

@@ -272,7 +272,7 @@ def test_portable_drops_the_repository_path_and_names_the_cli_latro():
 def test_the_recipe_figure_reads_its_points_and_intervals_back_from_the_committed_table():
     import sys
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "tools"))
     from summarize_sweep import evals_from_table
 
     md = ("accuracy % [95% Wilson], n = 200 per point; step 0\n\n| run | lr | val accuracy % (step: acc [95%]) |\n"

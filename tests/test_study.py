@@ -97,7 +97,7 @@ def test_a_row_shared_with_another_study_is_read_and_skipped_in_its_own_folder(t
 def test_the_replay_check_ignores_timings_and_names_the_metric_that_moved():
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("replay_record", Path(__file__).parents[1] / "scripts" / "replay_record.py")
+    spec = importlib.util.spec_from_file_location("replay_record", Path(__file__).parents[1] / "scripts" / "tools" / "replay_record.py")
     replay = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(replay)
     recorded = [{"step": 1, "reward_mean": -45.3, "kl_mean": 0.0, "step_s": 30.0},

@@ -83,7 +83,7 @@ _PAPER_LAUNCH = dict(launch="accelerate", accelerate_config=ACCELERATE_CONFIG)
 # smaller but, like the 135M demo model, far weaker at multi-step arithmetic; 1.7B-class models
 # leave less room for K x L activations on 16 GB. Sizes: ~1,600 training questions (200 steps x 8)
 # at K = 8, L = 256, then greedy accuracy on 500 test questions and maj@8 for Base and LaTRO:
-# about 1-2 h by a rough estimate, not yet measured on a GPU (scripts/gpu_check.sh measures the
+# about 1-2 h by a rough estimate, not yet measured on a GPU (scripts/tools/gpu_check.sh measures the
 # decode and update rates that would settle it).
 GPU_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
 GPU_LATRO = dict(task="gsm8k", lora=True, lr=1e-4,   # ASSUMED: a usual LoRA lr (the 135M sweep's LoRA run used 1e-3)

@@ -1,5 +1,5 @@
 """A comparison study that a reviewer accepts: equal tuning on validation, fresh seeds on test,
-intervals over seeds and questions. ``scripts/study_arithmetic.py`` is its first user.
+intervals over seeds and questions. ``scripts/studies/study_arithmetic.py`` is its first user.
 
 A study is a list of **cells**, each one training run (or the base model) and its evaluations:
 

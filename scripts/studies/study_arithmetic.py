@@ -2,9 +2,9 @@
 budget on validation, then 5 fresh seeds of each pick at 12 and 36 steps on the in-distribution test
 split and the unseen-numbers split, with intervals over seeds and questions.
 
-    .venv/bin/python scripts/study_arithmetic.py                 # everything not yet recorded, then the report
-    .venv/bin/python scripts/study_arithmetic.py --phase report  # only the tables and the figure
-    .venv/bin/python scripts/study_arithmetic.py --dry-run       # what is recorded, what would run
+    .venv/bin/python scripts/studies/study_arithmetic.py                 # everything not yet recorded, then the report
+    .venv/bin/python scripts/studies/study_arithmetic.py --phase report  # only the tables and the figure
+    .venv/bin/python scripts/studies/study_arithmetic.py --dry-run       # what is recorded, what would run
 
 Resume-safe (latro_core/experiments/study.py): stop it at any point; a rerun, here or in a fresh clone, skips the
 recorded cells (results/study_arithmetic/<cell>/done.json). About 5 hours on 2 cores from scratch,
@@ -27,7 +27,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from latro_core.answers import ANSWER_TOKENS  # noqa: E402
 from latro_core.experiments.study import Cell, Design, pick, study_main, tune_cells  # noqa: E402
@@ -92,7 +92,7 @@ DESIGN = Design(title="Arithmetic study: SFT, RFT and LaTRO tuned alike, 5 fresh
 
 
 def main(argv=None) -> int:
-    return study_main(argv, script="scripts/study_arithmetic.py", tuning=lambda: [(tuning(), None)], finals=finals,
+    return study_main(argv, script="scripts/studies/study_arithmetic.py", tuning=lambda: [(tuning(), None)], finals=finals,
                       design=DESIGN, eval_kw=EVAL, doc=__doc__)
 
 

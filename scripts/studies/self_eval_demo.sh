@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Self-evaluation and Figure 2 per model, after `make demo` (uses notebook 04's seed-0 runs):
-#   bash scripts/self_eval_demo.sh
+#   bash scripts/studies/self_eval_demo.sh
 # For Base, SFT, RFT (when trained) and LaTRO (the checkpoints chosen on validation): K=4 rationales at T=1 for 25
 # arithmetic test questions, the AUROC of the self-reward log p(y|x⊕z) at telling right from wrong
 # rationales, and the answer NLLs of Figure 2 (no rationale / gold rationale / own right / own wrong).
 # Writes results/self_eval_arithmetic_demo.{md,csv,json} and figures/figure2_arithmetic_models_demo.png.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 export LATRO_DATA_DIR=${LATRO_DATA_DIR:-../shared/data}
 RUNS=runs/demo/04_train_latro
 OUT=runs/selfeval_demo

@@ -1,7 +1,7 @@
 """The notebooks' one Colab install cell and badge, kept here so the repository URL is set in one place.
 
-    python scripts/colab_cell.py            # check that every notebook holds the cell and badge below
-    python scripts/colab_cell.py --write    # write them into every notebooks/0N_*.py (then jupytext --sync)
+    python scripts/tools/colab_cell.py            # check that every notebook holds the cell and badge below
+    python scripts/tools/colab_cell.py --write    # write them into every notebooks/0N_*.py (then jupytext --sync)
 
 On Colab (or with LATRO_COLAB=1) the cell clones the repository to /content/latro, installs latro
 (with the version ranges pyproject.toml declares, so Colab's own torch and Jupyter stay) and the
@@ -18,10 +18,10 @@ import sys
 from pathlib import Path
 
 REPO = "https://github.com/latro-repro/latro"       # the one place the repository URL is set
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 MARK = "# Colab: one install cell"
 
-INSTALL_CELL = f'''{MARK} (scripts/colab_cell.py writes it into every notebook; elsewhere it does nothing)
+INSTALL_CELL = f'''{MARK} (scripts/tools/colab_cell.py writes it into every notebook; elsewhere it does nothing)
 import os
 import subprocess
 import sys
@@ -68,7 +68,7 @@ def problems(py: Path) -> list[str]:
     cell, badge_line = expected(py)
     out = []
     if f"# %%\n{cell}\n" not in text:
-        out.append(f"{py.name}: its Colab install cell differs from scripts/colab_cell.py's")
+        out.append(f"{py.name}: its Colab install cell differs from scripts/tools/colab_cell.py's")
     if badge_line not in text.splitlines():
         out.append(f"{py.name}: no Colab badge line ({badge_line[:60]}...)")
     return out

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Three seeds of the demo recipe (r05: T 0.7, lr 2e-5) against three of r15 (lr 1e-5), after
-#   scripts/recipe_sweep.sh r05s1_T0.7_lr2e-5 r15s1_T0.7_lr1e-5 r05s2_T0.7_lr2e-5 r15s2_T0.7_lr1e-5
+#   scripts/studies/recipe_sweep.sh r05s1_T0.7_lr2e-5 r15s1_T0.7_lr1e-5 r05s2_T0.7_lr2e-5 r15s2_T0.7_lr1e-5
 # (seed 0 of each is in the sweep already). Evaluates every run's final model (step 12) greedily on
 # the sweep's 200 validation questions, saving per-question predictions, and builds
 # results/latro_recipe_seeds.md with `latro tables`: mean over seeds and a 95% interval from a
 # bootstrap that resamples questions (each keeping its answers under every seed).
-#   bash scripts/recipe_seeds.sh
+#   bash scripts/studies/recipe_seeds.sh
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 export LATRO_DATA_DIR=${LATRO_DATA_DIR:-../shared/data}
 OUT=runs/recipe_seeds
 common=(--task arithmetic --split validation --limit 200 --max-new-tokens 96 --k 0 --auroc false
@@ -34,5 +34,5 @@ d = paired_difference(runs("r15_T0.7_lr1e-5", "r15s1_T0.7_lr1e-5", "r15s2_T0.7_l
                       runs("r05_T0.7_lr2e-5", "r05s1_T0.7_lr2e-5", "r05s2_T0.7_lr2e-5"))
 print(f"\nPaired difference, lr 1e-5 minus lr 2e-5 (mean over 3 seeds each, n = {d['n']} validation questions): "
       f"{100 * d['mean']:+.1f} points [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}] (95% bootstrap over "
-      f"questions; `bash scripts/recipe_seeds.sh`).")
+      f"questions; `bash scripts/studies/recipe_seeds.sh`).")
 PY

@@ -1,9 +1,9 @@
 """How big latro_core is, module by module: lines as ``wc -l`` counts them, and how many of those are
 blank, prose (comments and docstrings) and code (everything else).
 
-    python scripts/code_size.py             # latro_core/**/*.py
-    python scripts/code_size.py benchmarks  # another folder
-    python scripts/code_size.py --check     # exit 1 if a module has over 400 code lines or a function
+    python scripts/tools/code_size.py             # latro_core/**/*.py
+    python scripts/tools/code_size.py benchmarks  # another folder
+    python scripts/tools/code_size.py --check     # exit 1 if a module has over 400 code lines or a function
                                             # over 50 (prose and blank lines are not counted)
 """
 

@@ -1,7 +1,7 @@
-"""Summarise a LaTRO recipe sweep (scripts/sweep_latro.sh runs) into a table and a figure.
+"""Summarise a LaTRO recipe sweep (scripts/studies/sweep_latro.sh runs) into a table and a figure.
 
-    .venv/bin/python scripts/summarize_sweep.py [runs/recipe] [--out results/latro_recipe] [--figure figures/latro_recipe.png]
-    .venv/bin/python scripts/summarize_sweep.py --from-table results/latro_recipe.md   # the figure alone
+    .venv/bin/python scripts/tools/summarize_sweep.py [runs/recipe] [--out results/latro_recipe] [--figure figures/latro_recipe.png]
+    .venv/bin/python scripts/tools/summarize_sweep.py --from-table results/latro_recipe.md   # the figure alone
 
 One row per run: the knobs that differ between runs (from config.json), what it cost (rationales
 sampled, CPU seconds of its steps), the self-reward and the fraction cut at L over the first and
@@ -20,7 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from latro_core.answers import ANSWER_TOKENS  # noqa: E402
 from latro_core.stats import wilson_interval  # noqa: E402
@@ -79,8 +79,8 @@ def main(argv=None) -> None:
     n_eval = first.get("eval_limit")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     lines = ["# LaTRO recipe sweep, embedded SmolLM2-135M-Instruct, arithmetic task", "",
-             f"Runs: `scripts/sweep_latro.sh NAME FLAGS...` (commands below; one thread each, two at a time); "
-             f"this table and `{args.figure}`: `python scripts/summarize_sweep.py {args.runs}` at commit `{commit}`.", "",
+             f"Runs: `scripts/studies/sweep_latro.sh NAME FLAGS...` (commands below; one thread each, two at a time); "
+             f"this table and `{args.figure}`: `python scripts/tools/summarize_sweep.py {args.runs}` at commit `{commit}`.", "",
              "Shared settings: " + ", ".join(f"{k}={v}" for k, v in same.items()) + f". Validation: greedy on the "
              f"first {n_eval} validation questions (seed-0 shuffle), L+{ANSWER_TOKENS} new tokens; accuracy % [95% Wilson], n = "
              f"{n_eval} per point; step 0 is the starting model. 'equal r': mean fraction of a step's questions whose K "
@@ -103,9 +103,9 @@ def main(argv=None) -> None:
             + [f"{int(sum(r.get('samples', 0) for r in steps))}", f"{cpu:.0f}", fl("reward_mean"),
                fl("frac_truncated", "{:.2f}"), f"{_mean(steps, 'frac_equal_rewards'):.2f}",
                "; ".join(_acc(r, n_eval) for r in ev) or "—", tail]) + " |")
-    lines += ["", "Commands: `scripts/recipe_sweep.sh` runs every run of its RUNS list (each line holds the run's "
-              "flags on top of the shared ones), two at a time; `scripts/recipe_sweep.sh NAME` reruns one:", ""]
-    lines += [f"    scripts/recipe_sweep.sh {name}" for name in data]
+    lines += ["", "Commands: `scripts/studies/recipe_sweep.sh` runs every run of its RUNS list (each line holds the run's "
+              "flags on top of the shared ones), two at a time; `scripts/studies/recipe_sweep.sh NAME` reruns one:", ""]
+    lines += [f"    scripts/studies/recipe_sweep.sh {name}" for name in data]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
@@ -115,7 +115,7 @@ def main(argv=None) -> None:
     print("\n".join(lines))
 
 
-# The figure's panels: which runs each compares (run names of scripts/recipe_sweep.sh); a run named
+# The figure's panels: which runs each compares (run names of scripts/studies/recipe_sweep.sh); a run named
 # in no panel is left out of the figure, not of the table.
 PANELS = {
     "learning rate (T = 0.5; T = 0.7)": ["r04_T0.5_lr1e-4", "r01_T0.5_lr5e-5", "r03_T0.5_lr2e-5", "r05_T0.7_lr2e-5",

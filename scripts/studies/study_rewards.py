@@ -1,11 +1,11 @@
 """The rewards study (issue "After LaTRO"): LaTRO's step with each reward of the family, beside SFT, RFT
-and LaTRO, under the arithmetic study's rules (scripts/study_arithmetic.py): the same tuning grid and
+and LaTRO, under the arithmetic study's rules (scripts/studies/study_arithmetic.py): the same tuning grid and
 pick rule on validation, 5 fresh seeds of each pick at 12 and 36 steps, the test and unseen splits,
 intervals over seeds and questions.
 
-    .venv/bin/python scripts/study_rewards.py                  # everything not yet recorded, then the report
-    .venv/bin/python scripts/study_rewards.py --phase report   # only the tables and the figure
-    .venv/bin/python scripts/study_rewards.py --dry-run        # what is recorded, what would run
+    .venv/bin/python scripts/studies/study_rewards.py                  # everything not yet recorded, then the report
+    .venv/bin/python scripts/studies/study_rewards.py --phase report   # only the tables and the figure
+    .venv/bin/python scripts/studies/study_rewards.py --dry-run        # what is recorded, what would run
 
 The Base, SFT, RFT and LaTRO rows are the arithmetic study's own runs (their records stay in
 results/study_arithmetic/; a missing one is run there). The three new rewards (`--reward probability |
@@ -19,9 +19,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "scripts" / "studies"))
 import study_arithmetic as arith  # noqa: E402
 from latro_core.experiments.study import Cell, Design, pick, study_main, tune_cells  # noqa: E402
 
@@ -63,7 +63,7 @@ DESIGN = Design(
 
 
 def main(argv=None) -> int:
-    return study_main(argv, script="scripts/study_rewards.py", finals=finals, design=DESIGN, eval_kw=arith.EVAL,
+    return study_main(argv, script="scripts/studies/study_rewards.py", finals=finals, design=DESIGN, eval_kw=arith.EVAL,
                       tuning=lambda: [(arith.tuning(), SHARED), (tuning(), None)], doc=__doc__,
                       defaults={"out": "results/study_rewards", "scratch": "runs/study_rewards"})
 

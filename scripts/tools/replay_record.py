@@ -1,7 +1,7 @@
 """Replay a recorded study run with the code as it is now and compare its metrics, step by step: a
 refactor that claims "behaviour unchanged" shows it here (same machine, one thread, as the studies run).
 
-    OMP_NUM_THREADS=1 .venv/bin/python scripts/replay_record.py results/study_arithmetic/tune/latro_lr1.5e-05_T0.7_seed0
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/tools/replay_record.py results/study_arithmetic/tune/latro_lr1.5e-05_T0.7_seed0
 
 Runs the record's training command (``done.json`` "commands"[0]) into a scratch folder, then prints,
 per step, the largest absolute difference of any logged number against the record's

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The LaTRO recipe sweep behind results/latro_recipe.md: every run of RUNS below through
-# scripts/sweep_latro.sh, two at a time (one thread each), then the summary and figure.
-#   scripts/recipe_sweep.sh                                  # every run without a final/ model yet
-#   scripts/recipe_sweep.sh r03_T0.5_lr2e-5 r05_T0.7_lr2e-5  # (re)run these
+# scripts/studies/sweep_latro.sh, two at a time (one thread each), then the summary and figure.
+#   scripts/studies/recipe_sweep.sh                                  # every run without a final/ model yet
+#   scripts/studies/recipe_sweep.sh r03_T0.5_lr2e-5 r05_T0.7_lr2e-5  # (re)run these
 # Shared settings (each run may override): 12 steps x 2 questions x K = 8 (192 rationales),
 # L = 64, greedy validation on 200 questions at steps 6 and 12 (step 0: --eval-at-start, once per L).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 COMMON="--steps 12 --questions-per-step 2 --k 8 --max-new-tokens 64 --micro-batch 16 --eval-every 6"
 # in the order they were run (two at a time); the signal study (results/self_reward_signal.md) chose
 # T = 0.5. r01-r04 showed lr 5e-5 and 1e-4 collapsing the rationales within a few steps, so r06-r07
@@ -46,6 +46,6 @@ for r in "${RUNS[@]}"; do
   if [ ${#want[@]} -eq 0 ] && [ -d "runs/recipe/$name/final" ]; then echo "skip $name (done)"; continue; fi
   jobs+=("$name $COMMON ${r#* } --overwrite")
 done
-printf '%s\n' "${jobs[@]}" | xargs -P 2 -L 1 bash -c 'echo "start $0 $(date +%T)"; scripts/sweep_latro.sh "$0" "$@" && echo "done $0 $(date +%T)" || echo "FAILED $0 (runs/recipe/$0.log)"'
-.venv/bin/python scripts/summarize_sweep.py runs/recipe --out results/latro_recipe --figure figures/latro_recipe.png > /dev/null
+printf '%s\n' "${jobs[@]}" | xargs -P 2 -L 1 bash -c 'echo "start $0 $(date +%T)"; scripts/studies/sweep_latro.sh "$0" "$@" && echo "done $0 $(date +%T)" || echo "FAILED $0 (runs/recipe/$0.log)"'
+.venv/bin/python scripts/tools/summarize_sweep.py runs/recipe --out results/latro_recipe --figure figures/latro_recipe.png > /dev/null
 echo "results/latro_recipe.md, figures/latro_recipe.png"

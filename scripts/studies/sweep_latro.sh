@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # One point of the LaTRO recipe sweep on the arithmetic task (results/latro_recipe.md):
-#   scripts/sweep_latro.sh NAME [latro train flags...]
+#   scripts/studies/sweep_latro.sh NAME [latro train flags...]
 # trains the embedded model with the defaults below (later flags win) and logs greedy accuracy on
 # 200 validation questions every --eval-every steps (add --eval-at-start for step 0), into
 # runs/recipe/NAME/ (metrics.jsonl, samples.jsonl: one question's K rationales per step).
 # One thread per run, so two runs share the 2 cores without oversubscribing them
-# (results/latro_step_throughput.md). Summary: python scripts/summarize_sweep.py runs/recipe
+# (results/latro_step_throughput.md). Summary: python scripts/tools/summarize_sweep.py runs/recipe
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 name=$1; shift
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}
 export LATRO_DATA_DIR=${LATRO_DATA_DIR:-../shared/data}

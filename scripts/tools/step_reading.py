@@ -26,9 +26,9 @@ import textwrap
 from collections import defaultdict
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "scripts" / "tools"))
 from code_size import line_kinds  # noqa: E402
 
 PACKAGE = ROOT / "latro_core"

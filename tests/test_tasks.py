@@ -165,6 +165,28 @@ def test_stop_strings():
         assert tasks.GSM8K("test", []).extract_answer(f"x = 2. {s} 5. Then 6") == "5"
 
 
+def test_a_task_carries_its_own_answer_format():
+    """A task with another answer format sets its template, stop strings and pattern; no module global changes."""
+    import inspect
+
+    from latro_core.rollout import find_stop, sample_rationales
+
+    class FinalAnswer(tasks.Task):
+        answer_template = "Final answer:"
+        stop_strings = ("Final answer:",)
+        answer_pattern = re.compile(r"\bfinal answer:", re.IGNORECASE)
+
+    task, ex = FinalAnswer("test", []), Example("q", "7", rationale="3 + 4 = 7")
+    assert task.answer_target(ex) == "Final answer: 7." and task.sft_target(ex) == "3 + 4 = 7 Final answer: 7."
+    assert task.extract_answer("3 + 4 = 7. Final answer: 9") == "9"
+    assert task.extract_answer("The answer is 9. Then 5") == "5"      # another template: the last number
+    assert find_stop("3 + 4 = 7. Final answer: 7", task.stop_strings) == 11
+    assert tasks.GSM8K("test", []).answer_target(ex) == "The answer is 7." and ANSWER_TEMPLATE == "The answer is"
+    # every task keeps today's format unless it sets its own; the sampler's default is the base task's
+    assert all(t.stop_strings == STOP_STRINGS for t in (tasks.GSM8K, tasks.ARCChallenge, tasks.Arithmetic))
+    assert inspect.signature(sample_rationales).parameters["stop_strings"].default == STOP_STRINGS
+
+
 # ----------------------------------------------------------------------------- prompts, targets
 
 def test_question_text():

@@ -26,6 +26,8 @@ COT_SUFFIX = "Let's think step by step."
 
 @dataclass(frozen=True)
 class Example:
+    """One question of a task, with its gold answer (and, where the data set has them, rationale and options)."""
+
     question: str                 # question text (ARC: the stem only)
     answer: str                   # normalized number string; ARC: the correct option text
     rationale: str | None = None  # gold rationale (GSM8K: no "####" line, no <<...>> notes)

@@ -118,6 +118,7 @@ def stated_number(segment: str) -> str | None:
     The expression's result stands only where the expression starts right after the template; a number
     stated first is the answer even when an expression follows it in the same line.
     """
+    # an expression right after the template gives its result ("12 + 5 = 17." -> 17); else the number stated first
     result = expression_result(segment)
     for part in dict.fromkeys(p for p in (result, segment) if p is not None):
         if (num := number_word(part.lstrip())) is not None or (num := normalize_number(part)) is not None:

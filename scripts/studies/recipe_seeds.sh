@@ -7,6 +7,7 @@
 # bootstrap that resamples questions (each keeping its answers under every seed).
 #   bash scripts/studies/recipe_seeds.sh
 set -euo pipefail
+case "${1:-}" in -h|--help) sed -n '2,/^set /{/^#/s/^# \{0,1\}//p;}' "${BASH_SOURCE[0]}"; exit 0 ;; esac
 cd "$(dirname "$0")/../.."
 export LATRO_DATA_DIR=${LATRO_DATA_DIR:-../shared/data}
 OUT=runs/recipe_seeds

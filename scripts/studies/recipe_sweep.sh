@@ -3,9 +3,11 @@
 # scripts/studies/sweep_latro.sh, two at a time (one thread each), then the summary and figure.
 #   scripts/studies/recipe_sweep.sh                                  # every run without a final/ model yet
 #   scripts/studies/recipe_sweep.sh r03_T0.5_lr2e-5 r05_T0.7_lr2e-5  # (re)run these
+#   scripts/studies/recipe_sweep.sh --dry-run [NAME...]              # print the runs' commands, start none
 # Shared settings (each run may override): 12 steps x 2 questions x K = 8 (192 rationales),
 # L = 64, greedy validation on 200 questions at steps 6 and 12 (step 0: --eval-at-start, once per L).
 set -euo pipefail
+case "${1:-}" in -h|--help) sed -n '2,/^set /{/^#/s/^# \{0,1\}//p;}' "${BASH_SOURCE[0]}"; exit 0 ;; esac
 cd "$(dirname "$0")/../.."
 COMMON="--steps 12 --questions-per-step 2 --k 8 --max-new-tokens 64 --micro-batch 16 --eval-every 6"
 # in the order they were run (two at a time); the signal study (results/self_reward_signal.md) chose
@@ -38,6 +40,7 @@ RUNS=(
   "r16s1_T0.7_lr1e-5_36steps --temperature 0.7 --lr 1e-5 --steps 36 --keep-resume-state false --seed 1"
   "r16s2_T0.7_lr1e-5_36steps --temperature 0.7 --lr 1e-5 --steps 36 --keep-resume-state false --seed 2"
 )
+DRY=; if [ "${1:-}" = --dry-run ]; then DRY=1; shift; fi   # --dry-run [NAME...]: print the runs, start none
 want=("$@")
 jobs=()
 for r in "${RUNS[@]}"; do
@@ -46,6 +49,7 @@ for r in "${RUNS[@]}"; do
   if [ ${#want[@]} -eq 0 ] && [ -d "runs/recipe/$name/final" ]; then echo "skip $name (done)"; continue; fi
   jobs+=("$name $COMMON ${r#* } --overwrite")
 done
+if [ -n "$DRY" ]; then printf 'scripts/studies/sweep_latro.sh %s\n' "${jobs[@]}"; exit 0; fi
 printf '%s\n' "${jobs[@]}" | xargs -P 2 -L 1 bash -c 'echo "start $0 $(date +%T)"; scripts/studies/sweep_latro.sh "$0" "$@" && echo "done $0 $(date +%T)" || echo "FAILED $0 (runs/recipe/$0.log)"'
 .venv/bin/python scripts/tools/summarize_sweep.py runs/recipe --out results/latro_recipe --figure figures/latro_recipe.png > /dev/null
 echo "results/latro_recipe.md, figures/latro_recipe.png"

@@ -6,6 +6,7 @@
 # rationales, and the answer NLLs of Figure 2 (no rationale / gold rationale / own right / own wrong).
 # Writes results/self_eval_arithmetic_demo.{md,csv,json} and figures/figure2_arithmetic_models_demo.png.
 set -euo pipefail
+case "${1:-}" in -h|--help) sed -n '2,/^set /{/^#/s/^# \{0,1\}//p;}' "${BASH_SOURCE[0]}"; exit 0 ;; esac
 cd "$(dirname "$0")/../.."
 export LATRO_DATA_DIR=${LATRO_DATA_DIR:-../shared/data}
 RUNS=runs/demo/04_train_latro

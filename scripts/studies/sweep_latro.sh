@@ -7,6 +7,7 @@
 # One thread per run, so two runs share the 2 cores without oversubscribing them
 # (results/latro_step_throughput.md). Summary: python scripts/tools/summarize_sweep.py runs/recipe
 set -euo pipefail
+case "${1:-}" in -h|--help) sed -n '2,/^set /{/^#/s/^# \{0,1\}//p;}' "${BASH_SOURCE[0]}"; exit 0 ;; esac
 cd "$(dirname "$0")/../.."
 name=$1; shift
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}

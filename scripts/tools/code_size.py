@@ -74,6 +74,9 @@ def main(folder: str = "latro_core") -> None:
 
 
 if __name__ == "__main__":
+    if {"-h", "--help"} & set(sys.argv[1:]):
+        print(__doc__)
+        sys.exit(0)
     args = [a for a in sys.argv[1:] if a != "--check"]
     if "--check" in sys.argv[1:]:
         problems = too_big(*args)

@@ -31,6 +31,7 @@ case "${1:-}" in
   --prepare) MODE=prepare ;;
   --preflight) MODE=preflight ;;
   "") ;;
+  -h|--help) sed -n '2,/^set /{/^#/s/^# \{0,1\}//p;}' "$0"; exit 0 ;;
   *) echo "usage: bash scripts/tools/gpu_check.sh [--preflight | --dry-run | --prepare]" >&2; exit 2 ;;
 esac
 PY=${PYTHON:-python3}

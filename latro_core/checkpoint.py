@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import CheckpointError, ConfigError, LatroError
+from .errors import CheckpointError, ConfigError, LatroError, json_fault, json_fault_at, read_json, writing
 from .models import save_model
 
 
@@ -72,9 +72,17 @@ def _recover_checkpoint(path: Path) -> None:
 
 
 def checkpoint_step(path: Path) -> int | None:
+    """The step of the checkpoint folder ``path`` (its ``trainer.json``), or None when it has none;
+    CheckpointError naming the file (line, byte offset) when trainer.json is damaged or foreign."""
     _recover_checkpoint(Path(path))
     f = Path(path) / "trainer.json"
-    return json.loads(f.read_text())["step"] if f.exists() else None
+    if not f.exists():
+        return None
+    fix = f"delete {path} to restart the run, or start over with --overwrite."
+    record = read_json(f, fix)
+    if not isinstance(record.get("step"), int) or not isinstance(record.get("config"), dict):
+        raise CheckpointError(f"{f} is not a latro checkpoint record (no step and config); {fix}")
+    return record["step"]
 
 
 def _load_weights(model, folder: Path) -> None:
@@ -117,22 +125,23 @@ def _read_back(path: Path, read):
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric lines beyond ``step`` (after a resume) so the file has each step once."""
+    """Drop metric lines beyond ``step`` (after a resume) so the file has each step once. A line a kill
+    cut (the last) is dropped; any other line that is not one JSON object is a CheckpointError naming
+    its line and byte offset, and the file is left as it was."""
     if not path.exists():
         return
-    keep, lines = [], path.read_text().splitlines()
-    for i, ln in enumerate(lines):
-        if not ln.strip():
-            continue
-        try:
-            row = json.loads(ln)
-        except ValueError:
-            if i == len(lines) - 1:     # the last line, cut by a kill mid-write: drop it
-                continue
-            raise CheckpointError(f"{path}, line {i + 1}, is damaged (not JSON); fix or delete that line, "
-                                  f"then resume.") from None
-        if row.get("step", 0) <= step:
-            keep.append(ln)
+    keep, lines, offset = [], path.read_bytes().splitlines(keepends=True), 0
+    for i, raw in enumerate(lines):
+        fault = json_fault_at(raw) if raw.strip() else None
+        row = json.loads(raw) if raw.strip() and fault is None else None
+        if fault is None and raw.strip() and not isinstance(row, dict):
+            fault = 0, f"a JSON {type(row).__name__}, not a row of records"
+        if fault is not None and i < len(lines) - 1:    # the last line, cut by a kill mid-write: dropped
+            raise CheckpointError(f"{path}, line {i + 1}, byte {offset + fault[0]}: {fault[1]}; fix or delete "
+                                  f"that line, then resume.")
+        offset += len(raw)
+        if row is not None and row.get("step", 0) <= step:
+            keep.append(raw.decode("utf-8").rstrip("\r\n"))
     path.write_text("".join(ln + "\n" for ln in keep))
 
 
@@ -219,9 +228,31 @@ def open_run_folder(config, out: Path, acc) -> tuple[Path | None, dict]:
     ckpt = out / "checkpoint"
     resume_from = ckpt if (config.resume and checkpoint_step(ckpt) is not None) else None
     if resume_from is not None:
-        return resume_from, resume_changes(config, resume_from)
+        changes = resume_changes(config, resume_from)
+        _restore_config_record(out, resume_from, acc)
+        return resume_from, changes
     _start_over(config, out, acc)
     return None, {}
+
+
+def _restore_config_record(out: Path, ckpt: Path, acc) -> None:
+    """A resume whose run folder's ``config.json`` is missing, damaged or foreign: rewrite it from the
+    checkpoint's copy of the settings (``trainer.json``, which the resume was checked against), and
+    say so in one line; its record of earlier resumes ("resumes") cannot be read back and is lost."""
+    path = out / "config.json"
+    fault = json_fault(path.read_bytes()) if path.is_file() else "missing"
+    if fault is None and not isinstance(json.loads(path.read_bytes()), dict):
+        fault = "not a JSON object"
+    if fault is None or not acc.is_main_process:
+        return
+    record = json.loads((ckpt / "trainer.json").read_text())
+    with writing(f"{path}", "nothing else was changed: free space (or fix the folder's permissions), then resume"):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(record["config"], indent=1))
+        os.replace(tmp, path)
+    print(f"latro: {path} was {'missing' if fault == 'missing' else 'damaged (' + fault + ')'}; the resume "
+          f"uses the checkpoint's settings ({ckpt / 'trainer.json'}, step {record['step']}) and config.json "
+          f"was rewritten from them (its record of earlier resumes is lost).", flush=True)
 
 
 def _start_over(config, out: Path, acc) -> None:
@@ -267,6 +298,13 @@ def restore_training_state(resume_from: Path, load_optimizer, scheduler) -> int:
 
 
 def read_best(out: Path) -> dict | None:
-    """The resumed run's best model so far (``best.json``: its step and eval accuracy), or None."""
+    """The resumed run's best model so far (``best.json``: its step and eval accuracy), or None;
+    CheckpointError naming the file (line, byte offset) when it is damaged or foreign."""
     path = out / "best.json"
-    return _read_back(path, lambda f: json.loads(Path(f).read_text())) if path.exists() else None
+    if not path.exists():
+        return None
+    fix = f"delete {path} and {out / 'best'} to keep the best model from now on, or restore both from a copy."
+    best = read_json(path, fix)
+    if not isinstance(best.get("step"), int) or not isinstance(best.get("eval_accuracy"), (int, float)):
+        raise CheckpointError(f"{path} is not a latro best-model record (no step and eval_accuracy); {fix}")
+    return best

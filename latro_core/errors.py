@@ -4,7 +4,9 @@ The CLI catches :class:`LatroError` and prints its message alone (no traceback);
 library callers can catch it too. Anything else escaping is a bug in latro.
 """
 
+import json
 from contextlib import contextmanager
+from pathlib import Path
 
 
 class LatroError(Exception):
@@ -56,6 +58,49 @@ def writing(what: str, then):
         reason = (e.strerror if isinstance(e, OSError) and e.strerror
                   else (str(e).strip().splitlines() or [type(e).__name__])[0][:160])
         raise WriteError(f"could not write {what} ({reason}); {then() if callable(then) else then}") from None
+
+
+def json_fault_at(data: bytes) -> tuple[int, str] | None:
+    """(byte offset, what is wrong) where ``data`` (a file's bytes) stops being one JSON value, or None
+    when it is one."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return e.start, f"byte 0x{data[e.start]:02x} is not UTF-8 text"
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as e:
+        cut = " (the file ends there: cut short?)" if e.pos >= len(text.rstrip()) else ""
+        return len(text[:e.pos].encode()), f"not valid JSON ({e.msg}){cut}"
+    return None
+
+
+def json_fault(data: bytes) -> str | None:
+    """:func:`json_fault_at` as words with the line: "line 3, byte 120: not valid JSON (...)"."""
+    at = json_fault_at(data)
+    if at is None:
+        return None
+    byte, what = at
+    line = data.count(b"\n", 0, byte) + 1
+    return f"line {line}, byte {byte}: {what}"
+
+
+def read_json(path, fix: str, error=None, kind: type | None = dict):
+    """The JSON value in the file ``path``; a damaged, foreign (not a ``kind``) or unreadable one is one
+    ``error`` (a LatroError class, default CheckpointError) naming the file, the line and byte offset and
+    what is wrong, then ``fix`` (what to do)."""
+    error = error or CheckpointError
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise error(f"{path} cannot be read ({e.strerror or e}); {fix}") from None
+    fault = json_fault(data)
+    value = json.loads(data) if fault is None else None
+    if fault is None and kind is not None and not isinstance(value, kind):
+        fault = f"holds a JSON {type(value).__name__} where a JSON {'object' if kind is dict else kind.__name__} belongs"
+    if fault is not None:
+        raise error(f"{path}, {fault}; {fix}")
+    return value
 
 
 def check_finite(step: int, **quantities) -> None:

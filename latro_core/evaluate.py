@@ -29,7 +29,7 @@ from .answers import (answer_logprobs, answer_nll, generate_answers, k_values, m
                       majority_vote, per_question)
 from .provenance import command_line, git_commit, portable
 from .checkpoint import hold_folder
-from .errors import ConfigError, writing
+from .errors import ConfigError, json_fault, writing
 from .stats import accuracy_stats, auroc, bootstrap_interval, mean_se
 
 SUMMARY_KIND = "latro-evaluation"   # marks summary.json files written by run_evaluation
@@ -60,6 +60,7 @@ class EvalConfig:
     dtype: str = "fp32"
     device: str = "auto"
     out: str | None = None            # default runs/eval/<name>
+    overwrite: bool = False           # replace the results the out folder already holds (else: refused)
     name: str | None = None           # default <run or model>-<task>-<split>[-direct]
     progress: bool = True
     auroc: bool = True                # self-reward scores and their AUROC
@@ -81,9 +82,20 @@ class EvalConfig:
 
 def _read_json(path: Path) -> dict | None:
     try:
-        return json.loads(Path(path).read_text())
+        value = json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
+    return value if isinstance(value, dict) else None
+
+
+def _check_record(path: Path) -> None:
+    """ConfigError naming ``path`` (line, byte offset) when the run record there is damaged: what
+    trained the model would otherwise be misread as the base model."""
+    fault = json_fault(path.read_bytes()) if path.is_file() else None
+    if fault is not None:
+        raise ConfigError(f"{path}, {fault}; it says which run trained this model: restore it from a copy "
+                          f"(`latro train --resume` rewrites a run's config.json from its checkpoint), or "
+                          f"delete it and pass --method and --train-seed.")
 
 
 def run_config(path: str | None) -> dict | None:
@@ -91,11 +103,16 @@ def run_config(path: str | None) -> dict | None:
 
     Looks in the folder and up to two parents for ``trainer.json`` (a checkpoint) or a
     ``config.json`` holding a "method" (a run's folder): runs/x/final, runs/x/checkpoint/model.
+    A damaged one on the way is a ConfigError (the model folder's own config.json is checked when
+    the model loads).
     """
     if not path or not Path(path).is_dir():
         return None
     p = Path(path).resolve()
     for folder in (p, p.parent, p.parent.parent):
+        _check_record(folder / "trainer.json")
+        if folder != p:
+            _check_record(folder / "config.json")
         if (t := _read_json(folder / "trainer.json")) and isinstance(t.get("config"), dict):
             return t["config"]
         if (c := _read_json(folder / "config.json")) and "method" in c:
@@ -192,6 +209,7 @@ def run_evaluation(cfg: EvalConfig, model=None, tokenizer=None) -> dict:
     out = Path(cfg.out or Path("runs") / "eval" / name)
     lock = hold_folder(out, "--out")     # one evaluation at a time into a folder
     try:
+        _clear_out(out, cfg.overwrite)
         if model is None:
             model, tokenizer = load_model(base, dtype=cfg.dtype, device=cfg.device, adapter=adapter)
         tok = tokenizer
@@ -231,6 +249,24 @@ def _nll_pass(cfg: EvalConfig, model, tok, task, examples, scores, correct) -> d
         for name, right in (("own_correct", True), ("own_wrong", False)):
             nll[name] = nll_summary([v for v, c, _ in flat if c == right], [q for _, c, q in flat if c == right])
     return nll
+
+
+EVAL_FILES = ("summary.json", "predictions.jsonl")     # what an evaluation writes into its out folder
+
+
+def _clear_out(out: Path, overwrite: bool) -> None:
+    """An out folder that holds an evaluation's results: refused (nothing changed) unless ``overwrite``,
+    which deletes them first, saying so in one line (an evaluation that then fails leaves none, never
+    a mix of two evaluations)."""
+    found = [name for name in EVAL_FILES if (out / name).exists()]
+    if not found:
+        return
+    if not overwrite:
+        raise ConfigError(f"{out} already holds an evaluation's results ({', '.join(found)}); nothing was changed: "
+                          f"rerun with --overwrite (deletes them), or pick another --out.")
+    print(f"latro: --overwrite deletes {', '.join(found)} in {out}", file=sys.stderr, flush=True)
+    for name in found:
+        (out / name).unlink()
 
 
 def _write_evaluation(out: Path, summary: dict, records: list[dict]) -> dict:

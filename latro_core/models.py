@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import ModelError
+from .errors import ModelError, read_json
 
 EMBEDDED = "embedded"  # the model name that selects the embedded SmolLM2-135M-Instruct
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -207,9 +207,53 @@ def _check_model_name(name: str) -> None:
 
 def _not_found(name: str, err: Exception) -> str:
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if Path(name).expanduser().exists():       # a folder or file the user brought: damaged or foreign
+        return (f"Could not load the model at {name}: {first[:300].rstrip('.')}. It is damaged or not a Hugging Face model: "
+                f"pass a save_pretrained folder (e.g. runs/x/final), a .gguf file or a hub id, or save, copy "
+                f"or download it again.")
     return (f"Could not load model {name!r}: {first[:300]}. "
             f"Offline, only local folders, .gguf files and the embedded default work: "
             f"omit --model (or pass --model {EMBEDDED}) for the embedded SmolLM2-135M-Instruct.")
+
+
+def _is_file_error(e: BaseException) -> bool:
+    """What transformers, peft and safetensors raise for a missing, damaged or foreign model file:
+    OSError, ValueError, or safetensors' SafetensorError (a class of its own)."""
+    return isinstance(e, (OSError, ValueError)) or type(e).__name__ == "SafetensorError"
+
+
+# the JSON files a model or adapter folder may hold (each checked before loading)
+MODEL_JSON = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+              "special_tokens_map.json", "adapter_config.json")
+
+
+def check_model_folder(folder, what: str = "model folder") -> None:
+    """ModelError naming the first damaged file of a model (or adapter) folder: a JSON file that is not
+    one JSON object (its line and byte offset), a safetensors file whose header or length is wrong (cut
+    short, or not safetensors). A folder whose files are whole passes; loading then checks the rest."""
+    folder = Path(folder).expanduser()
+    fix = (f"the {what} {folder} is damaged: save, copy or download it again (a latro run's models are "
+           f"its final/ and best/ folders).")
+    for name in MODEL_JSON:
+        if (folder / name).is_file():
+            read_json(folder / name, fix, ModelError)
+    for path in sorted(folder.glob("*.safetensors")):
+        _check_safetensors(path, fix)
+
+
+def _check_safetensors(path: Path, fix: str) -> None:
+    """ModelError naming ``path`` when safetensors cannot read its header or the header does not cover
+    the file exactly (a file cut short, or one that is not safetensors)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt"):
+            pass
+    except Exception as e:  # noqa: BLE001 - SafetensorError is not importable by a stable name
+        if not _is_file_error(e):     # the file's fault; anything else is a bug
+            raise
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise ModelError(f"{path} is damaged ({reason}); {fix}") from None
 
 
 @contextmanager
@@ -248,6 +292,8 @@ def load_model(name: str | None = None, *, dtype: str | torch.dtype = "fp32", de
     torch_dtype = resolve_dtype(dtype)
     dev = resolve_device(device)
     _check_model_name(name)
+    if Path(name).expanduser().is_dir():
+        check_model_folder(name)
     loc = _gguf_location(name)
     cached = cache_dir() / "embedded-smollm2-135m" if name == EMBEDDED else None
     try:
@@ -255,13 +301,35 @@ def load_model(name: str | None = None, *, dtype: str | torch.dtype = "fp32", de
             model, tok = _load(name, loc, cached, torch_dtype)
     except ModelError:
         raise
-    except (OSError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 - the files' fault: OSError, ValueError, SafetensorError, any
+        if not (_is_file_error(e) or loc is not None):  # error of the GGUF parser (a cut file: struct.error)
+            raise
         raise ModelError(_not_found(name, e)) from None
     model.config.pad_token_id = tok.pad_token_id
     model.generation_config.pad_token_id = tok.pad_token_id
-    if adapter is not None or lora is not None:
-        model = add_lora(model, lora, adapter)
+    if adapter is not None:
+        model = _load_adapter(model, adapter)
+    elif lora is not None:
+        model = add_lora(model, lora)
     return model.to(dev), tok
+
+
+def _load_adapter(model, adapter: str):
+    """``model`` with the saved peft adapter of the folder ``adapter``; ModelError when the folder is
+    missing, damaged, or not an adapter for this model."""
+    folder = Path(adapter).expanduser()
+    if folder.is_dir():
+        check_model_folder(folder, "adapter folder")
+    elif _looks_like_path(adapter):
+        raise ModelError(f"no such adapter folder: {adapter}; pass a LoRA run's final/ or best/ folder.")
+    try:
+        return add_lora(model, None, str(folder) if folder.is_dir() else adapter)
+    except Exception as e:  # noqa: BLE001 - peft raises several kinds for a bad adapter; the rest re-raise
+        if not (_is_file_error(e) or isinstance(e, RuntimeError)):   # RuntimeError: shapes of another model
+            raise
+        first = (str(e).strip().splitlines() or [type(e).__name__])[-1].strip()[:200]
+        raise ModelError(f"could not load the adapter {adapter} ({first}); it is damaged or was trained on "
+                         f"another model: pass its base model with --model, or train it again.") from None
 
 
 def _load(name: str, loc, cached: Path | None, torch_dtype):

@@ -174,9 +174,11 @@ def train_runs(cfgs, *, parallel: int = 2, threads: int = 1, test_limit: int = 0
 def evaluate_all(cfgs, *, parallel: int = 1, threads: int = 1, cwd: str | Path | None = None) -> list[dict]:
     """:func:`~latro_core.evaluate.run_evaluation` of every :class:`~latro_core.evaluate.EvalConfig`:
     ``parallel`` > 1 as that many ``latro evaluate`` child processes at a time (logs: ``<out>.log``),
-    else one after another here. Returns each summary (``summary.json``), in order."""
+    else one after another here. Returns each summary (``summary.json``), in order. A rerun replaces
+    its earlier results (``overwrite``), as the notebooks' training runs start over."""
     from ..evaluate import run_evaluation
 
+    cfgs = [dataclasses.replace(c, overwrite=True) for c in cfgs]
     if parallel <= 1:
         return [run_evaluation(c) for c in cfgs]
     if any(c.out is None for c in cfgs):

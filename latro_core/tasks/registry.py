@@ -88,9 +88,16 @@ def stored_task(name: str, splits: tuple[str, ...], folder: str, parse, hub: tup
 
 def _read_jsonl(path: Path):
     """Yield (line index, parsed row) for each non-blank line of a JSONL file; DataError naming the
-    line on invalid JSON."""
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f):
+    line on invalid JSON, and the line and byte offset on a byte that is not UTF-8."""
+    offset = 0
+    with open(path, "rb") as f:
+        for i, raw in enumerate(f):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path}, line {i + 1}, byte {offset + e.start}: byte 0x{raw[e.start]:02x} is not "
+                                f"UTF-8 text; save the file as UTF-8 (or fix that line).") from None
+            offset += len(raw)
             if line.strip():
                 try:
                     yield i, json.loads(line)

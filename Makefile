@@ -6,7 +6,7 @@ PROFILE ?= demo
 # GSM8K / ARC-Challenge are read from here when the folder exists, else from the Hugging Face hub.
 export LATRO_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 
-.PHONY: demo test smoke env clean-runs
+.PHONY: demo test smoke env clean-runs test-compat
 
 demo: .venv/.installed
 	$(PY) -m latro_core.cli reproduce --profile $(PROFILE)
@@ -32,3 +32,11 @@ env: .venv/.installed
 
 clean-runs:
 	rm -rf runs
+
+# The declared ranges, tested (issue #40): the fast tier and notebooks 01 and 04 (smoke) in a venv at
+# pyproject.toml's floors and in one at the newest versions its ranges admit, and the Colab cell in a
+# Colab-like venv; writes results/compat.md. Venvs outside the repository ($(COMPAT_DIR)); about 40 min
+# on 2 cores. COMPAT_ARGS="--only floor", "--worktree" (uncommitted changes), "--rebuild".
+COMPAT_DIR ?= $(or $(LATRO_COMPAT_DIR),/work/compat-venvs)
+test-compat: .venv/.installed
+	$(PY) scripts/tools/compat.py --venvs $(COMPAT_DIR) $(COMPAT_ARGS)

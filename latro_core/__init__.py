@@ -18,3 +18,6 @@ Modules in layers, one job each; a module imports only its own layer or lower on
 __version__ = "0.1.0"
 
 from .errors import CheckpointError, ConfigError, DataError, LatroError, ModelError, NumericalError  # noqa: F401
+from .versions import check as _check_versions
+
+_check_versions()   # one line per installed dependency outside pyproject.toml's ranges (latro_core/versions.py)

@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .versions import check
+    if check():            # a dependency outside its declared range: one line printed each (versions.py)
+        return 2
     from .errors import LatroError
     from .methods import METHODS
 

@@ -205,13 +205,70 @@ def _growing_layer():
     return GrowingLayer
 
 
+def _cache_api_problem(layer_class=None) -> str | None:
+    """What in transformers' cache API differs from what :func:`_growing_layer` builds on (None: nothing).
+    GrowingLayer subclasses ``DynamicLayer`` (an internal whose fields changed across transformers
+    versions), so a small cache is filled both ways, repeated, selected and extended, and the
+    results compared. ``layer_class``: the class to try in place of GrowingLayer (tests)."""
+    try:
+        from transformers.cache_utils import DynamicCache, DynamicLayer
+
+        def kv(b, n, seed):
+            g = torch.Generator().manual_seed(seed)
+            return torch.randn(b, 2, n, 4, generator=g), torch.randn(b, 2, n, 4, generator=g)
+
+        cache = DynamicCache()
+        cache.update(*kv(2, 3, 0), 0)
+        if not isinstance(getattr(cache, "layers", None), list) or type(cache.layers[0]) is not DynamicLayer:
+            return "DynamicCache has no list of DynamicLayer layers"
+        plain = cache.layers[0]
+        if not (plain.is_initialized and plain.keys.shape == (2, 2, 3, 4)):
+            return "a filled DynamicLayer has no is_initialized / keys of the expected shape"
+        ours = (layer_class or _growing_layer())(plain, capacity=3 + 2)
+        for layer in (plain, ours):
+            layer.batch_repeat_interleave(2)
+            layer.batch_select_indices(torch.tensor([0, 3, 1]))
+            k, v = layer.update(*kv(3, 1, 1))
+            layer.update(*kv(3, 2, 2))            # past the capacity: the buffers grow
+        if not (torch.equal(k, ours.keys[:, :, :4]) and torch.equal(plain.keys, ours.keys)
+                and torch.equal(plain.values, ours.values)
+                and plain.get_seq_length() == ours.get_seq_length() == 6):
+            return "the in-place layer's keys / values differ from DynamicLayer's"
+    except Exception as e:  # noqa: BLE001 - any failure means the internals moved: use the public path
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+@functools.cache
+def _in_place_layer():
+    """:func:`_growing_layer`'s class when this transformers' cache API is what it expects (checked
+    once per process), else None, after one warning: the rollout then keeps transformers' own
+    ``DynamicCache`` (the same tokens, with a copy of the cache at every step)."""
+    problem = _cache_api_problem()
+    if problem is None:
+        return _growing_layer()
+    import warnings
+
+    try:
+        from importlib.metadata import version
+        found = f"transformers {version('transformers')}"
+    except Exception:  # noqa: BLE001
+        found = "this transformers"
+    warnings.warn(f"latro: {found}'s KV-cache layers are not what rollout.py's in-place cache expects "
+                  f"({problem}); sampling with transformers' plain DynamicCache instead (same tokens, slower "
+                  f"for long rationales)", RuntimeWarning, stacklevel=2)
+    return None
+
+
 def _into_buffers(cache, capacity: int) -> None:
     """Moves a filled ``DynamicCache``'s layers into :func:`_growing_layer` buffers of ``capacity``
-    positions; a cache with other layer kinds (sliding windows, ...) is left as it is."""
+    positions; a cache with other layer kinds (sliding windows, ...) is left as it is, and so is every
+    cache where transformers' cache API is not what GrowingLayer expects (:func:`_in_place_layer`)."""
     from transformers.cache_utils import DynamicLayer
 
-    if all(type(layer) is DynamicLayer and layer.is_initialized for layer in cache.layers):
-        cache.layers = [_growing_layer()(layer, capacity) for layer in cache.layers]
+    growing = _in_place_layer()
+    if growing is not None and all(type(layer) is DynamicLayer and layer.is_initialized for layer in cache.layers):
+        cache.layers = [growing(layer, capacity) for layer in cache.layers]
 
 
 def _prefill(model, tokenizer, prompts, k, pad, new_tokens):

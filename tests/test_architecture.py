@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "latro_core"
 LAYERS = {
     # ground: no algorithm in them (a package's modules take its layer: tasks.base, tasks.numbers,
     # tasks.registry, tasks.gsm8k, tasks.arc, tasks.arithmetic are ground)
-    "errors": 0, "stats": 0, "provenance": 0, "cpu_kernels": 0, "tasks": 0, "models": 0,
+    "errors": 0, "stats": 0, "provenance": 0, "cpu_kernels": 0, "tasks": 0, "models": 0, "versions": 0,
     # the algorithm: sampling, scoring, the objective, and the answers a model gives
     "rollout": 1, "fast_logprobs": 1, "logprobs": 1, "objective": 1, "answers": 1,
     # training: each method's step, the loop, its run folder, sharding

@@ -85,7 +85,7 @@ def checkpoint_step(path: Path) -> int | None:
     return record["step"]
 
 
-def _load_weights(model, folder: Path) -> None:
+def load_weights(model, folder: Path) -> None:
     """Load a ``save_pretrained`` folder's safetensors weights into ``model`` in place (resume
     without a second copy of the model). Tied weights (lm_head = embeddings) may be absent."""
     from safetensors.torch import load_file
@@ -96,7 +96,7 @@ def _load_weights(model, folder: Path) -> None:
                           f"checkpoint or train without --resume.")
     state = {}
     for f in files:
-        state.update(_read_back(f, lambda path: load_file(str(path))))
+        state.update(read_back(f, lambda path: load_file(str(path))))
     own = model.state_dict()
     try:
         res = model.load_state_dict(state, strict=False)
@@ -111,7 +111,7 @@ def _load_weights(model, folder: Path) -> None:
                           f"unexpected {list(res.unexpected_keys)[:3]}; resume with the same --model.")
 
 
-def _read_back(path: Path, read):
+def read_back(path: Path, read):
     """``read(path)``, or one CheckpointError naming the file when it is missing or damaged."""
     try:
         return read(path)
@@ -124,7 +124,7 @@ def _read_back(path: Path, read):
                               f"or resume from a copy of an intact checkpoint.") from None
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
+def truncate_records(path: Path, step: int) -> None:
     """Drop metric lines beyond ``step`` (after a resume) so the file has each step once. A line a kill
     cut (the last) is dropped; any other line that is not one JSON object is a CheckpointError naming
     its line and byte offset, and the file is left as it was."""
@@ -288,7 +288,7 @@ def _start_over(config, out: Path, acc) -> None:
 def restore_training_state(resume_from: Path, load_optimizer, scheduler) -> int:
     """Read the optimizer, schedule and RNG state of the checkpoint ``resume_from`` back into the run
     (``load_optimizer(state)`` loads the optimizer's, sharded or not); returns its step."""
-    state = _read_back(resume_from / "state.pt", lambda f: torch.load(f, weights_only=False))
+    state = read_back(resume_from / "state.pt", lambda f: torch.load(f, weights_only=False))
     load_optimizer(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])

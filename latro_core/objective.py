@@ -41,74 +41,123 @@ A_k the RLOO advantages of r, and w_k = ∂R/∂ℓ at z_k, the "direct" term (�
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
 from .errors import ConfigError
 
+if TYPE_CHECKING:
+    from .rollout import Rollout
+    from .tasks import Example, Task
+
 TRUNCATION_RULES = ("batch_mean", "constant", "none")
+
+
+@dataclass
+class RewardInput:
+    """What a reward reads, for the N = Q·K samples of one micro-batch (sample i answers question i // K).
+
+    ``logp_y`` (N,) log πθ(y|x⊕z), detached (log πθ(ŷ|x⊕z) for a reward that scores the model's own
+    answer ŷ); ``direct_scale`` λ, the method's weight on the direct term; ``extras``: what else the step
+    can compute, each when first read: "answer_right" (N,) bool, the task's checker on the model's own
+    answer after z (rewards with ``own_answer``); "answer_prob" and "answer_prob_without_z" (N,), the mean
+    per-token probability of y after x⊕z and after x alone. ``rollout``, ``rows`` (its rows in this
+    micro-batch), ``questions`` and ``task``: the samples themselves (token ids, texts), for a reward that
+    reads them; None in the exactness tests, which give ``extras`` directly."""
+
+    logp_y: torch.Tensor
+    direct_scale: float | torch.Tensor = 1.0
+    extras: Mapping[str, torch.Tensor] = field(default_factory=dict)
+    rollout: Rollout | None = None
+    rows: slice | None = None
+    questions: Sequence[Example] = ()
+    task: Task | None = None
+
+
+@dataclass
+class RewardOutput:
+    """``value`` R_k (N,), detached; ``direct_weight`` w_k = ∂R/∂ℓ, the weight on ∇log πθ(y|x⊕z_k)
+    (a float or (N,) detached; 0: no direct term)."""
+
+    value: torch.Tensor
+    direct_weight: float | torch.Tensor = 0.0
+
+
+def log_likelihood_reward(inp: RewardInput) -> RewardOutput:
+    """LaTRO: R = log πθ(y|x⊕z), w = λ."""
+    return RewardOutput(inp.logp_y, inp.direct_scale)
+
+
+def probability_reward(inp: RewardInput) -> RewardOutput:
+    """VeriFree: R = πθ(y|x⊕z) = e^ℓ, w = λ·e^ℓ."""
+    p = inp.logp_y.exp()
+    return RewardOutput(p, inp.direct_scale * p)
+
+
+def verifier_reward(inp: RewardInput) -> RewardOutput:
+    """RLVR: R = 1[ŷ checked right], no direct term."""
+    return RewardOutput(inp.extras["answer_right"].to(inp.logp_y.dtype), 0.0)
+
+
+def rlpr_reward(inp: RewardInput) -> RewardOutput:
+    """RLPR: R = clip(p̄(y|x⊕z) − p̄(y|x), 0, 1), held fixed, no direct term."""
+    # R = clip(p̄(y|x⊕z) − p̄(y|x), 0, 1)
+    debiased = inp.extras["answer_prob"] - inp.extras["answer_prob_without_z"]
+    return RewardOutput(debiased.clamp(0, 1).to(inp.logp_y.dtype), 0.0)
 
 
 @dataclass(frozen=True)
 class Reward:
-    """One reward of the family (module doc). ``value(logp_y, info)``: R_k, (N,) detached, ``info``
-    holding what else it needs ("correct": the checker's verdicts; "answer_prob", "answer_prob_without_z":
-    mean per-token probabilities of y with and without z); ``direct(logp_y, lam)``: w_k, the weight on
-    ∇log πθ(y|x⊕z_k) (a float or (N,) detached; 0: none); ``checker``: R needs the task's answer
-    checker (the rollout then goes on after the template to the model's own answer);
-    ``token_probs``: R needs the mean per-token probabilities; ``negative``: R ≤ 0, so the "batch_mean"
-    truncation rule (γ × mean R) makes a cut rationale worse, as it must; ``own_answer``: the answer
-    scored (``logp_y``) is the model's own continuation ŷ after z, not the gold y, and the score term
-    is A·log πθ(z⊕ŷ|x) = A·(log πθ(z|x) + log πθ(ŷ|x⊕z)) (the KL stays on z)."""
+    """One reward of the family (module doc): ``function`` maps a :class:`RewardInput` to R and w;
+    ``negative``: R ≤ 0, so the "batch_mean" truncation rule (γ × mean R) makes a cut rationale worse,
+    as it must; ``own_answer``: the rollout goes on after the answer template to the model's own answer
+    ŷ, which is what ``logp_y`` scores (not the gold y), and the score term is A·log πθ(z⊕ŷ|x) =
+    A·(log πθ(z|x) + log πθ(ŷ|x⊕z)) (the KL stays on z); ``objective``: the J it estimates ∇ of."""
 
     name: str
-    value: Callable
-    direct: Callable
-    checker: bool = False
-    token_probs: bool = False
+    function: Callable[[RewardInput], RewardOutput]
+    objective: str = ""
     negative: bool = False
     own_answer: bool = False
-    objective: str = ""
 
 
-REWARDS = {
-    "latro": Reward("latro", value=lambda ly, info: ly, direct=lambda ly, lam: lam, negative=True,
-                    objective="E_z[log πθ(y|x⊕z)] − β·KL  (LaTRO, Eq. 3 with β; Eq. 4 at λ = 1)"),
-    "probability": Reward("probability", value=lambda ly, info: ly.exp(), direct=lambda ly, lam: lam * ly.exp(),
-                          objective="E_z[πθ(y|x⊕z)] − β·KL = p_M(y|x) − β·KL  (VeriFree's objective at β = 0)"),
-    "verifier": Reward("verifier", value=lambda ly, info: info["correct"].to(ly.dtype), direct=lambda ly, lam: 0.0,
-                       checker=True, own_answer=True,
-                       objective="E_{z,ŷ}[1[ŷ checked right]] − β·KL(z)  (RLVR, RLOO advantages over z⊕ŷ)"),
-    # R = clip(p̄(y|x⊕z) − p̄(y|x), 0, 1)
-    "rlpr": Reward("rlpr", value=lambda ly, info: (info["answer_prob"] - info["answer_prob_without_z"]).clamp(0, 1)
-                   .to(ly.dtype), direct=lambda ly, lam: 0.0, token_probs=True,
-                   objective="semi-gradient of E_z[clip(p̄(y|x⊕z) − p̄(y|x), 0, 1)] − β·KL  (RLPR's debiased reward)"),
-}
+REWARDS: dict[str, Reward] = {}
 
 
 def register_reward(reward: Reward) -> Reward:
     """Add ``reward`` to :data:`REWARDS`: ``latro train --reward <name>`` then trains with it
-    (``tests/toy_reward.py`` adds one from outside the library)."""
+    (``tests/toy_reward.py`` adds one from outside the library, ``--plugin`` from the shell)."""
     REWARDS[reward.name] = reward
     return reward
 
 
-def reward_spec(name: str) -> Reward:
+def get_reward(name: str) -> Reward:
     """The registered reward ``name``; ConfigError naming the known ones if there is none."""
     if name not in REWARDS:
         raise ConfigError(f"reward {name!r} is not one of {', '.join(REWARDS)}")
     return REWARDS[name]
 
 
-def self_reward(logp_y: torch.Tensor, logp_z: torch.Tensor, ref_logp_z: torch.Tensor | None,
+register_reward(Reward("latro", log_likelihood_reward, negative=True,
+                       objective="E_z[log πθ(y|x⊕z)] − β·KL  (LaTRO, Eq. 3 with β; Eq. 4 at λ = 1)"))
+register_reward(Reward("probability", probability_reward,
+                       objective="E_z[πθ(y|x⊕z)] − β·KL = p_M(y|x) − β·KL  (VeriFree's objective at β = 0)"))
+register_reward(Reward("verifier", verifier_reward, own_answer=True,
+                       objective="E_{z,ŷ}[1[ŷ checked right]] − β·KL(z)  (RLVR, RLOO advantages over z⊕ŷ)"))
+register_reward(Reward("rlpr", rlpr_reward,
+                       objective="semi-gradient of E_z[clip(p̄(y|x⊕z) − p̄(y|x), 0, 1)] − β·KL  (RLPR's debiased reward)"))
+
+
+def self_reward(answer_reward: torch.Tensor, logp_z: torch.Tensor, ref_logp_z: torch.Tensor | None,
                 beta: float) -> torch.Tensor:
-    """r = R − β·(log πθ(z|x) − log π0(z|x)); all (N,), returns (N,) detached. R (``logp_y``) is the
-    answer's reward: LaTRO's log πθ(y|x⊕z) (the self-reward), or another member of :data:`REWARDS`."""
+    """r = R − β·(log πθ(z|x) − log π0(z|x)); all (N,), returns (N,) detached. ``answer_reward`` R is
+    LaTRO's log πθ(y|x⊕z) (the self-reward), or another member of :data:`REWARDS`."""
     # r_k = R_k − β·log(πθ(z_k|x) / π0(z_k|x))
     kl = (logp_z - ref_logp_z) if (ref_logp_z is not None and beta != 0) else torch.zeros_like(logp_z)
-    return (logp_y - beta * kl).detach()
+    return (answer_reward - beta * kl).detach()
 
 
 def penalize_truncated(rewards: torch.Tensor, truncated: torch.Tensor, rule: str = "batch_mean",
@@ -150,44 +199,46 @@ def rloo_advantages(rewards: torch.Tensor) -> torch.Tensor:
 
 
 def latro_loss(logp_z: torch.Tensor, logp_y: torch.Tensor, advantages: torch.Tensor,
-               lam: float | torch.Tensor = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+               direct_weight: float | torch.Tensor = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Eq. 4 as a loss to minimise; logp_z, logp_y, advantages (N,) for N = Q·K samples.
 
     loss = −mean_k(A_k · log πθ(z_k|x)) − mean_k(w_k · log πθ(y|x⊕z_k)),  A and w detached,
-    w = λ for LaTRO: λ = 1 is the paper's Eq. 4; λ = 0 is the released code (``sft_penalty`` = 0);
-    ``lam`` may be a per-sample (N,) weight (the direct term of another reward, :data:`REWARDS`).
+    ``direct_weight`` w = λ for LaTRO: λ = 1 is the paper's Eq. 4; λ = 0 is the released code
+    (``sft_penalty`` = 0); a per-sample (N,) weight for another reward (:class:`RewardOutput`).
     Returns (loss, {"policy_loss", "answer_loss"}).
     """
     # −1/N Σ_k A_k · log πθ(z_k|x)
     policy_loss = -(advantages.detach() * logp_z).mean()
     # −1/N Σ_k w_k · log πθ(y|x⊕z_k)
-    w = lam.detach() if isinstance(lam, torch.Tensor) else lam
+    w = direct_weight.detach() if isinstance(direct_weight, torch.Tensor) else direct_weight
     answer_loss = -(w * logp_y).mean()
     return policy_loss + answer_loss, {"policy_loss": policy_loss.detach(), "answer_loss": answer_loss.detach()}
 
 
-def latro_update(logp_z: torch.Tensor, logp_y: torch.Tensor, ref_logp_z: torch.Tensor | None,
-                 truncated: torch.Tensor, k: int, *, beta: float, lam: float = 1.0, truncation: str = "batch_mean",
-                 gamma: float = 2.0, batch_mean: torch.Tensor | float | None = None, reward: str = "latro",
-                 info: dict | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """One LaTRO update on scored samples: the loss to back-propagate and its per-sample pieces.
+def micro_batch_loss(logp_z: torch.Tensor, logp_y: torch.Tensor, ref_logp_z: torch.Tensor | None,
+                     truncated: torch.Tensor, k: int, *, beta: float, lam: float = 1.0, truncation: str = "batch_mean",
+                     gamma: float = 2.0, batch_mean: torch.Tensor | float | None = None, reward: str = "latro",
+                     extras: Mapping[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Stages 3–5 of LaTRO's step (:mod:`latro_core.methods.latro`) on scored samples: the loss to
+    back-propagate and its per-sample pieces, for the exactness tests, the benchmarks and notebook 04.
 
     logp_z, logp_y (N,) with gradients, N = Q·K question-major; ref_logp_z (N,) from π0 (None when
-    β = 0); truncated (N,) bool, cut at L; ``reward``: a member of :data:`REWARDS`, ``info`` what else
-    its R needs (:class:`Reward`). The trainer, the benchmarks and notebook 04 all call this:
-        r = R − β·(log πθ(z|x) − log π0(z|x)),  R = log πθ(y|x⊕z) for LaTRO   (self_reward)
+    β = 0); truncated (N,) bool, cut at L; ``reward``: a member of :data:`REWARDS`, ``extras`` what
+    else its R reads (:class:`RewardInput`):
+        R, w = reward(log πθ(y|x⊕z), λ, extras)                                (REWARDS)
+        r = R − β·(log πθ(z|x) − log π0(z|x))                                  (self_reward)
         r ← γ·mean(r) (or γ, or r) where cut at L                              (penalize_truncated)
         A = r_k − mean_{j≠k} r_j, per question                                 (rloo_advantages)
-        loss = −mean(A · log πθ(z|x)) − mean(w · log πθ(y|x⊕z)),  w = λ        (latro_loss, Eq. 4)
+        loss = −mean(A · log πθ(z|x)) − mean(w · log πθ(y|x⊕z))                (latro_loss, Eq. 4)
     (the verifier: y = ŷ, the model's own answer, and A multiplies log πθ(z⊕ŷ|x); w = 0)
     Returns (loss, {"reward" (after the penalty), "adv", "policy_loss", "answer_loss"}).
     """
-    spec = reward_spec(reward)
-    ly = logp_y.detach()
-    r = penalize_truncated(self_reward(spec.value(ly, info or {}), logp_z, ref_logp_z, beta), truncated, truncation,
+    spec = get_reward(reward)
+    answer_reward = spec.function(RewardInput(logp_y.detach(), lam, extras or {}))
+    r = penalize_truncated(self_reward(answer_reward.value, logp_z, ref_logp_z, beta), truncated, truncation,
                            gamma, batch_mean)
     adv = rloo_advantages(r.view(-1, k)).view(-1)
     # the score term's log-probability: of z, or of z⊕ŷ when the answer scored is the model's own
     logp_action = logp_z + logp_y if spec.own_answer else logp_z
-    loss, terms = latro_loss(logp_action, logp_y, adv, spec.direct(ly, lam))
+    loss, terms = latro_loss(logp_action, logp_y, adv, answer_reward.direct_weight)
     return loss, {"reward": r, "adv": adv, **terms}

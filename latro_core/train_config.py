@@ -8,8 +8,8 @@ import math
 from dataclasses import dataclass, field, fields
 
 from .errors import ConfigError
-from .methods import get_method
-from .objective import TRUNCATION_RULES, reward_spec
+from .methods.registry import get_method
+from .objective import TRUNCATION_RULES, get_reward
 
 
 @dataclass
@@ -86,18 +86,19 @@ class TrainConfig:
                 f"{method.label} has no π0 to set."))
         if self.truncation not in TRUNCATION_RULES:
             raise ConfigError(f"truncation={self.truncation!r} is not one of {TRUNCATION_RULES}")
-        spec = reward_spec(self.reward)
-        if spec.token_probs and self.shard:
-            raise ConfigError(f"reward={self.reward!r} scores y in extra passes outside the sharded root module; "
-                              f"train it unsharded.")
+        spec = get_reward(self.reward)
         if method.reward and self.truncation == "batch_mean" and not spec.negative:
             raise ConfigError(f"truncation='batch_mean' sets a cut rationale's reward to γ × the mean reward, which "
                               f"penalises only negative rewards (log-probabilities); reward={self.reward!r} is ≥ 0, so "
                               f"use --truncation none or --truncation constant --gamma 0.")
+        if method.reward and self.truncation == "constant" and self.gamma > 0 and spec.negative:
+            raise ConfigError(f"truncation='constant' sets a cut rationale's reward to γ = {self.gamma:g}, but "
+                              f"reward={self.reward!r} is a log-probability (≤ 0), so that is a bonus, not a penalty; "
+                              f"use a negative γ (e.g. --gamma -50) or --truncation batch_mean --gamma 2.")
         for name in ("steps", "questions_per_step", "max_new_tokens", "micro_batch"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if method.samples and self.k < method.min_k:
+        if method.draws_rationales and self.k < method.min_k:
             raise ConfigError(f"k must be >= {method.min_k} for {method.label} (leave-one-out needs two samples), "
                               f"got k={self.k}" if method.min_k > 1 else f"k must be >= 1, got k={self.k}")
         if self.questions_per_step % world_size:
@@ -119,7 +120,7 @@ class TrainConfig:
         if self.device not in ("auto", "cpu"):
             from .models import resolve_device
             resolve_device(self.device)     # a device that is not there is an error, not a silent CPU run
-        if method.samples and self.temperature == 0:
+        if method.draws_rationales and self.temperature == 0:
             raise ConfigError(f"{self.method} samples its rationales: temperature must be > 0 "
                               "(T = 0 is greedy: K identical rationales, no learning signal); e.g. 1.0 or 0.7.")
 

@@ -26,21 +26,20 @@ import json
 import shutil
 import signal
 import time
-from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from .checkpoint import (_load_weights, _read_back, _truncate_metrics, checkpoint_step, hold_folder, open_run_folder,
+from .checkpoint import (load_weights, read_back, truncate_records, checkpoint_step, hold_folder, open_run_folder,
                          read_best, restore_training_state, save_checkpoint, write_folder_atomically)
-from .errors import ConfigError, NumericalError, check_finite, writing
-from .logprobs import PolicyScorer, sequence_logprobs
-from .methods import StepContext, get_method
+from .errors import ConfigError, check_finite, writing
+from .logprobs import PolicyScorer
+from .methods import StepInputs, StepOutput, get_method
 from .models import LoraSpec, add_lora, enable_checkpointing, freeze, frozen_copy, load_model, save_model
-from .rollout import sample_rationales
-from .sharding import (full_optimizer_state, full_state_dict, full_tensor, gathered, load_full_optimizer_state, shard,
-                       sharding_requested)
+from .policy import Policy, SamplingSettings, sampling_generator  # noqa: F401  (sampling_generator: re-exported)
+from .processes import Processes
+from .sharding import gathered, shard, sharding_requested
 from .tasks import load_task
 from .train_config import TrainConfig, mixed_precision
 
@@ -59,14 +58,6 @@ def question_indices(step: int, n_questions: int, per_step: int, seed: int) -> l
         g = torch.Generator().manual_seed(seed * 7919 + epoch)
         out.append(int(torch.randperm(n_questions, generator=g)[i]))
     return out
-
-
-def sampling_generator(seed: int, step: int, question: int, device="cpu") -> torch.Generator:
-    """The generator that samples the K rationales of the ``question``-th question (its position in
-    the step's global batch) at optimizer step ``step`` (0-based): seeded by (seed, step, question),
-    not by the process, so a run samples the same rationales whatever the number of processes."""
-    g = torch.Generator(device=device)
-    return g.manual_seed(((seed * 1_000_003 + step) * 1_000_033 + question) % (2 ** 63))
 
 
 # ---------------------------------------------------------------- building a run: one function per part
@@ -142,9 +133,9 @@ def build_policy(config: TrainConfig, method, model, resume_from: Path | None, d
     if config.lora:
         spec = LoraSpec(r=config.lora_r, alpha=config.lora_alpha)
         model = (_with_adapter(model, spec, None) if resume_from is None else
-                 _read_back(resume_from / "model", lambda folder: _with_adapter(model, spec, folder)))
+                 read_back(resume_from / "model", lambda folder: _with_adapter(model, spec, folder)))
     elif resume_from is not None:
-        _load_weights(model, resume_from / "model")
+        load_weights(model, resume_from / "model")
     if config.gradient_checkpointing:      # sampling runs in eval mode, so it keeps its KV cache
         enable_checkpointing(model)
     scorer = PolicyScorer(model, temperature=_scoring_temperature(config, method), length_groups=not sharded)
@@ -165,7 +156,9 @@ def build_optimizer(config: TrainConfig, scorer, device):
 class Trainer:
     """One training run: the parts :func:`train` builds (below), the loop over the steps, and what
     it writes. ``Trainer(config)`` loads the model and task ``config`` names; tests and notebooks
-    pass their own ``model``, ``tokenizer`` and ``task``."""
+    pass their own ``model``, ``tokenizer`` and ``task``. ``policy`` is what a step samples and
+    scores (:class:`~latro_core.policy.Policy`), ``processes`` the adapter over DDP, FSDP2 and
+    DeepSpeed (:class:`~latro_core.processes.Processes`)."""
 
     def __init__(self, config: TrainConfig, model=None, tokenizer=None, task=None):
         self.cfg = config
@@ -189,18 +182,21 @@ class Trainer:
     def _build(self, config: TrainConfig, model, tokenizer, task) -> None:
         """The run's parts, each made by one function, in this order: the run folder (fresh, or the
         checkpoint to resume from), the task, the model, π0, πθ's scorer, AdamW and its schedule
-        (prepared by accelerate unless sharded), then the resumed state."""
+        (prepared by accelerate unless sharded), the policy and processes, then the resumed state."""
         resume_from, self.changes = open_run_folder(config, self.out, self.acc)
         self.task = build_task(config, task)
         model, self.tok = build_model(config, model, tokenizer)
         bf16 = self.acc.mixed_precision == "bf16"
         # π0 before πθ: the frozen copy is taken from the starting weights, before a checkpoint's load
-        self.ref = build_reference(config, self.method, model, self.tok, self.acc.device, self.sharded, bf16)
+        reference = build_reference(config, self.method, model, self.tok, self.acc.device, self.sharded, bf16)
         scorer = build_policy(config, self.method, model, resume_from, self.acc.device, self.sharded, bf16)
         opt, sched = build_optimizer(config, scorer, self.acc.device)
         # sharded by latro itself (sharding.py): accelerate wraps nothing
-        self.scorer, self.opt, self.sched = (scorer, opt, sched) if self.sharded else self.acc.prepare(scorer, opt, sched)
-        self.step = restore_training_state(resume_from, self._load_optimizer, self.sched) if resume_from else 0
+        scorer, self.opt, self.sched = (scorer, opt, sched) if self.sharded else self.acc.prepare(scorer, opt, sched)
+        self.processes = Processes(self.acc, scorer, self.sharded)
+        self.policy = build_step_policy(config, self.method, scorer, reference, self.tok, self.processes)
+        self.step = (restore_training_state(resume_from, lambda state: self.processes.load_optimizer_state(self.opt, state),
+                                            self.sched) if resume_from else 0)
         self.best = read_best(self.out) if resume_from else None  # keep_best: {"step", "eval_accuracy", ...} of best/
         self._stop_signal = None
 
@@ -210,88 +206,14 @@ class Trainer:
             self._lock.close()
             self._lock = None
 
-    # -- helpers
-    @property
-    def lm(self):
-        return self.scorer.lm if self.sharded else self.acc.unwrap_model(self.scorer).lm
-
-    def _autocast(self):
-        """The precision of the prepared scorer's forward (accelerate's autocast under mixed_precision)
-        for every other pass too: sampling, π0, evaluation. Sharded runs cast in FSDP2's policy instead."""
-        return nullcontext() if self.sharded else self.acc.autocast()
-
-    @property
-    def policy(self):
-        """The module to sample from: the LM, or under sharding the sharded root (``sharding.gathered``)."""
-        return self.scorer if self.sharded else self.lm
-
-    def ref_logp_z(self, batch):
-        with torch.no_grad(), self._autocast():
-            T = self.cfg.temperature
-            if self.cfg.lora:
-                with self.lm.disable_adapter():
-                    return sequence_logprobs(self.lm, batch, temperature=T)[0]
-            return self.ref(batch.input_ids, batch.attention_mask, batch.z_mask, batch.y_mask)[0]
-
-    def _model_state(self) -> dict | None:
-        """The policy's weights to save: None (the model's own) unless sharded, then gathered to
-        process 0 (a collective)."""
-        return full_state_dict(self.scorer, prefix="lm.") if self.sharded else None
-
-    def _optimizer_state(self) -> dict:
-        return full_optimizer_state(self.scorer, self.opt) if self.sharded else self.opt.state_dict()
-
-    def _load_optimizer(self, state: dict) -> None:
-        if self.sharded:
-            load_full_optimizer_state(self.scorer, self.opt, state)
-        else:
-            self.opt.load_state_dict(state)
-
-    # -- the pieces each method's step (methods.py) calls
-    def step_context(self) -> StepContext:
-        """The narrow view of this trainer a method's step receives."""
-        needs_ref = self.method.reference and self.cfg.beta != 0
-        return StepContext(cfg=self.cfg, tokenizer=self.tok, task=self.task, acc=self.acc,
-                           questions=self.my_questions, sample=self.sample, scorer=self.scorer,
-                           reference_logp_z=self.ref_logp_z if needs_ref else None, lm=self.lm, sync=self.sync,
-                           samples_log=self.out / "samples.jsonl", how_to_go_on=self._how_to_go_on)
-
-    def my_questions(self, step: int):
-        """(position of this process's first question in the step's global batch, its questions)."""
+    def step_inputs(self, step: int) -> StepInputs:
+        """What the method's step at ``step`` (0-based) receives: this process's share of the step's
+        questions (a seeded permutation per epoch, :func:`question_indices`), the policy, the processes."""
         idx = question_indices(step, len(self.task), self.cfg.questions_per_step, self.cfg.seed)
         share = len(idx) // self.acc.num_processes
         first = self.acc.process_index * share
-        return first, [self.task[i] for i in idx[first:first + share]]
-
-    def sample(self, step: int, first: int, exs, **kw):
-        """K rationales per question, in one batch, each question drawing from its own generator
-        (see :func:`sampling_generator`)."""
-        try:
-            with gathered(self.policy) as policy, self._autocast():
-                return sample_rationales(policy, self.tok, [self.task.prompt(e, self.tok) for e in exs], k=self.cfg.k,
-                                         max_new_tokens=self.cfg.max_new_tokens, temperature=self.cfg.temperature,
-                                         top_k=self.cfg.top_k, top_p=self.cfg.top_p,
-                                         generator=[sampling_generator(self.cfg.seed, step, first + i, self.acc.device)
-                                                    for i in range(len(exs))], **kw)
-        except RuntimeError as e:
-            if "probability tensor contains" not in str(e):
-                raise
-            raise NumericalError(f"non-finite sampling probabilities at step {step + 1}: the model's weights "
-                                 f"or logits hold NaN/inf; the run stopped and the last good checkpoint is "
-                                 f"kept. Check the starting model, lower the learning rate or use fp32.") from None
-
-    def sync(self, last: bool):
-        """Context for one micro-batch's backward: no gradient all-reduce until the step's last one
-        (DDP/FSDP ``no_sync``; under DeepSpeed, whose backward also steps, no step before the last)."""
-        from accelerate.utils import DistributedType
-
-        if self.sharded:      # FSDP2: micro-batches before the last accumulate unreduced gradients
-            self.scorer.set_requires_gradient_sync(last)
-            return nullcontext()
-        if self.acc.distributed_type == DistributedType.DEEPSPEED:
-            self.acc.sync_gradients = last
-            return nullcontext()
-        return nullcontext() if last else self.acc.no_sync(self.scorer)
+        return StepInputs(step=step, first_question=first, questions=[self.task[i] for i in idx[first:first + share]],
+                          policy=self.policy, processes=self.processes, task=self.task, config=self.cfg)
 
     # -- the loop
     def _on_signal(self, signum, frame):
@@ -299,20 +221,12 @@ class Trainer:
 
     def train(self) -> dict:
         """Run the remaining steps: each is the method's step (its micro-batches' backward), then one
-        clipped optimizer step (:meth:`_optimizer_step`), its metrics to metrics.jsonl (and the
-        tracker), a checkpoint every ``save_every`` steps, at the end and on SIGINT/SIGTERM. Returns
-        the last step's metrics; the model goes to ``final/``."""
+        clipped optimizer step (:meth:`take_step`), its metrics to metrics.jsonl (and the tracker), a
+        checkpoint every ``save_every`` steps, at the end and on SIGINT/SIGTERM. Returns the last
+        step's metrics; the model goes to ``final/``."""
         cfg = self.cfg
-        self.out.mkdir(parents=True, exist_ok=True)
-        if self.acc.is_main_process:
-            self._write_config()
-            _truncate_metrics(self.out / "metrics.jsonl", self.step)
-            _truncate_metrics(self.out / "samples.jsonl", self.step)
-        if cfg.tracker:     # the project name is TensorBoard's folder under out_dir (accelerate's project_dir)
-            self.acc.init_trackers("tensorboard" if cfg.tracker == "tensorboard" else "latro",
-                                   config={k: v for k, v in asdict(cfg).items() if isinstance(v, (int, float, str, bool))})
+        self._start_records()
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        step_fn, context = self.method.step, self.step_context()
         bar = None
         if cfg.progress and self.acc.is_main_process:
             from tqdm.auto import tqdm
@@ -322,7 +236,7 @@ class Trainer:
             if cfg.eval_at_start and self.step == 0 and cfg.eval_every:
                 self._record({"step": 0, **self.evaluate()}, None)     # the starting model, as step 0 of the curves
             while self.step < cfg.steps:
-                m = self.take_step(step_fn, context)
+                m = self.take_step()
                 if cfg.eval_every and self.step % cfg.eval_every == 0:
                     m.update(self.evaluate())
                 last = self._record(m, bar)
@@ -331,12 +245,7 @@ class Trainer:
                 if self._stop_signal is not None:
                     raise TrainingInterrupted(f"stopped by signal {self._stop_signal} after step {self.step}; "
                                               f"checkpoint saved in {self.ckpt}; continue with --resume")
-            state = self._model_state()
-            if self.acc.is_main_process:
-                with writing(f"the final model to {self.out / 'final'}", self._how_to_go_on):
-                    write_folder_atomically(self.out / "final",
-                                            lambda tmp: save_model(self.lm, self.tok, tmp, state_dict=state))
-                self._finish_best()
+            self._save_final()
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
@@ -347,18 +256,38 @@ class Trainer:
             self.release()
         return last
 
-    def take_step(self, step_fn=None, context: StepContext | None = None) -> dict:
-        """One step of the loop, nothing recorded: the method's step (for LaTRO: sample, score, reward,
-        RLOO, loss, backward), then the clipped AdamW step. Returns its metrics (with ``step``, ``lr``,
-        ``grad_norm`` before clipping). :meth:`train` calls it; notebook 04 calls it on the page."""
+    def _start_records(self) -> None:
+        """config.json, the records cut back to the resumed step, the tracker."""
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        if self.acc.is_main_process:
+            self._write_config()
+            truncate_records(self.out / "metrics.jsonl", self.step)
+            truncate_records(self.out / "samples.jsonl", self.step)
+        if cfg.tracker:     # the project name is TensorBoard's folder under out_dir (accelerate's project_dir)
+            self.acc.init_trackers("tensorboard" if cfg.tracker == "tensorboard" else "latro",
+                                   config={k: v for k, v in asdict(cfg).items() if isinstance(v, (int, float, str, bool))})
+
+    def take_step(self) -> dict:
+        """One step of the loop: the method's step (for LaTRO: sample, score, reward, RLOO, loss,
+        backward), then the clipped AdamW step; its rationales to samples.jsonl, its metrics returned
+        (with ``step``, ``lr``, ``grad_norm`` before clipping), not recorded. :meth:`train` calls it;
+        notebook 04 calls it on the page."""
         t0 = time.time()
-        self.scorer.train()
-        step_fn = step_fn or self.method.step
-        m = self._optimizer_step(step_fn(context or self.step_context(), self.step))
+        self.processes.scorer.train()
+        out: StepOutput = self.method.step(self.step_inputs(self.step))
+        self._log_samples(out.sample_records)
+        m = self._optimizer_step(out.metrics)
         self.step += 1
         m.update(step=self.step, lr=self.sched.get_last_lr()[0], step_s=time.time() - t0)
         m["samples_per_s"] = m["samples"] / m["step_s"]
         return m
+
+    def _log_samples(self, records: list[dict]) -> None:
+        if records and self.acc.is_main_process:
+            path = self.out / "samples.jsonl"
+            with writing(f"{path} (step {self.step + 1})", self._how_to_go_on), open(path, "a") as f:
+                f.writelines(json.dumps(r) + "\n" for r in records)
 
     def _how_to_go_on(self) -> str:
         """After a failed write: what is intact and how to continue (the second half of the error)."""
@@ -375,7 +304,7 @@ class Trainer:
         step that kept no rationale takes no optimizer step. Returns the metrics as floats."""
         self.acc.sync_gradients = True
         if "samples" in m and (m.get("kept", 1) > 0):
-            norm = self._clip_grad_norm(self.cfg.grad_clip or float("inf"))
+            norm = self.processes.clip(self.cfg.grad_clip or float("inf"))
             if norm is not None:    # DeepSpeed clips (and steps) inside backward
                 m["grad_norm"] = norm
                 check_finite(self.step, grad_norm=torch.as_tensor(norm))
@@ -395,20 +324,9 @@ class Trainer:
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix({k: round(m[k], 3) for k in ("reward_mean", "logp_y_mean", "sft_loss", "eval_accuracy") if k in m})
-        self._track(m)
-        return m
-
-    def _clip_grad_norm(self, max_norm: float):
-        """Clip to ``max_norm`` and return the total gradient norm (None where DeepSpeed clips)."""
-        if self.sharded:
-            params = [p for p in self.scorer.parameters() if p.grad is not None]
-            return full_tensor(torch.nn.utils.clip_grad_norm_(params, max_norm))
-        return self.acc.clip_grad_norm_(self.scorer.parameters(), max_norm)
-
-    def _track(self, m: dict) -> None:
-        """The step's metrics to the tracker (``tracker``), at the optimizer step."""
-        if self.cfg.tracker:
+        if self.cfg.tracker:     # the step's metrics to the tracker, at the optimizer step
             self.acc.log({k: v for k, v in m.items() if k != "step"}, step=int(m["step"]))
+        return m
 
     def _write_config(self) -> None:
         """config.json: the settings in force, and under "resumes" every resume that changed some
@@ -427,11 +345,25 @@ class Trainer:
         if not self.cfg.keep_resume_state:
             return
         self.acc.wait_for_everyone()
-        model_state, opt_state = self._model_state(), self._optimizer_state()
+        model_state, opt_state = self.processes.model_state(), self.processes.optimizer_state(self.opt)
         if self.acc.is_main_process:    # atomic: a failed write leaves the previous checkpoint as it was
             with writing(f"the checkpoint of step {self.step} to {self.ckpt}", self._how_to_go_on):
-                save_checkpoint(self.ckpt, self.lm, opt_state, self.sched, self.step, self.cfg, tokenizer=self.tok,
-                                model_state=model_state)
+                save_checkpoint(self.ckpt, self.policy.lm, opt_state, self.sched, self.step, self.cfg,
+                                tokenizer=self.tok, model_state=model_state)
+
+    def _save_model(self, folder: str) -> None:
+        """The policy's weights (gathered when sharded) into ``out_dir/folder``, atomically."""
+        state = self.processes.model_state()
+        if self.acc.is_main_process:
+            with writing(f"the {folder} model to {self.out / folder}", self._how_to_go_on):
+                write_folder_atomically(self.out / folder,
+                                        lambda tmp: save_model(self.policy.lm, self.tok, tmp, state_dict=state))
+
+    def _save_final(self) -> None:
+        """The last step's model to ``final/``; the best one's copy dropped when it is the final one."""
+        self._save_model("final")
+        if self.acc.is_main_process and self.best is not None and self.best["step"] == self.step:
+            shutil.rmtree(self.out / "best", ignore_errors=True)
 
     def evaluate(self) -> dict:
         """Greedy on the first ``eval_limit`` questions of ``eval_split``: eval_accuracy, and beside
@@ -445,8 +377,8 @@ class Trainer:
 
         def greedy(split, limit, budget):
             task = load_task(cfg.task, split, data_dir=cfg.data_dir, **cfg.task_kwargs)
-            with gathered(self.policy) as policy, self._autocast():
-                return ev.greedy_report(policy, self.tok, task.subset(limit, seed=0), max_new_tokens=budget,
+            with gathered(self.policy.sampling_module) as module, self.processes.precision():
+                return ev.greedy_report(module, self.tok, task.subset(limit, seed=0), max_new_tokens=budget,
                                         direct=direct, batch_questions=50)
 
         m = {f"eval_{k}": v for k, v in greedy(cfg.eval_split, cfg.eval_limit, budget_default).items()
@@ -455,18 +387,27 @@ class Trainer:
             m["test_accuracy"] = greedy("test", cfg.test_limit, cfg.test_max_new_tokens or budget_default)["accuracy"]
         if cfg.keep_best and (self.best is None or m["eval_accuracy"] > self.best["eval_accuracy"]):
             self.best = {"step": self.step, "eval_split": cfg.eval_split, **m}
-            state = self._model_state()
-            if not self.acc.is_main_process:
-                return m
-            with writing(f"the best model so far to {self.out / 'best'}", self._how_to_go_on):
-                write_folder_atomically(self.out / "best", lambda tmp: save_model(self.lm, self.tok, tmp, state_dict=state))
+            self._save_model("best")
+            if self.acc.is_main_process:
                 (self.out / "best.json").write_text(json.dumps(self.best, indent=1))
         return m
 
-    def _finish_best(self) -> None:
-        """The best model is the final one: drop the copy (``run_report`` then points at final/)."""
-        if self.best is not None and self.best["step"] == self.step:
-            shutil.rmtree(self.out / "best", ignore_errors=True)
+
+def build_step_policy(config: TrainConfig, method, scorer, reference, tokenizer, processes: Processes) -> Policy:
+    """The :class:`~latro_core.policy.Policy` a step works with: πθ's scorer (and the LM inside it),
+    π0 (its scorer, or under LoRA the adapter switched off, when the method has π0 and β ≠ 0), the
+    sampling settings, the scoring temperature the method asks for, and what sharding needs."""
+    lm = scorer.lm if processes.sharded else processes.accelerator.unwrap_model(scorer).lm
+    has_reference = method.reference and config.beta != 0
+    return Policy(scorer=scorer, lm=lm, tokenizer=tokenizer,
+                  sampling=SamplingSettings(k=config.k, max_new_tokens=config.max_new_tokens,
+                                            temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
+                                            seed=config.seed),
+                  scoring_temperature=_scoring_temperature(config, method),
+                  reference=reference if has_reference else None,
+                  reference_is_adapter_off=has_reference and config.lora,
+                  sampling_module=scorer if processes.sharded else lm, device=processes.device,
+                  precision=processes.precision, weights_for_sampling=gathered)
 
 
 def _with_adapter(model, spec: LoraSpec, adapter_dir: Path | None):

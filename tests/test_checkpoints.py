@@ -9,7 +9,7 @@ import os
 import pytest
 import torch
 
-import latro_core.methods as methods_mod
+import latro_core.methods.latro as latro_step_mod
 import latro_core.trainer as trainer_mod
 from latro_core.errors import ConfigError, NumericalError
 from latro_core.models import tiny_model
@@ -88,15 +88,15 @@ def test_checkpoint_weights_must_fit_the_model(tok, tmp_path):
     small, _ = tiny_model(tok, hidden_size=32, heads=2)
     small.save_pretrained(tmp_path / "m")
     with pytest.raises(ConfigError, match="does not match the model .*size mismatch"):
-        trainer_mod._load_weights(tiny_model(tok)[0], tmp_path / "m")
+        trainer_mod.load_weights(tiny_model(tok)[0], tmp_path / "m")
     with pytest.raises(ConfigError, match="no \\*.safetensors"):
-        trainer_mod._load_weights(tiny_model(tok)[0], tmp_path)
+        trainer_mod.load_weights(tiny_model(tok)[0], tmp_path)
 
 
 # ----------------------------------------------------------------------------- numerical guards
 
 def test_nan_loss_raises_and_keeps_last_good_checkpoint(tok, task, tmp_path, monkeypatch):
-    real = methods_mod.latro_update
+    real = latro_step_mod.latro_loss
     calls = {"n": 0}
 
     def nan_on_step3(*args, **kw):
@@ -104,7 +104,7 @@ def test_nan_loss_raises_and_keeps_last_good_checkpoint(tok, task, tmp_path, mon
         loss, terms = real(*args, **kw)
         return (loss * float("nan") if calls["n"] >= 3 else loss), terms   # one micro-batch per step
 
-    monkeypatch.setattr(methods_mod, "latro_update", nan_on_step3)
+    monkeypatch.setattr(latro_step_mod, "latro_loss", nan_on_step3)
     cfg = make_cfg(tmp_path, steps=4, save_every=2)
     with pytest.raises(NumericalError) as e:
         run(cfg, tok, task)

@@ -30,8 +30,8 @@ def test_latro_trains_on_the_gpu_in_bf16_autocast_with_fp32_weights(tok, tmp_pat
     tr = Trainer(cfg, model=tiny_model(tok)[0], tokenizer=tok, task=load_task("arithmetic", "train", n=16))
     tr.train()
     rows = [json.loads(ln) for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert tr.acc.device.type == "cuda" and {p.device.type for p in tr.lm.parameters()} == {"cuda"}
-    assert {p.dtype for p in tr.lm.parameters()} == {torch.float32}
+    assert tr.acc.device.type == "cuda" and {p.device.type for p in tr.policy.lm.parameters()} == {"cuda"}
+    assert {p.dtype for p in tr.policy.lm.parameters()} == {torch.float32}
     assert rows[0]["kl_mean"] == 0.0                  # π0 scored under the same autocast as πθ
     assert all(math.isfinite(r["reward_mean"]) and math.isfinite(r["grad_norm"]) for r in rows)
 

@@ -41,7 +41,7 @@ save_first_gradients(Path(cfg.out_dir) / "grads.pt")
 tr = Trainer(cfg, model=tiny_model(tok)[0], tokenizer=tok, task=load_task("arithmetic", "train", n=16))
 assert tr.acc.num_processes == 2, tr.acc.num_processes
 if sys.argv[3] == "skip_all_reduce":
-    tr.scorer.require_backward_grad_sync = False
+    tr.processes.scorer.require_backward_grad_sync = False
 tr.train()
 """
 DDP_KW = dict(steps=2, save_every=100, truncation="none", lr=1e-3, max_new_tokens=8)
@@ -65,7 +65,7 @@ for steps, resume in ((2, False), (3, True)):
     tr = Trainer(TrainConfig(**{**cfg, "steps": steps, "resume": resume}), model=tiny_model(tok)[0], tokenizer=tok,
                  task=load_task("arithmetic", "train", n=16))
     assert tr.sharded and tr.acc.num_processes == 2, (tr.sharded, tr.acc.num_processes)
-    w = tr.scorer.lm.model.layers[0].mlp.down_proj.weight
+    w = tr.processes.scorer.lm.model.layers[0].mlp.down_proj.weight
     assert w.to_local().numel() * 2 == w.numel(), (w.to_local().shape, w.shape)
     tr.train()
 """
@@ -189,7 +189,7 @@ def test_bf16_mixed_precision_keeps_fp32_weights_and_scores_pi0_in_the_same_prec
     tr, _ = run(make_cfg(tmp_path / "bf16", steps=1, mixed_precision="bf16"), tok, task, tiny_model(tok)[0])
     bf16 = metrics(tmp_path / "bf16")[0]
     assert tr.acc.mixed_precision == "bf16"
-    assert {p.dtype for p in tr.lm.parameters()} == {torch.float32}
+    assert {p.dtype for p in tr.policy.lm.parameters()} == {torch.float32}
     assert bf16["kl_mean"] == 0.0 and math.isfinite(bf16["reward_mean"])
     assert bf16["logp_y_mean"] != fp32["logp_y_mean"]
     with pytest.raises(ConfigError, match="fp16 would need a loss scaler"):

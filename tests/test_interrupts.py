@@ -26,16 +26,16 @@ import latro_core.trainer as T
 from latro_core.models import tiny_model
 T.load_model = lambda *a, **k: tiny_model(tok)        # the CLI run, on the tiny model
 import dataclasses, signal
-from latro_core.methods import METHODS, register
+from latro_core.methods import METHODS, register_method
 latro = METHODS["latro"]
-def gated_step(ctx, s):
-    if s == 1:   # before the 2nd step, wait for the test's signal (it comes after metrics line 1)
+def gated_step(inputs):
+    if inputs.step == 1:   # before the 2nd step, wait for the test's signal (it comes after metrics line 1)
         trainer = signal.getsignal(signal.SIGTERM).__self__     # the trainer's handler records it
         t = time.time()
         while trainer._stop_signal is None and time.time() - t < 600:
             time.sleep(0.02)
-    return latro.step(ctx, s)
-register(dataclasses.replace(latro, step=gated_step))
+    return latro.step(inputs)
+register_method(dataclasses.replace(latro, step=gated_step))
 from latro_core.cli import main
 sys.exit(main(sys.argv[2:]))
 """

@@ -99,8 +99,9 @@ def test_the_verifier_scores_the_models_own_answer_and_latro_the_gold_one(smol_t
 
     import torch
 
-    from latro_core.methods import _micro_batches
-    from latro_core.objective import reward_spec
+    from latro_core.methods.latro import micro_batches
+    from latro_core.policy import Policy, SamplingSettings
+    from latro_core.objective import REWARDS
     from latro_core.rollout import Rollout
     from latro_core.tasks import load_task
 
@@ -110,11 +111,11 @@ def test_the_verifier_scores_the_models_own_answer_and_latro_the_gold_one(smol_t
     z, after = ids("3 + 4 = 7."), ids(" The answer is 9.")
     roll = Rollout(prompt_ids=[ids("x")] * 2, rationale_ids=[z, z], truncated=torch.tensor([False, False]),
                    finish=["stop", "stop"], texts=["", ""], k=2, generated_ids=[z + after, z + after])
-    ctx = SimpleNamespace(cfg=SimpleNamespace(k=2, micro_batch=2), tokenizer=tok, task=task,
-                          acc=SimpleNamespace(device=torch.device("cpu")))
+    policy = Policy(scorer=None, lm=None, tokenizer=tok, sampling=SamplingSettings(k=2, max_new_tokens=8, temperature=1.0))
+    inputs = SimpleNamespace(config=SimpleNamespace(k=2, micro_batch=2), policy=policy, task=task, questions=list(task))
     scored = {}
     for reward in ("verifier", "latro"):
-        _, [batch] = _micro_batches(ctx, reward_spec(reward), list(task), roll)
+        _, [batch] = micro_batches(inputs, roll, own_answer=REWARDS[reward].own_answer)
         scored[reward] = batch.input_ids[0][batch.y_mask[0].bool()].tolist()
     assert scored["verifier"] == after
     assert scored["latro"] == task.answer_ids(task[0], tok, z) != after

@@ -12,7 +12,7 @@ import torch
 
 from latro_core.errors import ConfigError
 from latro_core.logprobs import mean_answer_probability, pack, sequence_logprobs
-from latro_core.objective import (REWARDS, TRUNCATION_RULES, latro_loss, latro_update, penalize_truncated, rloo_advantages,
+from latro_core.objective import (REWARDS, RewardInput, TRUNCATION_RULES, latro_loss, micro_batch_loss, penalize_truncated, rloo_advantages,
                                   self_reward)
 
 sys.path.insert(0, str(Path(__file__).parent))      # tests/toy_reward.py
@@ -115,7 +115,7 @@ def test_latro_loss_formula_and_advantages_detached():
     ly = torch.randn(6, generator=g, requires_grad=True)
     adv = torch.randn(6, generator=g, requires_grad=True)
     lam = 0.7
-    loss, terms = latro_loss(lz, ly, adv, lam=lam)
+    loss, terms = latro_loss(lz, ly, adv, direct_weight=lam)
     expect = -(adv.detach() * lz.detach()).mean() - lam * ly.detach().mean()
     # default fp32 tolerances (atol 1e-5, rtol 1.3e-6): the formula's fp32 operations on 6 standard-normal values,
     # equal to an ulp (measured <= 1.5e-8); a wrong sign, mean or λ moves terms of ~0.3 by O(1) of themselves
@@ -211,7 +211,7 @@ def _toy(T):
                      for v in list(logp_z) + list(logp_y)])
     # what the other rewards read: the toy's "answer checker" (a rationale is right when it starts with
     # token 1), and y's mean per-token probability after z and without z (RLPR)
-    info = {"correct": torch.tensor([z[:1] == [1] for z in zs]),
+    info = {"answer_right": torch.tensor([z[:1] == [1] for z in zs]),
             "answer_prob": mean_answer_probability(model, batch).double(),
             "answer_prob_without_z": mean_answer_probability(
                 model, pack(xs, [[] for _ in xs], [ANSWER] * len(xs), pad_id=EOS)).double()}
@@ -247,7 +247,7 @@ def _own_answer_toy():
                      for v in list(logp_z) + list(logp_y)])
     return dict(params=params, logp_z=logp_z, logp_y=logp_y, ref_z=ref_z, G=G, S=S, Q=Q, T=1.0,
                 sample_logp=logp_z + logp_y, truncated=torch.tensor([z[-1] != EOS for z in zs]),
-                info={"correct": torch.tensor([y == [1] for y in ys])})
+                info={"answer_right": torch.tensor([y == [1] for y in ys])})
 
 
 @pytest.fixture(scope="module")
@@ -260,8 +260,8 @@ def _answer_reward(toy, reward):
     ly, info = toy["logp_y"], toy["info"]
     if reward == "rlpr":     # held fixed: RLPR's estimator is a semi-gradient (objective.REWARDS)
         return (info["answer_prob"] - info["answer_prob_without_z"]).clamp(0, 1)
-    return {"latro": ly, "probability": ly.exp(), "verifier": info["correct"].double(),
-            "verifier_z_only": info["correct"].double(), "sqrt_probability": (ly / 2).exp()}[reward]
+    return {"latro": ly, "probability": ly.exp(), "verifier": info["answer_right"].double(),
+            "verifier_z_only": info["answer_right"].double(), "sqrt_probability": (ly / 2).exp()}[reward]
 
 
 def _exact_grad(toy, beta, reward="latro"):
@@ -292,18 +292,19 @@ def _estimator_moments(toy, beta, *, lam=1.0, advantages="rloo", kl_in_reward=Tr
     ly = ly_all[rows].clone().requires_grad_(True)
     info = {k: v[rows] for k, v in toy["info"].items()}
     if advantages == "rloo" and kl_in_reward:    # the library's own update, as the trainer calls it
-        loss, _ = latro_update(lz, ly, ref_z[rows], toy["truncated"][rows], K, beta=beta, lam=lam, truncation="none",
-                               reward=reward, info=info)
+        loss, _ = micro_batch_loss(lz, ly, ref_z[rows], toy["truncated"][rows], K, beta=beta, lam=lam,
+                                   truncation="none", reward=reward, extras=info)
     else:
         spec = REWARDS[reward]
-        r = self_reward(spec.value(ly.detach(), info), lz, ref_z[rows] if kl_in_reward else None, beta)
+        answer_reward = spec.function(RewardInput(ly.detach(), lam, info))
+        r = self_reward(answer_reward.value, lz, ref_z[rows] if kl_in_reward else None, beta)
         if advantages == "rloo":
             adv = rloo_advantages(r.view(M * Q, K)).view(-1)
         else:  # deliberately wrong: baseline includes the sample itself
             rr = r.view(M * Q, K)
             adv = (rr - rr.mean(-1, keepdim=True)).view(-1)
         # all M batches in one call: loss = mean over M of the per-batch losses, so ∂loss_m = M ∂loss
-        loss, _ = latro_loss(lz + ly if spec.own_answer else lz, ly, adv, lam=spec.direct(ly.detach(), lam))
+        loss, _ = latro_loss(lz + ly if spec.own_answer else lz, ly, adv, answer_reward.direct_weight)
     dz, dy = torch.autograd.grad(loss, [lz, ly])
     b = torch.arange(M).repeat_interleave(Q * K)
     C = torch.zeros(M, 2 * R, dtype=torch.float64)   # estimate_m = C[m] @ G  (= −∇loss_m)

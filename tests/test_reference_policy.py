@@ -18,15 +18,15 @@ def test_lora_trains_only_the_adapter_and_pi0_is_the_disabled_adapter(tok, task,
     base_before = {k: v.clone() for k, v in model.state_dict().items()}
     tr, _ = run(make_cfg(tmp_path, lora=True, lora_r=4, lora_alpha=8, steps=2, lr=1e-2, truncation="none"),
                 tok, task, model)
-    assert tr.ref is None                                               # no second copy of the model
-    trainable = [n for n, p in tr.lm.named_parameters() if p.requires_grad]
+    assert tr.policy.reference is None                                               # no second copy of the model
+    trainable = [n for n, p in tr.policy.lm.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
     # the base weights did not move; the adapter did
-    sd = tr.lm.get_base_model().state_dict()
+    sd = tr.policy.lm.get_base_model().state_dict()
     for k, v in base_before.items():
         key = next(n for n in sd if n.replace(".base_layer", "") == k)
         assert torch.equal(sd[key], v), k
-    assert any(v.abs().sum() > 0 for n, v in tr.lm.state_dict().items() if "lora_B" in n)
+    assert any(v.abs().sum() > 0 for n, v in tr.policy.lm.state_dict().items() if "lora_B" in n)
     rows = metrics(tmp_path)
     assert rows[0]["kl_mean"] == 0.0            # LoRA B starts at zero: πθ = π0 exactly at step 1
     assert rows[1]["kl_mean"] != 0.0            # after one update the adapter-off π0 differs

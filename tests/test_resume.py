@@ -61,7 +61,7 @@ def test_resume_is_exact(variant, tok, task, tmp_path, monkeypatch):
         start = tiny_model(tok)[0].state_dict()
         end = weights(tmp_path / "full" / "final")
         assert any(not torch.equal(end[k], start[k]) for k in end)
-        for k, v in resumed.ref.lm.state_dict().items():
+        for k, v in resumed.policy.reference.lm.state_dict().items():
             assert torch.equal(v, start[k]), k
 
 

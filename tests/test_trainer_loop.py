@@ -9,6 +9,7 @@ import json
 
 import pytest
 
+import latro_core.policy as policy_mod
 import latro_core.trainer as trainer_mod
 from latro_core.errors import ConfigError
 from latro_core.models import tiny_model
@@ -43,7 +44,7 @@ def test_latro_run_writes_metrics_config_checkpoint_final(tok, task, tmp_path):
     assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob("*.old"))
     # the saved final weights are the trained ones
     assert_same_weights(weights(tmp_path / "final"),
-                        {k: v for k, v in tr.lm.state_dict().items() if k in weights(tmp_path / "final")})
+                        {k: v for k, v in tr.policy.lm.state_dict().items() if k in weights(tmp_path / "final")})
 
 
 def test_question_indices_cover_each_epoch_once():
@@ -73,7 +74,7 @@ def test_passed_in_model_needs_its_tokenizer(tok, task, tmp_path):
 def test_same_seed_same_rationales_and_metrics(tok, task, tmp_path, monkeypatch):
     """Same seed -> the same sampled rationales and identical metrics on CPU (docs/determinism.md
     lists what is not bit-reproducible on GPU). A different seed samples differently."""
-    real = trainer_mod.sample_rationales
+    real = policy_mod.sample_rationales
     seen = []
 
     def record(*a, **k):
@@ -81,7 +82,7 @@ def test_same_seed_same_rationales_and_metrics(tok, task, tmp_path, monkeypatch)
         seen.append([list(z) for z in r.rationale_ids])
         return r
 
-    monkeypatch.setattr(trainer_mod, "sample_rationales", record)
+    monkeypatch.setattr(policy_mod, "sample_rationales", record)
     texts = {}
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):
         seen.clear()
@@ -99,7 +100,7 @@ def test_gradient_checkpointing_same_training(tok, task, tmp_path):
     for name, gc in (("plain", False), ("ckpt", True)):
         tr, _ = run(make_cfg(tmp_path / name, steps=2, lr=1e-3, gradient_checkpointing=gc, save_every=100), tok,
                     task, tiny_model(tok)[0])
-        lm = tr.lm     # transformers >= 5: is_activation_checkpointing (is_gradient_checkpointing is deprecated)
+        lm = tr.policy.lm     # transformers >= 5: is_activation_checkpointing (is_gradient_checkpointing is deprecated)
         assert (lm.is_activation_checkpointing if hasattr(lm, "is_activation_checkpointing") else lm.is_gradient_checkpointing) is gc
     for a, b in zip(metrics(tmp_path / "plain"), metrics(tmp_path / "ckpt")):
         assert a["reward_mean"] == pytest.approx(b["reward_mean"], rel=1e-5)

@@ -84,9 +84,9 @@ def stop_after(monkeypatch, n_steps: int, signum=signal.SIGTERM):
     """Deliver ``signum`` to the trainer during its ``n_steps``-th step (the handler it installed runs)."""
     latro = methods_mod.METHODS["latro"]
 
-    def step(ctx, s):
-        out = latro.step(ctx, s)
-        if s + 1 == n_steps:
+    def step(inputs):
+        out = latro.step(inputs)
+        if inputs.step + 1 == n_steps:
             signal.raise_signal(signum)
         return out
 

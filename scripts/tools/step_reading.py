@@ -35,9 +35,12 @@ PACKAGE = ROOT / "latro_core"
 FAST_PATHS = {"fast_logprobs.py", "cpu_kernels.py"}
 
 
-def traced_step(reward: str = "latro") -> dict[str, set[tuple[int, str]]]:
-    """{module file: {(first line, qualified name)}} of the latro_core functions one LaTRO step and
-    its optimizer step enter (the Trainer's setup before and its records after are not traced)."""
+def traced_step(reward: str = "latro") -> tuple[dict[str, set[tuple[int, str]]], dict]:
+    """({module file: {(first line, qualified name)}} of the latro_core functions one LaTRO step and
+    its optimizer step enter, the step's own facts: {"step_function": (file, first line), "called_modules":
+    the latro_core modules the step function itself calls into, "trainer_callbacks": calls into
+    trainer.py made while the step function runs}). The Trainer's set-up before and its records after
+    are not traced."""
     from latro_core.models import load_tokenizer, prepare_tokenizer, tiny_model
     from latro_core.trainer import TrainConfig, Trainer
 
@@ -45,24 +48,50 @@ def traced_step(reward: str = "latro") -> dict[str, set[tuple[int, str]]]:
     model = tiny_model(tok)[0]
     with tempfile.TemporaryDirectory() as out:
         cfg = TrainConfig(method="latro", reward=reward, task="arithmetic", task_kwargs={"n": 8}, k=4,
-                          questions_per_step=2, micro_batch=8, max_new_tokens=16, steps=1, device="cpu",
+                          questions_per_step=2, micro_batch=4, max_new_tokens=16, steps=1, device="cpu",
                           progress=False, out_dir=out)
         trainer = Trainer(cfg, model=model, tokenizer=tok)
+        step_code = trainer.method.step.__code__
+        trainer_file = str(PACKAGE / "trainer.py")
         entered: dict[str, set] = defaultdict(set)
+        facts = {"step_function": (step_code.co_filename, step_code.co_firstlineno), "called_modules": set(),
+                 "trainer_callbacks": []}
+
+        def inside_step(frame) -> bool:
+            while frame is not None:
+                if frame.f_code is step_code:
+                    return True
+                frame = frame.f_back
+            return False
 
         def profile(frame, event, arg):
             code = frame.f_code
-            if event == "call" and code.co_filename.startswith(str(PACKAGE)):
-                entered[code.co_filename].add((code.co_firstlineno, code.co_qualname))
+            if event != "call" or not code.co_filename.startswith(str(PACKAGE)):
+                return
+            entered[code.co_filename].add((code.co_firstlineno, code.co_qualname))
+            caller = frame.f_back
+            while caller is not None and caller.f_code.co_name in ("<listcomp>", "<genexpr>", "<dictcomp>", "<setcomp>"):
+                caller = caller.f_back             # a comprehension's calls are the step's own (inlined from 3.12)
+            if caller is not None and caller.f_code is step_code and code.co_filename != step_code.co_filename:
+                facts["called_modules"].add(str(Path(code.co_filename).relative_to(PACKAGE)))
+            if code.co_filename == trainer_file and inside_step(frame.f_back):
+                facts["trainer_callbacks"].append(code.co_qualname)
 
-        context = trainer.step_context()
+        inputs = trainer.step_inputs(0)
         sys.setprofile(profile)
         try:
-            trainer._optimizer_step(trainer.method.step(context, 0))
+            trainer._optimizer_step(trainer.method.step(inputs).metrics)
         finally:
             sys.setprofile(None)
             trainer.release()
-    return entered
+    return entered, facts
+
+
+def step_function_lines(filename: str, first_line: int) -> int:
+    """The code lines of the function that starts at ``first_line`` of ``filename`` (prose not counted)."""
+    source = Path(filename).read_text()
+    a, b = function_lines(source)[first_line]
+    return line_kinds(textwrap.dedent("\n".join(source.splitlines()[a - 1:b])))["code"]
 
 
 def function_lines(source: str) -> dict[int, tuple[int, int]]:
@@ -95,14 +124,20 @@ def main(argv=None) -> None:
     ap.add_argument("--reward", default="latro")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    rows = reading(traced_step(args.reward))
+    entered, facts = traced_step(args.reward)
+    rows = reading(entered)
     algorithm = [r for r in rows if not r["fast_path"]]
     total = sum(r["code_lines"] for r in algorithm)
+    step = {"step_code_lines": step_function_lines(*facts["step_function"]),
+            "step_modules": sorted(facts["called_modules"]), "trainer_callbacks": len(facts["trainer_callbacks"])}
     if args.json:
-        print(json.dumps({"reward": args.reward, "modules": rows, "reading_modules": len(algorithm),
+        print(json.dumps({"reward": args.reward, **step, "modules": rows, "reading_modules": len(algorithm),
                           "reading_code_lines": total}, indent=1))
         return
-    print(f"One LaTRO step (--reward {args.reward}): the latro_core functions it runs\n")
+    print(f"One LaTRO step (--reward {args.reward}): the step function has {step['step_code_lines']} code lines, "
+          f"calls into {len(step['step_modules'])} modules ({', '.join(step['step_modules'])}) and back into the "
+          f"Trainer {step['trainer_callbacks']} times. Every latro_core function the step and its optimizer "
+          f"step run:\n")
     print("| module | code lines | functions |\n|---|---|---|")
     for r in rows:
         label = r["module"] + (" (fast path)" if r["fast_path"] else "")

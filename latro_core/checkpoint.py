@@ -137,8 +137,8 @@ def truncate_records(path: Path, step: int) -> None:
         if fault is None and raw.strip() and not isinstance(row, dict):
             fault = 0, f"a JSON {type(row).__name__}, not a row of records"
         if fault is not None and i < len(lines) - 1:    # the last line, cut by a kill mid-write: dropped
-            raise CheckpointError(f"{path}, line {i + 1}, byte {offset + fault[0]}: {fault[1]}; fix or delete "
-                                  f"that line, then resume.")
+            raise CheckpointError(f"{path}, line {i + 1}, is damaged (byte {offset + fault[0]}: {fault[1]}); fix "
+                                  f"or delete that line, then resume.")
         offset += len(raw)
         if row is not None and row.get("step", 0) <= step:
             keep.append(raw.decode("utf-8").rstrip("\r\n"))

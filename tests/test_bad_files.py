@@ -233,5 +233,5 @@ def test_a_metrics_line_with_a_byte_that_is_not_utf8_names_its_line_and_offset_a
     metrics.write_bytes(lines[0][:5] + b"\xfe" + lines[0][5:] + b"".join(lines[1:]))
     before = metrics.read_bytes()
     msg = error_line(capsys, resume)
-    assert f"{metrics}, line 1, byte 5: byte 0xfe is not UTF-8" in msg and "fix or delete that line" in msg
+    assert f"{metrics}, line 1, is damaged (byte 5: byte 0xfe is not UTF-8" in msg and "fix or delete that line" in msg
     assert metrics.read_bytes() == before

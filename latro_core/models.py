@@ -152,12 +152,70 @@ def load_tokenizer(name: str | None = None):
     loc = _gguf_location(name)
     try:
         if loc is not None:
-            tok = AutoTokenizer.from_pretrained(loc[0], gguf_file=loc[1])
+            tok = gguf_special_tokens(AutoTokenizer.from_pretrained(loc[0], gguf_file=loc[1]), Path(*loc))
         else:
             tok = AutoTokenizer.from_pretrained(name)
     except (OSError, ValueError) as e:
         raise ModelError(_not_found(name, e)) from None
     return prepare_tokenizer(tok)
+
+
+_GGUF_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}    # value type -> bytes
+_GGUF_INTS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 10: "Q", 11: "q"}
+
+
+def gguf_token_ids(path) -> dict[str, int]:
+    """The special-token ids a GGUF file's header declares (``tokenizer.ggml.<name>_token_id``: "bos",
+    "eos", "padding", ...), read from the key-value header alone (no tensors; {} for GGUF versions < 2)."""
+    import mmap
+    import struct
+
+    out: dict[str, int] = {}
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        if m[:4] != b"GGUF" or struct.unpack_from("<I", m, 4)[0] < 2:
+            return out
+        (n_kv,), pos = struct.unpack_from("<Q", m, 16), 24
+
+        def skip(kind: int, pos: int) -> int:
+            if kind == 8:                                       # string: u64 length, bytes
+                return pos + 8 + struct.unpack_from("<Q", m, pos)[0]
+            if kind == 9:                                       # array: u32 element type, u64 count, elements
+                elem, n = struct.unpack_from("<IQ", m, pos)
+                pos += 12
+                if elem in _GGUF_SIZES:
+                    return pos + n * _GGUF_SIZES[elem]
+                for _ in range(n):
+                    pos = skip(elem, pos)
+                return pos
+            return pos + _GGUF_SIZES[kind]
+
+        for _ in range(n_kv):
+            size = struct.unpack_from("<Q", m, pos)[0]
+            key, pos = bytes(m[pos + 8:pos + 8 + size]).decode("utf-8", "replace"), pos + 8 + size
+            kind, pos = struct.unpack_from("<I", m, pos)[0], pos + 4
+            if key.startswith("tokenizer.ggml.") and key.endswith("_token_id") and kind in _GGUF_INTS:
+                out[key[len("tokenizer.ggml."):-len("_token_id")]] = struct.unpack_from("<" + _GGUF_INTS[kind], m, pos)[0]
+            pos = skip(kind, pos)
+    return out
+
+
+def gguf_special_tokens(tokenizer, path):
+    """``tokenizer`` (read from the GGUF file ``path``) with the end-of-sequence token, and the pad token
+    when it has none, the file declares: transformers 4.57 reads SmolLM2's GGUF with ``<|im_start|>`` as
+    EOS (the start of a turn, for ``<|im_end|>``, its end) and no pad token; 5.x reads them right."""
+    import struct
+
+    try:
+        ids = gguf_token_ids(path)
+    except (OSError, ValueError, KeyError, struct.error):       # a header this reader does not know: as read
+        return tokenizer
+    for key, attr in (("eos", "eos_token"), ("padding", "pad_token")):
+        i = ids.get(key)
+        if i is None or not 0 <= i < len(tokenizer) or getattr(tokenizer, attr + "_id") == i:
+            continue
+        if attr == "eos_token" or tokenizer.pad_token is None:
+            setattr(tokenizer, attr, tokenizer.convert_ids_to_tokens(i))
+    return tokenizer
 
 
 _HUB_STATE: dict[str, bool] = {}
@@ -339,7 +397,7 @@ def _load(name: str, loc, cached: Path | None, torch_dtype):
 
     if cached is not None and (cached / "config.json").exists():
         model = AutoModelForCausalLM.from_pretrained(cached, dtype=torch_dtype)
-        tok = prepare_tokenizer(_tokenizer_from(cached, loc))
+        tok = prepare_tokenizer(gguf_special_tokens(_tokenizer_from(cached, loc), Path(*loc)))   # (a cache an older latro wrote)
     elif loc is not None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -31,7 +31,9 @@ def smol_tokenizer():
         pytest.skip(f"no .gguf file in {folder}")
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(folder), gguf_file=ggufs[0].name)
+    from latro_core.models import gguf_special_tokens     # EOS and pad as the file declares them (transformers 4.57)
+
+    return gguf_special_tokens(AutoTokenizer.from_pretrained(str(folder), gguf_file=ggufs[0].name), ggufs[0])
 
 
 # ----------------------------------------------------------------------------- the trainer tests' fixtures

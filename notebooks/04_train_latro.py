@@ -23,8 +23,20 @@
 # output line names the profile, the commit and the time); `profile = "smoke"` in the parameters cell
 # runs the fast check.
 # Its statements about the paper are checked against the paper's full text: each says where the paper
-# states it, or that the paper is silent (README, "Checked against the paper", has the list).*
+# states it, or that the paper is silent ([docs/paper-check.md](../docs/paper-check.md) has the list).*
 #
+# **What it teaches.** One LaTRO step written out by hand and checked against the trainer; then
+# LaTRO trained beside the base model, SFT and RFT, compared on held-out test and unseen-numbers
+# questions with intervals over seeds and questions; how much of the lift is finishing and how much
+# arithmetic; and the study that tunes every method alike.
+#
+# **What it needs.** A CPU and the embedded model. About a minute at `smoke`; 38.7 min at `demo` on 2
+# CPU cores (the clean-clone `make demo` run, [docs/experiments.md](../docs/experiments.md)).
+#
+# **Where it sits.** Fourth of seven, the centre: 01–03 built the objective, its estimator and its
+# reward; 05 repeats the comparison on ARC-Challenge, 06 varies $L$ and $k$, 07 swaps the reward.
+
+# %% [markdown]
 # This notebook trains a model with **LaTRO** (LaTent Reasoning Optimization, arXiv 2411.04282),
 # with the supervised fine-tuning (**SFT**) baseline and with rejection-sampling fine-tuning
 # (**RFT**, a STaR-like self-improvement method: the paper discusses STaR in Sections 1–2 but does not
@@ -111,7 +123,8 @@ print(json.dumps(S, indent=1))
 # baseline (RLOO, advantage $r_k - \frac{1}{K-1}\sum_{j \ne k} r_j$), and the answer term
 # $\log \pi_\theta(y \mid x \oplus z)$ by its plain gradient. No reward model, no answer checking:
 # only the gold answer's likelihood. Notebooks 01–03 build these pieces one by one.
-#
+
+# %% [markdown]
 # **SFT** is the supervised baseline: fine-tune on the gold rationale and answer
 # ("… The answer is 42."), as the paper's SFT does on GSM8K (Section 5.1), where LaTRO does not see
 # the gold rationales.
@@ -119,7 +132,35 @@ print(json.dumps(S, indent=1))
 # **RFT** (rejection-sampling fine-tuning, as in STaR) samples $K$ rationales with the same sampler
 # as LaTRO, keeps those whose extracted answer is right, and fine-tunes on them. It needs an answer
 # checker; LaTRO does not, it only needs the gold answer's likelihood.
+
+
+# %% [markdown]
+# ## This run against the paper
 #
+# The `demo` profile is a CPU-sized version of the paper's setup (Section 5.1); every departure below
+# is ours, and the later cells say which one they rest on.
+#
+# | setting | paper | `demo` here |
+# |---|---|---|
+# | model, size | Phi-3.5-mini, Mistral-7B, Llama-3.1-8B (3.8–8B) | SmolLM2-135M-Instruct |
+# | precision | bfloat16 | fp32 (weights dequantized from a 4-bit Q4_1 GGUF) |
+# | task | GSM8K, ARC-Challenge | generated one-step arithmetic, numbers 2–12 |
+# | sampling temperature $T$ | 1 | 0.7 ($z$ scored at the same $T$) |
+# | learning rate | 5e-7, AdamW, linear decay | LaTRO 1e-5, SFT and RFT 2e-5; AdamW, linear decay |
+# | $K$ rationales per question | 16 | 8 |
+# | questions per step | 3 (48 rationales) | 2 (16 rationales) |
+# | budget $L$ | 500 | 64 |
+# | training length | up to 6 epochs of GSM8K | 12 steps (SFT 16) |
+# | $\beta$ | 0.05 (GSM8K) | 0.05 |
+# | $\lambda$ | 1 (Eq. 4) | 1 |
+# | truncation rule | "a constant penalty", $\gamma$ = 2 | the released code's $\gamma\cdot\bar r$, $\gamma$ = 2 |
+# | checkpoint selection | best test accuracy | best validation step (100 questions, steps 6 and 12) |
+#
+# Where they come from: `latro_core/experiments/profiles.py` (`DEMO_LATRO`, `DEMO_SFT`, `DEMO_RFT`)
+# and, for the paper, [docs/paper-check.md](../docs/paper-check.md). $T$ = 0.7 and the learning rate
+# come from the signal study (notebook 03) and the recipe sweep ([docs/experiments.md](../docs/experiments.md)).
+
+# %% [markdown]
 # ## One LaTRO step by hand
 #
 # Before the trainer runs as a black box, here is its first optimizer step written out with
@@ -147,10 +188,11 @@ import torch
 
 from latro_core.logprobs import pack, sequence_logprobs
 from latro_core.models import frozen_copy, load_model
-from latro_core.objective import latro_loss, latro_update, penalize_truncated, rloo_advantages, self_reward
+from latro_core.objective import latro_loss, micro_batch_loss, penalize_truncated, rloo_advantages, self_reward
 from latro_core.rollout import sample_rationales
 from latro_core.tasks import load_task
-from latro_core.trainer import Trainer, question_indices, sampling_generator
+from latro_core.policy import sampling_generator
+from latro_core.trainer import Trainer, question_indices
 
 hand = TrainConfig(method="latro", model=S["models"][0], seed=S["seeds"][0], data_dir=DATA,
                    out_dir=str(RUNS / "one-step"), **{**S["latro"], "steps": 1, "eval_every": 0})
@@ -180,8 +222,8 @@ r_pen = penalize_truncated(r, roll.truncated, hand.truncation, hand.gamma)
 adv = rloo_advantages(r_pen.view(-1, K)).view(-1)
 # 6. loss = −mean(A · log πθ(z|x)) − λ · mean(log πθ(y|x⊕z))
 loss, terms = latro_loss(logp_z, logp_y, adv, hand.lam)
-# 3–6 are objective.latro_update, the one function the trainer calls: the same numbers
-same_loss, same = latro_update(logp_z, logp_y, ref_logp_z, roll.truncated, K, beta=hand.beta, lam=hand.lam,
+# 3–6 are objective.micro_batch_loss, the one function the trainer calls: the same numbers
+same_loss, same = micro_batch_loss(logp_z, logp_y, ref_logp_z, roll.truncated, K, beta=hand.beta, lam=hand.lam,
                                truncation=hand.truncation, gamma=hand.gamma)
 assert torch.equal(same_loss, loss) and torch.equal(same["adv"], adv) and torch.equal(same["reward"], r_pen)
 
@@ -259,18 +301,19 @@ del loop, inline
 # %% [markdown]
 # ### What the authors' released trainer does differently
 #
-# λ = 0 (`--lam 0`) switches off the answer term as the released code does (`sft_penalty` = 0), but
-# that code differs in five more places. Which one this reproduction follows, and why:
-#
+# λ = 0 (`--lam 0`) switches off the answer term as the released code does (`sft_penalty` = 0); the
+# code differs in five more places, listed in the table below. So `--lam 0` gives the released
+# objective up to the table's first two rows; there is no switch for them.
+
+# %% [markdown]
 # | the released trainer | latro | what it changes |
 # |---|---|---|
-# | scores $\log\pi(y\mid x\oplus z)$ from one position early, so the reward also holds $\log\pi$ of the rationale's last token | the paper's $r = \log\pi_\theta(y\mid x\oplus z) - \beta\,\mathrm{KL}$ | a reward term that favours rationales whose last token is likely; the loss and gradient norm differ by more than float rounding |
+# | scores $\log\pi(y\mid x\oplus z)$ one position early, so the reward also holds $\log\pi$ of the rationale's last token | the paper's $r = \log\pi_\theta(y\mid x\oplus z) - \beta\,\mathrm{KL}$ | an extra reward for a likely last token; loss and gradient norm differ beyond rounding |
 # | replaces a cut rationale's reward *before* adding its KL term ($\gamma\bar r_{\text{answer}} - \beta\,\mathrm{KL}$) | replaces the whole reward, KL included ($\gamma\,\bar r$, step 4 above) | a cut rationale's own KL term is kept there, dropped here |
-# | tokenizes $y$ on its own ("The", no leading space) | tokenizes $y$ as it continues $z$ (" The") | the released target costs ≈ 8 nats more after a sentence ending, which taught a 100-step run here to skip reasoning (README) |
+# | tokenizes $y$ on its own ("The", no leading space) | tokenizes $y$ as it continues $z$ (" The") | ≈ 8 nats more after a sentence ending; it taught a 100-step run to skip reasoning ([docs/experiments.md](../docs/experiments.md)) |
 # | generates every row to L, then cuts at the stop strings | stops each row at its stop string | the same distribution of rationales, fewer decode steps |
 # | samples at T = 1 whatever temperature is configured | samples and scores z at the configured T (default 1, the paper) | nothing at T = 1; at T ≠ 1 only latro's estimator is exact (notebook 02, `tests/test_objective.py`) |
-#
-# So `--lam 0` gives the released objective up to the first two rows; there is no switch for them.
+
 
 # %% [markdown]
 # ## Model selection
@@ -521,14 +564,22 @@ else:
 #   the intervals overlap at 3 seeds × 100 questions. The "Format or arithmetic?" cell splits the
 #   test lift: about 5 points from finishing (the base model finishes 18% of its rationales within
 #   the budget, LaTRO 96.5–100%), about 23 from more right answers among finished rationales (25%
-#   for Base, 40–56% for LaTRO). LaTRO is 6.2 points above RFT, which *has*
-#   an answer checker, but the seed spread (38.5 to 56 for LaTRO, 29.5 to 53 for RFT) is larger than
-#   that gap, and only LaTRO's learning rate was tuned (lr 1e-5 against RFT's and SFT's 2e-5): read
-#   them as level. SFT wins because the task's gold rationales are an exact template. Validation
-#   picked the last step (12) for all three LaTRO seeds. The step by hand shows the mechanism: after
-#   one AdamW step the rationales with A > 0 became more likely (corr(A, Δ log πθ(z|x)) = 0.95) and log πθ(y|x⊕z) rose
-#   (−25.06 → −24.83). README's Results section shows the sweep behind this recipe, including the
-#   learning rates at which the rationales collapse to a restated number.
+#   for Base, 40–56% for LaTRO).
+
+# %% [markdown]
+# ### LaTRO against RFT and SFT in the demo
+#
+# LaTRO is 6.2 points above RFT, which *has* an answer checker, but the seed spread (38.5 to 56 for LaTRO, 29.5 to 53 for RFT) is larger than
+# that gap, and only LaTRO's learning rate was tuned (lr 1e-5 against RFT's and SFT's 2e-5): read
+# them as level. SFT wins because the task's gold rationales are an exact template. Validation
+# picked the last step (12) for all three LaTRO seeds. The step by hand shows the mechanism: after
+# one AdamW step the rationales with A > 0 became more likely (corr(A, Δ log πθ(z|x)) = 0.95) and log πθ(y|x⊕z) rose
+# (−25.06 → −24.83). [docs/experiments.md](../docs/experiments.md) shows the sweep behind this recipe,
+# including the learning rates at which the rationales collapse to a restated number.
+
+# %% [markdown]
+# ### The study, and the paper's scale
+#
 # - The study above (`results/study_arithmetic.md`: every method tuned alike on validation, 5 fresh
 #   seeds, 200 test and 200 unseen-numbers questions, intervals over seeds and questions) is the
 #   comparison to trust. LaTRO beats the base model: +28.0 points [+14.2, +41.0] at 12 steps, +44.6
@@ -538,8 +589,8 @@ else:
 #   −29.4 and −28.5). On unseen numbers (13–30, no (start, op, amount) triple shared with training)
 #   every method loses about half its accuracy and LaTRO stays above the base model (+11.3 [+0.5,
 #   +21.4] at 12 steps, +21.7 [+11.9, +32.2] at 36).
-# - `paper` follows the paper's GSM8K settings (with the differences README's "Checked against the
-#   paper" lists; it has never been run here), for which the paper reports average greedy-decoding
+# - `paper` follows the paper's GSM8K settings (with the differences [docs/paper-check.md](../docs/paper-check.md)
+#   lists; it has never been run here), for which the paper reports average greedy-decoding
 #   gains of 12.5 points over the base models and 9.6 over SFT across the three models (Section 5.2,
 #   Table 2).
 #

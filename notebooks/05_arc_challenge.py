@@ -23,7 +23,21 @@
 # output line names the profile, the commit and the time); `profile = "smoke"` in the parameters cell
 # runs the fast check.
 # Its statements about the paper are checked against the paper's full text: each says where the paper
-# states it, or that the paper is silent (README, "Checked against the paper", has the list).*
+# states it, or that the paper is silent ([docs/paper-check.md](../docs/paper-check.md) has the list).*
+#
+# **What it teaches.** The same pipeline on the paper's second benchmark, multiple-choice science
+# questions, with the paper's prompts per method; and what a 135M model can and cannot show there: it
+# stays at chance (25%) whatever the method, so this notebook checks the machinery, not LaTRO on ARC.
+#
+# **What it needs.** A CPU, the embedded model and ARC-Challenge from `$LATRO_DATA_DIR` or the hub.
+# About a minute at `smoke`; 4.0 min at `demo` on 2 CPU cores (the clean-clone `make demo` run,
+# [docs/experiments.md](../docs/experiments.md)).
+#
+# **Where it sits.** Fifth of seven: notebook 04's comparison on another task; 06 then varies the
+# rationale budget and the number of votes.
+
+# %% [markdown]
+# ## The task
 #
 # The paper's second benchmark (Section 5.1). ARC-Challenge questions have 3–5 options; the gold
 # answer $y$ is the **text** of the correct option, not its label, as in the paper (Section 5.1); the
@@ -40,7 +54,8 @@
 # - **SFT**: ARC has no gold rationales, so SFT learns to answer directly (Section 5.1), with the
 #   direct prompt "Answer with the text of the correct option." (`EvalConfig.direct=True`). This is
 #   ours; the paper's direct prompt (Figure 7) is a longer template with an example.
-#
+
+# %% [markdown]
 # | profile | what runs | time |
 # |---|---|---|
 # | `smoke` | 2 test questions, 2 SFT steps, 1 LaTRO step | ~1 min |
@@ -129,7 +144,7 @@ summaries = {}
 
 def evaluate(name, model=None, direct=False):
     kw = {**S["eval"], **({"direct": True, "max_new_tokens": S["direct_max_new_tokens"]} if direct else {})}
-    return run_evaluation(EvalConfig(model=model, data_dir=DATA, out=str(EVAL / name), **kw))
+    return run_evaluation(EvalConfig(model=model, data_dir=DATA, out=str(EVAL / name), overwrite=True, **kw))
 
 
 if ARC:

@@ -23,7 +23,21 @@
 # output line names the profile, the commit and the time); `profile = "smoke"` in the parameters cell
 # runs the fast check.
 # Its statements about the paper are checked against the paper's full text: each says where the paper
-# states it, or that the paper is silent (README, "Checked against the paper", has the list).*
+# states it, or that the paper is silent ([docs/paper-check.md](../docs/paper-check.md) has the list).*
+#
+# **What it teaches.** The paper's Figure 3 at CPU scale: how accuracy depends on the inference budget
+# $L$ for the base model, notebook 04's LaTRO model and one trained with a short budget; and maj@k,
+# read through Proposition 1 (notebook 01): more votes help only where the model's own marginal $p_M$
+# already puts the gold answer first.
+#
+# **What it needs.** A CPU and the embedded model; notebook 04's seed-0 LaTRO run if it exists (else
+# it trains one). About a minute at `smoke`; 7.6 min at `demo` on 2 CPU cores (the clean-clone
+# `make demo` run, [docs/experiments.md](../docs/experiments.md)).
+#
+# **Where it sits.** Sixth of seven: ablations of notebook 04's model; 07 then changes the reward.
+
+# %% [markdown]
+# ## The two questions
 #
 # Two questions from the paper's Figure 3 (Section 5.3, Phi-3.5 on GSM8K):
 #
@@ -34,7 +48,8 @@
 #   reason more concisely, the short-L model should hold up at small inference budgets.
 # - **(b) How much does voting add?** maj@k accuracy for k = 1, 2, 4, … (the paper: k = 1 to 32): one
 #   sampling pass with K samples per question serves every k ≤ K (the first k samples vote).
-#
+
+# %% [markdown]
 # | profile | (a) | (b) | time |
 # |---|---|---|---|
 # | `smoke` | L ∈ {8, 16}, 4 questions | K = 4, 2 questions | ~1 min |
@@ -130,7 +145,7 @@ rows = []
 for label, (name, path) in MODELS.items():
     lm, tok = load_eval_model(path, dtype=S["eval"].get("dtype", "fp32"))
     for L in S["L_values"]:
-        s = run_evaluation(EvalConfig(model=path, data_dir=DATA, out=str(RUNS / "eval" / f"{name}-infer-L{L}"),
+        s = run_evaluation(EvalConfig(model=path, data_dir=DATA, overwrite=True, out=str(RUNS / "eval" / f"{name}-infer-L{L}"),
                                       **{**S["eval"], "max_new_tokens": L, "k": 0}), model=lm, tokenizer=tok)
         g = s["greedy"]
         rows.append({"label": label, "L": L, "accuracy": g["accuracy"], "lo": g["ci95"][0], "hi": g["ci95"][1],
@@ -150,7 +165,7 @@ maj = {}
 for label in ("Base", f"LaTRO (trained L={L_train})"):
     name, path = MODELS[label]
     kw = {**S["eval"], "limit": S["maj"]["limit"], "max_new_tokens": S["maj"]["max_new_tokens"], "k": S["maj"]["k"]}
-    maj[label] = run_evaluation(EvalConfig(model=path, data_dir=DATA, auroc=False,
+    maj[label] = run_evaluation(EvalConfig(model=path, data_dir=DATA, auroc=False, overwrite=True,
                                            out=str(RUNS / "eval" / f"{name}-maj{S['maj']['k']}"), **kw))
     print(label, {k: round(v["accuracy"], 3) for k, v in maj[label]["maj_at_k"].items()})
 display(Image(plot_maj_at_k(maj, FIG / f"06_maj_at_k_{profile}.png")))
@@ -164,14 +179,25 @@ display(Image(plot_maj_at_k(maj, FIG / f"06_maj_at_k_{profile}.png")))
 # inference-time compute). (b) LaTRO still gains from self-consistency, reaching about 90% at k = 8.
 # With the 135M demo model, read the curves together with their 95% intervals: 32 questions give
 # intervals about ±16 points wide (Wilson, at 50%: 33.6–66.4%).
-#
+
+# %% [markdown]
 # The committed demo run: the base model is cut off mid-ramble at short budgets (0% at L = 16, 12.5% at
 # L = 32) and peaks at 31% (L = 64). LaTRO trained at L = 64 reaches 47% at L = 32 and 59% from L = 64
 # on, with no rationale cut there: its gain over the base model holds at every budget above 16. The
 # model trained at L = 32 (the LaTRO-200 analogue) is the only one that answers anything at L = 16
-# (25%), but from L = 32 on it stays at 34–38%, below the L = 64 model; the previous demo (lr 2e-5)
-# had the order the other way round, and with ±16-point intervals neither order is established. So
-# the first point of Figure 3 holds here only in part. The second does not: majority voting over
+# (25%), but from L = 32 on it stays at 34–38%, below the L = 64 model; with ±16-point intervals the
+# order is not established. So the first point of Figure 3 holds here only in part. The second does not: majority voting over
 # T = 1 samples stays at 4–12% for both models, below their greedy accuracy, because this model's
 # T = 1 samples are much worse than its greedy answers (LaTRO trained at T = 0.7). That is a negative
 # result for maj@k at this scale.
+
+# %% [markdown]
+# **Why maj@k falls as k grows (Proposition 1).** The vote frequencies of $k$ samples at T = 1 estimate
+# the model's marginal $p_M(y\mid x)$, and the majority vote concentrates on $\arg\max_y p_M(y\mid x)$
+# as $k$ grows (notebook 01, section 4). On a question where the gold answer is that mode, more votes
+# push maj@k towards 1; where a wrong answer is the mode, towards 0. At T = 1 this model's samples are
+# right 8 times in 100 (Base) and 13 in 100 (LaTRO, seed 0;
+# [results/self_eval_arithmetic_demo.md](../results/self_eval_arithmetic_demo.md)), so the gold answer is
+# the mode of few questions, so maj@k drifts down to
+# the share of questions where it is (Base 12 → 8%, LaTRO 12 → 4% from k = 1 to 8, 25 questions).
+# The paper's models sample the right answer most of the time, so there the same law raises maj@k.

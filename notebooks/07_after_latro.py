@@ -24,28 +24,45 @@
 # the fast check. What this notebook says of VeriFree and RLPR comes from their abstracts and
 # published summaries and, for VeriFree, its released trainer (`run.sh` of sail-sg/VeriFree: the
 # reward $\pi_\theta(y\mid x\oplus z)$, the answer term weighted by it, RLOO, no KL term); where it goes
-# beyond them it says "our reading" (README, "LaTRO and its successors").*
+# beyond them it says "our reading" ([docs/experiments.md](../docs/experiments.md), "LaTRO and its successors").*
 #
-# LaTRO's **Proposition 1** (Section 3 of the paper) says that the answer chosen by majority vote over
-# $K$ rationales is distributed, as $K\to\infty$, like
+# **What it teaches.** LaTRO's reward as one member of a family: the probability reward (VeriFree),
+# RLPR's debiased token probability and a verifier's 0/1 (RLVR), each trained by the same RLOO step;
+# each estimator checked exactly on a toy policy, their noise, how each ranks the same rationales,
+# and the study that trains all of them beside SFT and RFT.
+#
+# **What it needs.** A CPU and the embedded model; the study is read from `results/`, not rerun.
+# About a minute at `smoke`; 35 s at `demo` on 2 CPU cores (the clean-clone `make demo` run,
+# [docs/experiments.md](../docs/experiments.md)).
+#
+# **Where it sits.** Last of seven: after LaTRO itself (01–06), what came next.
+
+# %% [markdown]
+# ## From Proposition 1 to a family of rewards
+#
+# LaTRO's **Proposition 1** (Section 3 of the paper) concerns chain-of-thought with self-consistency:
+# over $K$ sampled rationales, the vote *frequencies* of the answers estimate
 #
 # $$p_M(y\mid x) = \mathbb{E}_{z\sim\pi_\theta(\cdot\mid x)}\big[\pi_\theta(y\mid x\oplus z)\big],$$
 #
-# and the text after its proof proposes to train surrogates $\mathbb{E}_z[\varphi(\pi_\theta(y\mid x\oplus z))]$
+# so the majority vote itself concentrates on $\arg\max_y p_M(y\mid x)$ as $K\to\infty$ (notebook 01,
+# section 4). The text after its proof proposes to train surrogates $\mathbb{E}_z[\varphi(\pi_\theta(y\mid x\oplus z))]$
 # with $\varphi$ monotone, "such as logarithm". LaTRO takes $\varphi = \log$ (the first term of Eq. 3). By
 # Jensen's inequality $\mathbb{E}_z[\log\pi_\theta(y\mid x\oplus z)] \le \log\mathbb{E}_z[\pi_\theta(y\mid x\oplus z)] = \log p_M$:
-# LaTRO's reward is a **bound below** the log of what majority voting targets. $\varphi$ = identity
+# LaTRO's reward is a **bound below** $\log p_M$, the log of the marginal whose mode majority voting picks. $\varphi$ = identity
 # gives $p_M$ itself, the objective of **VeriFree** (arXiv 2505.21493). Two more rewards complete the
 # picture: **RLPR** (arXiv 2506.18254) rewards the debiased mean per-token probability of $y$, and
 # **verifier RL** (RLVR) a checker's 0/1, the field's default when answers can be checked.
-#
+
+# %% [markdown]
 # With $\ell(z) = \log\pi_\theta(y\mid x\oplus z)$, every member maximises
 # $J = \mathbb{E}_z[R(z)] - \beta\,\mathrm{KL}(\pi_\theta\|\pi_0)$ and the trainer estimates its gradient
-# from $K$ samples with the same RLOO machinery (`objective.latro_update`, `--reward`):
+# from $K$ samples with the same RLOO machinery (`objective.micro_batch_loss`, `--reward`):
 #
 # $$\widehat{\nabla J} = \frac1K\sum_k\Big[\nabla\log\pi_\theta(z_k\mid x)\,A_k + w_k\,\nabla\ell(z_k)\Big],
 # \qquad r_k = R(z_k) - \beta\log\frac{\pi_\theta(z_k\mid x)}{\pi_0(z_k\mid x)},\quad A_k = r_k - \tfrac{1}{K-1}\textstyle\sum_{j\ne k} r_j .$$
-#
+
+# %% [markdown]
 # | `--reward` | $R(z)$ | $w_k = \partial R/\partial\ell$ | what it targets |
 # |---|---|---|---|
 # | `latro` | $\ell(z)$ | $\lambda = 1$ | $\nabla$ of LaTRO's $J$ (Eq. 4) |
@@ -60,7 +77,8 @@
 # $A_k\,\nabla\log\pi_\theta(z_k\oplus\hat y_k\mid x)$; then
 # $\mathbb{E}_{z,\hat y}[1[\hat y = y]] = \mathbb{E}_z[\pi_\theta(y\mid x\oplus z)] = p_M$ and the verifier estimates the
 # same $\nabla p_M$ as the probability reward, from a coin flip instead of the probability.
-#
+
+# %% [markdown]
 # | profile | toy | real model | time |
 # |---|---|---|---|
 # | `smoke` | 2,000 batches per K | SmolLM2-135M, 1 arithmetic question, K = 4, L = 32 | ~1 min on a CPU |
@@ -121,7 +139,7 @@ import pandas as pd
 import torch
 from IPython.display import Image, Markdown, display
 
-from latro_core.objective import REWARDS, latro_update
+from latro_core.objective import REWARDS, RewardInput, micro_batch_loss
 from latro_core.experiments.runs import notebook_setup
 from latro_core.experiments.study import read_report
 
@@ -139,7 +157,7 @@ g = torch.Generator().manual_seed(seed)
 # and the verifier's $\log\pi_\theta(\hat y\mid x\oplus z)$ is that of its own answer.
 #
 # For each reward, its own target by enumeration, then `n_batches` estimates from $K$ samples through
-# `objective.latro_update`, the function the trainer calls.
+# `objective.micro_batch_loss`, the function the trainer calls.
 
 # %%
 prior = torch.tensor([0.30, 0.20, 0.15, 0.15, 0.10, 0.10])
@@ -180,7 +198,7 @@ def exact_target(reward):
 
 
 def estimates(reward, n, K):
-    """(n, D): n independent K-sample estimates of reward's gradient, each −∇ latro_update's loss."""
+    """(n, D): n independent K-sample estimates of reward's gradient, each −∇ micro_batch_loss's loss."""
     z = torch.multinomial(logits.detach().softmax(0), n * K, replacement=True, generator=g).view(n, K)
     L = logits.detach().expand(n, -1).clone().requires_grad_(True)   # a copy of theta per batch
     Wn = W.detach().expand(n, -1, -1).clone().requires_grad_(True)
@@ -189,12 +207,12 @@ def estimates(reward, n, K):
     logp_y = answer_logp[..., gold].reshape(-1)
     p_y = logp_y.detach().exp()
     own = torch.multinomial(answer_logp.detach().exp().reshape(-1, 4), 1, generator=g).squeeze(1)   # ŷ ~ pi(.|z)
-    info = {"correct": own == gold, "answer_prob": p_y,
+    info = {"answer_right": own == gold, "answer_prob": p_y,
             "answer_prob_without_z": w0.detach().softmax(0)[gold].expand_as(p_y)}
     if REWARDS[reward].own_answer:   # the verifier scores the answer it drew: log pi(ŷ|z)
         logp_y = answer_logp.reshape(-1, 4).gather(1, own[:, None]).squeeze(1)
-    loss, _ = latro_update(logp_z, logp_y, ref_logp[z].reshape(-1), torch.zeros_like(p_y, dtype=torch.bool), K,
-                           beta=beta, truncation="none", reward=reward, info=info)
+    loss, _ = micro_batch_loss(logp_z, logp_y, ref_logp[z].reshape(-1), torch.zeros_like(p_y, dtype=torch.bool), K,
+                           beta=beta, truncation="none", reward=reward, extras=info)
     gl, gw = torch.autograd.grad(loss * n, [L, Wn])
     return -torch.cat([gl.reshape(n, -1), gw.reshape(n, -1), torch.zeros(n, 4)], 1)
 
@@ -251,7 +269,7 @@ print(pd.DataFrame(curves, index=pd.Index(ks, name="K")).round(3).to_string())
 # there for the checker), then each reward is computed by the library's own pieces:
 # $\log\pi_\theta(y\mid x\oplus z)$ (`logprobs.sequence_logprobs`), $\bar p$ with and without $z$
 # (`logprobs.mean_answer_probability`), the checker (`Task.extract_answer`, `Task.is_correct`), and
-# `REWARDS[name].value`. At the start of training $\pi_\theta = \pi_0$, so the KL part is zero.
+# `REWARDS[name].function`. At the start of training $\pi_\theta = \pi_0$, so the KL part is zero.
 
 # %%
 from latro_core.logprobs import mean_answer_probability, pack, sequence_logprobs
@@ -282,9 +300,9 @@ for q, ex in enumerate(questions):
                          tok.pad_token_id).to(dev)
         info = {"answer_prob": mean_answer_probability(lm, batch),
                 "answer_prob_without_z": mean_answer_probability(lm, without_z),
-                "correct": torch.tensor([questions.is_correct(questions.extract_answer(t, ex), ex)
+                "answer_right": torch.tensor([questions.is_correct(questions.extract_answer(t, ex), ex)
                                          for t in roll.full_texts])}
-    values = {name: spec.value(logp_y.float(), info).float().cpu() for name, spec in REWARDS.items()}
+    values = {name: spec.function(RewardInput(logp_y.float(), 1.0, info)).value.float().cpu() for name, spec in REWARDS.items()}
     df = pd.DataFrame({"rationale z (and the model's answer)": [short(t) for t in roll.full_texts],
                        **{name: v.numpy() for name, v in values.items()}})
     for name in REWARDS:       # 1 = the reward's favourite rationale of the K
@@ -308,7 +326,8 @@ for q, ex in enumerate(questions):
 # The training comparison of these rewards with SFT and RFT (equal tuning on validation, 5 seeds,
 # intervals over seeds and questions) is the study `results/study_rewards.md`; it is read here, not
 # recomputed, with its rows figure (each row's mean and 95% interval, one panel per training length).
-# Until it exists, the tuned comparison of LaTRO with SFT and RFT (`results/study_arithmetic.md`) is shown.
+# (Without that file the cell falls back to the tuned comparison of LaTRO with SFT and RFT,
+# `results/study_arithmetic.md`.)
 
 # %%
 for name in ("study_rewards", "study_arithmetic"):
@@ -323,3 +342,34 @@ for name in ("study_rewards", "study_arithmetic"):
         break
 else:
     print("no study results yet: run `python scripts/studies/study_arithmetic.py` (about 6 hours on 2 cores)")
+
+# %% [markdown]
+# ## Reading the results
+#
+# From [results/study_rewards.json](../results/study_rewards.json) (the tables above; n = 200 test and
+# 200 unseen-numbers questions per model, 5 seeds per trained row, 95% intervals over seeds, then
+# questions; differences in points):
+#
+# - **LaTRO's log reward has the highest mean of the family at both lengths**: 47.5% [35.1, 60.5] on
+#   test at 12 steps, 64.1% [54.0, 75.2] at 36. RLPR comes next, 34.5% [26.9, 42.6] and 51.4%
+#   [45.0, 58.0]: RLPR − LaTRO is −13.0 [−27.1, +1.6] at 12 steps and −12.7 [−25.0, −1.6] at 36, yet
+#   RLPR is clearly above the base model (+15.0 [+5.6, +24.5] and +31.9 [+23.9, +40.6]).
+# - **The probability reward does not move this model**: 18.3% [13.8, 23.2] and 21.6% [15.3, 28.2],
+#   −1.2 [−8.1, +5.5] and +2.1 [−6.1, +11.1] against the base model, with about a third of its answers
+#   finished (33.5% and 35.0%). It is $p_M$ itself, the quantity Proposition 1 is about, but section 3
+#   shows why it cannot be climbed from here: $\pi_\theta(y\mid x\oplus z)$ is at most $1.2\times10^{-7}$
+#   over the 18 rationales sampled there, so its advantages come from the rare rationale after which $y$ is
+#   likely and its direct term's weight is near 0. LaTRO's $\log$ keeps every rationale's difference.
+
+# %% [markdown]
+# - **The verifier is the least predictable**: 24.8% [18.0, 32.5] at 12 steps, 37.6% [16.5, 61.8] at
+#   36, where its five models score 84.5, 40.5, 19.5, 36.5 and 7.0%; against the base model +5.3
+#   [−3.7, +14.1] and +18.1 [−4.3, +42.2], neither separated from 0. Its 0/1 reward is a coin flip of
+#   the probability reward (section 1), and a model that rarely finishes with a right answer gets
+#   few flips that come up heads.
+# - **Tuned RFT and SFT stay ahead of every reward**: RFT 55.9% and 81.5%, SFT 76.9% and 92.6%
+#   (RLPR − RFT −30.1 [−40.6, −16.7] at 36 steps). On unseen numbers at 36 steps the order of the means
+#   is the same and the gaps shrink (RLPR − LaTRO −6.6 [−16.7, +3.3] at 36).
+#
+# Which reward to use, at this scale: the log. The study's tuning picks came from 2 seeds per grid
+# point; every reward had the same grid and rule.

@@ -69,7 +69,7 @@ def save_first_gradients(path, monkeypatch=None) -> None:
 
     def step(self, m):
         if self.step == 0:
-            grads = {n: full_tensor(p.grad).detach().clone() for n, p in self.lm.named_parameters()
+            grads = {n: full_tensor(p.grad).detach().clone() for n, p in self.policy.lm.named_parameters()
                      if p.grad is not None}
             if self.acc.is_main_process:
                 torch.save(grads, path)

@@ -3,66 +3,90 @@ library trains through the ``latro`` command, its run folder and its results nam
 else changed; the trainer reads each record's needs instead of method names."""
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-import latro_core.trainer as trainer_mod
-from latro_core import cli
+from latro_core.cli import load_plugins
 from latro_core.errors import ConfigError
 from latro_core.methods import METHODS, get_method
 from latro_core.models import prepare_tokenizer, tiny_model
 from latro_core.results import method_names
 from latro_core.train_config import TrainConfig
 
-sys.path.insert(0, str(Path(__file__).parent))
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+sys.path.insert(0, str(TESTS))
 
 
-def test_a_method_registered_outside_latro_core_trains_one_step_through_the_command_line(
-        tmp_path, monkeypatch, smol_tokenizer, request):
-    sys.modules.pop("toy_method", None)
+def test_a_method_registered_outside_latro_core_trains_one_step_from_the_shell(tiny_model_dir, tmp_path, request):
+    """``latro --plugin tests/toy_method.py answer-only ...`` in a shell: the plugin registers the
+    method, the command line gets its sub-command, the run folder and results name it."""
     request.addfinalizer(lambda: METHODS.pop("answer_only", None))     # the other tests see the three methods
-    import toy_method                                                    # importing it registers it
-
-    assert METHODS["answer_only"] is toy_method.ANSWER_ONLY
-    model, config, metrics, before = _one_tiny_step(tmp_path, monkeypatch, smol_tokenizer,
-                                                    ["answer-only", "--micro-batch", "2"])
+    load_plugins([str(TESTS / "toy_method.py")])                        # in this process too: the tables' name
+    assert METHODS["answer_only"].label == method_names()["answer_only"] == "Answer only"
+    out, config, metrics = _one_tiny_step_from_the_shell(
+        tiny_model_dir, tmp_path, ["--plugin", str(TESTS / "toy_method.py"), "answer-only", "--micro-batch", "2"])
     assert config["method"] == "answer_only" and [m["step"] for m in metrics] == [1]
-    assert metrics[0]["answer_nll"] > 0 and (tmp_path / "run" / "final").is_dir()
-    assert any(not v.equal(before[k]) for k, v in model.state_dict().items())     # the step changed the weights
-    assert method_names()["answer_only"] == "Answer only"
+    assert metrics[0]["answer_nll"] > 0 and (out / "final").is_dir()
+    assert _weights(out / "final") != _weights(tiny_model_dir)          # the step changed the weights
 
 
-def _one_tiny_step(tmp_path, monkeypatch, smol_tokenizer, args):
-    """``latro <args>`` for one step of 2 arithmetic questions on a tiny random model (not SmolLM2), into
-    tmp_path/run: (the model, config.json, the metrics rows, the weights before)."""
-    tok = prepare_tokenizer(smol_tokenizer)
-    model = tiny_model(tok)[0]
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    monkeypatch.setattr(trainer_mod, "load_model", lambda *a, **k: (model, tok))
-    out = tmp_path / "run"
-    assert cli.main([*args, "--task", "arithmetic", "--task-kwargs", '{"n": 8}', "--steps", "1", "--questions-per-step",
-                     "2", "--lr", "1e-3", "--device", "cpu", "--progress", "false", "--out-dir", str(out)]) == 0
-    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return model, json.loads((out / "config.json").read_text()), metrics, before
-
-
-def test_a_reward_registered_outside_latro_core_trains_one_step_through_the_command_line(
-        tmp_path, monkeypatch, smol_tokenizer, request):
-    """tests/toy_reward.py registers φ = √ (objective.REWARDS); ``latro train --reward`` takes it
-    with nothing else in the library changed."""
-    from latro_core.objective import REWARDS
-    sys.modules.pop("toy_reward", None)
-    request.addfinalizer(lambda: REWARDS.pop("sqrt_probability", None))
-    import toy_reward                                                    # noqa: F401  (registers it)
-
-    _, config, metrics, _ = _one_tiny_step(tmp_path, monkeypatch, smol_tokenizer,
-                                           ["train", "--reward", "sqrt_probability", "--truncation", "none", "--k", "2",
-                                            "--micro-batch", "4", "--max-new-tokens", "8"])
+def test_a_reward_registered_outside_latro_core_trains_one_step_from_the_shell(tiny_model_dir, tmp_path):
+    """tests/toy_reward.py registers φ = √ (objective.REWARDS); ``latro --plugin ... train --reward``
+    takes it with nothing else in the library changed (as LATRO_PLUGINS too)."""
+    _, config, metrics = _one_tiny_step_from_the_shell(
+        tiny_model_dir, tmp_path, ["train", "--reward", "sqrt_probability", "--truncation", "none", "--k", "2",
+                                   "--micro-batch", "4", "--max-new-tokens", "8"],
+        LATRO_PLUGINS=str(TESTS / "toy_reward.py"))
     assert config["reward"] == "sqrt_probability" and [m["step"] for m in metrics] == [1]
     # R = √πθ(y|x⊕z) lies in (0, 1]; its direct term ½√π·log π makes the answer loss non-zero
     assert 0 < metrics[0]["reward_mean"] <= 1 and metrics[0]["answer_loss"] != 0
+
+
+def test_a_plugin_that_cannot_be_imported_is_one_line(tmp_path):
+    bad = tmp_path / "broken_plugin.py"
+    bad.write_text("raise RuntimeError('boom')\n")
+    for plugin, says in ((str(tmp_path / "missing.py"), "no such file"), (str(bad), "RuntimeError: boom"),
+                         ("no_such_module_anywhere", "ModuleNotFoundError")):
+        proc = subprocess.run([sys.executable, "-m", "latro_core.cli", "--plugin", plugin, "train", "--help"],
+                              capture_output=True, text=True, cwd=ROOT)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+        assert proc.stderr.startswith(f"latro: error: --plugin {plugin}") and says in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(smol_tokenizer, tmp_path_factory):
+    """A tiny random model with the real tokenizer, saved as a folder ``--model`` can name."""
+    tok = prepare_tokenizer(smol_tokenizer)
+    folder = tmp_path_factory.mktemp("tiny_model")
+    model = tiny_model(tok)[0]
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def _weights(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return {k: v.sum().item() for k, v in load_file(str(next(Path(folder).glob("*.safetensors")))).items()}
+
+
+def _one_tiny_step_from_the_shell(model_dir, tmp_path, args, **env):
+    """``python -m latro_core.cli <args>`` in a child process for one step of 2 arithmetic questions
+    on the tiny model, into tmp_path/run: (the run folder, config.json, the metrics rows)."""
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "latro_core.cli", *args, "--model", str(model_dir), "--task", "arithmetic",
+         "--task-kwargs", '{"n": 8}', "--steps", "1", "--questions-per-step", "2", "--lr", "1e-3", "--device", "cpu",
+         "--progress", "false", "--out-dir", str(out)],
+        capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1", **env})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return out, json.loads((out / "config.json").read_text()), metrics
 
 
 def test_the_trainer_reads_each_methods_needs_from_its_record():

@@ -3,6 +3,7 @@ of the family, and the "batch_mean" truncation rule (its penalty does not depend
 nonnegative reward refuses it). Shared helpers: tests/trainer_helpers.py; fixtures: tests/conftest.py.
 """
 
+import dataclasses
 import math
 
 import pytest
@@ -64,13 +65,20 @@ def test_latro_trains_with_another_reward_of_the_family(tok, task, tmp_path, rew
 
 # ----------------------------------------------------------------------------- the batch_mean truncation rule
 
-def test_batch_mean_penalty_does_not_depend_on_micro_batch(tok, task, tmp_path):
+@pytest.mark.parametrize("reward", ["latro", "doubled_log_likelihood"])
+def test_batch_mean_penalty_does_not_depend_on_micro_batch(tok, task, tmp_path, reward, monkeypatch):
     """The "batch_mean" truncation rule uses the mean reward of the whole step: one micro-batch
     of 4 samples and two of 2 give the same metrics and weights (the tiny model cuts most
-    rationales at L = 6, so the penalty is in play)."""
+    rationales at L = 6, so the penalty is in play). Also for a registered negative reward other
+    than LaTRO's (R = 2·log πθ(y|x⊕z)): the step's mean is of the run's own reward, not LaTRO's."""
+    from latro_core.objective import REWARDS, Reward, RewardOutput
+
+    monkeypatch.setitem(REWARDS, "doubled_log_likelihood", Reward(
+        "doubled_log_likelihood", lambda inp: RewardOutput(2 * inp.logp_y, 2 * inp.direct_scale), negative=True))
     runs = {}
     for mb in (4, 2):
-        cfg = make_cfg(tmp_path / f"mb{mb}", micro_batch=mb, steps=2, truncation="batch_mean", lr=1e-3, save_every=100)
+        cfg = make_cfg(tmp_path / f"mb{mb}", micro_batch=mb, steps=2, truncation="batch_mean", lr=1e-3, save_every=100,
+                       reward=reward)
         run(cfg, tok, task, tiny_model(tok)[0])
         runs[mb] = metrics(tmp_path / f"mb{mb}")
     assert all(r["frac_truncated"] > 0 for r in runs[4])
@@ -79,6 +87,28 @@ def test_batch_mean_penalty_does_not_depend_on_micro_batch(tok, task, tmp_path):
             assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), key
     # other micro-batches pad to other lengths and sum the loss in another order: AdamW's bound
     assert_adam_weights_close(weights(tmp_path / "mb4" / "final"), weights(tmp_path / "mb2" / "final"), lr=1e-3, steps=2)
+
+
+def test_lora_scores_pi0_at_the_temperature_the_method_asks_for(tok, task, tmp_path, monkeypatch):
+    """Under LoRA π0 is the same weights with the adapter off; a method whose record says
+    ``tempered_scoring=False`` scores z at T = 1 for π0 too, whatever the sampling temperature."""
+    from latro_core.logprobs import sequence_logprobs
+    from latro_core.methods import METHODS
+
+    monkeypatch.setitem(METHODS, "latro", dataclasses.replace(METHODS["latro"], tempered_scoring=False))
+    tr = Trainer(make_cfg(tmp_path, lora=True, temperature=0.7), model=tiny_model(tok)[0], tokenizer=tok, task=task)
+    try:
+        inputs = tr.step_inputs(0)
+        rollout = tr.policy.sample(0, 0, inputs.questions, task)
+        batch = tr.policy.pack(rollout.prompt_ids, rollout.rationale_ids,
+                               [task.answer_ids(inputs.questions[i // 2], tok) for i in range(len(rollout.prompt_ids))])
+        with torch.no_grad(), tr.policy.lm.disable_adapter():
+            at_one, _ = sequence_logprobs(tr.policy.lm, batch, temperature=1.0)
+            at_sampling, _ = sequence_logprobs(tr.policy.lm, batch, temperature=0.7)
+        assert not torch.allclose(at_one, at_sampling)
+        torch.testing.assert_close(tr.policy.reference_logp_z(batch), at_one)
+    finally:
+        tr.release()
 
 
 def test_a_nonnegative_reward_refuses_the_batch_mean_truncation_rule(tok, task, tmp_path):

@@ -17,12 +17,11 @@ import json
 import os
 import shlex
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 from ..provenance import cli_flags
 from ..errors import ConfigError, LatroError
+from .children import ChildProcesses
 from .profiles import ACCELERATE_CONFIG
 
 
@@ -191,32 +190,10 @@ def evaluate_all(cfgs, *, parallel: int = 1, threads: int = 1, cwd: str | Path |
 def run_children(jobs, *, parallel: int, threads: int, cwd: str | Path | None, what: str) -> None:
     """Run ``latro <args>`` for each ``(args, log_path)`` of ``jobs`` as child processes, ``parallel``
     at a time, ``threads`` torch threads each, output to the log. Failures: one LatroError naming the
-    logs, after the others finished. Interrupted (Ctrl-C): the children are stopped too."""
-    pending, running, failed = list(jobs), [], []
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    try:
-        while pending or running:
-            while pending and len(running) < max(1, parallel):
-                args, log_path = pending.pop(0)
-                Path(cwd or ".", log_path).parent.mkdir(parents=True, exist_ok=True)
-                log = open(Path(cwd or ".", log_path), "w")
-                proc = subprocess.Popen([sys.executable, "-m", "latro_core.cli", *args], cwd=cwd, env=env,
-                                        stdout=log, stderr=subprocess.STDOUT)
-                running.append((proc, log_path, log))
-            time.sleep(0.5)
-            for item in [r for r in running if r[0].poll() is not None]:
-                proc, log_path, log = item
-                log.close()
-                running.remove(item)
-                if proc.returncode != 0:
-                    failed.append(f"{str(log_path).removesuffix('.log')} (exit {proc.returncode}, see {log_path})")
-    finally:
-        for proc, _, log in running:      # only on an exception (KeyboardInterrupt): stop the children
-            proc.terminate()
-            proc.wait()
-            log.close()
-    if failed:
-        raise LatroError(f"{what} failed: " + "; ".join(failed))
+    logs, after the others finished. Interrupted (Ctrl-C, SIGTERM): the children are stopped too
+    (:class:`~latro_core.experiments.children.ChildProcesses`)."""
+    with ChildProcesses(threads=threads, cwd=cwd) as children:
+        children.run_all(list(jobs), parallel, what)
 
 
 def run_report(out_dir: str | Path) -> dict:

@@ -23,15 +23,11 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import os
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +36,7 @@ from ..errors import ConfigError, LatroError, writing
 from ..evaluate import EvalConfig
 from ..results import cell_stats, question_correct
 from ..stats import SEEDS_AND_QUESTIONS, paired_difference
+from .children import ChildProcesses
 from .runs import train_args
 from ..train_config import TrainConfig
 
@@ -128,36 +125,6 @@ def pick(method: str, points: list[dict], seeds, out: Path) -> tuple[dict | None
 
 # ----------------------------------------------------------------------------- running one cell
 
-def _run(args: list[str], log: Path) -> None:
-    """``latro <args>`` in a child process with one torch thread, output to ``log``."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    with open(log, "w") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "latro_core.cli", *args], stdout=f, stderr=subprocess.STDOUT,
-                                env=env, start_new_session=True)
-        _CHILDREN.add(proc)
-        try:
-            code = proc.wait()
-        finally:
-            _CHILDREN.discard(proc)
-    if code != 0:
-        raise LatroError(f"`latro {args[0]}` failed (exit {code}); see {log}")
-
-
-_CHILDREN: set = set()
-
-
-def _kill_children() -> None:
-    for proc in list(_CHILDREN):
-        os.killpg(proc.pid, signal.SIGTERM)
-
-
-def _stop_children(*_):
-    """SIGTERM to the study: stop its runs (each at the end of its current step) and stop."""
-    _kill_children()
-    raise KeyboardInterrupt
-
-
 def eval_config(cell: Cell, split: str, model: str | None, out: Path, eval_kw: dict) -> EvalConfig:
     return EvalConfig(**{**eval_kw, "split": split, "model": model, "out": str(out / f"eval-{split}"),
                          "method": cell.method, "model_label": cell.label or None, "progress": False,
@@ -176,8 +143,9 @@ def _compact_predictions(src: Path, dst: Path) -> None:
     dst.write_text("".join(json.dumps(r) + "\n" for r in keep))
 
 
-def run_cell(cell: Cell, cfg: StudyConfig, eval_kw: dict) -> None:
-    """Train (unless the base model), evaluate, record, delete the weights (module doc)."""
+def run_cell(cell: Cell, cfg: StudyConfig, eval_kw: dict, children: ChildProcesses) -> None:
+    """Train (unless the base model), evaluate, record, delete the weights (module doc); the runs are
+    ``children`` of the study (one torch thread each)."""
     record, scratch = record_dir(cell, cfg.out), Path(cfg.scratch) / cell.name
     t0, commands = time.time(), []
     shutil.rmtree(scratch, ignore_errors=True)
@@ -186,13 +154,13 @@ def run_cell(cell: Cell, cfg: StudyConfig, eval_kw: dict) -> None:
         tc = TrainConfig(**{**cell.train, "method": cell.method, "out_dir": str(scratch / "run"), "progress": False,
                             "keep_resume_state": False, "save_every": 10**6, "overwrite": True})
         args = train_args(tc)
-        _run(args, scratch / "train.log")
+        children.run(args, scratch / "train.log")
         commands.append("latro " + " ".join(args))
         model = str(scratch / "run" / "final")
     for split in cell.evals:
         ec = eval_config(cell, split, model, scratch, eval_kw)
         args = ["evaluate"] + cli_flags(ec)
-        _run(args, scratch / f"eval-{split}.log")
+        children.run(args, scratch / f"eval-{split}.log")
         commands.append("latro " + " ".join(args))
     shutil.rmtree(record, ignore_errors=True)
     record.mkdir(parents=True)
@@ -226,21 +194,16 @@ def run_cells(cells: list[Cell], cfg: StudyConfig, eval_kw: dict) -> list[str]:
     def one(c: Cell):
         print(f"{time.strftime('%H:%M:%S')} start {c.name}", flush=True)
         try:
-            run_cell(c, cfg, eval_kw)
+            run_cell(c, cfg, eval_kw, children)
             print(f"{time.strftime('%H:%M:%S')} done  {c.name}", flush=True)
         except LatroError as e:
             with lock:
                 failed.append(c.name)
             print(f"{time.strftime('%H:%M:%S')} FAILED {c.name}: {e}", flush=True)
 
-    signal.signal(signal.SIGTERM, _stop_children)
-    with ThreadPoolExecutor(max(1, cfg.jobs)) as pool:
-        try:
-            list(pool.map(one, todo))
-        except KeyboardInterrupt:
-            _kill_children()
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+    # SIGTERM or Ctrl-C stops the running cells' runs (ChildProcesses); the handler is restored after
+    with ChildProcesses(threads=1) as children:
+        children.each(one, todo, cfg.jobs)
     return failed
 
 

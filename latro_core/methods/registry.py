@@ -23,7 +23,7 @@ class Method:
     label: str                      # its name in tables and figures
     command: str                    # the ``latro`` sub-command that trains it
     help: str                       # that sub-command's one-line help
-    step: Callable[["StepInputs"], "StepOutput"]   # (methods.step_io; not imported here: it needs TrainConfig)
+    step: Callable                  # step(inputs: StepInputs) -> StepOutput (methods.step_io)
     draws_rationales: bool          # samples z from πθ: needs T > 0 and k ≥ min_k
     min_k: int = 1                  # rationales per question it needs (a leave-one-out baseline: 2)
     reference: bool = False         # scores log π0(z|x) (built when β ≠ 0; LoRA: the adapter switched off)

@@ -22,6 +22,8 @@ ANSWER_PATTERN = re.compile(r"(?:\bthe\s+(?:final\s+)?answer\s+is\b|\banswer\s*:
 # a letter or anything else ends it, so "17. Check: 12 + 5 = 17" starts with none
 _OPERAND = r"[\d.,\s$()+\-*/×x÷^]"
 _EXPRESSION = re.compile(rf"[\s*_`$(]*-?\$?\d{_OPERAND}*=(?:{_OPERAND}|=)*")
+# expressions chained on from it ("2 + 3 = 5 and 5 + 1 = 6": the last one's result, 6)
+_CHAINED = re.compile(rf"(?:and|then|so)?\s*-?\$?\d{_OPERAND}*=(?:{_OPERAND}|=)*", re.IGNORECASE)
 
 # dashes and minus signs a model writes for "-" (U+2212 minus, en dash, figure dash, small and full-width hyphen-minus)
 _MINUS = str.maketrans({c: "-" for c in "\u2212\u2013\u2012\ufe63\uff0d"})
@@ -105,10 +107,16 @@ def after_templates(text: str, pattern: re.Pattern = ANSWER_PATTERN):
 
 
 def expression_result(segment: str) -> str | None:
-    """What follows the last "=" of an expression that starts ``segment`` ("12 + 5 = 17." -> " 17.");
+    """What follows the last "=" of an expression that starts ``segment`` ("12 + 5 = 17." -> " 17."), and of
+    the expressions chained on from it ("2 + 3 = 5 and 5 + 1 = 6." -> " 6.");
     None when the segment does not start with one ("17. Check: 12 + 5 = 17", "4. Then 2 + 3 = 5")."""
     m = _EXPRESSION.match(segment)
-    return segment[m.group(0).rfind("=") + 1:] if m else None
+    if not m:
+        return None
+    end = m.end()
+    while (more := _CHAINED.match(segment, end)) and more.end() > end:
+        end = more.end()
+    return segment[segment.rfind("=", 0, end) + 1:]
 
 
 def stated_number(segment: str) -> str | None:

@@ -12,7 +12,7 @@ export LATRO_DATA_DIR=${LATRO_DATA_DIR:-../shared/data}
 RUNS=runs/demo/04_train_latro
 OUT=runs/selfeval_demo
 common=(--task arithmetic --split test --limit 25 --k 4 --max-new-tokens 96 --greedy false --auroc true --nll true
-        --batch-questions 25 --progress false)
+        --batch-questions 25 --progress false --overwrite true)
 [ -f "$OUT/base/summary.json" ] || .venv/bin/latro evaluate "${common[@]}" --out "$OUT/base" > /dev/null
 for m in sft rft latro; do
   [ -d "$RUNS/$m-seed0" ] || continue              # a method the demo did not train (RFT is off by default)

@@ -193,7 +193,7 @@ for who in base latro; do
   fi
   step "eval_$who" 60 $PY -m latro_core.cli evaluate "${model[@]}" --task arithmetic --split test --limit $A_LIMIT \
     --max-new-tokens $((A_L + ANSWER_TOKENS)) --k 0 --auroc false --batch-questions 50 --device $DEV \
-    --progress false --out "$RUNS/eval/$who"
+    --progress false --overwrite true --out "$RUNS/eval/$who"
 done
 step table 30 $PY -m latro_core.cli tables --runs "$RUNS/eval" --out "$REPORTS" --name gpu_latro_arithmetic
 echo "Finished: $(date -u +%Y-%m-%dT%H:%M:%SZ), $((SECONDS - START)) s" >> "$SUMMARY"

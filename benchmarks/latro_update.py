@@ -61,9 +61,10 @@ if str(ROOT) not in sys.path:
 from benchmarks._provenance import (command_line, cuda_peak_mb, device_info, git_commit, machine_info,  # noqa: E402
                                     reset_cuda_peak, spec_peak_flops, sync)
 from latro_core.fast_logprobs import _prompt_groups, _split_lm, can_share_prompt  # noqa: E402
-from latro_core.logprobs import PolicyScorer, pack, sequence_logprobs  # noqa: E402
+from latro_core.logprobs import PolicyScorer, sequence_logprobs  # noqa: E402
 from latro_core.models import LoraSpec, add_lora, enable_checkpointing, frozen_copy, load_model  # noqa: E402
-from latro_core.objective import latro_update  # noqa: E402
+from latro_core.objective import micro_batch_loss  # noqa: E402
+from latro_core.policy import Policy, SamplingSettings  # noqa: E402
 from latro_core.rollout import _eos_ids, sample_rationales  # noqa: E402
 from latro_core.tasks import load_task  # noqa: E402
 
@@ -196,7 +197,8 @@ def machine_peaks(repeats: int = 10, device: str = "cpu", dtype: str = "fp32") -
 # ------------------------------------------------------------------------------------ fast way
 
 class FastWay:
-    """latro_core's update (``methods.latro_step`` with one micro-batch)."""
+    """latro_core's update: the :class:`~latro_core.policy.Policy` LaTRO's step samples and scores with
+    (``methods.latro_step`` with one micro-batch), and ``objective.micro_batch_loss``, its stages 3–5."""
 
     name = "fast"
 
@@ -211,10 +213,15 @@ class FastWay:
         self.params = _trainable(self.scorer)
         self.opt = torch.optim.AdamW(self.params, lr=hp.lr, weight_decay=0.0, fused=True)     # as the trainer
         self.scorer.train()
+        with_ref = hp.beta != 0
+        self.policy = Policy(scorer=self.scorer, lm=model, tokenizer=tok, device=self.dev,
+                             sampling=SamplingSettings(k=hp.k, max_new_tokens=hp.L, temperature=hp.temperature),
+                             reference=PolicyScorer(self.ref) if with_ref and not lora else None,
+                             reference_is_adapter_off=with_ref and lora)
 
     def sample(self, prompts: list[str], answers: list[list[int]], seed: int) -> tuple[Batch, dict]:
-        """As the trainer's ``_sample``: one ``sample_rationales`` call for all questions, each question
-        drawing from its own generator (its samples do not depend on its batch-mates)."""
+        """As ``Policy.sample``: one ``sample_rationales`` call for all questions, each question drawing
+        from its own generator (its samples do not depend on its batch-mates)."""
         hp = self.hp
         t0, c0 = time.perf_counter(), time.process_time()
         roll = sample_rationales(self.model, self.tok, prompts, k=hp.k, max_new_tokens=hp.L, temperature=hp.temperature,
@@ -245,6 +252,8 @@ class FastWay:
         return sequence_logprobs(model, pb) if self.chunk is None else sequence_logprobs(model, pb, self.chunk)
 
     def _ref_logp_z(self, pb):
+        if self.chunk is None:        # the step's call
+            return self.policy.reference_logp_z(pb)
         with torch.no_grad():
             if self.lora:
                 with self.model.disable_adapter():
@@ -266,14 +275,14 @@ class FastWay:
     def update(self, batch: Batch) -> dict:
         hp = self.hp
         t0, c0 = time.perf_counter(), time.process_time()
-        pb = pack(batch.prompt_ids, batch.rationale_ids, batch.answer_ids, self.tok.pad_token_id).to(self.dev)
-        if self.chunk is None:        # the trainer's call (PolicyScorer uses sequence_logprobs' default chunk)
-            logp_z, logp_y = self.scorer(pb.input_ids, pb.attention_mask, pb.z_mask, pb.y_mask)
+        pb = self.policy.pack(batch.prompt_ids, batch.rationale_ids, batch.answer_ids)
+        if self.chunk is None:        # the step's call (PolicyScorer uses sequence_logprobs' default chunk)
+            logp_z, logp_y = self.policy.score(pb)
         else:
             logp_z, logp_y = sequence_logprobs(self.model, pb, self.chunk)
         ref = self._ref_logp_z(pb) if hp.beta != 0 else None
-        loss, terms = latro_update(logp_z, logp_y, ref, torch.tensor(batch.truncated, device=self.dev), hp.k, beta=hp.beta,
-                                   lam=hp.lam, truncation=hp.truncation, gamma=hp.gamma)
+        loss, terms = micro_batch_loss(logp_z, logp_y, ref, torch.tensor(batch.truncated, device=self.dev), hp.k,
+                                       beta=hp.beta, lam=hp.lam, truncation=hp.truncation, gamma=hp.gamma)
         adv = terms["adv"]
         sync(self.dev)
         t1, c1 = time.perf_counter(), time.process_time()
@@ -423,8 +432,8 @@ class LiteralWay:
         # on the same inputs (no dropout), so ~equal (the smoke test: bit-equal); sums of <= 128 tokens ~ -200 are
         # allowed 1e-4 + 2e-3, while other sequences or masks would differ by whole tokens (~1-10)
         assert torch.allclose(logp_z.detach(), roll_z, rtol=1e-5, atol=1e-4), "rollout and training passes differ"
-        loss, terms = latro_update(logp_z, logp_y, ref_z, torch.tensor(batch.truncated, device=self.dev), hp.k,
-                                   beta=hp.beta, lam=hp.lam, truncation=hp.truncation, gamma=hp.gamma)
+        loss, terms = micro_batch_loss(logp_z, logp_y, ref_z, torch.tensor(batch.truncated, device=self.dev), hp.k,
+                                       beta=hp.beta, lam=hp.lam, truncation=hp.truncation, gamma=hp.gamma)
         adv = terms["adv"]
         sync(self.dev)
         t1, c1 = time.perf_counter(), time.process_time()

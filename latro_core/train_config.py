@@ -63,7 +63,7 @@ class TrainConfig:
                                        # ties keep the earlier step; never selected on test unless eval_split is
     test_limit: int = 0                # at each evaluation also log greedy accuracy on the first n test questions
                                        # (test_accuracy: reports the paper's rule of picking on test; selects nothing)
-    test_max_new_tokens: int | None = None   # that evaluation's budget (None: L + evaluate.ANSWER_TOKENS = L + 32)
+    test_max_new_tokens: int | None = None   # that evaluation's budget (None: L + answers.ANSWER_TOKENS = L + 32)
     keep_resume_state: bool = True     # write checkpoint/ (optimizer state, ~3x the model on disk; needed for --resume)
     log_samples: int = 1               # questions per step whose K rationales go to samples.jsonl (0: none)
     resume: bool = False               # continue exactly from out_dir/checkpoint

@@ -206,15 +206,20 @@ def test_the_written_import_check_names_a_moved_function(tmp_path):
     assert broken_imports([script], root=tmp_path) == ["check.sh: latro_core.evaluate has no ANSWER_TOKENS"]
 
 
-def test_one_latro_step_runs_under_600_code_lines_of_latro_core_fast_paths_aside():
+def test_one_latro_step_reads_in_one_function_of_at_most_60_lines_calling_three_modules_and_never_the_trainer():
     # scripts/tools/step_reading.py traces the functions one LaTRO step enters; the fast paths compute what
     # logprobs.reference_logprobs defines, so a reader of the algorithm reads the definition instead
     import sys
 
     sys.path.insert(0, str(ROOT / "scripts" / "tools"))
-    from step_reading import reading, traced_step
+    from step_reading import reading, step_function_lines, traced_step
 
-    rows = {r["module"]: r for r in reading(traced_step())}
-    assert {"methods.py", "objective.py", "rollout.py", "logprobs.py", "trainer.py"} <= set(rows)
-    assert "latro_step" in rows["methods.py"]["functions"] and "rloo_advantages" in rows["objective.py"]["functions"]
+    entered, facts = traced_step()
+    rows = {r["module"]: r for r in reading(entered)}
+    assert {"methods/latro.py", "objective.py", "rollout.py", "logprobs.py", "policy.py", "trainer.py"} <= set(rows)
+    assert "latro_step" in rows["methods/latro.py"]["functions"] and "rloo_advantages" in rows["objective.py"]["functions"]
     assert sum(r["code_lines"] for r in rows.values() if not r["fast_path"]) <= 600
+    # the step itself: one function, the policy, the objective and the processes, no call back into the Trainer
+    assert step_function_lines(*facts["step_function"]) <= 60
+    assert facts["called_modules"] == {"policy.py", "objective.py", "processes.py"}
+    assert facts["trainer_callbacks"] == []

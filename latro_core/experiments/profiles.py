@@ -19,7 +19,7 @@ The demo's training recipe was measured (results/latro_recipe.md); its sizes are
 budget, not by accuracy saturating. Values marked ``ASSUMED`` are paper settings we could not pin
 down from the paper text and chose ourselves. Change a number here, not in a notebook.
 
-The dictionaries use the field names of :class:`~latro_core.trainer.TrainConfig` (``train``,
+The dictionaries use the field names of :class:`~latro_core.train_config.TrainConfig` (``train``,
 ``sft``, ``latro``, ``short``) and :class:`~latro_core.evaluate.EvalConfig` (``eval`` and friends),
 so a notebook can pass them straight through: ``TrainConfig(**S["latro"], seed=s, out_dir=...)``.
 """
@@ -339,7 +339,7 @@ def smoke_form(chosen: dict, smoke: dict) -> dict:
 
 
 def check_profile(profile: str) -> str:
-    """``profile`` if it is one of :data:`PROFILES` or such a name + ``":smoke"``, else :class:`ConfigError`."""
+    """``profile`` if it is one of :data:`PROFILES` or such a name + ``"-smoke"``, else :class:`ConfigError`."""
     base = profile[:-len(SMOKE_SUFFIX)] if profile.endswith(SMOKE_SUFFIX) else profile
     if base not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)} "

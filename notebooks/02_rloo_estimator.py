@@ -23,7 +23,22 @@
 # output line names the profile, the commit and the time); `profile = "smoke"` in the parameters cell
 # runs the fast check.
 # Its statements about the paper are checked against the paper's full text: each says where the paper
-# states it, or that the paper is silent (README, "Checked against the paper", has the list).*
+# states it, or that the paper is silent ([docs/paper-check.md](../docs/paper-check.md) has the list).*
+#
+# **What it teaches.** How LaTRO turns its objective into a gradient from $K$ sampled rationales
+# (Eq. 4): the leave-one-out (RLOO) advantage, checked exactly on a toy policy to be unbiased, less
+# noisy than plain REINFORCE, and unlike the biased "mean of all $K$" baseline; what a truncation
+# penalty does to the estimator, and which sign $\gamma$ needs; then the same pieces on real rewards of
+# the embedded model.
+#
+# **What it needs.** A CPU and the embedded model. About a minute at `smoke`; 1.7 min at `demo` on 2
+# CPU cores (the clean-clone `make demo` run, [docs/experiments.md](../docs/experiments.md)).
+#
+# **Where it sits.** Second of seven: after 01's objective, before 03's question whether the reward
+# it estimates with is informative. The symbols are those of 01's notation box.
+
+# %% [markdown]
+# ## The estimator
 #
 # Notebook 01 showed that LaTRO maximises, for a question $x$ with gold answer $y$, the objective of
 # Eq. 3 with the KL weight β that Appendix A.1 and Proposition 2 give it (the main text's Eq. 3 has
@@ -41,6 +56,7 @@
 #
 # $$r_k = \log\pi_\theta(y\mid x\oplus z_k) - \beta\big[\log\pi_\theta(z_k\mid x) - \log\pi_0(z_k\mid x)\big].$$
 #
+# %% [markdown]
 # $A_k$ is the **REINFORCE leave-one-out (RLOO)** advantage (Kool et al., 2019, which the paper's
 # Section 4.2 adopts): each sample's reward minus the mean reward of the *other* $K-1$ samples. This
 # notebook checks, on a policy small enough to enumerate, that the estimator is **unbiased**, that plain REINFORCE (no baseline) is unbiased but **noisier**,
@@ -403,6 +419,16 @@ assert exact_rloo_variance(2, -10.0)[0] < exact_reinforce_variance(2, -10.0)   #
 #   of the *batch*. A cut rationale's reward now depends on the other samples, so what the estimates
 #   average to depends on K (and, in the trainer, on the other questions sharing the batch): Eq. 4
 #   then estimates the gradient of no fixed objective.
+
+# %% [markdown]
+# **The sign of γ.** The rewards here are log-probabilities, so they are below 0, and which γ is a
+# penalty depends on the rule. Under **batch mean**, γ = 2 (the paper's value, Section 5.1) doubles a
+# negative mean: a cut rationale scores twice as badly as the average one, a penalty. Under
+# **constant**, $\tilde r = \gamma$ itself, so γ = 2 would score a cut rationale *above* every finished
+# one (all below 0): a bonus for rambling. A constant penalty must be negative, below the typical
+# reward, so the cell below uses γ = −4 for the constant rule (our value; the paper gives none for
+# this rule) and the paper's γ = 2 for the batch-mean rule. `latro train` refuses `--truncation constant` with γ > 0
+# under a log-probability reward and says what to use instead.
 #
 # On the toy, call $z_4$ (the vague rationale) and $z_5$ "cut at L", and compare the mean estimate
 # at K = 2 and K = 8 under each rule with $g_\gamma$, enumerated.

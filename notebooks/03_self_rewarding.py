@@ -23,7 +23,23 @@
 # output line names the profile, the commit and the time); `profile = "smoke"` in the parameters cell
 # runs the fast check.
 # Its statements about the paper are checked against the paper's full text: each says where the paper
-# states it, or that the paper is silent (README, "Checked against the paper", has the list).*
+# states it, or that the paper is silent ([docs/paper-check.md](../docs/paper-check.md) has the list).*
+#
+# **What it teaches.** Whether the self-reward $\log\pi_\theta(y\mid x\oplus z)$ is worth training on:
+# our version of the paper's Figure 2 (the gold answer's NLL with no rationale, the gold one, and the
+# model's own right and wrong ones), how well the reward ranks right rationales above wrong ones
+# (AUROC with intervals), and the study of the base model's learning signal behind notebook 04's
+# recipe.
+#
+# **What it needs.** A CPU and the embedded model; GSM8K from `$LATRO_DATA_DIR` or the hub (else the
+# arithmetic task alone). About a minute at `smoke`; 2.7 min at `demo` on 2 CPU cores (the clean-clone
+# `make demo` run, [docs/experiments.md](../docs/experiments.md)).
+#
+# **Where it sits.** Third of seven: 01–02 built the objective and its estimator; this notebook asks
+# whether the reward they use carries a signal; 04 trains on it.
+
+# %% [markdown]
+# ## The reward
 #
 # LaTRO needs no reward model and no answer checker. The reward of a sampled rationale $z$ is the
 # model's own log-probability of the gold answer $y$ after it, $R_\theta(z, y, x)$ in the paper's Eq. 3
@@ -31,7 +47,8 @@
 #
 # $$r(z) = \log\pi_\theta(y\mid x\oplus z) = \sum_{t\in y}\log\pi_\theta(y_t\mid x\oplus z\oplus y_{<t}),
 # \qquad y = \text{"The answer is \{gold\}."} + \text{end of turn}.$$
-#
+
+# %% [markdown]
 # This only trains reasoning if the model *already* tends to find the gold answer more likely after
 # a rationale that leads to it than after one that does not. The paper's Figure 2 (Section 3) shows a
 # related fact for three pretrained models on GSM8K: the average negative log-likelihood (NLL) of the
@@ -40,12 +57,13 @@
 # the embedded SmolLM2-135M-Instruct (or the profile's model):
 #
 # 1. sample $K$ rationales per question, extract each one's answer, and check it;
-# 2. score the gold answer after each rationale (`evaluate.answer_logprobs`);
+# 2. score the gold answer after each rationale (`answers.answer_logprobs`);
 # 3. our version of Figure 2: NLL of the gold answer with no rationale, after the gold rationale, and
-#    after the model's own right and wrong rationales (`evaluate.answer_nll`, `plots.figure2`);
+#    after the model's own right and wrong rationales (`answers.answer_nll`, `plots.figure2`);
 # 4. how well the self-reward ranks right rationales above wrong ones: AUROC with a bootstrap interval;
 # 5. case studies: the highest- and lowest-reward rationales.
-#
+
+# %% [markdown]
 # | profile | model | questions × K, L | time |
 # |---|---|---|---|
 # | `smoke` | SmolLM2-135M (embedded) | a few arithmetic questions, short L | ~1 min on a CPU |
@@ -54,7 +72,8 @@
 # | `paper` | Phi-3.5-mini-instruct | GSM8K test, K = 8, L = 500 | GPU |
 #
 # The `smoke` profile only checks that every step runs; with a handful of short rationales the
-# numbers below say little.
+# numbers below say little. Even at `demo`, 16 questions × $K$ = 4 give few right rationales (the
+# Summary counts them); section 6's study, 200 questions × 8 samples, is the measurement to trust.
 
 # %%
 # Colab: one install cell (scripts/tools/colab_cell.py writes it into every notebook; elsewhere it does nothing)
@@ -153,11 +172,11 @@ assert tasks, "no task could be loaded"
 # %% [markdown]
 # ## 2. Sample, check, score
 #
-# For every question, `evaluate.generate_answers` samples $K$ completions at temperature $T$. The
+# For every question, `answers.generate_answers` samples $K$ completions at temperature $T$. The
 # rationale $z$ is the text before the answer template ("The answer is", cut as in training); the
 # predicted answer is extracted from the whole completion (`task.extract_answer`: the number after
 # the template, else the last number) and checked against the gold answer (`task.is_correct`).
-# Then each rationale is scored with `evaluate.answer_logprobs`: one forward pass over $x\oplus z\oplus y$.
+# Then each rationale is scored with `answers.answer_logprobs`: one forward pass over $x\oplus z\oplus y$.
 
 # %%
 def sample_and_score(t):
@@ -210,7 +229,7 @@ assert abs(manual - row.reward) < 1e-3 * max(1.0, abs(manual))
 # ## 3. Figure 2: how likely is the gold answer after each kind of rationale?
 #
 # The paper's Figure 2 has two bars per model, with and without a rationale; these four bars are our
-# reading of it. `evaluate.answer_nll` gives the mean NLL $-\log\pi_\theta(y\mid x\oplus z)$ of the gold
+# reading of it. `answers.answer_nll` gives the mean NLL $-\log\pi_\theta(y\mid x\oplus z)$ of the gold
 # answer (summed over its tokens; its standard error over answers, and a 95% interval that resamples
 # questions, each keeping its $K$ rationales) when $z$ is
 #
@@ -294,9 +313,9 @@ print("own rationales end with:", ends.value_counts().to_dict())
 #
 # $$\mathrm{AUROC} = \Pr\big(r(z^+) > r(z^-)\big) + \tfrac12\Pr\big(r(z^+) = r(z^-)\big),$$
 #
-# 0.5 for an uninformative score, 1 for a perfect one. `evaluate.auroc` computes it from ranks
+# 0.5 for an uninformative score, 1 for a perfect one. `stats.auroc` computes it from ranks
 # (Mann–Whitney); check it against the definition over all pairs. Two intervals (95%, percentile
-# bootstrap, `evaluate.bootstrap_interval`): resampling rationales, and resampling *questions* (the
+# bootstrap, `stats.bootstrap_interval`): resampling rationales, and resampling *questions* (the
 # honest one: rationales of one question share its difficulty).
 #
 # RLOO only compares rationales **of the same question** (the advantages are centred per question), so
@@ -424,14 +443,18 @@ if study.get("greedy"):
 display(Image(str(sig_fig)))
 
 # %% [markdown]
-# Reading the study (the committed numbers; README and `results/self_reward_signal.md` discuss them):
+# Reading the study (the committed numbers; [results/self_reward_signal.md](../results/self_reward_signal.md)
+# has every column, and [docs/experiments.md](../docs/experiments.md) discusses them):
 # the fraction of questions with at least one right-and-finished sample bounds what a LaTRO step can
 # reinforce, and the within-question AUROC says whether the reward points the right way among them.
 #
 # - On the demo's task (one step, + and −) at T = 1 only 9–12% of questions have a right and finished
-#   sample among 8; at T = 0.5 that is 25% (L = 64) to 37.5% (L = 96). Among finished rationales the
-#   reward ranks right above wrong almost always (AUROC 0.95–1.00): the reward is sound, finishing is
-#   the bottleneck. Hence training at T < 1, with z scored under the same tempered policy.
+#   sample among 8; at T = 0.5 that is 25% (L = 64) to 37.5% (L = 96). The table above shows the
+#   AUROC over all samples (0.61–0.74 at L ≥ 64), where a right rationale cut at $L$ is scored
+#   mid-sentence. Among *finished* rationales, a column of the results file that the table does not
+#   show, the reward ranks right above wrong almost always: AUROC 0.95–1.00 at L ≥ 64, over 11 to 60
+#   questions that have both kinds (e.g. 0.97 [0.93, 1.00], n_q = 60, at T = 0.5, L = 96). The reward
+#   is sound; finishing is the bottleneck. Hence training at T < 1, with z scored under the same tempered policy.
 # - Two-step problems leave only 4.5% (L = 64) to 12% (L = 96) of questions with anything to
 #   reinforce, and the base model answers 5% of them greedily: too hard for this model. Addition alone
 #   gives a little more signal (31–46.5% of questions) but a lower greedy start (13.5%), below the
@@ -449,6 +472,10 @@ display(Image(str(sig_fig)))
 #   by sample, and the within-question AUROC is the part RLOO can use.
 # - With a 135M-parameter model, short rationales and few questions the separation is weaker and the
 #   intervals are wide: read the intervals before the point estimates.
+
+# %% [markdown]
+# ### What the committed demo run shows, and why it is not the lesson
+#
 # - What the committed demo run shows (16 questions × K = 4 at T = 1, L = 96 per task): only 2 of 64
 #   arithmetic rationales are right (78% cut at L) and 3 of 64 on GSM8K (91% cut). The gold rationale
 #   makes the gold answer far more likely (NLL 20.5 → 8.3 nats on arithmetic, 21.5 → 12.7 on GSM8K),

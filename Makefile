@@ -40,3 +40,15 @@ clean-runs:
 COMPAT_DIR ?= $(or $(LATRO_COMPAT_DIR),/work/compat-venvs)
 test-compat: .venv/.installed
 	$(PY) scripts/tools/compat.py --venvs $(COMPAT_DIR) $(COMPAT_ARGS)
+
+# The book (docs/book.md): README, docs/ and the notebooks with their committed outputs as a static
+# site in build/book/, offline; fails on a broken internal link or a missing image. Its own venv, so
+# requirements.txt's pins stay as they are.
+.PHONY: book
+book: .venv-book/.installed
+	.venv-book/bin/python book/build.py
+
+.venv-book/.installed: requirements-book.txt
+	test -x .venv-book/bin/python || python3 -m venv .venv-book
+	.venv-book/bin/python -m pip install -q -r requirements-book.txt
+	touch $@

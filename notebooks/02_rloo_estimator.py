@@ -212,7 +212,7 @@ assert (pi @ score).norm() < 1e-6 and torch.allclose(pi @ per_z, grad_J, atol=1e
 # ## 2. Three estimators, many batches
 #
 # Draw `n_batches` independent batches of $K$ rationales. For each batch compute the trainer's loss
-# `latro_loss(logp_z, logp_y, A, lam=1)` $= -\frac1K\sum_k A_k\log\pi_\theta(z_k\mid x) - \frac1K\sum_k\log\pi_\theta(y\mid x\oplus z_k)$
+# `latro_loss(logp_z, logp_y, A, direct_weight=1)` $= -\frac1K\sum_k A_k\log\pi_\theta(z_k\mid x) - \frac1K\sum_k\log\pi_\theta(y\mid x\oplus z_k)$
 # (advantages detached) and take $-\nabla$ of it, with three choices of $A_k$:
 #
 # | estimator | $A_k$ | |
@@ -235,7 +235,7 @@ def batch_gradients(n, K, kind, shift=0.0, sample_seed=None):
     logp_y = Wn.log_softmax(-1)[:, :, gold].gather(1, z)             # (n, K) log pi(y | x + z_k)
     r = self_reward(logp_y, logp_z, ref_logits.log_softmax(0)[z], beta) + shift
     A = {"REINFORCE": r, "RLOO": rloo_advantages(r), "mean incl. self": r - r.mean(-1, keepdim=True)}[kind]
-    loss, _ = latro_loss(logp_z.reshape(-1), logp_y.reshape(-1), A.reshape(-1), lam=1.0)
+    loss, _ = latro_loss(logp_z.reshape(-1), logp_y.reshape(-1), A.reshape(-1), direct_weight=1.0)
     gl, gw = torch.autograd.grad(loss, [L, Wn])      # loss = mean over batches -> scale by n
     return -n * torch.cat([gl, gw.reshape(n, -1)], 1)
 
@@ -449,7 +449,7 @@ def truncated_gradients(n, K, rule, sample_seed):
     r = self_reward(logp_y, logp_z, ref_logits.log_softmax(0)[z], beta)
     gamma = GAMMA_CONST if rule == "constant" else GAMMA_MEAN
     r = penalize_truncated(r, CUT[z], rule, gamma, batch_mean=r.mean(-1, keepdim=True))   # each batch: its own mean
-    loss, _ = latro_loss(logp_z.reshape(-1), logp_y.reshape(-1), rloo_advantages(r).reshape(-1), lam=1.0)
+    loss, _ = latro_loss(logp_z.reshape(-1), logp_y.reshape(-1), rloo_advantages(r).reshape(-1), direct_weight=1.0)
     gl, gw = torch.autograd.grad(loss, [L, Wn])
     return -n * torch.cat([gl, gw.reshape(n, -1)], 1)
 
@@ -630,15 +630,15 @@ if backward:
     def grad_of(loss):
         return [gr.float() for gr in torch.autograd.grad(loss, wrt, retain_graph=True)]
 
-    g_rloo = grad_of(latro_loss(lp_z, lp_y, A[sl].to(dev), lam=0.0)[0])
-    g_none = grad_of(latro_loss(lp_z, lp_y, r[sl].to(dev), lam=0.0)[0])
+    g_rloo = grad_of(latro_loss(lp_z, lp_y, A[sl].to(dev), direct_weight=0.0)[0])
+    g_none = grad_of(latro_loss(lp_z, lp_y, r[sl].to(dev), direct_weight=0.0)[0])
     g_all = grad_of(lp_z.mean())
     n_rloo, n_none = dot(g_rloo, g_rloo) ** 0.5, dot(g_none, g_none) ** 0.5
     cos = dot(g_none, g_all) / (n_none * dot(g_all, g_all) ** 0.5)
     print(f"gradient norm ({sum(p.numel() for p in wrt):,} parameters): RLOO {n_rloo:.3g}, "
           f"REINFORCE {n_none:.3g}   ({time.time() - t0:.1f} s)")
     print(f"cos(REINFORCE gradient, gradient of mean_k log pi(z_k|x)) = {cos:.3f}")
-    loss, parts = latro_loss(lp_z, lp_y, A[sl].to(dev), lam=1.0)
+    loss, parts = latro_loss(lp_z, lp_y, A[sl].to(dev), direct_weight=1.0)
     print(f"Eq. 4 loss (λ = 1): {loss.item():.3f} = policy {parts['policy_loss'].item():.3f} "
           f"+ answer {parts['answer_loss'].item():.3f}")
     assert abs(cos) <= 1 + 1e-6

@@ -54,6 +54,7 @@ class EvalConfig:
     k: int = 8                        # samples per question for maj@k (0: no sampling pass)
     temperature: float = 1.0          # T of the sampling pass
     seed: int = 0                     # sampling seed (torch.Generator)
+    sampler: str = "inverse_cdf"      # how the sampling pass draws a token: inverse_cdf | multinomial (rollout.SAMPLERS)
     batch_questions: int = 16         # questions per generation batch
     score_batch: int = 16             # samples per scoring forward pass
     direct: bool = False              # direct-answer prompt (ARC SFT models)
@@ -215,12 +216,13 @@ def run_evaluation(cfg: EvalConfig, model=None, tokenizer=None) -> dict:
         tok = tokenizer
         torch.manual_seed(cfg.seed)
         gen_kw = dict(max_new_tokens=cfg.max_new_tokens, direct=cfg.direct, batch_questions=cfg.batch_questions,
-                      progress=cfg.progress)
+                      progress=cfg.progress, sampler=cfg.sampler)
 
         summary = {"kind": SUMMARY_KIND, "name": name, "model": cfg.model, "adapter": adapter, "base_model": base,
                    "model_label": label, "method": method, "train_seed": train_seed, "seed": cfg.seed,
                    "task": task.name, "split": cfg.split, "n": len(examples), "direct": cfg.direct,
-                   "max_new_tokens": cfg.max_new_tokens, "k": cfg.k, "temperature": cfg.temperature}
+                   "max_new_tokens": cfg.max_new_tokens, "k": cfg.k, "temperature": cfg.temperature,
+                   "sampler": cfg.sampler}
         records = [{"id": ex.id, "prompt": task.prompt(ex, tok, direct=cfg.direct), "gold": ex.answer,
                     **({"gold_label": ex.label} if ex.label else {})} for ex in examples]
 

@@ -69,11 +69,16 @@ def _eos_ids(model, tokenizer) -> set[int]:
     return {i for i in ids if i is not None}
 
 
+SAMPLERS = ("inverse_cdf", "multinomial")
+
+
 def _sample_next(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None,
-                 generator, row_groups: list[int] | None = None) -> torch.Tensor:
+                 generator, row_groups: list[int] | None = None, sampler: str = "inverse_cdf") -> torch.Tensor:
     """logits (B, V) -> next token ids (B,). temperature 0 is greedy; else pure sampling at T
     unless top_k / top_p are set. ``generator``: one torch.Generator (or None), or a list of them
-    with ``row_groups`` giving each row's index into it (rows of a group draw in row order)."""
+    with ``row_groups`` giving each row's index into it (rows of a group draw in row order).
+    ``sampler``: "inverse_cdf" (one uniform per row, :func:`inverse_cdf_sample`) or "multinomial"
+    (torch.multinomial: one exponential per vocabulary entry and row; the sampler before it)."""
     if temperature == 0:
         return logits.argmax(-1)
     logits = logits.float()
@@ -87,6 +92,8 @@ def _sample_next(logits: torch.Tensor, temperature: float, top_k: int | None, to
         cum = sorted_logits.softmax(-1).cumsum(-1)
         drop = cum - sorted_logits.softmax(-1) > top_p
         logits = logits.scatter(-1, idx, sorted_logits.masked_fill(drop, float("-inf")))
+    if sampler == "inverse_cdf":
+        return inverse_cdf_sample(logits, _uniforms(logits.shape[0], generator, row_groups, logits.device))
     probs = logits.softmax(-1)
     if isinstance(generator, (list, tuple)):
         out = torch.empty(probs.shape[0], dtype=torch.long, device=probs.device)
@@ -95,6 +102,36 @@ def _sample_next(logits: torch.Tensor, temperature: float, top_k: int | None, to
             out[rows] = _multinomial(probs[rows], generator[g])
         return out
     return _multinomial(probs, generator)
+
+
+def inverse_cdf_sample(logits: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """One token per row from softmax(logits), logits (B, V) (already divided by T, -inf where top-k or
+    top-p dropped a token), uniforms (B,) in [0, 1): token i where u·Σ_j e^{ℓ_j} falls in
+    [c_{i−1}, c_i), c_i = Σ_{j≤i} e^{ℓ_j − max ℓ}, so P(i) = e^{ℓ_i} / Σ_j e^{ℓ_j} exactly: one random number
+    per row where torch.multinomial draws one per vocabulary entry. exp and the cumulative sums are
+    float64, so every token, even one of probability 1e-12, keeps an interval of its own width to 1e-15
+    (tests/test_rollout.py)."""
+    # c_i = Σ_{j≤i} exp(ℓ_j − max ℓ), in float64: (B, V)
+    shifted = logits.double() - logits.amax(-1, keepdim=True).double()
+    cdf = shifted.exp_().cumsum_(-1)
+    # u · Σ_j exp(ℓ_j − max ℓ): (B, 1)
+    target = uniforms.to(cdf)[:, None] * cdf[:, -1:]
+    # the first i with c_i > target: (B,)
+    return torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp(max=logits.shape[-1] - 1)
+
+
+def _uniforms(rows: int, generator, row_groups: list[int] | None, device) -> torch.Tensor:
+    """(rows,) uniforms in [0, 1): from one generator, or row i from ``generator[row_groups[i]]`` (the
+    rows of a group draw in row order), drawn on the generator's device."""
+    if not isinstance(generator, (list, tuple)):
+        g_device = generator.device if generator is not None else device
+        return torch.rand(rows, generator=generator, device=g_device, dtype=torch.float64).to(device)
+    out = torch.empty(rows, dtype=torch.float64, device=device)
+    for g in dict.fromkeys(row_groups):
+        picked = [i for i, x in enumerate(row_groups) if x == g]
+        out[picked] = torch.rand(len(picked), generator=generator[g], device=generator[g].device,
+                                 dtype=torch.float64).to(device)
+    return out
 
 
 def _multinomial(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -121,7 +158,7 @@ def sample_rationales(model, tokenizer, prompts: list[str], *, k: int = 1, max_n
                       temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                       stop_strings=Task.stop_strings, keep_going_after_stop: bool = False,
                       generator: torch.Generator | list[torch.Generator] | None = None,
-                      progress=None, prepack: bool = True) -> Rollout:
+                      progress=None, prepack: bool = True, sampler: str = "inverse_cdf") -> Rollout:
     """Sample ``k`` continuations of each prompt (chat-formatted strings) with a KV cache.
 
     stop_strings: rationale stops, the task's ``task.stop_strings`` (default: the base Task's; None: stop
@@ -132,7 +169,12 @@ def sample_rationales(model, tokenizer, prompts: list[str], *, k: int = 1, max_n
     K samples then draw only from its own generator, so they do not depend on which questions
     share the batch (the trainer's per-question seeding, equal for 1 and N processes).
     prepack: decode CPU fp32 linears with :func:`prepacked_linears` (no effect elsewhere).
+    sampler: "inverse_cdf" (one uniform per row, exact) or "multinomial" (the sampler before it: the
+    same distribution, another random stream, so other tokens for the same seed).
     """
+    if sampler not in SAMPLERS:
+        from .errors import ConfigError
+        raise ConfigError(f"sampler={sampler!r} is not one of {', '.join(SAMPLERS)}")
     if k < 1 or max_new_tokens < 1:
         from .errors import ConfigError
         raise ConfigError(f"need k >= 1 and max_new_tokens (L) >= 1, got k={k}, L={max_new_tokens}")
@@ -142,7 +184,7 @@ def sample_rationales(model, tokenizer, prompts: list[str], *, k: int = 1, max_n
     packing = prepacked_linears(model, len(prompts) * k) if prepack else nullcontext()
     with packing:
         return _decode(model, tokenizer, prompts, k, max_new_tokens, temperature, top_k, top_p, stop_strings,
-                       keep_going_after_stop, generator, progress)
+                       keep_going_after_stop, generator, progress, sampler)
 
 
 @contextmanager
@@ -297,7 +339,7 @@ def _prefill(model, tokenizer, prompts, k, pad, new_tokens):
 
 
 def _decode(model, tokenizer, prompts, k, max_new_tokens, temperature, top_k, top_p, stop_strings,
-            keep_going_after_stop, generator, progress) -> Rollout:
+            keep_going_after_stop, generator, progress, sampler="inverse_cdf") -> Rollout:
     """sample_rationales' loop (arguments as there, checked): one token per live row per step; a row
     leaves the batch (and the cache) at EOS, or at its stop string unless ``keep_going_after_stop``."""
     per_question = isinstance(generator, (list, tuple))
@@ -314,7 +356,7 @@ def _decode(model, tokenizer, prompts, k, max_new_tokens, temperature, top_k, to
         window = 2 + max((len(s) for s in (stop_strings or ())), default=0)
         for step in range(max_new_tokens):
             tok = _sample_next(logits, temperature, top_k, top_p, generator,
-                               [row // k for row in alive.tolist()] if per_question else None)
+                               [row // k for row in alive.tolist()] if per_question else None, sampler)
             keep = []
             for j, (row, t) in enumerate(zip(alive.tolist(), tok.tolist())):
                 if t in eos:

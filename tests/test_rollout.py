@@ -492,3 +492,90 @@ def test_prepacked_lora_layers_carry_their_adapter(smol_tokenizer):
     rolls = [sample_rationales(model, smol_tokenizer, PROMPTS[:2], k=3, max_new_tokens=8, stop_strings=None, prepack=p,
                                generator=[torch.Generator().manual_seed(s) for s in range(2)]) for p in (True, False)]
     assert rolls[0].rationale_ids == rolls[1].rationale_ids
+
+
+# ----------------------------------------------------------------------------- the inverse-CDF sampler
+
+def _preimage_lengths(logits: torch.Tensor) -> torch.Tensor:
+    """For one row of logits (V,): the length of {u in [0, 1): inverse_cdf_sample(u) = i} for every
+    token i, found from the sampler itself (it is monotone in u, so each preimage is an interval whose
+    ends bisection finds to 1e-15)."""
+    from latro_core.rollout import inverse_cdf_sample
+
+    def token(u: float) -> int:
+        return int(inverse_cdf_sample(logits[None], torch.tensor([u], dtype=torch.float64)))
+
+    V, lengths = logits.shape[-1], torch.zeros(logits.shape[-1], dtype=torch.float64)
+    start = 0.0
+    while start < 1.0:
+        i, lo, hi = token(start), start, 1.0
+        if token(hi - 1e-16) == i:
+            lengths[i] += 1.0 - start
+            break
+        for _ in range(60):                  # the first u whose token is past i
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if token(mid) == i else (lo, mid)
+        lengths[i] += hi - start
+        start = hi
+    assert lengths.shape == (V,)
+    return lengths
+
+
+@pytest.mark.parametrize("temperature, top_k, top_p", [(1.0, None, None), (0.7, None, None), (1.0, 3, None),
+                                                      (1.3, None, 0.8)])
+def test_the_inverse_cdf_sampler_gives_each_token_exactly_its_softmax_probability(temperature, top_k, top_p):
+    """Exact enumeration on a small vocabulary: the set of uniforms u that the sampler maps to token i
+    has length softmax(logits / T)_i (after top-k / top-p, whose kept tokens renormalise), for every i,
+    including a token of probability ~1e-12 and tokens top-k or top-p dropped (length 0)."""
+    from latro_core import rollout
+
+    logits = torch.tensor([2.0, -1.0, 0.5, 3.0, -25.0, 1.0, 0.0])
+    seen = {}
+
+    def fake_sample(filtered, uniforms):      # capture what _sample_next hands the sampler
+        seen["logits"] = filtered
+        return filtered.argmax(-1)
+
+    real = rollout.inverse_cdf_sample
+    rollout.inverse_cdf_sample = fake_sample
+    try:
+        rollout._sample_next(logits[None], temperature, top_k, top_p, torch.Generator().manual_seed(0))
+    finally:
+        rollout.inverse_cdf_sample = real
+    filtered = seen["logits"][0]
+    expected = filtered.double().softmax(-1)
+    torch.testing.assert_close(_preimage_lengths(filtered), expected, atol=1e-13, rtol=0)
+    if top_k or top_p:
+        assert (expected == 0).any()         # some tokens dropped, and never drawn
+
+
+def test_the_inverse_cdf_sampler_fits_softmax_on_the_real_vocabulary():
+    """A goodness-of-fit test on SmolLM2's vocabulary size (49152) with logits spread like a model's:
+    40000 draws, binned into the 30 likeliest tokens and the rest; Pearson's χ² against softmax(ℓ / T)
+    at T = 0.7 (p-value from the regularised upper incomplete gamma function)."""
+    from latro_core.rollout import inverse_cdf_sample
+
+    g = torch.Generator().manual_seed(5)
+    logits = torch.randn(49152, generator=g) * 3.0
+    T, n = 0.7, 40_000
+    probs = (logits.double() / T).softmax(-1)
+    draws = inverse_cdf_sample((logits / T).expand(n, -1), torch.rand(n, generator=g, dtype=torch.float64))
+    top = probs.topk(30).indices
+    observed = torch.cat([(draws[:, None] == top).sum(0).double(), torch.tensor([float(n)])])
+    observed[-1] -= observed[:-1].sum()
+    expected = torch.cat([probs[top], (1 - probs[top].sum())[None]]) * n
+    chi2 = ((observed - expected) ** 2 / expected).sum()
+    p_value = float(torch.special.gammaincc(torch.tensor(30 / 2, dtype=torch.float64), chi2 / 2))
+    assert p_value > 1e-3, (float(chi2), p_value)
+
+
+def test_each_question_draws_one_uniform_per_row_from_its_own_generator():
+    """Rows of a question draw in row order from that question's generator, one uniform each, so a
+    question's tokens do not depend on which questions share the batch."""
+    from latro_core.rollout import _uniforms
+
+    gens = lambda: [torch.Generator().manual_seed(s) for s in (1, 2)]      # noqa: E731
+    both = _uniforms(4, gens(), [0, 0, 1, 1], torch.device("cpu"))
+    alone = _uniforms(2, [gens()[1]], [0, 0], torch.device("cpu"))
+    torch.testing.assert_close(both[2:], alone, atol=0, rtol=0)
+    assert both[:2].tolist() == torch.rand(2, generator=torch.Generator().manual_seed(1), dtype=torch.float64).tolist()

@@ -6,7 +6,9 @@ refactor that claims "behaviour unchanged" shows it here (same machine, one thre
 Runs the record's training command (``done.json`` "commands"[0]) into a scratch folder, then prints,
 per step, the largest absolute difference of any logged number against the record's
 ``metrics.jsonl`` (timings left out), and exits 1 when one differs by more than ``--atol``
-(default 0: bit for bit).
+(default 0: bit for bit). A record made before the training config had a ``sampler`` (the inverse-CDF
+sampler became the default then) drew its tokens with ``torch.multinomial``: it is replayed with
+``--sampler multinomial``, the same random stream.
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ def main(argv=None) -> int:
     command = shlex.split(json.loads((record / "done.json").read_text())["commands"][0])
     assert command[0] == "latro", command
     flags = command[1:]
+    config = json.loads((record / "config.json").read_text()) if (record / "config.json").exists() else {}
+    if "--sampler" not in flags and "sampler" not in config:     # made before the sampler was a setting
+        flags += ["--sampler", "multinomial"]
     with tempfile.TemporaryDirectory() as scratch:
         at = flags.index("--out-dir")
         flags[at + 1] = str(Path(scratch) / "run")

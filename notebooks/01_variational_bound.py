@@ -492,6 +492,120 @@ fig.savefig(FIG / f"01_self_consistency_{profile}.png", dpi=150)
 plt.show()
 
 # %% [markdown]
+# ## 5. Between LaTRO's objective and $\log p_M$: the K-sample bound
+#
+# LaTRO draws $K$ rationales per question anyway, for RLOO's baseline (notebook 02). Averaging their answer
+# probabilities *inside* the log gives a tighter bound: the importance-weighted bound of Burda et al.
+# (IWAE, 2016) with the model's own rationales as proposals, the multi-sample objective JEPO
+# (arXiv 2503.19618) trains with:
+#
+# $$\hat L_K = \log \frac1K\sum_{k=1}^{K} \pi_\theta(y\mid x\oplus z_k), \qquad z_1,\dots,z_K \overset{\text{iid}}{\sim} \pi_\theta(\cdot\mid x).$$
+#
+# - **Below $\log p_M$.** $\frac1K\sum_k \pi_\theta(y\mid x\oplus z_k)$ is an unbiased estimate of $p_M(y\mid x)$, and
+#   $\log$ is concave, so by Jensen $\mathbb{E}[\hat L_K] \le \log p_M(y\mid x)$.
+# - **K = 1 is LaTRO's term.** $\mathbb{E}[\hat L_1] = \mathbb{E}_z[\log\pi_\theta(y\mid x\oplus z)]$, the first term of
+#   Eq. 3 (section 4's surrogate with $\varphi = \log$).
+# - **It rises with K.** The mean of $K$ values is the mean of their $K$ leave-one-out means of $K-1$;
+#   Jensen once more gives $\hat L_K \ge \frac1K\sum_i \hat L_{K-1}^{(-i)}$, and each $\hat L_{K-1}^{(-i)}$ is
+#   distributed as $\hat L_{K-1}$, so $\mathbb{E}[\hat L_K] \ge \mathbb{E}[\hat L_{K-1}]$ (Burda et al., Theorem 1).
+# - **It tends to $\log p_M$.** The mean tends to $p_M$ (law of large numbers); a second-order expansion
+#   of $\log$ around $p_M$ gives the gap $\log p_M - \mathbb{E}[\hat L_K] \approx
+#   \mathrm{Var}_z[\pi_\theta(y\mid x\oplus z)]\,/\,(2K\,p_M^2)$.
+#
+# On the toy (rationales drawn from $\pi_0$, so $p_M = p(y\mid x)$ of section 1) every term is exact: a sum
+# over the multisets of $K$ of the six rationales, each with its multinomial probability, of
+# `objective.k_sample_bound`, the function the `k_sample_bound` reward computes. The same enumeration
+# averages the reward's direct-term weights (`REWARDS["k_sample_bound"]`) on each rationale.
+
+# %%
+from itertools import combinations_with_replacement
+
+from latro_core.objective import REWARDS, RewardInput, k_sample_bound
+
+bound_ks = [1, 2, 3, 4, 6, 8, 12, 16]     # exact at every K: 20,349 multisets of six rationales at K = 16
+
+
+def k_sample_terms(k):
+    """(E[L_K], the expected direct-term weight on each rationale (6,)), z_1..z_K iid ~ prior, exactly."""
+    sets = torch.tensor(list(combinations_with_replacement(range(6), k)))              # (M, K) multisets
+    onehot = torch.nn.functional.one_hot(sets, 6)                                        # (M, K, 6)
+    counts = onehot.sum(1).to(prior.dtype)                                               # (M, 6)
+    # P(multiset) = K! / Π_z n_z! · Π_z π(z)^{n_z}
+    prob = (torch.lgamma(torch.tensor(k + 1.0)) - torch.lgamma(counts + 1).sum(1) + counts @ prior.log()).exp()
+    bound = k_sample_bound(log_lik_gold[sets])                                           # (M,) L_K
+    if k == 1:      # one rationale: the whole direct term is its own, as LaTRO's
+        share = torch.ones(len(sets), 1)
+    else:           # the reward's w_k = λ·K·s_k at λ = 1, so s_k = w_k / K: each rationale's share
+        out = REWARDS["k_sample_bound"].function(RewardInput(log_lik_gold[sets].reshape(-1), 1.0, k=k))
+        share = out.direct_weight.view(-1, k) / k                                        # (M, K)
+    return (prob * bound).sum(), prob @ (share[..., None] * onehot).sum(1)
+
+
+latro_term = (prior * log_lik_gold).sum()         # E_z[log pi(y|x+z)]: LaTRO's first term
+terms = [k_sample_terms(k) for k in bound_ks]
+bounds = torch.stack([b for b, _ in terms])
+weights_on_z = torch.stack([w for _, w in terms])                                        # (len(bound_ks), 6)
+p_gold = p_marginal[gold]
+rate = (prior * (lik[:, gold] - p_gold) ** 2).sum() / (2 * p_gold ** 2)               # Var(f) / (2 p_M^2)
+for k, b in zip(bound_ks, bounds):
+    print(f"K = {k:2d}: E[L_K] = {b:.5f}   gap to log p_M = {log_p - b:.5f}   K x gap = {k * (log_p - b):.4f}")
+print(f"LaTRO's E_z[log pi(y|x+z)] = {latro_term:.5f};  log p_M = {log_p:.5f};  Var(f)/(2 p_M^2) = {rate:.4f}")
+print("expected direct-term weight per rationale (K = 1, 4, 16):",
+      *[[round(float(w), 3) for w in weights_on_z[bound_ks.index(k)]] for k in (1, 4, 16)], sep="\n  ")
+print("  posterior p(z|x,y):", [round(float(p), 3) for p in posterior])
+assert torch.allclose(bounds[0], latro_term)                                  # K = 1: LaTRO's objective
+assert (bounds[1:] > bounds[:-1]).all() and (bounds < log_p).all()            # rises with K, stays below log p_M
+assert abs(bound_ks[-1] * (log_p - bounds[-1]) / rate - 1) < 0.1              # the gap ~ Var/(2K p_M^2)
+assert torch.allclose(weights_on_z[0], prior)                                 # K = 1: each sample weighs the same
+assert (weights_on_z[-1] - posterior).abs().sum() < 0.2 * (prior - posterior).abs().sum()   # towards p(z|x,y)
+
+# %%
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4))
+ax1.axhline(float(log_p), color="k", lw=1.2, label=r"$\log p_M(y\mid x)$ ($K\to\infty$)")
+ax1.axhline(float(latro_term), color="gray", ls=":", lw=1.2, label=r"LaTRO: $\mathbb{E}_z[\log\pi(y\mid x\oplus z)]$")
+ax1.plot(bound_ks, bounds, marker="o", ms=4, lw=2, label=r"$\mathbb{E}[\hat L_K]$ (exact)")
+ax1.plot(bound_ks, log_p - rate / torch.tensor(bound_ks, dtype=prior.dtype), "k--", lw=0.8,
+         label=r"$\log p_M - \mathrm{Var}/(2Kp_M^2)$")
+ax1.set_ylim(float(latro_term) - 0.03, float(log_p) + 0.03)
+ax1.set_xscale("log", base=2)
+ax1.set_xticks(bound_ks, [str(k) for k in bound_ks], fontsize=7)
+ax1.minorticks_off()
+ax1.set_xlabel("K (rationales per question)")
+ax1.set_ylabel("nats")
+ax1.legend(fontsize=7, loc="lower right")
+x = torch.arange(6)
+for i, k in enumerate((1, 4, 16)):
+    ax2.bar(x + (i - 1.5) * 0.2, weights_on_z[bound_ks.index(k)], 0.2, label=f"K = {k}" + (" (LaTRO)" if k == 1 else ""))
+ax2.bar(x + 1.5 * 0.2, posterior, 0.2, color="k", alpha=0.6, label=r"posterior $p(z\mid x,y)$")
+ax2.set_xticks(x, [f"$z_{i}$" for i in range(6)])
+ax2.set_ylabel("expected direct-term weight")
+ax2.legend(fontsize=7)
+fig.suptitle("The K-sample bound: from LaTRO's objective (K = 1) to log p_M, its direct term towards the posterior")
+fig.tight_layout()
+fig.savefig(FIG / f"01_k_sample_bound_{profile}.png", dpi=150)
+plt.show()
+
+# %% [markdown]
+# **What it means for training.** The bound's gradient, by the score-function identity,
+#
+# $$\nabla\,\mathbb{E}[\hat L_K] = \mathbb{E}\Big[\sum_k s_k\,\nabla\log\pi_\theta(y\mid x\oplus z_k)
+# + \sum_k \big(\hat L_K - \hat L_{K,-k}\big)\,\nabla\log\pi_\theta(z_k\mid x)\Big],
+# \qquad s_k = \frac{\pi_\theta(y\mid x\oplus z_k)}{\sum_j \pi_\theta(y\mid x\oplus z_j)},$$
+#
+# has two differences from LaTRO's Eq. 4. Its **direct term** weights each rationale by its share $s_k$
+# of the $K$ answer probabilities, a self-normalised importance weight: on the right, the expected weight
+# moves from the prior at $K = 1$ (LaTRO weights every sampled rationale alike, so it also trains the
+# answer after rationales that lead elsewhere) towards the posterior $p(z\mid x,y)$ of section 2, the
+# rationales that explain the gold answer. Its **score term** rewards a rationale by how much the bound
+# falls without it; $\hat L_{K,-k}$, VIMCO's baseline (Mnih & Rezende 2016), swaps $z_k$'s probability for
+# the geometric mean of the others', so it does not depend on $z_k$ and the estimate stays unbiased. With a
+# real model $\pi_\theta(y\mid x\oplus z)$ differs by tens of nats between rationales (notebook 07, section 3):
+# the shares then sit almost all on the best of the $K$, and the bound trains like a best-of-$K$
+# objective, close to the soft maximum that β < 1 gives in section 3, with its gap to $\log p_M$ far from
+# the small-variance $\mathrm{Var}/(2Kp_M^2)$ above. `latro train --reward k_sample_bound` trains with it
+# (`objective.REWARDS`; `tests/test_objective.py` checks its estimator against the exact gradient).
+
+# %% [markdown]
 # ## Summary
 #
 # - The marginal likelihood of the gold answer sums over rationales (Eq. 2). For any rationale
@@ -506,6 +620,9 @@ plt.show()
 # - Self-consistency's answer frequencies approach $p_M(y\mid x)$, the model's own marginal (Proposition 1;
 #   here equal to $p_{\pi_0}$ because the toy samples from $\pi_0$), so its majority vote estimates
 #   $\arg\max_y p_M(y\mid x)$, which can disagree with the answer of the single most likely rationale.
+# - Averaging the $K$ sampled rationales' answer probabilities inside the log gives the K-sample bound
+#   (JEPO's): LaTRO's objective at $K = 1$, rising with $K$ to $\log p_M$, its direct term weighted towards
+#   the posterior over rationales.
 #
 # Next, notebook 02: LaTRO cannot enumerate rationales, so it estimates the gradient of $J$ from
 # $K$ samples, with the REINFORCE leave-one-out (RLOO) estimator (Section 4.2, Proposition 2).

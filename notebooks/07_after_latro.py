@@ -134,12 +134,14 @@ print({name: value for name, value in S.items() if name not in ("profile", "note
 
 # %%
 
+from itertools import combinations_with_replacement
+
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 from IPython.display import Image, Markdown, display
 
-from latro_core.objective import REWARDS, RewardInput, micro_batch_loss
+from latro_core.objective import REWARDS, RewardInput, k_sample_bound, micro_batch_loss
 from latro_core.experiments.runs import notebook_setup
 from latro_core.experiments.study import read_report
 
@@ -183,12 +185,24 @@ def toy_terms():
     return logp_z, logp_y, info
 
 
-def exact_target(reward):
-    """What reward's estimator targets, by enumeration (module doc of latro_core.objective)."""
+def expected_k_sample_bound(logp_z, logp_y, K):
+    """E[log (1/K) Σ_k pi(y|z_k)], z_1..z_K iid ~ pi(z): a sum over the multisets of K of the six rationales."""
+    sets = torch.tensor(list(combinations_with_replacement(range(6), K)))              # (M, K)
+    counts = torch.nn.functional.one_hot(sets, 6).sum(1).to(logp_z.dtype)               # (M, 6)
+    # P(multiset) = K! / Π_z n_z! · Π_z pi(z)^{n_z}
+    prob = (torch.lgamma(torch.tensor(K + 1.0)) - torch.lgamma(counts + 1).sum(1) + counts @ logp_z).exp()
+    return (prob * k_sample_bound(logp_y[sets])).sum()
+
+
+def exact_target(reward, K=4):
+    """What reward's estimator targets, by enumeration (module doc of latro_core.objective); K matters only
+    for the K-sample bound, whose objective is of a question's K rationales together."""
     logp_z, logp_y, info = toy_terms()
     kl = logp_z - ref_logp
-    if reward == "latro":
+    if reward in ("latro", "information_gain"):   # the information gain's baseline log pi(y|x) is held fixed
         J = (logp_z.exp() * (logp_y - beta * kl)).sum()
+    elif reward == "k_sample_bound":
+        J = expected_k_sample_bound(logp_z, logp_y, K) - beta * (logp_z.exp() * kl).sum()
     elif reward in ("probability", "verifier"):   # E_{z,ŷ}[1[ŷ = y]] = E_z[pi(y|z)] = p_M
         J = (logp_z.exp() * (logp_y.exp() - beta * kl)).sum()
     else:   # RLPR: its clipped difference held fixed given z
@@ -208,7 +222,8 @@ def estimates(reward, n, K):
     p_y = logp_y.detach().exp()
     own = torch.multinomial(answer_logp.detach().exp().reshape(-1, 4), 1, generator=g).squeeze(1)   # ŷ ~ pi(.|z)
     info = {"answer_right": own == gold, "answer_prob": p_y,
-            "answer_prob_without_z": w0.detach().softmax(0)[gold].expand_as(p_y)}
+            "answer_prob_without_z": w0.detach().softmax(0)[gold].expand_as(p_y),
+            "answer_logp_without_z": w0.detach().log_softmax(0)[gold].expand_as(p_y)}
     if REWARDS[reward].own_answer:   # the verifier scores the answer it drew: log pi(ŷ|z)
         logp_y = answer_logp.reshape(-1, 4).gather(1, own[:, None]).squeeze(1)
     loss, _ = micro_batch_loss(logp_z, logp_y, ref_logp[z].reshape(-1), torch.zeros_like(p_y, dtype=torch.bool), K,
@@ -245,8 +260,8 @@ print(pd.DataFrame(rows).round(3).to_string(index=False))
 # %%
 curves = {reward: [] for reward in REWARDS}
 for reward in REWARDS:
-    exact = exact_target(reward)
     for K in ks:
+        exact = exact_target(reward, K)      # the K-sample bound's target moves with K; the others' do not
         est = estimates(reward, n_batches, K)
         curves[reward].append(((est - exact) ** 2).sum(1).mean().item() / exact.norm().item() ** 2)
 fig, ax = plt.subplots(figsize=(5.4, 3.6))
@@ -300,9 +315,13 @@ for q, ex in enumerate(questions):
                          tok.pad_token_id).to(dev)
         info = {"answer_prob": mean_answer_probability(lm, batch),
                 "answer_prob_without_z": mean_answer_probability(lm, without_z),
+                "answer_logp_without_z": sequence_logprobs(lm, without_z)[1],
                 "answer_right": torch.tensor([questions.is_correct(questions.extract_answer(t, ex), ex)
                                          for t in roll.full_texts])}
-    values = {name: spec.function(RewardInput(logp_y.float(), 1.0, info)).value.float().cpu() for name, spec in REWARDS.items()}
+    outs = {name: spec.function(RewardInput(logp_y.float(), 1.0, info, k=k)) for name, spec in REWARDS.items()}
+    # a reward of the K together (the K-sample bound: one value per question) ranks by its own advantages
+    values = {name: (out.advantages if torch.is_tensor(out.advantages) else out.value).float().cpu()
+              for name, out in outs.items()}
     df = pd.DataFrame({"rationale z (and the model's answer)": [short(t) for t in roll.full_texts],
                        **{name: v.numpy() for name, v in values.items()}})
     for name in REWARDS:       # 1 = the reward's favourite rationale of the K
@@ -320,6 +339,12 @@ for q, ex in enumerate(questions):
 # by the few rationales after which $y$ is likely. The verifier only separates right from wrong
 # answers and ties the rest; RLPR subtracts what $y$ would get with no rationale and clips at 0, so a
 # rationale that does not make $y$ likelier than no rationale at all scores 0.
+# The information gain $\log\pi_\theta(y\mid x\oplus z) - \log\pi_\theta(y\mid x)$ subtracts the same
+# $\log\pi_\theta(y\mid x)$ from every rationale of a question: LaTRO's order and spacing, shifted (RLOO removes
+# the shift, so it trains as LaTRO does). The K-sample bound has one value per question, $\log\frac1K\sum_k
+# \pi_\theta(y\mid x\oplus z_k)$, so its column is each rationale's own advantage $K(\hat L - \hat L_{-k})$ (VIMCO's
+# leave-one-out, notebook 01 section 5): again LaTRO's order, but the log-sum-exp is carried by the
+# rationale after which $y$ is likeliest, so the others' advantages sit near 0 and the best one's is large.
 #
 # ## 4. The comparison at equal budget
 #

@@ -12,8 +12,8 @@ import torch
 
 from latro_core.errors import ConfigError
 from latro_core.logprobs import mean_answer_probability, pack, sequence_logprobs
-from latro_core.objective import (REWARDS, RewardInput, TRUNCATION_RULES, latro_loss, micro_batch_loss, penalize_truncated, rloo_advantages,
-                                  self_reward)
+from latro_core.objective import (REWARDS, RewardInput, TRUNCATION_RULES, k_sample_bound, latro_loss, micro_batch_loss,
+                                  penalize_truncated, rloo_advantages, self_reward)
 
 sys.path.insert(0, str(Path(__file__).parent))      # tests/toy_reward.py
 
@@ -210,13 +210,16 @@ def _toy(T):
     G = torch.stack([_flat(torch.autograd.grad(v, params, retain_graph=True))
                      for v in list(logp_z) + list(logp_y)])
     # what the other rewards read: the toy's "answer checker" (a rationale is right when it starts with
-    # token 1), and y's mean per-token probability after z and without z (RLPR)
+    # token 1), y's mean per-token probability after z and without z (RLPR), and log πθ(y|x) (the
+    # information gain's baseline, kept with its gradient for the objective that would differentiate it)
+    no_z = pack(xs, [[] for _ in xs], [ANSWER] * len(xs), pad_id=EOS)
+    logp_y_without_z = sequence_logprobs(model, no_z, chunk=7)[1]
     info = {"answer_right": torch.tensor([z[:1] == [1] for z in zs]),
             "answer_prob": mean_answer_probability(model, batch).double(),
-            "answer_prob_without_z": mean_answer_probability(
-                model, pack(xs, [[] for _ in xs], [ANSWER] * len(xs), pad_id=EOS)).double()}
+            "answer_prob_without_z": mean_answer_probability(model, no_z).double(),
+            "answer_logp_without_z": logp_y_without_z.detach()}
     toy = dict(params=params, logp_z=logp_z, logp_y=logp_y, ref_z=ref_z, G=G, S=S, Q=Q, T=T,
-               truncated=torch.tensor([z[-1] != EOS for z in zs]), info=info)
+               truncated=torch.tensor([z[-1] != EOS for z in zs]), info=info, logp_y_without_z=logp_y_without_z)
     if T != 1.0:   # the same rationales scored untempered, for the estimator that forgets T
         plain_z, _ = sequence_logprobs(model, batch, chunk=7)
         with torch.no_grad():
@@ -260,15 +263,32 @@ def _answer_reward(toy, reward):
     ly, info = toy["logp_y"], toy["info"]
     if reward == "rlpr":     # held fixed: RLPR's estimator is a semi-gradient (objective.REWARDS)
         return (info["answer_prob"] - info["answer_prob_without_z"]).clamp(0, 1)
+    if reward == "information_gain":     # log πθ(y|x) held fixed, as RLP's no-think baseline
+        return ly - info["answer_logp_without_z"]
+    if reward == "information_gain_differentiated":     # the objective that would differentiate it
+        return ly - toy["logp_y_without_z"]
     return {"latro": ly, "probability": ly.exp(), "verifier": info["answer_right"].double(),
             "verifier_z_only": info["answer_right"].double(), "sqrt_probability": (ly / 2).exp()}[reward]
+
+
+def _expected_k_sample_bound(toy, k=K):
+    """(Q,) E_{z_1..z_k ~ πθ(·|x)}[log (1/k) Σ_j πθ(y|x⊕z_j)] per prompt, exactly: a sum over all S^k tuples,
+    each weighted by Π_j πθ(z_j|x) (``objective.k_sample_bound`` of its k log-probabilities)."""
+    Q, S = toy["Q"], toy["S"]
+    tuples = torch.cartesian_prod(*[torch.arange(S)] * k).view(-1, k)                  # (S^k, k)
+    lz, ly = toy["logp_z"].view(Q, S), toy["logp_y"].view(Q, S)
+    return torch.stack([(lz[q][tuples].sum(-1).exp() * k_sample_bound(ly[q][tuples])).sum() for q in range(Q)])
 
 
 def _exact_grad(toy, beta, reward="latro"):
     lz = toy["logp_z"]
     # J = Σ_x Σ_a π(a|x)·(R(a) − β·log(πθ(z|x)/π0(z|x))), a = z (or z⊕ŷ in the own-answer toy)
     weight = toy.get("sample_logp", lz).exp()
-    J = (weight * (_answer_reward(toy, reward) - beta * (lz - toy["ref_z"]))).view(toy["Q"], toy["S"]).sum(1).mean()
+    if reward == "k_sample_bound":   # J = Σ_x (E[log (1/K) Σ_k πθ(y|x⊕z_k)] − β·KL), not a mean of a per-sample R
+        kl = (weight * (lz - toy["ref_z"])).view(toy["Q"], toy["S"]).sum(1)
+        J = (_expected_k_sample_bound(toy) - beta * kl).mean()
+    else:
+        J = (weight * (_answer_reward(toy, reward) - beta * (lz - toy["ref_z"]))).view(toy["Q"], toy["S"]).sum(1).mean()
     return _flat(torch.autograd.grad(J, toy["params"], retain_graph=True))
 
 
@@ -334,12 +354,14 @@ def test_latro_gradient_is_unbiased_by_exact_enumeration(toy, beta):
     assert rel < REL_TOL, rel
 
 
-@pytest.mark.parametrize("reward", ["probability", "verifier", "rlpr"])
+@pytest.mark.parametrize("reward", ["probability", "verifier", "rlpr", "k_sample_bound"])
 def test_each_reward_of_the_family_estimates_the_gradient_of_its_own_objective(toy, own_toy, reward):
     """E_z[R(z)] − β·KL with R = πθ(y|x⊕z) (VeriFree's p_M), a checker's 0/1 on the model's own answer
     (RLVR: E_{z,ŷ}[1[ŷ right]], the score term over z⊕ŷ) or RLPR's debiased mean token probability
     (held fixed): the same sampling, RLOO and loss, only R, the direct term's weight and (the
-    verifier) the scored answer differ (objective.REWARDS)."""
+    verifier) the scored answer differ (objective.REWARDS). And JEPO's K-sample bound
+    E[log (1/K) Σ_k πθ(y|x⊕z_k)] − β·KL, not a per-sample R: its share-weighted direct term and VIMCO's
+    leave-one-out score term against the exact ∇ over all 40³ triples of rationales."""
     beta = 0.1
     toy = own_toy if REWARDS[reward].own_answer else toy
     exact = _exact_grad(toy, beta, reward)
@@ -365,6 +387,70 @@ def test_the_reward_checks_reject_wrong_variants(toy, own_toy, monkeypatch):
         exact = _exact_grad(t, beta, reward)
         ok, z, _ = _check(exact, *_estimator_moments(t, beta, reward=reward, advantages="mean_all"))
         assert not ok and z > 10, (reward, z)
+
+
+def test_the_k_sample_bound_lies_between_latros_objective_and_log_p_M_and_rises_with_K(toy):
+    """E[log (1/K) Σ_k πθ(y|x⊕z_k)] is LaTRO's E_z[log πθ(y|x⊕z)] at K = 1 and rises with K towards
+    log p_M(y|x) = log E_z[πθ(y|x⊕z)] (the IWAE argument), exactly on both prompts of the toy."""
+    Q, S = toy["Q"], toy["S"]
+    with torch.no_grad():
+        exact = dict(toy, logp_z=toy["logp_z"].double(), logp_y=toy["logp_y"].double())     # float64 sums
+        p_z, ly = exact["logp_z"].exp().view(Q, S), exact["logp_y"].view(Q, S)
+        latro, log_p_m = (p_z * ly).sum(1), (p_z * ly.exp()).sum(1).log()
+        bounds = [_expected_k_sample_bound(exact, k) for k in (1, 2, 3)]
+    # K = 1 is LaTRO's sum over the same 40 terms (float64, measured equal)
+    torch.testing.assert_close(bounds[0], latro, atol=1e-12, rtol=0)
+    # each rung above the last: prompt 0's likelihoods barely depend on z (its gaps are ≥ 1.5e-5 nats, far above
+    # float64's 1e-15), prompt 1's do (gaps ≥ 0.14 nats)
+    for lower, upper in zip(bounds, [*bounds[1:], log_p_m]):
+        assert (upper - lower > 1e-9).all() and upper[1] - lower[1] > 0.1, (lower, upper)
+
+
+def test_the_k_sample_bound_check_rejects_rloo_advantages_and_uniform_direct_weights(toy, monkeypatch):
+    """The bound's estimator with LaTRO's pieces in place of its own is rejected against its exact ∇:
+    RLOO of log πθ(y|x⊕z) as the score term's advantages (the score term of E_z[log πθ(y|x⊕z)], not of
+    the bound), or the direct term without each rationale's share s_k (LaTRO's uniform λ); and with a
+    baseline that includes z_k itself (L̂: the score term vanishes)."""
+    bound = REWARDS["k_sample_bound"]
+    variants = {
+        "bound_with_rloo": lambda inp: dataclasses.replace(
+            bound.function(inp), advantages=rloo_advantages(inp.logp_y.view(-1, inp.k)).view(-1)),
+        "bound_without_shares": lambda inp: dataclasses.replace(bound.function(inp), direct_weight=inp.direct_scale),
+        "bound_with_itself_as_baseline": lambda inp: dataclasses.replace(bound.function(inp), advantages=0.0)}
+    exact = _exact_grad(toy, 0.1, "k_sample_bound")
+    for name, function in variants.items():
+        monkeypatch.setitem(REWARDS, name, dataclasses.replace(bound, name=name, function=function))
+        ok, z, _ = _check(exact, *_estimator_moments(toy, 0.1, reward=name))
+        assert not ok and z > 10, (name, z)
+
+
+def test_the_information_gain_has_latros_gradient_and_not_that_of_a_differentiated_baseline(toy):
+    """R = log πθ(y|x⊕z) − log πθ(y|x) with the baseline held fixed (RLP's no-think baseline): the same for
+    a question's K rationales, so RLOO removes it and each batch's loss is LaTRO's (to rounding), the
+    estimate unbiased for LaTRO's ∇J. Were log πθ(y|x) differentiated, ∇J would gain −∇log πθ(y|x),
+    which this estimator does not estimate."""
+    beta = 0.1
+    exact = _exact_grad(toy, beta, "information_gain")
+    # the same J up to a constant b = log πθ(y|x): its term b·∇Σ_z πθ(z|x) is 0 but for the fp32 log-probabilities'
+    # rounding (Σ_z πθ(z|x) = 1 to ~1e-7, b ~ −3): measured ≤ 2.7e-7, against components up to ~1
+    torch.testing.assert_close(exact, _exact_grad(toy, beta), atol=1e-6, rtol=0)
+    ok, z, rel = _check(exact, *_estimator_moments(toy, beta, reward="information_gain"))
+    assert ok and rel < REL_TOL, (z, rel)
+    differentiated = _exact_grad(toy, beta, "information_gain_differentiated")
+    assert (differentiated - exact).norm() > 0.1 * exact.norm()
+    ok, z, _ = _check(differentiated, *_estimator_moments(toy, beta, reward="information_gain"))
+    assert not ok and z > 10, z
+    # one batch of K samples per prompt: the loss is LaTRO's, only the logged reward moves by log πθ(y|x)
+    rows = torch.arange(K).repeat(toy["Q"]) + torch.arange(toy["Q"]).repeat_interleave(K) * toy["S"]
+    lz, ly = toy["logp_z"][rows].detach(), toy["logp_y"][rows].detach()
+    info = {name: v[rows] for name, v in toy["info"].items()}
+    losses = {reward: micro_batch_loss(lz, ly, toy["ref_z"][rows], toy["truncated"][rows], K, beta=beta,
+                                       truncation="none", reward=reward, extras=info) for reward in ("latro", "information_gain")}
+    # default fp32 tolerances: the toy's fp32 log-probabilities, centred in another order by RLOO, an ulp apart
+    # (measured 2.4e-7 on a loss of 3.0); a term left over from the baseline would be of its size, ~3
+    torch.testing.assert_close(losses["information_gain"][0], losses["latro"][0])
+    torch.testing.assert_close(losses["information_gain"][1]["reward"],
+                               losses["latro"][1]["reward"] - info["answer_logp_without_z"])
 
 
 def test_a_reward_registered_outside_latro_core_is_checked_exact_with_nothing_else_changed(toy, request):

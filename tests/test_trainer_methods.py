@@ -13,6 +13,7 @@ from latro_core.errors import ConfigError
 from latro_core.models import tiny_model
 from latro_core.trainer import Trainer
 from equivalence import assert_adam_weights_close
+from test_methods import _one_tiny_step_from_the_shell, tiny_model_dir  # noqa: F401 (a fixture)
 from trainer_helpers import make_cfg, metrics, run, weights
 
 
@@ -61,6 +62,38 @@ def test_latro_trains_with_another_reward_of_the_family(tok, task, tmp_path, rew
         assert 0.0 <= r["reward_mean"] <= 1.0 and math.isfinite(r["policy_loss"]), r
         # the verifier and RLPR have no direct term; the probability reward's is Σ π(y|x⊕z)·log π(y|x⊕z) ≠ 0
         assert (r["answer_loss"] == 0.0) == (reward != "probability"), r["answer_loss"]
+
+
+def test_the_k_sample_bound_trains_one_step_from_the_shell(tiny_model_dir, tmp_path):
+    """``latro train --reward k_sample_bound``: JEPO's bound log (1/K) Σ_k πθ(y|x⊕z_k) of each question (≤ 0,
+    so the batch_mean rule applies), its direct term weighted by each rationale's share."""
+    _, config, rows = _one_tiny_step_from_the_shell(
+        tiny_model_dir, tmp_path, ["train", "--reward", "k_sample_bound", "--k", "2", "--micro-batch", "4",
+                                   "--max-new-tokens", "8"])
+    assert config["reward"] == "k_sample_bound" and [r["step"] for r in rows] == [1]
+    # πθ = π0 at the first step: r = L̂ ≤ 0 (or γ × the mean where cut); the shares sum to 1 per question,
+    # so the answer loss −mean(K·s·ℓ) is a weighted −ℓ, > 0
+    assert rows[0]["reward_mean"] < 0 and rows[0]["answer_loss"] > 0 and math.isfinite(rows[0]["policy_loss"]), rows[0]
+
+
+def test_the_information_gain_trains_one_step_from_the_shell_with_latros_update(tiny_model_dir, tmp_path):
+    """``latro train --reward information_gain``: R = log πθ(y|x⊕z) − log πθ(y|x), the baseline held fixed and
+    the same for a question's K rationales, so with nothing penalised the step's losses are LaTRO's on the
+    same rationales (the same seed) and only the logged reward moves, by the questions' log πθ(y|x)."""
+    steps = {}
+    for reward in ("latro", "information_gain"):
+        (tmp_path / reward).mkdir()
+        _, config, rows = _one_tiny_step_from_the_shell(
+            tiny_model_dir, tmp_path / reward, ["train", "--reward", reward, "--truncation", "none", "--k", "2",
+                                                "--micro-batch", "4", "--max-new-tokens", "8"])
+        assert config["reward"] == reward and [r["step"] for r in rows] == [1]
+        steps[reward] = rows[0]
+    gain, latro = steps["information_gain"], steps["latro"]
+    # fp32 losses of log-probabilities ≤ ~90: RLOO centres the shifted rewards in another order (a few ulps)
+    for key in ("policy_loss", "answer_loss", "logp_y_mean", "adv_std"):
+        assert gain[key] == pytest.approx(latro[key], rel=1e-5, abs=1e-5), key
+    # log πθ(y|x) < 0: the gain is above the log-likelihood it starts from
+    assert gain["reward_mean"] > latro["reward_mean"]
 
 
 # ----------------------------------------------------------------------------- the batch_mean truncation rule

@@ -5,6 +5,7 @@
     3. reward      R_k and the direct term's weight w_k                     (objective.REWARDS)
     4. advantages  r_k = R_k − β·log(πθ(z_k|x)/π0(z_k|x)), cut rationales penalised,
                    A_k = r_k − 1/(K−1) Σ_{j≠k} r_j                          (RLOO)
+                   + the reward's own advantages (the K-sample bound's VIMCO term; else 0)
     5. loss        −mean_k(A_k·log πθ(z_k|x)) − mean_k(w_k·log πθ(y|x⊕z_k))
     6. backward    per micro-batch of whole questions, gradients synchronised at the last
 
@@ -50,8 +51,8 @@ def latro_step(inp: StepInputs) -> StepOutput:
             # 4. advantages: r_k = R_k − β·log(πθ(z_k|x)/π0(z_k|x)), penalised where cut at L, (n,)
             r = penalize_truncated(self_reward(answer_reward.value, logp_z, ref, cfg.beta),
                                    rollout.truncated[rows], cfg.truncation, cfg.gamma, step_mean)
-            #    A_k = r_k − 1/(K−1) Σ_{j≠k} r_j per question, (n,)
-            adv = rloo_advantages(r.view(-1, k)).view(-1)
+            #    A_k = r_k − 1/(K−1) Σ_{j≠k} r_j per question, + the reward's own advantages (0 for most), (n,)
+            adv = rloo_advantages(r.view(-1, k)).view(-1) + answer_reward.advantages
             # 5. loss: −mean(A·log πθ(z|x)) − mean(w·log πθ(y|x⊕z)), a scalar; the score term covers
             #    z⊕ŷ when the answer scored is the model's own
             action_logp = logp_z + logp_y if reward.own_answer else logp_z
@@ -103,15 +104,19 @@ def reward_input(inp: StepInputs, rollout, rows: slice, batch, logp_y: torch.Ten
                               f"module; train it unsharded.")
         return policy.answer_probability(packed)
 
-    def answer_prob_without_z():     # y right after x: the same answers, packed with an empty z
-        no_z = policy.pack(rollout.prompt_ids[rows], [[] for _ in range(rows.start, rows.stop)],
+    def without_z():                 # y right after x: the same answers, packed with an empty z
+        return policy.pack(rollout.prompt_ids[rows], [[] for _ in range(rows.start, rows.stop)],
                            [inp.task.answer_ids(inp.questions[i // k], policy.tokenizer, [])
                             for i in range(rows.start, rows.stop)])
-        return answer_prob(no_z)
+
+    def answer_logp_without_z():     # log πθ(y|x), no gradients (the information gain's fixed baseline)
+        with torch.no_grad():
+            return policy.score(without_z())[1]
 
     extras = LazyExtras({"answer_right": answer_right, "answer_prob": lambda: answer_prob(batch),
-                         "answer_prob_without_z": answer_prob_without_z})
-    return RewardInput(logp_y.detach(), inp.config.lam, extras, rollout, rows, inp.questions, inp.task)
+                         "answer_prob_without_z": lambda: answer_prob(without_z()),
+                         "answer_logp_without_z": answer_logp_without_z})
+    return RewardInput(logp_y.detach(), inp.config.lam, extras, rollout, rows, inp.questions, inp.task, k)
 
 
 class LazyExtras(dict):

@@ -23,7 +23,7 @@ from .stats import clustered_mean_interval, mean_se
 
 def generate_answers(model, tokenizer, task, examples, *, k: int = 1, temperature: float = 0.0,
                      max_new_tokens: int = 128, direct: bool = False, batch_questions: int = 16,
-                     generator=None, progress: bool = False, sampler: str = "inverse_cdf"):
+                     generator=None, progress: bool = False, sampler: str = "inverse_cdf", decoder: str = "auto"):
     """Generate k completions per example; returns (rollout list, predictions per example (list of k))."""
     rolls, preds = [], []
     it = range(0, len(examples), batch_questions)
@@ -35,7 +35,7 @@ def generate_answers(model, tokenizer, task, examples, *, k: int = 1, temperatur
         r = sample_rationales(model, tokenizer, [task.prompt(e, tokenizer, direct=direct) for e in chunk], k=k,
                               max_new_tokens=max_new_tokens, temperature=temperature,
                               stop_strings=task.stop_strings, keep_going_after_stop=True, generator=generator,
-                              sampler=sampler)
+                              sampler=sampler, decoder=decoder)
         rolls.append(r)
         for i, e in enumerate(chunk):
             preds.append([task.extract_answer(t, e) for t in r.full_texts[i * k:(i + 1) * k]])

@@ -100,3 +100,31 @@ def prepacked_linears(model: nn.Module, rows: int):
         yield packed
     finally:
         restore()
+
+
+def effective_weight(m: nn.Module) -> torch.Tensor:
+    """The weight a linear layer applies in eval mode, detached: its own (a view), or for a peft LoRA
+    layer whose adapters are active and not merged W + Σ_adapters scaling·B·A (a new tensor)."""
+    if not hasattr(m, "base_layer"):
+        return m.weight.detach()
+    if m.merged or m.disable_adapters or not any(a in m.lora_A for a in m.active_adapters):
+        return m.base_layer.weight.detach()
+    return _lora_weight(m)
+
+
+def linear_kernel(weight: torch.Tensor, bias: torch.Tensor | None, rows: int):
+    """x ↦ x·Wᵀ + b for inputs of at most ``rows`` rows: on oneDNN's prepacked kernel for an fp32 CPU
+    weight (packed once, here; values equal ``F.linear`` to float rounding, as :func:`prepacked_linears`),
+    else ``F.linear``; larger inputs always take ``F.linear``."""
+    import torch.nn.functional as F
+
+    if (weight.device.type == "cpu" and weight.dtype == torch.float32 and torch.backends.mkldnn.is_available()
+            and not torch.is_autocast_enabled("cpu")):
+        try:
+            packed = torch.ops.mkldnn._reorder_linear_weight(weight, rows)
+            return lambda x: (torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+                              if x.numel() <= rows * x.shape[-1] else F.linear(x, weight, bias))
+        except (RuntimeError, AttributeError, NotImplementedError):   # this build or CPU lacks the kernel
+            pass
+    return lambda x: F.linear(x, weight, bias)
+

@@ -28,6 +28,7 @@ import torch
 from .answers import (answer_logprobs, answer_nll, generate_answers, k_values, maj_correct, nll_summary,
                       majority_vote, per_question)
 from .provenance import command_line, git_commit, portable
+from .rollout import resolve_decoder
 from .checkpoint import hold_folder
 from .errors import ConfigError, json_fault, writing
 from .stats import accuracy_stats, auroc, bootstrap_interval, mean_se
@@ -55,6 +56,7 @@ class EvalConfig:
     temperature: float = 1.0          # T of the sampling pass
     seed: int = 0                     # sampling seed (torch.Generator)
     sampler: str = "inverse_cdf"      # how the sampling pass draws a token: inverse_cdf | multinomial (rollout.SAMPLERS)
+    decoder: str = "auto"             # whose decode step: auto | latro | transformers (rollout.DECODERS)
     batch_questions: int = 16         # questions per generation batch
     score_batch: int = 16             # samples per scoring forward pass
     direct: bool = False              # direct-answer prompt (ARC SFT models)
@@ -216,13 +218,13 @@ def run_evaluation(cfg: EvalConfig, model=None, tokenizer=None) -> dict:
         tok = tokenizer
         torch.manual_seed(cfg.seed)
         gen_kw = dict(max_new_tokens=cfg.max_new_tokens, direct=cfg.direct, batch_questions=cfg.batch_questions,
-                      progress=cfg.progress, sampler=cfg.sampler)
+                      progress=cfg.progress, sampler=cfg.sampler, decoder=cfg.decoder)
 
         summary = {"kind": SUMMARY_KIND, "name": name, "model": cfg.model, "adapter": adapter, "base_model": base,
                    "model_label": label, "method": method, "train_seed": train_seed, "seed": cfg.seed,
                    "task": task.name, "split": cfg.split, "n": len(examples), "direct": cfg.direct,
                    "max_new_tokens": cfg.max_new_tokens, "k": cfg.k, "temperature": cfg.temperature,
-                   "sampler": cfg.sampler}
+                   "sampler": cfg.sampler, "decoder": resolve_decoder(model, cfg.decoder)}
         records = [{"id": ex.id, "prompt": task.prompt(ex, tok, direct=cfg.direct), "gold": ex.answer,
                     **({"gold_label": ex.label} if ex.label else {})} for ex in examples]
 

@@ -45,7 +45,7 @@ def sampling_generator(seed: int, step: int, question: int, device="cpu") -> tor
 class SamplingSettings:
     """How rationales are drawn: ``k`` per question, at most ``max_new_tokens`` (L) tokens each, at
     ``temperature`` T (top-k / top-p off when None), generators seeded from ``seed``, tokens drawn by
-    ``sampler`` (:data:`latro_core.rollout.SAMPLERS`)."""
+    ``sampler`` (:data:`latro_core.rollout.SAMPLERS`), decoded by ``decoder`` (``rollout.DECODERS``)."""
 
     k: int
     max_new_tokens: int
@@ -54,6 +54,7 @@ class SamplingSettings:
     top_p: float | None = None
     seed: int = 0
     sampler: str = "inverse_cdf"
+    decoder: str = "auto"
 
 
 def _pass_through(module: nn.Module) -> AbstractContextManager[nn.Module]:
@@ -100,7 +101,7 @@ class Policy:
                 return sample_rationales(module, self.tokenizer, prompts, k=s.k, max_new_tokens=s.max_new_tokens,
                                          temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
                                          stop_strings=task.stop_strings, keep_going_after_stop=keep_going_after_stop,
-                                         generator=generators, sampler=s.sampler)
+                                         generator=generators, sampler=s.sampler, decoder=s.decoder)
         except RuntimeError as e:
             if "probability tensor contains" not in str(e):
                 raise

@@ -50,6 +50,7 @@ class Rollout:
     new_tokens: int = 0
     generated_ids: list[list[int]] = field(default_factory=list)
     end_steps: list[int | None] = field(default_factory=list)
+    decoder: str = "transformers"    # whose decode step sampled it: "latro" (decoder.py) or "transformers"
 
     @property
     def lengths(self) -> torch.Tensor:
@@ -158,7 +159,8 @@ def sample_rationales(model, tokenizer, prompts: list[str], *, k: int = 1, max_n
                       temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                       stop_strings=Task.stop_strings, keep_going_after_stop: bool = False,
                       generator: torch.Generator | list[torch.Generator] | None = None,
-                      progress=None, prepack: bool = True, sampler: str = "inverse_cdf") -> Rollout:
+                      progress=None, prepack: bool = True, sampler: str = "inverse_cdf",
+                      decoder: str = "auto") -> Rollout:
     """Sample ``k`` continuations of each prompt (chat-formatted strings) with a KV cache.
 
     stop_strings: rationale stops, the task's ``task.stop_strings`` (default: the base Task's; None: stop
@@ -171,6 +173,8 @@ def sample_rationales(model, tokenizer, prompts: list[str], *, k: int = 1, max_n
     prepack: decode CPU fp32 linears with :func:`prepacked_linears` (no effect elsewhere).
     sampler: "inverse_cdf" (one uniform per row, exact) or "multinomial" (the sampler before it: the
     same distribution, another random stream, so other tokens for the same seed).
+    decoder: "auto" (latro's own decode step, :mod:`latro_core.decoder`, where it serves the model,
+    else transformers'), "latro" or "transformers"; ``Rollout.decoder`` records which one ran.
     """
     if sampler not in SAMPLERS:
         from .errors import ConfigError
@@ -181,10 +185,33 @@ def sample_rationales(model, tokenizer, prompts: list[str], *, k: int = 1, max_n
     per_question = isinstance(generator, (list, tuple))
     if per_question and len(generator) != len(prompts):
         raise ValueError(f"got {len(generator)} generators for {len(prompts)} prompts; pass one per prompt")
-    packing = prepacked_linears(model, len(prompts) * k) if prepack else nullcontext()
+    ours = resolve_decoder(model, decoder) == "latro"
+    packing = prepacked_linears(model, len(prompts) * k) if prepack and not ours else nullcontext()
     with packing:
         return _decode(model, tokenizer, prompts, k, max_new_tokens, temperature, top_k, top_p, stop_strings,
-                       keep_going_after_stop, generator, progress, sampler)
+                       keep_going_after_stop, generator, progress, sampler, ours)
+
+
+DECODERS = ("auto", "latro", "transformers")
+
+
+def resolve_decoder(model, decoder: str) -> str:
+    """Whose decode step ``decoder`` ("auto", "latro", "transformers") means for ``model``: "latro" or
+    "transformers". "auto" takes latro's where :func:`latro_core.decoder.supported` accepts the model and
+    no autocast is on (a mixed-precision run keeps transformers' casts); "latro" on a model it cannot
+    serve is an error."""
+    from .decoder import supported
+    from .errors import ConfigError
+
+    if decoder not in DECODERS:
+        raise ConfigError(f"decoder={decoder!r} is not one of {', '.join(DECODERS)}")
+    if decoder == "transformers":
+        return "transformers"
+    why_not = supported(model)
+    if decoder == "latro" and why_not:
+        raise ConfigError(f"decoder='latro' cannot run this model ({why_not}); use --decoder auto or transformers")
+    device = next(model.parameters()).device.type
+    return "latro" if why_not is None and not torch.is_autocast_enabled(device) else "transformers"
 
 
 @contextmanager
@@ -313,7 +340,7 @@ def _into_buffers(cache, capacity: int) -> None:
         cache.layers = [growing(layer, capacity) for layer in cache.layers]
 
 
-def _prefill(model, tokenizer, prompts, k, pad, new_tokens):
+def _prefill(model, tokenizer, prompts, k, pad, new_tokens, in_place: bool = True):
     """Each prompt once through the model, left-padded, its KV cache then repeated K times
     (question-major) and moved into buffers with room for ``new_tokens`` more positions. Returns
     (prompt token lists, cache, last logits (n*k, V), attention mask (n*k, P), next positions (n*k, 1))."""
@@ -333,21 +360,29 @@ def _prefill(model, tokenizer, prompts, k, pad, new_tokens):
     out = model(input_ids=ids, attention_mask=att, position_ids=pos, past_key_values=cache, use_cache=True)
     if k > 1:
         cache.batch_repeat_interleave(k)
-    _into_buffers(cache, P + new_tokens)
+    if in_place:
+        _into_buffers(cache, P + new_tokens)
     return (enc, cache, out.logits[:, -1].repeat_interleave(k, 0), att.repeat_interleave(k, 0),
             pos[:, -1:].repeat_interleave(k, 0) + 1)
 
 
 def _decode(model, tokenizer, prompts, k, max_new_tokens, temperature, top_k, top_p, stop_strings,
-            keep_going_after_stop, generator, progress, sampler="inverse_cdf") -> Rollout:
+            keep_going_after_stop, generator, progress, sampler="inverse_cdf", own_decoder=False) -> Rollout:
     """sample_rationales' loop (arguments as there, checked): one token per live row per step; a row
     leaves the batch (and the cache) at EOS, or at its stop string unless ``keep_going_after_stop``."""
     per_question = isinstance(generator, (list, tuple))
     eos = _eos_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(eos))
     with eval_mode(model):
-        enc, cache, logits, att, next_pos = _prefill(model, tokenizer, prompts, k, pad, max_new_tokens)
+        enc, cache, logits, att, next_pos = _prefill(model, tokenizer, prompts, k, pad, max_new_tokens,
+                                                     in_place=not own_decoder)
         B = len(enc) * k
+        decoder = None
+        if own_decoder:           # the prefilled cache into latro's static buffers; its decode steps from here
+            from .decoder import LlamaDecoder
+            decoder = LlamaDecoder(model, B, att.shape[1] + max_new_tokens)
+            decoder.from_cache(cache)
+            del cache
         gen: list[list[int]] = [[] for _ in range(B)]
         finish = ["length"] * B
         stop_at = [None] * B                          # generated-token count when the stop string appeared
@@ -378,13 +413,21 @@ def _decode(model, tokenizer, prompts, k, max_new_tokens, temperature, top_k, to
                 break
             keep_t = torch.tensor(keep, device=logits.device)
             if len(keep) < len(alive):
-                cache.batch_select_indices(keep_t)
+                if decoder is not None:
+                    decoder.keep_rows(keep_t)
+                else:
+                    cache.batch_select_indices(keep_t)
                 att, next_pos, alive, tok = att[keep_t], next_pos[keep_t], alive[keep_t], tok[keep_t]
             att = torch.cat([att, att.new_ones(len(keep), 1)], 1)
-            logits = model(input_ids=tok[:, None], attention_mask=att, position_ids=next_pos,
-                           past_key_values=cache, use_cache=True).logits[:, -1]
+            if decoder is not None:
+                logits = decoder.step(tok, att, next_pos)
+            else:
+                logits = model(input_ids=tok[:, None], attention_mask=att, position_ids=next_pos,
+                               past_key_values=cache, use_cache=True).logits[:, -1]
             next_pos = next_pos + 1
-    return _rollout(tokenizer, enc, k, gen, finish, stop_at, end_step, stop_strings)
+    rollout = _rollout(tokenizer, enc, k, gen, finish, stop_at, end_step, stop_strings)
+    rollout.decoder = "latro" if own_decoder else "transformers"
+    return rollout
 
 
 def _rollout(tokenizer, enc, k, gen, finish, stop_at, end_step, stop_strings) -> Rollout:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, fields
 from .errors import ConfigError
 from .methods.registry import get_method
 from .objective import TRUNCATION_RULES, get_reward
-from .rollout import SAMPLERS
+from .rollout import DECODERS, SAMPLERS
 
 
 @dataclass
@@ -35,6 +35,8 @@ class TrainConfig:
     top_p: float | None = None
     sampler: str = "inverse_cdf"       # how a token is drawn from softmax(logits / T): inverse_cdf (one uniform
                                        # per row) | multinomial (the sampler before it; the same distribution)
+    decoder: str = "auto"              # whose decode step samples: auto (latro's own for the Llama family, else
+                                       # transformers') | latro | transformers; samples.jsonl records which ran
     beta: float = 0.05                 # KL weight β (paper: 0.05 GSM8K, 0.25 ARC)
     lam: float = 1.0                   # λ on Σ∇log π(y|x⊕z) (Eq. 4: 1; released code: 0)
     reward: str = "latro"              # LaTRO's step with another reward R (objective.REWARDS): latro (log π(y|x⊕z)),
@@ -87,6 +89,8 @@ class TrainConfig:
             raise ConfigError(f"reference_model={self.reference_model!r}: " + (
                 "with LoRA π0 is the same weights with the adapter off; drop one of the two." if self.lora else
                 f"{method.label} has no π0 to set."))
+        if self.decoder not in DECODERS:
+            raise ConfigError(f"decoder={self.decoder!r} is not one of {', '.join(DECODERS)}")
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"sampler={self.sampler!r} is not one of {', '.join(SAMPLERS)}")
         if self.truncation not in TRUNCATION_RULES:

@@ -55,3 +55,18 @@ def test_sampling_on_the_gpu_takes_per_question_generators_and_is_reproducible(t
         gens = [torch.Generator("cuda").manual_seed(q) for q in range(2)]
         return sample_rationales(model, tok, prompts, k=3, max_new_tokens=8, generator=gens).rationale_ids
     assert draw() == draw()
+
+
+def test_latros_decoder_gives_transformers_logits_and_tokens_on_the_gpu(tok):
+    """latro's own decode step (latro_core/decoder.py) on CUDA: its logits equal transformers' on a
+    padded batch, and sampling draws the same tokens with either decoder (GPU kernels: fp32 tolerance)."""
+    from test_decoder import PROMPTS, _side_by_side
+
+    model = tiny_model(tok)[0].to("cuda")
+    assert _side_by_side(model, tok) < 1e-3
+    runs = {}
+    for decoder in ("transformers", "latro"):
+        gens = [torch.Generator("cuda").manual_seed(i) for i in range(len(PROMPTS))]
+        runs[decoder] = sample_rationales(model.eval(), tok, PROMPTS, k=2, max_new_tokens=12, generator=gens,
+                                          decoder=decoder, stop_strings=None)
+    assert runs["latro"].decoder == "latro" and runs["latro"].rationale_ids == runs["transformers"].rationale_ids

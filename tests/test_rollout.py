@@ -559,7 +559,8 @@ def test_the_inverse_cdf_sampler_fits_softmax_on_the_real_vocabulary():
     logits = torch.randn(49152, generator=g) * 3.0
     T, n = 0.7, 40_000
     probs = (logits.double() / T).softmax(-1)
-    draws = inverse_cdf_sample((logits / T).expand(n, -1), torch.rand(n, generator=g, dtype=torch.float64))
+    uniforms, chunk = torch.rand(n, generator=g, dtype=torch.float64), 250      # 250 rows of (V,) float64 at a time
+    draws = torch.cat([inverse_cdf_sample((logits / T).expand(len(u), -1), u) for u in uniforms.split(chunk)])
     top = probs.topk(30).indices
     observed = torch.cat([(draws[:, None] == top).sum(0).double(), torch.tensor([float(n)])])
     observed[-1] -= observed[:-1].sum()

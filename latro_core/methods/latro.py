@@ -182,6 +182,6 @@ def sample_records(inp: StepInputs, rollout, kept: dict) -> list[dict]:
         question = inp.questions[i // cfg.k]
         records.append({"step": inp.step + 1, "id": question.id, "answer": question.answer, "sample": i % cfg.k,
                         "rationale": rollout.texts[i], "length": len(rollout.rationale_ids[i]),
-                        "truncated": bool(rollout.truncated[i]),
+                        "truncated": bool(rollout.truncated[i]), "decoder": rollout.decoder,
                         **{name: round(float(v[i]), 4) for name, v in values.items()}})
     return records

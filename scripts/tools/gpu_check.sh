@@ -16,7 +16,7 @@
 # Steps: (1) packages: the machine's own torch; missing ones only from the carried .whl/ (pip --no-index:
 # the GPU machine reaches no package index; a wheel whose joined parts fail their sha256 is deleted so a
 # retry rebuilds it). (2) The CUDA-only tests (tests/test_cuda.py): on a GPU the step passes only if they
-# ran ("3 passed"), not skipped. (3) benchmarks/latro_update.py and benchmarks/generation.py. (4) A short
+# ran ("4 passed": training, scoring, sampling and latro's decoder on CUDA), not skipped. (3) benchmarks/latro_update.py and benchmarks/generation.py. (4) A short
 # LaTRO timing run on GSM8K at K = 16, L = 256. (5) The demo recipe (profiles.DEMO_LATRO) on the
 # arithmetic task: greedy accuracy of the base and the trained model on 200 test questions.
 # Every step has a time box and the whole check a deadline (LATRO_GPU_DEADLINE seconds, default 540): a
@@ -165,8 +165,8 @@ step() {   # step NAME BOX_S COMMAND...: run it within its time box and the dead
   tail -n 5 "$LOGS/$name.log"
   if [[ $rc == 124 || $rc == 137 ]]; then status="stopped at its time box (${box} s), see $name.log"
   elif [[ $rc != 0 ]]; then status="FAILED ($rc), see $name.log"
-  elif [[ $name == cuda_tests && $MODE == run ]] && ! grep -q "3 passed" "$LOGS/$name.log"; then
-    status="FAILED: the CUDA tests did not all run (no \"3 passed\"), see $name.log"
+  elif [[ $name == cuda_tests && $MODE == run ]] && ! grep -q "4 passed" "$LOGS/$name.log"; then
+    status="FAILED: the CUDA tests did not all run (no \"4 passed\"), see $name.log"
   fi
   row "$name" "$shown" $((SECONDS - t0)) "$status"
   [[ $status == ok ]] || FAILED_STEPS+=("$name")

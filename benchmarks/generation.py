@@ -112,14 +112,14 @@ def _left_batch(tok, prompts):
 
 # ---------------------------------------------------------------------------------- the ways
 
-def way_rollout(mod=None, impl: str | None = None, inference: bool = False, prepack: bool = True):
+def way_rollout(mod=None, impl: str | None = None, inference: bool = False, prepack: bool = True, **options):
     def run(model, tok, prompts, L, seed):
         m = mod or rollout_mod
         ctx_attn = attention(model, impl) if impl else contextlib.nullcontext()
         ctx_inf = torch.inference_mode() if inference else contextlib.nullcontext()
         with ctx_attn, ctx_inf, no_model_eos(model):
             t0, c0 = time.perf_counter(), time.process_time()
-            kw = {} if prepack else {"prepack": False}       # (a baseline revision may predate the argument)
+            kw = ({} if prepack else {"prepack": False}) | options   # (a baseline revision may predate them)
             dev = next(model.parameters()).device
             roll = m.sample_rationales(model, NoEos(tok), prompts, k=1, max_new_tokens=L, temperature=1.0,
                                        stop_strings=None, generator=torch.Generator(dev).manual_seed(seed), **kw)
@@ -161,6 +161,10 @@ WAYS = {
     "rollout, eager attention": way_rollout(impl="eager"),
     "rollout, inference_mode": way_rollout(inference=True),
     "rollout, MKL linears (prepack=False)": way_rollout(prepack=False),
+    "rollout, transformers' decode step": way_rollout(decoder="transformers"),
+    "rollout, multinomial sampler": way_rollout(sampler="multinomial"),
+    "rollout, transformers' decode step and multinomial sampler": way_rollout(decoder="transformers",
+                                                                              sampler="multinomial"),
     "generate (sdpa, dynamic cache)": way_generate(),
     "generate, eager attention": way_generate(impl="eager"),
     "generate, static cache": way_generate(cache="static"),

@@ -511,7 +511,8 @@ plt.show()
 # - **It tends to $\log p_M$.** The mean tends to $p_M$ (law of large numbers); a second-order expansion
 #   of $\log$ around $p_M$ gives the gap $\log p_M - \mathbb{E}[\hat L_K] \approx
 #   \mathrm{Var}_z[\pi_\theta(y\mid x\oplus z)]\,/\,(2K\,p_M^2)$.
-#
+
+# %% [markdown]
 # On the toy (rationales drawn from $\pi_0$, so $p_M = p(y\mid x)$ of section 1) every term is exact: a sum
 # over the multisets of $K$ of the six rationales, each with its multinomial probability, of
 # `objective.k_sample_bound`, the function the `k_sample_bound` reward computes. The same enumeration

@@ -345,7 +345,8 @@ for q, ex in enumerate(questions):
 # \pi_\theta(y\mid x\oplus z_k)$, so its column is each rationale's own advantage $K(\hat L - \hat L_{-k})$ (VIMCO's
 # leave-one-out, notebook 01 section 5): again LaTRO's order, but the log-sum-exp is carried by the
 # rationale after which $y$ is likeliest, so the others' advantages sit near 0 and the best one's is large.
-#
+
+# %% [markdown]
 # ## 4. The comparison at equal budget
 #
 # The training comparison of these rewards with SFT and RFT (equal tuning on validation, 5 seeds,

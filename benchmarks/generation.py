@@ -310,7 +310,8 @@ def main(argv=None) -> None:
         except subprocess.TimeoutExpired:
             compile_note = f"gave up: compiling + timing did not finish within {args.compile_timeout}s"
         print("torch.compile:", compile_res or compile_note)
-    out = {"command": command_line(),
+    from benchmarks.latro_update import machine_peaks
+    out = {"command": command_line(), "peaks": machine_peaks(device=args.device, dtype=args.dtype),
            "git_commit": git_commit(), "machine": {**machine_info(), **device_info(args.device)},
            "settings": {"prompts": args.prompts, "L": args.L, "repeats": args.repeats, "seed": args.seed,
                         "device": args.device, "dtype": args.dtype},
@@ -322,6 +323,8 @@ def main(argv=None) -> None:
              f"Command: `{out['command']}`  ", f"Commit: `{out['git_commit']}`  ",
              f"Machine: {out['machine']['cpu']}, {out['machine']['cpus']} CPUs, torch {out['machine']['torch']} "
              f"({out['machine']['torch_threads']} threads), transformers {out['machine']['transformers']}  ",
+             f"Peaks (`machine_peaks`, this process): memory read {out['peaks']['stream_bytes_per_s'] / 1e9:.1f} GB/s, "
+             f"matmul {out['peaks']['matmul_flops'] / 1e9:.0f} GFLOP/s  ",
              f"Batch: {args.prompts} prompts (arithmetic/train), exactly {args.L} new tokens each, SmolLM2-135M "
              f"{args.dtype} on {args.device}, "
              f"pure sampling T=1; median of {args.repeats} rounds (order rotating).", "",

@@ -377,12 +377,8 @@ def _decode(model, tokenizer, prompts, k, max_new_tokens, temperature, top_k, to
         enc, cache, logits, att, next_pos = _prefill(model, tokenizer, prompts, k, pad, max_new_tokens,
                                                      in_place=not own_decoder)
         B = len(enc) * k
-        decoder = None
-        if own_decoder:           # the prefilled cache into latro's static buffers; its decode steps from here
-            from .decoder import LlamaDecoder
-            decoder = LlamaDecoder(model, B, att.shape[1] + max_new_tokens)
-            decoder.from_cache(cache)
-            del cache
+        decoder = _decode_steps(model, cache, own_decoder, B, att.shape[1] + max_new_tokens)
+        del cache
         gen: list[list[int]] = [[] for _ in range(B)]
         finish = ["length"] * B
         stop_at = [None] * B                          # generated-token count when the stop string appeared
@@ -413,21 +409,40 @@ def _decode(model, tokenizer, prompts, k, max_new_tokens, temperature, top_k, to
                 break
             keep_t = torch.tensor(keep, device=logits.device)
             if len(keep) < len(alive):
-                if decoder is not None:
-                    decoder.keep_rows(keep_t)
-                else:
-                    cache.batch_select_indices(keep_t)
+                decoder.keep_rows(keep_t)
                 att, next_pos, alive, tok = att[keep_t], next_pos[keep_t], alive[keep_t], tok[keep_t]
             att = torch.cat([att, att.new_ones(len(keep), 1)], 1)
-            if decoder is not None:
-                logits = decoder.step(tok, att, next_pos)
-            else:
-                logits = model(input_ids=tok[:, None], attention_mask=att, position_ids=next_pos,
-                               past_key_values=cache, use_cache=True).logits[:, -1]
+            logits = decoder.step(tok, att, next_pos)
             next_pos = next_pos + 1
     rollout = _rollout(tokenizer, enc, k, gen, finish, stop_at, end_step, stop_strings)
     rollout.decoder = "latro" if own_decoder else "transformers"
     return rollout
+
+
+class _TransformersSteps:
+    """transformers' decode step over its own (prefilled) cache, behind :class:`~latro_core.decoder.LlamaDecoder`'s
+    two calls: ``keep_rows(rows)`` and ``step(tokens, attention_mask, positions) -> logits (B, V)``."""
+
+    def __init__(self, model, cache):
+        self.model, self.cache = model, cache
+
+    def keep_rows(self, rows: torch.Tensor) -> None:
+        self.cache.batch_select_indices(rows)
+
+    def step(self, tokens: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=tokens[:, None], attention_mask=attention_mask, position_ids=positions,
+                          past_key_values=self.cache, use_cache=True).logits[:, -1]
+
+
+def _decode_steps(model, cache, own_decoder: bool, rows: int, capacity: int):
+    """Who takes the decode steps after the prefill: latro's :class:`~latro_core.decoder.LlamaDecoder`
+    (the prefilled cache copied into its static buffers of ``capacity`` positions), or transformers'."""
+    if not own_decoder:
+        return _TransformersSteps(model, cache)
+    from .decoder import LlamaDecoder
+    decoder = LlamaDecoder(model, rows, capacity)
+    decoder.from_cache(cache)
+    return decoder
 
 
 def _rollout(tokenizer, enc, k, gen, finish, stop_at, end_step, stop_strings) -> Rollout:

@@ -212,6 +212,7 @@ def test_sharding_asked_for_where_it_cannot_run_is_a_config_error(tok, task, tmp
 
 # ----------------------------------------------------------------------------- collected subprocess runs
 
+@pytest.mark.slow
 def test_two_gloo_processes_match_one_process(background, tok_dir, task, tmp_path, monkeypatch):
     """Same global batch (2 questions) on 1 process and on 2 (gloo, one question each): rationales
     are seeded per question, gradients averaged over the global batch, the LR schedule steps once
@@ -244,6 +245,7 @@ def test_two_gloo_processes_match_one_process(background, tok_dir, task, tmp_pat
             assert a[k] == pytest.approx(b[k], rel=1e-5, abs=tol), k
 
 
+@pytest.mark.slow
 def test_the_equivalence_checks_catch_ranks_that_skip_the_all_reduce(background, tok_dir, task, tmp_path, monkeypatch):
     """The planted bug: two gloo ranks that never all-reduce their gradients (each steps on its own
     question). The same checks as the test above fail on it, on the gradients and on the weights."""
@@ -265,6 +267,7 @@ def test_the_equivalence_checks_catch_ranks_that_skip_the_all_reduce(background,
     print(caught.value)
 
 
+@pytest.mark.slow
 def test_fsdp2_sharded_processes_match_one_process(background, tok_dir, task, tmp_path, monkeypatch):
     """The shipped FSDP config on 2 CPU processes (gloo): each holds half of every weight, samples
     with the layers gathered, and after 2 steps, a checkpoint and a resumed 3rd step has the first

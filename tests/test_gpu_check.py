@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = ("cuda_tests", "benchmark_update", "benchmark_generation", "train_gsm8k", "train_arithmetic", "eval_base",
          "eval_latro", "table")
@@ -20,6 +22,7 @@ def gpu_check(*args, **env):
                           env=env, timeout=900, cwd=ROOT)
 
 
+@pytest.mark.slow
 def test_the_gpu_check_dry_run_runs_every_step_and_writes_its_reports(tmp_path):
     r = gpu_check("--dry-run", LATRO_GPU_OUT=str(tmp_path), LATRO_GPU_RUNS=str(tmp_path / "runs"))
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
@@ -35,6 +38,7 @@ def test_the_gpu_check_dry_run_runs_every_step_and_writes_its_reports(tmp_path):
     assert "| Base |" in table and "| LaTRO |" in table and "(n=4)" in table
 
 
+@pytest.mark.slow
 def test_a_check_past_its_deadline_records_every_step_it_could_not_fit_and_still_writes_the_summary(tmp_path):
     r = gpu_check("--dry-run", LATRO_GPU_OUT=str(tmp_path), LATRO_GPU_RUNS=str(tmp_path / "runs"), LATRO_GPU_DEADLINE="1")
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
@@ -43,6 +47,7 @@ def test_a_check_past_its_deadline_records_every_step_it_could_not_fit_and_still
     assert "| eval_latro |" in summary and "Finished:" in summary and "deadline 1 s" in summary
 
 
+@pytest.mark.slow
 def test_the_preflight_reports_the_machine_and_what_to_run_next(tmp_path):
     r = gpu_check("--preflight", OUT=str(tmp_path), LATRO_GPU_WHEELS=str(tmp_path / "no-wheels"))
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
@@ -53,6 +58,7 @@ def test_the_preflight_reports_the_machine_and_what_to_run_next(tmp_path):
     assert "Next: `bash scripts/tools/gpu_check.sh` at once" in report
 
 
+@pytest.mark.slow
 def test_a_carried_wheel_that_fails_its_checksum_is_deleted_so_a_retry_rebuilds_it(tmp_path):
     whl = tmp_path / "whl"
     (whl / "parts").mkdir(parents=True)

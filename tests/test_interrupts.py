@@ -67,6 +67,7 @@ def background(request, tok_dir, tmp_path_factory):
 
 # ----------------------------------------------------------------------------- SIGINT and SIGTERM
 
+@pytest.mark.slow
 def test_sigint_and_sigterm_save_checkpoint_exit_130_and_resume_matches(background, tok_dir, task, tmp_path):
     """CLI training subprocesses get SIGINT / SIGTERM after their first metrics line: each finishes
     the step it is in, writes a complete checkpoint, prints how to resume and exits with 130;
@@ -117,6 +118,7 @@ KILL_STEPS = 6
 KILL_KW = dict(steps=KILL_STEPS, save_every=1, truncation="none", lr=1e-3, task_kwargs={"n": 16})
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume_ends_like_an_uninterrupted_run(tok_dir, task, tmp_path):
     """SIGKILL (no handler runs) lands at random moments after a new metrics line: inside a step,
     inside a checkpoint write, between the two renames. Each time `--resume` picks up from the

@@ -22,6 +22,7 @@ ROOT = TESTS.parent
 sys.path.insert(0, str(TESTS))
 
 
+@pytest.mark.slow
 def test_a_method_registered_outside_latro_core_trains_one_step_from_the_shell(tiny_model_dir, tmp_path, request):
     """``latro --plugin tests/toy_method.py answer-only ...`` in a shell: the plugin registers the
     method, the command line gets its sub-command, the run folder and results name it."""
@@ -35,6 +36,7 @@ def test_a_method_registered_outside_latro_core_trains_one_step_from_the_shell(t
     assert _weights(out / "final") != _weights(tiny_model_dir)          # the step changed the weights
 
 
+@pytest.mark.slow
 def test_a_reward_registered_outside_latro_core_trains_one_step_from_the_shell(tiny_model_dir, tmp_path):
     """tests/toy_reward.py registers φ = √ (objective.REWARDS); ``latro --plugin ... train --reward``
     takes it with nothing else in the library changed (as LATRO_PLUGINS too)."""
@@ -47,6 +49,7 @@ def test_a_reward_registered_outside_latro_core_trains_one_step_from_the_shell(t
     assert 0 < metrics[0]["reward_mean"] <= 1 and metrics[0]["answer_loss"] != 0
 
 
+@pytest.mark.slow
 def test_a_plugin_that_cannot_be_imported_is_one_line(tmp_path):
     bad = tmp_path / "broken_plugin.py"
     bad.write_text("raise RuntimeError('boom')\n")

@@ -94,11 +94,13 @@ def _nbval(ipynb: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("ipynb", IPYNB_FILES, ids=[p.stem for p in IPYNB_FILES])
+@pytest.mark.slow
 def test_notebook_runs_at_the_smoke_setting_under_nbval(ipynb):
     r = _nbval(ipynb)
     assert r.returncode == 0, f"{ipynb.name} failed under nbval at the smoke setting:\n{(r.stdout + r.stderr)[-4000:]}"
 
 
+@pytest.mark.slow
 def test_a_changed_stored_output_of_a_checked_cell_fails_nbval():
     nb = json.loads((NOTEBOOKS / "01_variational_bound.ipynb").read_text())
     cell = _checked_cells(nb)[0]
@@ -169,6 +171,7 @@ def test_the_package_declares_a_torch_range_that_colabs_cuda_builds_satisfy():
         assert torch_req.specifier.contains(colab_torch), (torch_req, colab_torch)
 
 
+@pytest.mark.slow
 def test_the_gpu_profile_in_its_smoke_form_runs_notebook_04_on_a_cpu_with_a_tiny_model(smol_tokenizer, tmp_path):
     """``gpu-smoke``: the one-GPU profile's settings (GSM8K, LoRA, Base / SFT / RFT / LaTRO, maj@k for
     Base and LaTRO) at smoke sizes, with a tiny random model in place of the hub's Qwen2.5-0.5B: the

@@ -77,6 +77,7 @@ def test_unknown_task_or_split(capsys, tmp_path, flags, expected):
 
 # ----------------------------------------------------------------------------- models
 
+@pytest.mark.slow
 def test_unknown_model_offline_subprocess(tmp_path):
     """The real command (``python -m latro_core.cli``), hub off: one line, exit 2, no traceback,
     and the message points at the embedded default."""

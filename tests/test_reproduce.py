@@ -46,6 +46,7 @@ def _cfg(project, **kw):
                               "notebook_dir": str(project / "notebooks"), **kw})
 
 
+@pytest.mark.slow
 def test_runs_writes_marker_and_skips_second_time(project, capsys):
     s = reproduce(_cfg(project, notebooks="01_tiny"))
     executed = project / "out" / "smoke" / "01_tiny.ipynb"
@@ -70,6 +71,7 @@ def test_runs_writes_marker_and_skips_second_time(project, capsys):
     assert [r["status"] for r in s3["notebooks"]] == ["ran"]
 
 
+@pytest.mark.slow
 def test_all_notebooks_in_order_and_source_change_reruns(project):
     s = reproduce(_cfg(project))
     assert [r["notebook"] for r in s["notebooks"]] == ["01_tiny", "02_other"]
@@ -78,6 +80,7 @@ def test_all_notebooks_in_order_and_source_change_reruns(project):
     assert [r["status"] for r in s["notebooks"]] == ["skipped", "ran"]
 
 
+@pytest.mark.slow
 def test_profile_settings_change_reruns(project, monkeypatch):
     """A notebook the profile table knows reruns when its settings change, not otherwise."""
     _notebook(project / "notebooks" / "01_tiny.ipynb", "x = 1")
@@ -88,6 +91,7 @@ def test_profile_settings_change_reruns(project, monkeypatch):
     assert [r["status"] for r in reproduce(_cfg(project, notebooks="01"))["notebooks"]] == ["ran"]
 
 
+@pytest.mark.slow
 def test_failure_names_notebook_and_stops(project):
     _notebook(project / "notebooks" / "01_tiny.ipynb", "raise ValueError('boom')")
     with pytest.raises(ReproduceError, match=r"01_tiny.*boom.*01_tiny\.ipynb") as e:
@@ -264,6 +268,7 @@ def test_train_run_best_at_the_end_points_to_final(tmp_path, monkeypatch, smol_t
     assert not (tmp_path / "run" / "best").exists()
 
 
+@pytest.mark.slow
 def test_train_runs_trains_child_processes_two_at_a_time_and_keeps_the_best(tmp_path, smol_tokenizer):
     from latro_core.models import prepare_tokenizer, tiny_model
     from latro_core.experiments.runs import train_runs
@@ -287,6 +292,7 @@ def test_train_runs_trains_child_processes_two_at_a_time_and_keeps_the_best(tmp_
         train_runs(bad, cwd=ROOT)
 
 
+@pytest.mark.slow
 def test_evaluate_all_in_child_processes_gives_what_evaluating_here_gives(tmp_path, smol_tokenizer):
     from latro_core.evaluate import EvalConfig
     from latro_core.models import prepare_tokenizer, tiny_model

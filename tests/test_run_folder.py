@@ -80,6 +80,7 @@ def test_overwrite_lists_what_it_deletes_in_one_line_first(tok, task, tmp_path, 
 
 # ----------------------------------------------------------------------------- 2. one owner per folder
 
+@pytest.mark.slow
 def test_a_second_process_into_a_folder_in_use_exits_2_at_once_naming_the_holder_and_writes_nothing(tmp_path):
     held = hold_folder(tmp_path)           # this test process is the running training
     (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n')

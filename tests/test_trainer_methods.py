@@ -64,6 +64,7 @@ def test_latro_trains_with_another_reward_of_the_family(tok, task, tmp_path, rew
         assert (r["answer_loss"] == 0.0) == (reward != "probability"), r["answer_loss"]
 
 
+@pytest.mark.slow
 def test_the_k_sample_bound_trains_one_step_from_the_shell(tiny_model_dir, tmp_path):
     """``latro train --reward k_sample_bound``: JEPO's bound log (1/K) Σ_k πθ(y|x⊕z_k) of each question (≤ 0,
     so the batch_mean rule applies), its direct term weighted by each rationale's share."""
@@ -76,6 +77,7 @@ def test_the_k_sample_bound_trains_one_step_from_the_shell(tiny_model_dir, tmp_p
     assert rows[0]["reward_mean"] < 0 and rows[0]["answer_loss"] > 0 and math.isfinite(rows[0]["policy_loss"]), rows[0]
 
 
+@pytest.mark.slow
 def test_the_information_gain_trains_one_step_from_the_shell_with_latros_update(tiny_model_dir, tmp_path):
     """``latro train --reward information_gain``: R = log πθ(y|x⊕z) − log πθ(y|x), the baseline held fixed and
     the same for a question's K rationales, so with nothing penalised the step's losses are LaTRO's on the

@@ -2,7 +2,7 @@
 #   make demo   - set up .venv (once) and reproduce the CPU demo: every notebook, table and figure
 #   make test   - set up .venv (once) and run the test suite (unit tests + every notebook via nbval)
 # and for a quick check while working:
-#   make test-fast - the unit and exactness tests only, without the tests marked slow: 3 min 9 s of CPU time; 7 min 18 s wall measured on the shared 2-core machine under load (it got 43% of one core)
+#   make test-fast - the unit and exactness tests only, without the tests marked slow (3 min 9 s of CPU)
 PY      := .venv/bin/python
 PROFILE ?= demo
 # GSM8K / ARC-Challenge are read from here when the folder exists, else from the Hugging Face hub.
@@ -18,8 +18,9 @@ test: .venv/.installed
 
 # The fast tier: every test not marked `slow` (pyproject.toml registers the marker: notebooks under nbval or
 # papermill, and child processes that load a model or train: CLI runs from the shell, two gloo ranks,
-# SIGINT / SIGKILL runs, the child-process pools, the GPU check). 3 min 9 s of CPU time; 7 min 18 s wall measured on the shared 2-core machine under load (it got 43% of one core).
-# `make test` (what CI runs, .ci/run) runs every test.
+# SIGINT / SIGKILL runs, the child-process pools, the GPU check). Measured: 3 min 9 s of CPU time, 7 min 18 s
+# wall on the shared 2-core machine under load (it got 43% of one core). `make test` (what CI runs, .ci/run)
+# runs every test.
 test-fast: .venv/.installed
 	$(PY) -m pytest -q -m "not slow" tests
 

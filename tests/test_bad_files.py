@@ -235,3 +235,79 @@ def test_a_metrics_line_with_a_byte_that_is_not_utf8_names_its_line_and_offset_a
     msg = error_line(capsys, resume)
     assert f"{metrics}, line 1, is damaged (byte 5: byte 0xfe is not UTF-8" in msg and "fix or delete that line" in msg
     assert metrics.read_bytes() == before
+
+
+# ----------------------------------------------------------------------------- a study's records, profile overrides
+
+def _study_record(tmp_path):
+    """A recorded study cell: done.json, metrics.jsonl, eval-test/summary.json and predictions.jsonl."""
+    from latro_core.experiments.study import Cell
+
+    cell = Cell("tune/latro_seed0", "latro", train={"lr": 1e-5}, evals=("test",))
+    folder = tmp_path / "study" / cell.name
+    (folder / "eval-test").mkdir(parents=True)
+    (folder / "done.json").write_text(json.dumps({"cell": {"method": "latro", "train": {"lr": 1e-5},
+                                                           "evals": ["test"]}}))
+    (folder / "metrics.jsonl").write_text('{"step": 1, "eval_accuracy": 0.5}\n{"step": 2, "eval_accuracy": 0.6}\n')
+    (folder / "eval-test" / "summary.json").write_text(json.dumps({"greedy": {"correct": 1, "n": 2}}))
+    (folder / "eval-test" / "predictions.jsonl").write_text(
+        '{"id": "a", "greedy": {"correct": true}}\n{"id": "b", "greedy": {"correct": false}}\n')
+    return cell, folder
+
+
+def _read_done(cell, folder):
+    from latro_core.experiments.study import recorded
+    return recorded(cell, folder.parents[1])
+
+
+def _read_metrics(cell, folder):
+    from latro_core.experiments.study import validation_accuracy
+    return validation_accuracy(folder)
+
+
+def _read_summary(cell, folder):
+    from latro_core.experiments.study import per_seed_answers
+    return per_seed_answers(folder.parents[1], [cell], "test")
+
+
+def _read_predictions(cell, folder):
+    from latro_core.results import question_correct
+    return question_correct(folder / "eval-test" / "summary.json")
+
+
+@pytest.mark.parametrize("damaged, read", [("done.json", _read_done), ("metrics.jsonl", _read_metrics),
+                                           ("eval-test/summary.json", _read_summary),
+                                           ("eval-test/predictions.jsonl", _read_predictions)])
+@pytest.mark.parametrize("damage", ["cut", "not utf-8"])
+def test_a_damaged_study_record_gives_one_line_naming_the_file_line_and_byte_and_stays_as_it_was(
+        tmp_path, damaged, read, damage):
+    from latro_core.errors import DataError
+
+    cell, folder = _study_record(tmp_path)
+    path = folder / damaged
+    data = path.read_bytes()
+    data = data[:len(data) - 6] if damage == "cut" else data[:5] + b"\xe9" + data[5:]
+    path.write_bytes(data)
+    with pytest.raises(DataError) as e:
+        read(cell, folder)
+    said = str(e.value)
+    assert "\n" not in said and said.startswith(str(path)) and "line " in said and "byte " in said
+    assert ("not UTF-8" in said) if damage == "not utf-8" else ("not valid JSON" in said)
+    assert "rerun" in said or "evaluate the model again" in said
+    assert path.read_bytes() == data                                        # read, never rewritten
+
+
+@pytest.mark.parametrize("overrides, says", [
+    (["seeds", 0], "overrides must be a dict of settings"),
+    ({"seeds": 5}, "overrides: seeds=5 is a int where 04_train_latro holds a list"),
+    ({"latro": 5}, "overrides: latro=5 is a int where 04_train_latro holds a dict"),
+    ({"sedes": [0]}, "overrides ['sedes'] are not settings of 04_train_latro"),
+])
+def test_profile_overrides_of_the_wrong_kind_give_one_line_before_anything_runs(overrides, says):
+    from latro_core.errors import ConfigError
+    from latro_core.experiments.profiles import notebook_settings
+
+    with pytest.raises(ConfigError) as e:
+        notebook_settings("04_train_latro", "smoke", overrides)
+    assert says in str(e.value) and "\n" not in str(e.value)
+    assert notebook_settings("04_train_latro", "smoke", {"seeds": [0, 1]})["seeds"] == [0, 1]   # the right kind

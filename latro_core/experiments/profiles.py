@@ -412,11 +412,30 @@ def table(profile: str) -> dict[str, dict]:
     return {nb: settings(nb, profile) for nb in _SETTINGS}
 
 
+def _same_kind(held, given) -> bool:
+    """Whether an override ``given`` may replace the profile's ``held``: the same kind of value (an int
+    for a float, None where None is held, either way, also count)."""
+    if held is None or given is None:
+        return True
+    if isinstance(held, bool) or isinstance(given, bool):
+        return isinstance(held, bool) and isinstance(given, bool)
+    if isinstance(held, (int, float)) and isinstance(given, (int, float)):
+        return True
+    return isinstance(given, type(held)) or isinstance(held, type(given))
+
+
 def notebook_settings(notebook: str, profile: str, overrides: dict | None = None) -> dict:
     """What every notebook's second cell calls: ``settings(notebook, profile)`` with ``overrides``
     (the notebook's parameter, e.g. ``{"seeds": [0]}``) put over its top-level entries. An override
     the notebook has no setting for is a ConfigError naming the ones it has."""
     chosen = settings(notebook, profile)
+    if overrides is not None and not isinstance(overrides, dict):
+        raise ConfigError(f"overrides must be a dict of settings, e.g. {{\"seeds\": [0]}}; got a "
+                          f"{type(overrides).__name__}: {overrides!r}")
+    for key, value in (overrides or {}).items():      # a value of the kind the profile holds there
+        if key in chosen and not _same_kind(chosen[key], value):
+            raise ConfigError(f"overrides: {key}={value!r} is a {type(value).__name__} where {chosen['notebook']} "
+                              f"holds a {type(chosen[key]).__name__} ({key}={chosen[key]!r}); give one of that kind")
     unknown = sorted(set(overrides or {}) - set(chosen) - {"profile", "notebook"})
     if unknown:
         known = ", ".join(k for k in chosen if k not in ("profile", "notebook"))

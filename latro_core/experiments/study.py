@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..provenance import cli_flags, command_line, git_commit, portable
-from ..errors import ConfigError, LatroError, writing
+from ..errors import ConfigError, DataError, LatroError, read_json, read_json_lines, writing
 from ..evaluate import EvalConfig
 from ..results import cell_stats, question_correct
 from ..stats import SEEDS_AND_QUESTIONS, paired_difference
@@ -67,8 +67,25 @@ def recorded(cell: Cell, out) -> bool:
     done = record_dir(cell, out) / "done.json"
     if not done.exists():
         return False
-    made = json.loads(done.read_text())["cell"]
+    made = record_json(done)["cell"]
     return (made["method"], made["train"], list(made["evals"])) == (cell.method, cell.train, list(cell.evals))
+
+
+def _fix(path: Path) -> str:
+    return (f"restore it (git checkout -- {path}) or delete its cell's folder {path.parent} and rerun the study "
+            f"to record the cell again")
+
+
+def record_json(path: Path) -> dict:
+    """A study record's JSON object (done.json, summary.json); a damaged one is one DataError naming the
+    file, the line and byte offset and what to do."""
+    return read_json(path, _fix(path), error=DataError)
+
+
+def record_lines(path: Path) -> list[dict]:
+    """A study record's JSON lines (metrics.jsonl); a damaged line is one DataError naming the file,
+    the line and byte offset and what to do."""
+    return read_json_lines(path, _fix(Path(path)))
 
 
 @dataclass
@@ -103,7 +120,7 @@ def validation_accuracy(record: Path) -> float | None:
     f = record / "metrics.jsonl"
     if not f.exists():
         return None
-    accs = [r["eval_accuracy"] for r in map(json.loads, f.read_text().splitlines()) if "eval_accuracy" in r]
+    accs = [r["eval_accuracy"] for r in record_lines(f) if "eval_accuracy" in r]
     return accs[-1] if accs else None
 
 
@@ -216,7 +233,7 @@ def per_seed_answers(out: Path, cells: list[Cell], split: str) -> tuple[list[dic
         f = record_dir(c, out) / f"eval-{split}" / "summary.json"
         if recorded(c, out) and f.exists():
             answers.append(question_correct(f))
-            greedy.append(json.loads(f.read_text())["greedy"])
+            greedy.append(record_json(f)["greedy"])
     return answers, greedy
 
 
@@ -297,8 +314,8 @@ class Design:
 
 
 def _curves(cells: list[Cell], out) -> list[list[tuple[int, float]]]:
-    return [[(r["step"], r["eval_accuracy"]) for r in map(json.loads, (record_dir(c, out) / "metrics.jsonl")
-             .read_text().splitlines()) if "eval_accuracy" in r]
+    return [[(r["step"], r["eval_accuracy"]) for r in record_lines(record_dir(c, out) / "metrics.jsonl")
+             if "eval_accuracy" in r]
             for c in cells if recorded(c, out)]
 
 

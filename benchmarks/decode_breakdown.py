@@ -3,8 +3,10 @@ the memory floor", item 1):
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/decode_breakdown.py     # 2 questions x K=4 = 8 rows, L = 128
 
-It runs ``rollout.sample_rationales`` as the trainer does (per-question generators, T = 1, the
-stop strings checked, the oneDNN-packed linears), with the EOS id hidden and
+It runs ``rollout.sample_rationales`` as the trainer did with transformers' decode step
+(``decoder="transformers"``: per-question generators, T = 1, the stop strings checked, the
+oneDNN-packed linears; latro's own decode step has none of transformers' modules to time), with the
+EOS id hidden and
 ``keep_going_after_stop`` so that all 8 rows decode exactly L tokens, and times inside it, over the
 L − 1 steps after the prefill:
 
@@ -129,7 +131,8 @@ class Prepack:
 def decode_once(model, tok, prompts, k, L, clock):
     gens = [torch.Generator().manual_seed(i) for i in range(len(prompts))]
     return rollout_mod.sample_rationales(model, tok, prompts, k=k, max_new_tokens=L, temperature=1.0,
-                                         keep_going_after_stop=True, generator=gens, progress=clock, prepack=False)
+                                         keep_going_after_stop=True, generator=gens, progress=clock, prepack=False,
+                                         decoder="transformers")
 
 
 def breakdown(model, tok, prompts: list[str], k: int, L: int, repeats: int) -> tuple[list[dict], list[float]]:

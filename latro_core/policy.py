@@ -83,11 +83,6 @@ class Policy:
     precision: Callable[[], AbstractContextManager] = nullcontext
     weights_for_sampling: Callable[[nn.Module], AbstractContextManager[nn.Module]] = _pass_through
 
-    @property
-    def has_reference(self) -> bool:
-        """Whether log π0(z|x) is scored (the method's KL term at β ≠ 0)."""
-        return self.reference is not None or self.reference_is_adapter_off
-
     def sample(self, step: int, first_question: int, questions: list[Example], task: Task, *,
                keep_going_after_stop: bool = False) -> Rollout:
         """K rationales per question in one batch, from the task's prompt, stopped at its stop strings

@@ -38,7 +38,7 @@ def latro_step(inp: StepInputs) -> StepOutput:
     n_global = n_local * procs.num_processes
     # 2. score, part 1: x⊕z⊕y packed per micro-batch; log π_T,0(z|x) (n,) each, no gradients (None: no π0)
     slices, batches = micro_batches(inp, rollout, reward.own_answer)
-    ref_logp_z = [policy.reference_logp_z(b) if cfg.beta != 0 else None for b in batches]
+    ref_logp_z = [policy.reference_logp_z(b) for b in batches]
     # the "batch_mean" rule's mean reward over the whole step (None: each micro-batch's own)
     step_mean = step_mean_reward(inp, rollout, slices, batches, ref_logp_z)
     kept = defaultdict(list)

@@ -18,6 +18,7 @@ import math
 from pathlib import Path
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from .errors import writing
 from .stats import wilson_interval
@@ -121,7 +122,7 @@ def plot_training(metrics_jsonl_path_or_list, path="figures/training.png", *, st
     panels = [k for k in TRAINING_PANELS if any(k in m for rows in runs.values() for m in rows)]
     if not panels:
         raise ValueError(f"no known metric ({', '.join(TRAINING_PANELS)}) in the training records")
-    cols = min(3, len(panels))
+    cols = 2 if len(panels) == 4 else min(3, len(panels))      # 4 panels: a 2 x 2 grid, no empty axes
     nrows = math.ceil(len(panels) / cols)
     fig = Figure(figsize=(3.8 * cols, 2.7 * nrows + 0.5))
     axes = fig.subplots(nrows, cols, squeeze=False)
@@ -139,8 +140,8 @@ def plot_training(metrics_jsonl_path_or_list, path="figures/training.png", *, st
                 ax.errorbar(steps, *_percent_bars(acc, [wilson_interval(round(a * eval_n), eval_n) for a in acc]),
                             marker="o", ms=3, lw=1.2, capsize=2, label=label, color=color[label], ls=style[label])
             elif pts:
-                ax.plot(*zip(*pts), marker="o" if key == "eval_accuracy" else None, ms=3, lw=1.2, label=label,
-                        color=color[label], ls=style[label])
+                ax.plot(*zip(*pts), marker="o" if key == "eval_accuracy" or len(pts) <= 12 else None, ms=3, lw=1.2,
+                        label=label, color=color[label], ls=style[label])
         if start and start.get(key) is not None:
             ax.plot([0], [scale * start[key]], marker="*", ms=9, color="k", ls="none", label="starting model")
         # the loss panel is named for the methods whose runs have it (SFT, RFT or both)
@@ -149,6 +150,9 @@ def plot_training(metrics_jsonl_path_or_list, path="figures/training.png", *, st
         title += f", n={eval_n}, Wilson 95%" if key == "eval_accuracy" and eval_n else ""
         ax.set_title(title, fontsize=8)
         ax.set_xlabel("optimizer step", fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))          # steps are whole numbers
+        if key == "frac_truncated":
+            ax.set_ylim(-3, 103)                                        # a share of the samples: its whole range
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
@@ -157,6 +161,8 @@ def plot_training(metrics_jsonl_path_or_list, path="figures/training.png", *, st
         fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(6, len(handles)), fontsize=7,
                    frameon=False)
         fig.tight_layout(rect=(0, 0.06 if nrows > 1 else 0.1, 1, 1))
+    else:                                       # titles clear of the x-labels of the row above
+        fig.tight_layout()
     return _save(fig, path, tight=False)
 
 

@@ -67,13 +67,16 @@
 # | profile | model | questions × K, L | time |
 # |---|---|---|---|
 # | `smoke` | SmolLM2-135M (embedded) | a few arithmetic questions, short L | ~1 min on a CPU |
-# | `demo`  | SmolLM2-135M (embedded) | tens of questions (arithmetic / GSM8K) | ≤ 8 min on a CPU |
+# | `demo`  | SmolLM2-135M (embedded) | 24 arithmetic questions × K = 8, T = 0.5, L = 96 | minutes on a CPU |
 # | `gpu` | Qwen2.5-0.5B-Instruct | GSM8K test, K = 8, L = 256 | minutes on one GPU |
 # | `paper` | Phi-3.5-mini-instruct | GSM8K test, K = 8, L = 500 | GPU |
 #
 # The `smoke` profile only checks that every step runs; with a handful of short rationales the
-# numbers below say little. Even at `demo`, 16 questions × $K$ = 4 give few right rationales (the
-# Summary counts them); section 6's study, 200 questions × 8 samples, is the measurement to trust.
+# numbers below say little. `demo` samples where section 6's study found the base model's signal
+# (T = 0.5, L = 96: about a third of the questions get a right and finished rationale among 8), so
+# that the right and wrong bars rest on more than a handful of rationales; the study itself, 200
+# questions × 8 samples, is the measurement to trust. GSM8K is left out of `demo` (a 135M model gets
+# few of its rationales right at any setting): `overrides = {"task": ["arithmetic", "gsm8k"]}` adds it.
 
 # %%
 # Colab: one install cell (scripts/tools/colab_cell.py writes it into every notebook; elsewhere it does nothing)
@@ -257,6 +260,12 @@ assert abs(manual - row.reward) < 1e-3 * max(1.0, abs(manual))
 # agree, and fill the last two bars from the rewards already computed (as `latro evaluate` does).
 
 # %%
+def interval_text(ci, digits=2):
+    """[lo, hi] rounded, or "–" where too few values give no interval (n < 2, or none at all)."""
+    lo, hi = ci if ci is not None else (float("nan"), float("nan"))
+    return "–" if not (np.isfinite(lo) and np.isfinite(hi)) else f"[{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
 nll = {}
 for name, t in tasks.items():
     df, exs = samples[name], list(t)
@@ -269,8 +278,8 @@ for name, t in tasks.items():
     nll[name] = answer_nll(lm, tok, t, exs)                         # no rationale, gold rationale
     for cond, rows in (("own_correct", df[df.correct]), ("own_wrong", df[~df.correct])):
         nll[name][cond] = nll_summary(-rows.reward, rows.question)
-    display(pd.DataFrame({cond: {"mean": f"{c['mean']:.3f}", "se": f"{c['se']:.3f}", "n": c["n"],
-                                 "95% (questions resampled)": f"[{c['ci95'][0]:.2f}, {c['ci95'][1]:.2f}]"}
+    display(pd.DataFrame({cond: {"mean": f"{c['mean']:.2f}", "se": f"{c['se']:.2f}" if np.isfinite(c["se"]) else "–", "n": c["n"],
+                                 "95% (questions resampled)": interval_text(c["ci95"])}
                           for cond, c in nll[name].items()}).T.rename_axis(f"{name}: NLL of the gold answer"))
     path = figure2({LABEL: nll[name]}, path=FIG / f"03_figure2_{name}_{profile}.png")
     display(Image(path))
@@ -368,10 +377,16 @@ for name, df in samples.items():
     by_question = bootstrap_interval(per_q, n_boot=n_boot, seed=seed,
                                      stat=lambda v: auroc(v[:, :k].ravel(), v[:, k:].ravel() > 0.5))
     n_pairs, within = within_question(df)
-    ranking[name] = {"right": int(y.sum()), "wrong": int((~y).sum()), "AUROC": a,
-                     "95% CI (rationales)": f"[{by_sample[0]:.2f}, {by_sample[1]:.2f}]",
-                     "95% CI (questions)": f"[{by_question[0]:.2f}, {by_question[1]:.2f}]",
-                     "within-question pairs": n_pairs, "within-question AUROC": within}
+    done = df[df.finish != "length"]                  # finished rationales: stopped before the answer, or at EOS
+    n_done_pairs, within_done = within_question(done)
+    ranking[name] = {"right": int(y.sum()), "wrong": int((~y).sum()), "AUROC": round(a, 2),
+                     "95% CI (rationales)": interval_text(by_sample),
+                     "95% CI (questions)": interval_text(by_question),
+                     "within-question pairs": n_pairs, "within-question AUROC": round(within, 2),
+                     "finished: right / wrong": f"{int(done.correct.sum())} / {int((~done.correct).sum())}",
+                     "finished: AUROC": round(auroc(done.reward.to_numpy(), done.correct.to_numpy(dtype=bool)), 2),
+                     "finished: within-question pairs": n_done_pairs,
+                     "finished: within-question AUROC": round(within_done, 2)}
 display(pd.DataFrame(ranking).T)
 for name, res in ranking.items():
     if np.isnan(res["AUROC"]):
@@ -449,12 +464,18 @@ else:
                                     progress=False), model=lm, tokenizer=tok)
 cols = ["difficulty", "temperature", "L", "frac_right", "frac_finished", "frac_right_and_finished",
         "frac_questions_with_right_finished"]
-table = pd.DataFrame([{**{c: e[c] for c in cols}, "AUROC within q": (e["auroc_all"]["mean"]),
-                       "AUROC 95%": e["auroc_all"]["ci95"], "n_q (both kinds)": e["auroc_all"]["n_questions"],
+table = pd.DataFrame([{**{c: e[c] for c in cols},
+                       "AUROC within q, all": e["auroc_all"]["mean"], "95%, all": interval_text(e["auroc_all"]["ci95"]),
+                       "n_q, all": e["auroc_all"]["n_questions"],
+                       "AUROC within q, finished": e["auroc_finished"]["mean"],
+                       "95%, finished": interval_text(e["auroc_finished"]["ci95"]),
+                       "n_q, finished": e["auroc_finished"]["n_questions"],
                        "n": f"{e['n_questions']} x {e['k']}"} for e in study["entries"]])
-display(table.round(3))
+display(table.round(2))
 if study.get("greedy"):
-    display(pd.DataFrame(study["greedy"]).T[["accuracy", "ci95", "n", "frac_truncated", "max_new_tokens"]])
+    greedy = pd.DataFrame(study["greedy"]).T[["accuracy", "ci95", "n", "frac_truncated", "max_new_tokens"]]
+    greedy["ci95"] = greedy["ci95"].map(interval_text)
+    display(greedy.round(3))
 display(Image(str(sig_fig)))
 
 # %% [markdown]

@@ -226,6 +226,38 @@ if ARC:
                   f"| {'right' if p['greedy']['correct'] else 'wrong'}\n{p['greedy']['text'].strip()[:400]}\n")
 
 # %% [markdown]
+# ### How the models answer
+#
+# The prompt lists the options as "(A) … (B) …" and asks for "The answer is …"; the target $y$ is the
+# gold option's *text* (the self-reward scores the words, not the letter), and an answer counts as
+# right when it names the gold option by its label or by its text. Counted over every test answer
+# (greedy): how many state the answer with no reasoning before it, how many never write the answer
+# sentence, and whether the answer names a label or only an option's text.
+
+# %%
+if ARC:
+    import re
+
+    import pandas as pd
+
+    def answer_forms(rows):
+        """Counts over greedy answers: no rationale before the answer sentence, no answer sentence,
+        an answer naming a label "(B)" / "B)", or only an option's text."""
+        texts = [r["greedy"]["text"].strip() for r in rows]
+        before = [t.split(arc.answer_template, 1)[0].strip() for t in texts if arc.answer_template in t]
+        after = [t.split(arc.answer_template, 1)[1].strip() for t in texts if arc.answer_template in t]
+        by_label = sum(bool(re.match(r"\(?[A-E1-5]\)", a)) for a in after)
+        return {"n": len(texts), "right": sum(r["greedy"]["correct"] for r in rows),
+                "answer first, no rationale": sum(not b for b in before),
+                "no answer sentence": len(texts) - len(after),
+                "names a label": by_label, "only an option's text": len(after) - by_label}
+
+    forms = {f"{method}" + (f" seed {seed}" if seed is not None else "") + (" (direct)" if method == "sft" else " (CoT)"):
+             answer_forms([json.loads(ln) for ln in (Path(s["out"]) / "predictions.jsonl").read_text().splitlines()])
+             for (method, model, seed), s in summaries.items()}
+    display(pd.DataFrame(forms).T)
+
+# %% [markdown]
 # ## Reading the results
 #
 # The paper reports smaller gains from LaTRO on ARC-Challenge than on GSM8K (Table 2, Section 5.2:

@@ -282,6 +282,8 @@ for reward in REWARDS:
 fig, ax = plt.subplots(figsize=(5.4, 3.6))
 for i, (reward, v) in enumerate(curves.items()):
     ax.loglog(ks, v, marker="o", color=f"C{i}", label=reward)
+ax.set_xticks(ks, [str(K) for K in ks], minor=False)      # the K values themselves: no colliding log-scale labels
+ax.set_xticks([], minor=True)
 ax.set_xlabel("K (rationales per question)")
 ax.set_ylabel("relative MSE of the gradient estimate")
 ax.set_title(f"toy policy, β = {beta}, {n_batches:,} batches per point", fontsize=9)

@@ -207,3 +207,29 @@ def test_vs_trl_trl_side_runs_at_the_same_settings(tok, tmp_path, one_thread):
     assert [u["timed"] for u in res["updates"]] == [False, True]
     assert all(u["gen_tokens"] > 0 and u["wall_s"] > u["sample_s"] > 0 for u in res["updates"])
     assert res["checks"]["fused"] and res["checks"]["ref_model"] != "NoneType"
+
+
+def test_decode_step_benchmark_times_the_step_and_each_linear_shape_and_renders_its_report(smol_tokenizer, tmp_path,
+                                                                                           one_thread):
+    """benchmarks/decode_step.py's parts on a tiny model: one decode of 4 steps after a prefill (each
+    step timed), the model's linear shapes fused as the decoder fuses them, each shape timed with
+    both kernels, and the report written from them."""
+    bench = _bench("decode_step")
+    model = tiny_model(smol_tokenizer, seed=0)[0].eval()
+    times, mean_cache = bench.step_times(model, smol_tokenizer, questions=1, k=2, L=5)
+    assert len(times) == 4 and all(t > 0 for t in times) and mean_cache > 2
+    shapes = bench.linear_shapes(model)
+    cfg = model.config
+    assert shapes["gate/up (fused)"] == (2 * cfg.intermediate_size, cfg.hidden_size, cfg.num_hidden_layers)
+    assert shapes["vocabulary"][2] == 1
+    timed = bench.time_shape(*shapes["o"][:2], rows=2, calls=3)
+    assert timed["onednn_s"] > 0 and timed["mkl_s"] > 0 and timed["bytes"] == 4 * shapes["o"][0] * shapes["o"][1]
+    out = {"command": "x", "git_commit": "y", "machine": {"cpu": "c", "cpus": 2, "torch": "t", "torch_threads": 1},
+           "peaks": {"stream_bytes_per_s": 1e10, "matmul_flops": 1e11},
+           "settings": {"questions": 1, "k": 2, "rows": 2, "L": 5, "repeats": 1, "calls": 3, "mean_cache_tokens": 4},
+           "step_s": 0.01, "steps_timed": 4, "linears_s": {"onednn": 0.005, "mkl": 0.006}, "memory_floor_s": 0.002,
+           "compute_floor_s": 0.001, "weight_bytes": 1e6, "kv_bytes": 1e3, "flops": 1e8,
+           "shapes": {"o": {"out": 8, "in": 8, "count": 1, **timed}}}
+    bench.write(out, tmp_path / "decode_step")
+    report = (tmp_path / "decode_step.md").read_text()
+    assert "| **the step** | **10.0** | 1.00 |" in report and "| o | 8 x 8 | 1 |" in report

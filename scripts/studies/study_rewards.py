@@ -8,10 +8,10 @@ intervals over seeds and questions.
     .venv/bin/python scripts/studies/study_rewards.py --dry-run        # what is recorded, what would run
 
 The Base, SFT, RFT and LaTRO rows are the arithmetic study's own runs (their records stay in
-results/study_arithmetic/; a missing one is run there). The three new rewards (`--reward probability |
-rlpr | verifier`, each with `--truncation none`: the released code's γ × batch-mean rule assumes
-negative rewards) are tuned and trained here, into results/study_rewards/. Resume-safe like the
-arithmetic study. About 5 hours on 2 cores for the new rows.
+results/study_arithmetic/; a missing one is run there). The five other rewards (`--reward probability |
+rlpr | verifier | k_sample_bound | information_gain`, each with `--truncation none`: the released
+code's γ × batch-mean rule is LaTRO's own) are tuned and trained here, into results/study_rewards/.
+Resume-safe like the arithmetic study. About 5 hours on 2 cores for the rows of three rewards.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ import study_arithmetic as arith  # noqa: E402
 from latro_core.experiments.study import Cell, Design, pick, study_main, tune_cells  # noqa: E402
 
 SHARED = "results/study_arithmetic"              # where the Base, SFT, RFT and LaTRO records live
-REWARDS = {"probability": "LaTRO-probability (VeriFree)", "rlpr": "LaTRO-RLPR", "verifier": "LaTRO-verifier (RLVR)"}
+REWARDS = {"probability": "LaTRO-probability (VeriFree)", "rlpr": "LaTRO-RLPR", "verifier": "LaTRO-verifier (RLVR)",
+           "k_sample_bound": "LaTRO-K-sample bound (JEPO)", "information_gain": "LaTRO-information gain"}
 COMMON = {r: {**arith.COMMON["latro"], "reward": r, "truncation": "none"} for r in REWARDS}
 GRIDS = {r: arith.GRIDS["latro"] for r in REWARDS}       # the same lr × T grid as every sampling method
 
@@ -56,7 +57,7 @@ def finals(out: Path) -> tuple[list[Cell], dict]:
 DESIGN = Design(
     title="Rewards study: LaTRO and its successors beside SFT and RFT, tuned alike, 5 fresh seeds, unseen numbers",
     name="study_rewards", intro=arith.INTRO + " The Base, SFT, RFT and LaTRO rows are the arithmetic study's runs.",
-    grid=arith.GRID + " The three new rewards get LaTRO's grid (lr × T), 2 seeds per point, the same rule.",
+    grid=arith.GRID + " The other rewards get LaTRO's grid (lr × T), 2 seeds per point, the same rule.",
     curve_n=arith.CURVE_EVAL["eval_limit"], info={**arith.DESIGN_INFO, "rewards_common": COMMON},
     comparisons=[(f"{label}, {n} steps", b) for n in arith.LENGTHS for label in REWARDS.values()
                  for b in (f"LaTRO, {n} steps", f"RFT, {n} steps", "Base")])

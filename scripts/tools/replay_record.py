@@ -8,7 +8,8 @@ per step, the largest absolute difference of any logged number against the recor
 ``metrics.jsonl`` (timings left out), and exits 1 when one differs by more than ``--atol``
 (default 0: bit for bit). A record made before the training config had a ``sampler`` (the inverse-CDF
 sampler became the default then) drew its tokens with ``torch.multinomial``: it is replayed with
-``--sampler multinomial``, the same random stream.
+``--sampler multinomial``, the same random stream, and one made before latro had its own decode step
+with ``--decoder transformers`` (the same float rounding in the logits).
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ def main(argv=None) -> int:
     config = json.loads((record / "config.json").read_text()) if (record / "config.json").exists() else {}
     if "--sampler" not in flags and "sampler" not in config:     # made before the sampler was a setting
         flags += ["--sampler", "multinomial"]
+    if "--decoder" not in flags and "decoder" not in config:     # made before latro's own decode step
+        flags += ["--decoder", "transformers"]
     with tempfile.TemporaryDirectory() as scratch:
         at = flags.index("--out-dir")
         flags[at + 1] = str(Path(scratch) / "run")

@@ -30,7 +30,7 @@
 # paper's Proposition 1: self-consistency's vote frequencies estimate $p_M$, and its majority vote
 # concentrates on $\arg\max_y p_M$. Every formula is checked on a toy model small enough to enumerate.
 #
-# **What it needs.** A CPU; no model, no data. Seconds at `smoke`; 10 s at `demo` on 2 CPU cores
+# **What it needs.** A CPU; no model, no data. Seconds at `smoke`; 13 s at `demo` on 2 CPU cores
 # (the clean-clone `make demo` run, [docs/experiments.md](../docs/experiments.md)).
 #
 # **Where it sits.** First of seven. Notebook 02 estimates this objective's gradient from samples;

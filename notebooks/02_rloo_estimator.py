@@ -31,7 +31,7 @@
 # penalty does to the estimator, and which sign $\gamma$ needs; then the same pieces on real rewards of
 # the embedded model.
 #
-# **What it needs.** A CPU and the embedded model. About a minute at `smoke`; 1.7 min at `demo` on 2
+# **What it needs.** A CPU and the embedded model. About a minute at `smoke`; 1.5 min at `demo` on 2
 # CPU cores (the clean-clone `make demo` run, [docs/experiments.md](../docs/experiments.md)).
 #
 # **Where it sits.** Second of seven: after 01's objective, before 03's question whether the reward

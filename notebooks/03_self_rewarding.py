@@ -32,7 +32,7 @@
 # recipe.
 #
 # **What it needs.** A CPU and the embedded model; GSM8K from `$LATRO_DATA_DIR` or the hub (else the
-# arithmetic task alone). About a minute at `smoke`; 2.7 min at `demo` on 2 CPU cores (the clean-clone
+# arithmetic task alone). About a minute at `smoke`; 3.5 min at `demo` on 2 CPU cores (the clean-clone
 # `make demo` run, [docs/experiments.md](../docs/experiments.md)).
 #
 # **Where it sits.** Third of seven: 01–02 built the objective and its estimator; this notebook asks
@@ -485,11 +485,11 @@ display(Image(str(sig_fig)))
 # reinforce, and the within-question AUROC says whether the reward points the right way among them.
 #
 # - On the demo's task (one step, + and −) at T = 1 only 9–12% of questions have a right and finished
-#   sample among 8; at T = 0.5 that is 25% (L = 64) to 37.5% (L = 96). The table above shows the
-#   AUROC over all samples (0.61–0.74 at L ≥ 64), where a right rationale cut at $L$ is scored
-#   mid-sentence. Among *finished* rationales, a column of the results file that the table does not
-#   show, the reward ranks right above wrong almost always: AUROC 0.95–1.00 at L ≥ 64, over 11 to 60
-#   questions that have both kinds (e.g. 0.97 [0.93, 1.00], n_q = 60, at T = 0.5, L = 96). The reward
+#   sample among 8; at T = 0.5 that is 25% (L = 64) to 37.5% (L = 96). Over all samples the AUROC is
+#   0.61–0.74 at L ≥ 64 (the "all" columns), where a right rationale cut at $L$ is scored
+#   mid-sentence. Among *finished* rationales (the "finished" columns) the reward ranks right above
+#   wrong almost always: AUROC 0.95–1.00 at L ≥ 64, over 11 to 60 questions that have both kinds
+#   (e.g. 0.97 [0.93, 1.00], n_q = 60, at T = 0.5, L = 96). The reward
 #   is sound; finishing is the bottleneck. Hence training at T < 1, with z scored under the same tempered policy.
 # - Two-step problems leave only 4.5% (L = 64) to 12% (L = 96) of questions with anything to
 #   reinforce, and the base model answers 5% of them greedily: too hard for this model. Addition alone
@@ -510,15 +510,22 @@ display(Image(str(sig_fig)))
 #   intervals are wide: read the intervals before the point estimates.
 
 # %% [markdown]
-# ### What the committed demo run shows, and why it is not the lesson
+# ### What the committed demo run shows
 #
-# - What the committed demo run shows (16 questions × K = 4 at T = 1, L = 96 per task): only 2 of 64
-#   arithmetic rationales are right (78% cut at L) and 3 of 64 on GSM8K (91% cut). The gold rationale
-#   makes the gold answer far more likely (NLL 20.5 → 8.3 nats on arithmetic, 21.5 → 12.7 on GSM8K),
-#   the model's own rationales do not: after them the NLL is *higher* than with no rationale
-#   (arithmetic: 23.4 after wrong ones, 26.3 after the 2 right ones, both cut mid-sentence; GSM8K:
-#   29.5 wrong, 22.3 right). The AUROCs (arithmetic 0.40, GSM8K 0.81) rest on 2 and 3 right samples
-#   and mean little; the study of section 6, 200 questions × 8 at several T and L, is the measurement
-#   to trust, and it finds the reward sound where rationales finish.
+# 24 arithmetic questions × K = 8 at T = 0.5, L = 96 (the setting section 6 picked): 36 of the 192
+# rationales are right (19%), and 70% are cut at L.
 #
+# - **Figure 2.** The gold answer's NLL is 20.74 nats with no rationale and 8.43 after the gold
+#   rationale; after the model's own *right* rationales 18.67 [15.39, 21.82] (n = 36), after its
+#   *wrong* ones 24.54 [22.80, 26.21] (n = 156). Right rationales make the answer more likely than
+#   wrong ones, which is what LaTRO's reward needs; they do not yet come close to the gold rationale.
+# - **Ranking.** Over all 192 samples the AUROC is 0.65 [0.58, 0.72] (questions resampled), 0.64
+#   within questions (202 right–wrong pairs): a right rationale cut at L is scored mid-sentence, like a
+#   wrong one. Among the 57 *finished* rationales (14 right, 43 wrong) it is 0.97, and 0.96 within
+#   questions, on only 27 pairs: the study's 0.97 [0.93, 1.00] over 60 questions is the number to
+#   trust, and this small run agrees with it.
+# - **How z ended** (the table above): finished right rationales score about −6 nats, finished wrong
+#   ones about −15, and rationales cut at L about −26 to −28 whether right or wrong. The reward tells
+#   right from wrong where the rationale finished, and otherwise mostly says "unfinished".
+
 # Notebook 04 trains on this reward.

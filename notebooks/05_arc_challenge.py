@@ -30,7 +30,7 @@
 # stays at chance (25%) whatever the method, so this notebook checks the machinery, not LaTRO on ARC.
 #
 # **What it needs.** A CPU, the embedded model and ARC-Challenge from `$LATRO_DATA_DIR` or the hub.
-# About a minute at `smoke`; 4.0 min at `demo` on 2 CPU cores (the clean-clone `make demo` run,
+# About a minute at `smoke`; 4.9 min at `demo` on 2 CPU cores (the clean-clone `make demo` run,
 # [docs/experiments.md](../docs/experiments.md)).
 #
 # **Where it sits.** Fifth of seven: notebook 04's comparison on another task; 06 then varies the
@@ -267,10 +267,19 @@ if ARC:
 # pipeline: prompts, targets, answer extraction and the direct/CoT split between methods.
 #
 # The committed demo run (50 test questions, one seed) shows exactly that: Base 32.0% [20.8, 45.8],
-# SFT with direct answers 20.0% [11.2, 33.0], LaTRO (5 steps, β = 0.25) 26.0% [15.9, 39.6]. Every
+# SFT with direct answers 20.0% [11.2, 33.0], LaTRO (5 steps, β = 0.25) 30.0% [19.1, 43.8]. Every
 # interval contains chance and overlaps the others; SFT and LaTRO are *below* the base model in point
 # estimate. That is a negative result at this scale, not evidence about LaTRO on ARC: the validation
 # numbers that chose the checkpoints rest on 20–30 questions.
+#
+# How they answer (the counts above) says why. With the chain-of-thought prompt, the base model
+# states its answer first in 39 of 50 answers, with no reasoning before it (LaTRO's model: 36), and
+# names an option by its label, "(B) …", in 42 (LaTRO: 38), as the prompt's "The answer is (one of the
+# options)" invites. So on ARC there is mostly no rationale for the self-reward to shape: what LaTRO
+# can change in a few steps is which option the model names, not how it reasons. SFT was trained on
+# "The answer is ⟨option text⟩." and gives no answer sentence in 14 of 50 answers and only an
+# option's text in 20; the answer reader accepts either form, so its 20% is about which option it
+# picks, not how it writes it.
 #
 # The same runs on 200 test questions (`latro reproduce --profile long --notebooks 05`,
 # `results/table_arc_challenge_long.md`, one seed, Wilson intervals): Base 28.0% [22.2, 34.6], SFT

@@ -31,7 +31,7 @@
 # already puts the gold answer first.
 #
 # **What it needs.** A CPU and the embedded model; notebook 04's seed-0 LaTRO run if it exists (else
-# it trains one). About a minute at `smoke`; 7.6 min at `demo` on 2 CPU cores (the clean-clone
+# it trains one). About a minute at `smoke`; 8.8 min at `demo` on 2 CPU cores (the clean-clone
 # `make demo` run, [docs/experiments.md](../docs/experiments.md)).
 #
 # **Where it sits.** Sixth of seven: ablations of notebook 04's model; 07 then changes the reward.
@@ -197,22 +197,25 @@ display(Image(plot_maj_at_k(maj, FIG / f"06_maj_at_k_{profile}.png")))
 
 # %% [markdown]
 # The committed demo run: the base model is cut off mid-ramble at short budgets (0% at L = 16, 12.5% at
-# L = 32) and peaks at 31% (L = 64). LaTRO trained at L = 64 reaches 47% at L = 32 and 59% from L = 64
-# on, with no rationale cut there: its gain over the base model holds at every budget above 16. The
-# model trained at L = 32 (the LaTRO-200 analogue) is the only one that answers anything at L = 16
-# (25%), but from L = 32 on it stays at 34–38%, below the L = 64 model; with ±16-point intervals the
-# order is not established. So the first point of Figure 3 holds here only in part. The second does not: majority voting over
-# T = 1 samples stays at 4–12% for both models, below their greedy accuracy, because this model's
-# T = 1 samples are much worse than its greedy answers (LaTRO trained at T = 0.7). That is a negative
-# result for maj@k at this scale.
+# L = 32) and peaks at 31.2% (L = 64). The LaTRO model trained at L = 64 is notebook 04's seed 0, the
+# weakest of its three seeds this run (26.5% on 200 test questions; validation picked its step 6): on
+# these 32 questions it scores 15.6 / 12.5 / 21.9 / 21.9% at L = 16 / 32 / 64 / 96, not above the base
+# model from L = 32 on, though it finishes far more often (19% cut at L = 64 against the base model's
+# 91%). The model trained at L = 32 (the LaTRO-200 analogue, same recipe) does best at every budget:
+# 46.9% at L = 16, 43.8% at 32 and 50.0% from 64 on. So the first point of Figure 3, a model trained
+# with the short budget does better at it, shows here; the comparison with the L = 64 model rests on one
+# weak seed and ±16-point intervals. The second point does not: majority voting over T = 1 samples
+# stays at 0–8% for both models, below their greedy accuracy, because this model's T = 1 samples are
+# much worse than its greedy answers (LaTRO trained at T = 0.7). That is a negative result for maj@k
+# at this scale.
 
 # %% [markdown]
 # **Why maj@k falls as k grows (Proposition 1).** The vote frequencies of $k$ samples at T = 1 estimate
 # the model's marginal $p_M(y\mid x)$, and the majority vote concentrates on $\arg\max_y p_M(y\mid x)$
 # as $k$ grows (notebook 01, section 4). On a question where the gold answer is that mode, more votes
 # push maj@k towards 1; where a wrong answer is the mode, towards 0. At T = 1 this model's samples are
-# right 8 times in 100 (Base) and 13 in 100 (LaTRO, seed 0;
+# right 8 times in 100 (Base) and 13 in 100 (a LaTRO seed-0 model of an earlier demo run;
 # [results/self_eval_arithmetic_demo.md](../results/self_eval_arithmetic_demo.md)), so the gold answer is
-# the mode of few questions, so maj@k drifts down to
-# the share of questions where it is (Base 12 → 8%, LaTRO 12 → 4% from k = 1 to 8, 25 questions).
+# the mode of few questions, and maj@k drifts towards the share of questions where it is (Base 4% at
+# k = 1 to 4 and 0% at k = 8, LaTRO 8% at every k, 25 questions).
 # The paper's models sample the right answer most of the time, so there the same law raises maj@k.

@@ -32,7 +32,7 @@
 # and the study that trains all of them beside SFT and RFT.
 #
 # **What it needs.** A CPU and the embedded model; the study is read from `results/`, not rerun.
-# About a minute at `smoke`; 35 s at `demo` on 2 CPU cores (the clean-clone `make demo` run,
+# About a minute at `smoke`; 36 s at `demo` on 2 CPU cores (the clean-clone `make demo` run,
 # [docs/experiments.md](../docs/experiments.md)).
 #
 # **Where it sits.** Last of seven: after LaTRO itself (01–06), what came next.

@@ -612,8 +612,8 @@ assert not all_cut.any() or A_pen[all_cut].abs().max() < 1e-3
 # Finally, back-propagate `latro_loss` through the model for the first question's batch, with and
 # without the baseline (λ = 0: the rationale term only). Without a baseline all weights are
 # negative, so the update mostly *lowers the probability of every sampled rationale*: its gradient is
-# nearly parallel to $\nabla\frac1K\sum_k\log\pi_\theta(z_k\mid x)$ and larger than RLOO's (2.4× in the
-# demo run's output below: 4.67e3 against 1.93e3), which only moves probability between the rationales.
+# nearly parallel to $\nabla\frac1K\sum_k\log\pi_\theta(z_k\mid x)$ and larger than RLOO's (3.0× in the
+# demo run's output below: 5.07e3 against 1.69e3), which only moves probability between the rationales.
 #
 # `backward = "last_block"` (the smoke and paper profiles' choice; the demo profile, whose outputs are
 # shown, uses `"all"`) takes gradients with respect to the last transformer
@@ -673,7 +673,7 @@ if backward:
 #   shrinks the rationale gradient by $\frac{K-1}{K}$: a bias, large for small $K$.
 # - A constant truncation penalty keeps the estimator aimed at one fixed target whatever K; the
 #   released batch-mean penalty makes a cut rationale's reward depend on the other samples, and the
-#   target moves with K (10 standard errors apart between K = 2 and K = 8 on the toy).
+#   target moves with K (10.7 standard errors apart between K = 2 and K = 8 on the toy).
 # - Real self-rewards are large negative log-probabilities with a comparatively small spread within a
 #   question, which is exactly the regime where the baseline matters most.
 #

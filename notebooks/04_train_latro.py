@@ -502,7 +502,9 @@ for model in S["models"]:
 # Our rows use the step chosen on validation. The last column is the paper's rule (Section 5.1), the
 # best test accuracy over all evaluated steps; the paper does not say whether greedy or maj@8 accuracy
 # picks the step, so using greedy is our reading. It peeks at the test set, so it is optimistic, and
-# is shown only for comparison with the paper's numbers.
+# is shown only for comparison with the paper's numbers. Its two test columns need the test accuracy
+# logged at every evaluation (`test_limit` under `run` in the profile's settings,
+# `latro_core/experiments/profiles.py`), which the `demo` profile leaves off to save time: there they read "–".
 
 # %%
 selection = selection_markdown({f"{meth} {Path(m).name + ' ' if m else ''}seed {s}": r

@@ -610,6 +610,7 @@ else:
 # log πθ(y|x⊕z) rose (−24.66 → −24.20). [docs/experiments.md](../docs/experiments.md) shows the sweep
 # behind this recipe, including the learning rates at which the rationales collapse to a restated number.
 
+# %% [markdown]
 # ### The study, and the paper's scale
 #
 # - The study above (`results/study_arithmetic.md`: every method tuned alike on validation, 5 fresh

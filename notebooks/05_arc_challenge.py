@@ -272,6 +272,7 @@ if ARC:
 # estimate. That is a negative result at this scale, not evidence about LaTRO on ARC: the validation
 # numbers that chose the checkpoints rest on 20–30 questions.
 #
+# %% [markdown]
 # How they answer (the counts above) says why. With the chain-of-thought prompt, the base model
 # states its answer first in 39 of 50 answers, with no reasoning before it (LaTRO's model: 36), and
 # names an option by its label, "(B) …", in 42 (LaTRO: 38), as the prompt's "The answer is (one of the
@@ -280,7 +281,8 @@ if ARC:
 # "The answer is ⟨option text⟩." and gives no answer sentence in 14 of 50 answers and only an
 # option's text in 20; the answer reader accepts either form, so its 20% is about which option it
 # picks, not how it writes it.
-#
+
+# %% [markdown]
 # The same runs on 200 test questions (`latro reproduce --profile long --notebooks 05`,
 # `results/table_arc_challenge_long.md`, one seed, Wilson intervals): Base 28.0% [22.2, 34.6], SFT
 # 21.5% [16.4, 27.7], LaTRO 23.5% [18.2, 29.8]. Intervals ±6 points wide instead of ±13, and every one

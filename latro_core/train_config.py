@@ -100,10 +100,16 @@ class TrainConfig:
             raise ConfigError(f"truncation='batch_mean' sets a cut rationale's reward to γ × the mean reward, which "
                               f"penalises only negative rewards (log-probabilities); reward={self.reward!r} is ≥ 0, so "
                               f"use --truncation none or --truncation constant --gamma 0.")
-        if method.reward and self.truncation == "constant" and self.gamma > 0 and spec.negative:
+        if method.reward and self.truncation == "constant" and self.gamma > 0:
+            # γ > 0 scores a cut rationale above a wrong finished one under every registered reward: above
+            # every log-probability (≤ 0), above a probability or check that failed (0), above an
+            # information gain of 0 (a rationale that adds nothing)
             raise ConfigError(f"truncation='constant' sets a cut rationale's reward to γ = {self.gamma:g}, but "
-                              f"reward={self.reward!r} is a log-probability (≤ 0), so that is a bonus, not a penalty; "
-                              f"use a negative γ (e.g. --gamma -50) or --truncation batch_mean --gamma 2.")
+                              + (f"reward={self.reward!r} is a log-probability (≤ 0), so that is a bonus, not a "
+                                 f"penalty; use a negative γ (e.g. --gamma -50) or --truncation batch_mean --gamma 2."
+                                 if spec.negative else
+                                 f"under reward={self.reward!r} that scores it above a finished rationale that got "
+                                 f"nothing (reward 0), a bonus, not a penalty; use --gamma 0 or a negative γ."))
         for name in ("steps", "questions_per_step", "max_new_tokens", "micro_batch"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -99,10 +99,21 @@ def test_a_constant_truncation_reward_above_zero_under_a_log_probability_reward_
     assert "\n" not in message and "bonus" in message and "--gamma -50" in message
 
 
+@pytest.mark.parametrize("reward", ["probability", "rlpr", "verifier", "information_gain"])
+def test_a_constant_truncation_reward_above_zero_is_refused_under_the_other_rewards_too(reward):
+    """Under a reward in [0, 1] or an information gain, γ > 0 scores a cut rationale above a finished
+    one that got nothing (reward 0): a bonus, refused with one line that says what to use."""
+    with pytest.raises(ConfigError) as err:
+        TrainConfig(reward=reward, truncation="constant", gamma=2.0).validate()
+    message = str(err.value)
+    assert "\n" not in message and "bonus" in message and "--gamma 0" in message and reward in message
+
+
 def test_a_negative_or_zero_constant_truncation_reward_is_accepted():
     TrainConfig(truncation="constant", gamma=-50.0).validate()
     TrainConfig(truncation="constant", gamma=0.0).validate()
     TrainConfig(reward="probability", truncation="constant", gamma=0.0).validate()
+    TrainConfig(reward="information_gain", truncation="constant", gamma=-5.0).validate()
 
 
 def _markdown_cells(path: Path) -> list[str]:

@@ -400,7 +400,7 @@ else:
 # - **The probability reward does not move this model**: 18.3% [13.8, 23.2] and 21.6% [15.3, 28.2],
 #   −1.2 [−8.1, +5.5] and +2.1 [−6.1, +11.1] against the base model, with about a third of its answers
 #   finished (33.5% and 35.0%). It is $p_M$ itself, the quantity Proposition 1 is about, but section 3
-#   shows why it cannot be climbed from here: $\pi_\theta(y\mid x\oplus z)$ is at most $1.2\times10^{-7}$
+#   shows why it cannot be climbed from here: $\pi_\theta(y\mid x\oplus z)$ is at most $3.1\times10^{-7}$
 #   over the 18 rationales sampled there, so its advantages come from the rare rationale after which $y$ is
 #   likely and its direct term's weight is near 0. LaTRO's $\log$ keeps every rationale's difference.
 

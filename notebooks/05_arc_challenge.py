@@ -255,7 +255,7 @@ if ARC:
     forms = {f"{method}" + (f" seed {seed}" if seed is not None else "") + (" (direct)" if method == "sft" else " (CoT)"):
              answer_forms([json.loads(ln) for ln in (Path(s["out"]) / "predictions.jsonl").read_text().splitlines()])
              for (method, model, seed), s in summaries.items()}
-    display(pd.DataFrame(forms).T)
+    display(pd.DataFrame(forms))           # one column per model: narrow enough for the page
 
 # %% [markdown]
 # ## Reading the results

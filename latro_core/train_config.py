@@ -82,6 +82,24 @@ class TrainConfig:
                                        # "tensorboard" (files in out_dir/tensorboard), "wandb", "mlflow", ...; "": off
     task_kwargs: dict = field(default_factory=dict)   # arithmetic difficulty, e.g. {"steps": 2, "high": 20}
 
+    def _check_truncation(self, spec) -> None:
+        """The truncation rule penalises a cut rationale under reward ``spec`` (a registered Reward), else
+        ConfigError saying what to use."""
+        if self.truncation == "batch_mean" and not spec.negative:
+            raise ConfigError(f"truncation='batch_mean' sets a cut rationale's reward to γ × the mean reward, which "
+                              f"penalises only negative rewards (log-probabilities); reward={self.reward!r} is ≥ 0, so "
+                              f"use --truncation none or --truncation constant --gamma 0.")
+        if self.truncation == "constant" and self.gamma > 0:
+            # γ > 0 scores a cut rationale above a wrong finished one under every registered reward: above
+            # every log-probability (≤ 0), above a probability or check that failed (0), above an
+            # information gain of 0 (a rationale that adds nothing)
+            raise ConfigError(f"truncation='constant' sets a cut rationale's reward to γ = {self.gamma:g}, but "
+                              + (f"reward={self.reward!r} is a log-probability (≤ 0), so that is a bonus, not a "
+                                 f"penalty; use a negative γ (e.g. --gamma -50) or --truncation batch_mean --gamma 2."
+                                 if spec.negative else
+                                 f"under reward={self.reward!r} that scores it above a finished rationale that got "
+                                 f"nothing (reward 0), a bonus, not a penalty; use --gamma 0 or a negative γ."))
+
     def validate(self, world_size: int = 1) -> None:
         """Raise ConfigError, with the numbers, for settings that cannot work."""
         method = get_method(self.method)
@@ -95,21 +113,8 @@ class TrainConfig:
             raise ConfigError(f"sampler={self.sampler!r} is not one of {', '.join(SAMPLERS)}")
         if self.truncation not in TRUNCATION_RULES:
             raise ConfigError(f"truncation={self.truncation!r} is not one of {TRUNCATION_RULES}")
-        spec = get_reward(self.reward)
-        if method.reward and self.truncation == "batch_mean" and not spec.negative:
-            raise ConfigError(f"truncation='batch_mean' sets a cut rationale's reward to γ × the mean reward, which "
-                              f"penalises only negative rewards (log-probabilities); reward={self.reward!r} is ≥ 0, so "
-                              f"use --truncation none or --truncation constant --gamma 0.")
-        if method.reward and self.truncation == "constant" and self.gamma > 0:
-            # γ > 0 scores a cut rationale above a wrong finished one under every registered reward: above
-            # every log-probability (≤ 0), above a probability or check that failed (0), above an
-            # information gain of 0 (a rationale that adds nothing)
-            raise ConfigError(f"truncation='constant' sets a cut rationale's reward to γ = {self.gamma:g}, but "
-                              + (f"reward={self.reward!r} is a log-probability (≤ 0), so that is a bonus, not a "
-                                 f"penalty; use a negative γ (e.g. --gamma -50) or --truncation batch_mean --gamma 2."
-                                 if spec.negative else
-                                 f"under reward={self.reward!r} that scores it above a finished rationale that got "
-                                 f"nothing (reward 0), a bonus, not a penalty; use --gamma 0 or a negative γ."))
+        if method.reward:
+            self._check_truncation(get_reward(self.reward))
         for name in ("steps", "questions_per_step", "max_new_tokens", "micro_batch"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -472,9 +472,9 @@ table = pd.DataFrame([{"task": e["difficulty"], "T": e["temperature"], "L": e["L
                        "q with a right, finished z %": round(100 * e["frac_questions_with_right_finished"], 1),
                        "AUROC, all z": auroc_text(e["auroc_all"]), "n_q, all": e["auroc_all"]["n_questions"],
                        "AUROC, finished z": auroc_text(e["auroc_finished"]),
-                       "n_q, finished": e["auroc_finished"]["n_questions"],
-                       "n": f"{e['n_questions']} x {e['k']}"} for e in study["entries"]])
-display(table)
+                       "n_q, finished": e["auroc_finished"]["n_questions"]} for e in study["entries"]])
+print("samples per setting:", ", ".join(sorted({f"{e['n_questions']} questions x K = {e['k']}" for e in study["entries"]})))
+display(table.set_index("task"))
 if study.get("greedy"):
     greedy = pd.DataFrame(study["greedy"]).T[["accuracy", "ci95", "n", "frac_truncated", "max_new_tokens"]]
     greedy["ci95"] = greedy["ci95"].map(interval_text)

@@ -469,10 +469,10 @@ def auroc_text(a):
 
 # the columns the reading below uses (results/self_reward_signal.md has every column)
 table = pd.DataFrame([{"task": e["difficulty"], "T": e["temperature"], "L": e["L"],
-                       "q with a right, finished z %": round(100 * e["frac_questions_with_right_finished"], 1),
-                       "AUROC, all z": auroc_text(e["auroc_all"]), "n_q, all": e["auroc_all"]["n_questions"],
-                       "AUROC, finished z": auroc_text(e["auroc_finished"]),
-                       "n_q, finished": e["auroc_finished"]["n_questions"]} for e in study["entries"]])
+                       "q right+finished %": round(100 * e["frac_questions_with_right_finished"], 1),
+                       "AUROC, all z": auroc_text(e["auroc_all"]), "n_q": e["auroc_all"]["n_questions"],
+                       "AUROC, finished z": auroc_text(e["auroc_finished"]),  # n_q: questions with both kinds
+                       "n_q fin.": e["auroc_finished"]["n_questions"]} for e in study["entries"]])
 print("samples per setting:", ", ".join(sorted({f"{e['n_questions']} questions x K = {e['k']}" for e in study["entries"]})))
 display(table.set_index("task"))
 if study.get("greedy"):

@@ -451,7 +451,7 @@ for name, df in samples.items():
 # and committed in `results/self_reward_signal.md`; the `smoke` profile runs a tiny one live.
 
 # %%
-from latro_core.experiments.reward_signal import SignalConfig, run_signal, write_report
+from latro_core.experiments.reward_signal import SignalConfig, auroc_text, run_signal, write_report
 
 if signal == "results":
     study = json.loads((ROOT / "results" / "self_reward_signal.json").read_text())
@@ -462,11 +462,6 @@ else:
     study = run_signal(SignalConfig(**signal, out=str(ROOT / "runs" / profile / "self_reward_signal"),
                                     figure=str(sig_fig), samples_dir=str(ROOT / "runs" / profile / "signal"),
                                     progress=False), model=lm, tokenizer=tok)
-def auroc_text(a):
-    """A within-question AUROC with its 95% interval, "0.74 [0.69, 0.79]", or "–" (no question had both kinds)."""
-    return "–" if a["mean"] is None else f"{a['mean']:.2f} {interval_text(a['ci95'])}"
-
-
 # the columns the reading below uses (results/self_reward_signal.md has every column)
 table = pd.DataFrame([{"task": e["difficulty"], "T": e["temperature"], "L": e["L"],
                        "q right+finished %": round(100 * e["frac_questions_with_right_finished"], 1),

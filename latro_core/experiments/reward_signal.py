@@ -247,6 +247,14 @@ def _pct(x) -> str:
     return "–" if x is None else f"{100 * x:.1f}"
 
 
+def auroc_text(a: dict) -> str:
+    """A within-question AUROC entry ({"mean", "ci95", ...}) as "0.74 [0.69, 0.79]", or "–" when no
+    question had both kinds."""
+    if a["mean"] is None:
+        return "–"
+    return f"{a['mean']:.2f} [{a['ci95'][0]:.2f}, {a['ci95'][1]:.2f}]"
+
+
 def write_report(data: dict, md_path, figure_path) -> None:
     """The Markdown table (one row per difficulty, T, L) and the figure, from ``data`` (<out>.json)."""
     from ..plots import plot_reward_signal
@@ -265,9 +273,7 @@ def write_report(data: dict, md_path, figure_path) -> None:
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def au(a):
-        if a["mean"] is None:
-            return "–"
-        return f"{a['mean']:.2f} [{a['ci95'][0]:.2f}, {a['ci95'][1]:.2f}] ({a['n_questions']})"
+        return auroc_text(a) + ("" if a["mean"] is None else f" ({a['n_questions']})")
 
     def rw(r):
         return "–" if not r["n"] else f"{r['mean']:.1f} ± {r['se']:.1f} (n={r['n']})"
